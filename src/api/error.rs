@@ -1,0 +1,81 @@
+//! Every failure of the API as JSON, mapped to a status code in one place (SPEC.md section 5).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// What went wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid query")]
+    InvalidQuery(Vec<Detail>),
+    #[error("no route for this path")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the database is unavailable")]
+    DatabaseUnavailable(anyhow::Error),
+    #[error("internal error")]
+    Internal(anyhow::Error),
+}
+
+/// One problem with one parameter: where (`["query","from"]`) and what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Detail {
+    #[schema(example = json!(["query", "from"]))]
+    pub loc: Vec<String>,
+    #[schema(example = "expected a date YYYY-MM-DD, got 'aaaa'")]
+    pub msg: String,
+}
+
+impl Detail {
+    pub fn new(kind: &str, name: &str, msg: impl Into<String>) -> Detail {
+        Detail { loc: vec![kind.to_string(), name.to_string()], msg: msg.into() }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = "invalid_query")]
+    pub error: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<Detail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<anyhow::Error> for ApiError {
+    /// Storage errors: connection trouble is 503, anything else 500.
+    fn from(error: anyhow::Error) -> ApiError {
+        let unavailable = error.chain().any(|cause| {
+            cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
+                matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+            }) || cause.downcast_ref::<std::io::Error>().is_some()
+        });
+        if unavailable { ApiError::DatabaseUnavailable(error) } else { ApiError::Internal(error) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, detail, message) = match self {
+            ApiError::InvalidQuery(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail, None),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", vec![], Some("no route for this path")),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", vec![], Some("method not allowed here"))
+            }
+            ApiError::DatabaseUnavailable(cause) => {
+                tracing::warn!("database unavailable: {cause:#}");
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", vec![], Some("the database is unavailable; try again shortly"))
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!("internal error: {cause:#}");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", vec![], Some("internal error"))
+            }
+        };
+        let body = ErrorBody { error, detail, message: message.map(str::to_string) };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,111 @@
+//! The date range of a query string, validated into SPEC.md's 422 errors.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::NaiveDate;
+
+use super::error::{ApiError, Detail};
+use crate::record::MAX_CUSTOMER_LEN;
+
+/// The bound of an open range: the last date both backends store and compare as text alike.
+pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a valid date");
+
+/// `from` (required) and `to` (optional, inclusive) as dates, with `from <= to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DateRange {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl DateRange {
+    /// Parses a raw query string (`from=...&to=...`); unknown parameters are ignored.
+    pub fn parse(query: &str) -> Result<DateRange, ApiError> {
+        let (mut from, mut to) = (None, None);
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "from" => from = Some(value.into_owned()),
+                "to" => to = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        let mut problems = Vec::new();
+        let from = match from {
+            None => {
+                problems.push(Detail::new("query", "from", "field required"));
+                None
+            }
+            Some(text) => parse_date("from", &text, &mut problems),
+        };
+        let to = to.and_then(|text| parse_date("to", &text, &mut problems));
+        if let (Some(from), Some(to)) = (from, to)
+            && to < from
+        {
+            problems.push(Detail::new("query", "to", format!("'to' ({to}) is before 'from' ({from})")));
+        }
+        match from {
+            Some(from) if problems.is_empty() => Ok(DateRange { from, to: to.unwrap_or(LAST_DATE) }),
+            _ => Err(ApiError::InvalidQuery(problems)),
+        }
+    }
+}
+
+fn parse_date(name: &str, text: &str, problems: &mut Vec<Detail>) -> Option<NaiveDate> {
+    let parsed = (text.len() == 10).then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()).flatten();
+    if parsed.is_none() {
+        let shown: String = text.chars().take(40).collect();
+        problems.push(Detail::new("query", name, format!("expected a date YYYY-MM-DD, got '{shown}'")));
+    }
+    parsed
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DateRange {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<DateRange, ApiError> {
+        DateRange::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+/// Checks a customer id from the path: 1 to 255 bytes.
+pub fn check_customer(customer_id: &str) -> Result<(), ApiError> {
+    if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_LEN {
+        return Err(ApiError::InvalidQuery(vec![Detail::new(
+            "path",
+            "customer_id",
+            format!("expected 1 to {MAX_CUSTOMER_LEN} bytes, got {}", customer_id.len()),
+        )]));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(query: &str) -> Vec<Detail> {
+        match DateRange::parse(query) {
+            Err(ApiError::InvalidQuery(detail)) => detail,
+            other => panic!("expected a 422 for {query}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_ranges_parse_and_to_defaults_to_open() {
+        let range = DateRange::parse("from=2024-09-03").unwrap();
+        assert_eq!(range.from, NaiveDate::from_ymd_opt(2024, 9, 3).unwrap());
+        assert_eq!(range.to, LAST_DATE);
+        let range = DateRange::parse("to=2024-09-05&from=2024-09-05&x=1").unwrap();
+        assert_eq!(range.from, range.to);
+    }
+
+    #[test]
+    fn each_problem_names_its_parameter() {
+        assert_eq!(problems("")[0].loc, ["query", "from"]);
+        let bad = problems("from=aaaa");
+        assert_eq!(bad[0].msg, "expected a date YYYY-MM-DD, got 'aaaa'");
+        assert_eq!(problems("from=2024-02-30")[0].loc, ["query", "from"]);
+        assert_eq!(problems("from=2024-09-03&to=nope")[0].loc, ["query", "to"]);
+        assert_eq!(problems("from=2024-09-03&to=2024-09-02")[0].loc, ["query", "to"]);
+        assert_eq!(problems("from=+2024-09-03")[0].loc, ["query", "from"]);
+    }
+}

@@ -1,0 +1,121 @@
+//! What each subcommand does, given its parsed arguments.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
+use crate::api::{AppState, router};
+use crate::cli::{Cli, Command, DemoArgs, GenerateArgs, IngestArgs};
+use crate::generate::{GenerateConfig, generate};
+use crate::pipeline::{IngestConfig, IngestReport, ingest};
+use crate::store::Store;
+
+/// Runs one command to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate_log(&args),
+        Command::Migrate(db) => runtime()?.block_on(async {
+            Store::connect(&db.url).await?;
+            eprintln!("database schema is up to date");
+            Ok(())
+        }),
+        Command::Ingest(args) => run_ingest(&args),
+        Command::Serve(args) => runtime()?.block_on(serve(&args.db.url, args.bind)),
+        Command::Demo(args) => demo(&args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn generate_log(args: &GenerateArgs) -> anyhow::Result<()> {
+    let config = args.config();
+    match &args.output {
+        Some(path) => write_log(&config, path),
+        None => Ok(generate(&config, &mut std::io::stdout().lock())?),
+    }
+}
+
+fn write_log(config: &GenerateConfig, path: &std::path::Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    generate(config, &mut std::io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
+}
+
+fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
+    let mut config = args.config()?;
+    config.progress_bar = std::io::stderr().is_terminal() && !args.json;
+    let report = ingest(config)?;
+    print_report(&report);
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn print_report(report: &IngestReport) {
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    if report.rejected > 0 {
+        let reasons: Vec<String> = report.rejected_by_reason.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        eprintln!("rejected lines by reason: {}", reasons.join(", "));
+        for sample in &report.reject_samples {
+            eprintln!("  {sample}");
+        }
+    }
+    eprintln!("{}", report.summary_line());
+}
+
+/// Serves the API until SIGINT/SIGTERM; starts even when the database is down (answers 503).
+pub async fn serve(database_url: &str, bind: SocketAddr) -> anyhow::Result<()> {
+    let store = Store::connect_lazy(database_url)?;
+    if let Err(error) = store.migrate().await {
+        tracing::warn!("database not ready, serving 503 until it is: {error:#}");
+        let retry = store.clone();
+        tokio::spawn(async move {
+            while retry.migrate().await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            tracing::info!("database ready");
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let address = listener.local_addr()?;
+    eprintln!("serving on http://{address} (API docs: http://{address}/docs)");
+    axum::serve(listener, router(AppState { store: store.clone() }))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate.recv() => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    if !args.log.exists() {
+        eprintln!("generating a sample log at {}", args.log.display());
+        write_log(&GenerateConfig::default(), &args.log)?;
+    }
+    let mut config = IngestConfig::new(&args.db.url, vec![args.log.display().to_string()]);
+    config.progress_bar = std::io::stderr().is_terminal();
+    print_report(&ingest(config)?);
+    eprintln!("try: curl 'http://{}/customers/cust_1/stats?from=2024-09-03'", args.bind);
+    eprintln!("dashboard: http://{}/?customer=cust_1", args.bind);
+    runtime()?.block_on(serve(&args.db.url, args.bind))
+}

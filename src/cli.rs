@@ -1,0 +1,182 @@
+//! The command line (SPEC.md section 6): one `Args` struct per subcommand, each flag also read
+//! from the environment. Converted to plain configuration before use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::day::Day;
+use crate::generate::GenerateConfig;
+use crate::pipeline::{Cluster, IngestConfig};
+use crate::store::DEFAULT_DATABASE_URL;
+
+/// Per-customer daily service statistics from API request logs, served over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "logstats", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a sample log in the reference's format (random time order, deterministic per seed).
+    Generate(GenerateArgs),
+    /// Create or update the database schema.
+    Migrate(DbArgs),
+    /// Read logs and merge their statistics into the database (re-running adds nothing twice).
+    Ingest(IngestArgs),
+    /// Serve the HTTP API and the dashboard.
+    Serve(ServeArgs),
+    /// Generate a sample log if there is none, ingest it into SQLite, and serve it: no set-up.
+    Demo(DemoArgs),
+}
+
+/// Where the statistics live.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// `sqlite://PATH` (created on first use) or `postgres://USER@HOST/DB`.
+    #[arg(long = "database", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Output file (standard output when absent).
+    #[arg(short, long, env = "LOGSTATS_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// Number of lines.
+    #[arg(long, env = "LOGSTATS_LINES", default_value_t = 10_000)]
+    pub lines: u64,
+    /// Number of customers (cust_1..cust_N).
+    #[arg(long, env = "LOGSTATS_CUSTOMERS", default_value_t = 50)]
+    pub customers: u32,
+    /// Number of days, ending at --end.
+    #[arg(long, env = "LOGSTATS_DAYS", default_value_t = 30)]
+    pub days: u32,
+    /// Last day of the range (YYYY-MM-DD).
+    #[arg(long, env = "LOGSTATS_END", default_value = "2024-10-02", value_parser = parse_day)]
+    pub end: Day,
+    /// Random seed: the same seed gives the same file.
+    #[arg(long, env = "LOGSTATS_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl GenerateArgs {
+    pub fn config(&self) -> GenerateConfig {
+        GenerateConfig { lines: self.lines, customers: self.customers, days: self.days, end: self.end, seed: self.seed }
+    }
+}
+
+fn parse_day(text: &str) -> Result<Day, String> {
+    Day::parse(text.as_bytes()).ok_or_else(|| format!("expected a date YYYY-MM-DD, got '{text}'"))
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Worker threads (default: the number of cores).
+    #[arg(long, env = "LOGSTATS_WORKERS")]
+    pub workers: Option<usize>,
+    /// Keep running: read appended lines, new, rotated and truncated files; commit every --flush-interval.
+    #[arg(long, env = "LOGSTATS_FOLLOW")]
+    pub follow: bool,
+    /// How often follow mode commits, in seconds.
+    #[arg(long, env = "LOGSTATS_FLUSH_INTERVAL", default_value_t = 1.0)]
+    pub flush_interval: f64,
+    /// Only files whose name matches this pattern, in directories (e.g. '*.log*').
+    #[arg(long, env = "LOGSTATS_GLOB")]
+    pub glob: Option<String>,
+    /// Write every rejected line here (file:line, reason, text; tab-separated).
+    #[arg(long, env = "LOGSTATS_REJECTS")]
+    pub rejects: Option<PathBuf>,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+    /// Target bytes per unit of work (default: about four epochs for the input, 8 to 256 MiB).
+    #[arg(long, env = "LOGSTATS_UNIT_BYTES", hide = true)]
+    pub unit_bytes: Option<u64>,
+    /// Processes in the cluster (with --process-id and --hostfile).
+    #[arg(long, env = "LOGSTATS_PROCESSES", default_value_t = 1, requires_all = ["process_id", "hostfile"])]
+    pub processes: usize,
+    /// This process's index in the hostfile, from 0.
+    #[arg(long, env = "LOGSTATS_PROCESS_ID")]
+    pub process_id: Option<usize>,
+    /// A file with one host:port per line, one per process.
+    #[arg(long, env = "LOGSTATS_HOSTFILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Seconds to wait for every process of the cluster to connect.
+    #[arg(long, env = "LOGSTATS_CONNECT_TIMEOUT", default_value_t = 30)]
+    pub connect_timeout: u64,
+    /// Files, directories (read recursively), globs, or - for standard input.
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+}
+
+impl IngestArgs {
+    pub fn config(&self) -> anyhow::Result<IngestConfig> {
+        let mut config = IngestConfig::new(&self.db.url, self.paths.clone());
+        if let Some(workers) = self.workers {
+            anyhow::ensure!(workers > 0, "--workers must be at least 1");
+            config.workers = workers;
+        }
+        anyhow::ensure!(
+            self.flush_interval.is_finite() && self.flush_interval > 0.0,
+            "--flush-interval must be a positive number of seconds"
+        );
+        config.follow = self.follow;
+        config.flush_interval = Duration::from_secs_f64(self.flush_interval);
+        config.glob = self.glob.clone();
+        config.rejects_file = self.rejects.clone();
+        config.unit_bytes = self.unit_bytes.unwrap_or(0);
+        config.cluster = self.cluster()?;
+        Ok(config)
+    }
+
+    fn cluster(&self) -> anyhow::Result<Option<Cluster>> {
+        let (Some(process_id), Some(hostfile)) = (self.process_id, &self.hostfile) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(hostfile).with_context(|| format!("reading {}", hostfile.display()))?;
+        let addresses: Vec<String> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        anyhow::ensure!(
+            addresses.len() >= self.processes,
+            "{} lists {} addresses for --processes {}",
+            hostfile.display(),
+            addresses.len(),
+            self.processes
+        );
+        anyhow::ensure!(process_id < self.processes, "--process-id must be below --processes");
+        Ok(Some(Cluster {
+            process_id,
+            addresses: addresses[..self.processes].to_vec(),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+        }))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "LOGSTATS_BIND", default_value = "127.0.0.1:8888")]
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The sample log (generated when missing).
+    #[arg(long, env = "LOGSTATS_DEMO_LOG", default_value = "logs/api_requests.log")]
+    pub log: PathBuf,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "LOGSTATS_BIND", default_value = "127.0.0.1:8888")]
+    pub bind: SocketAddr,
+}

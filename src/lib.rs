@@ -1,0 +1,23 @@
+//! logstats: API request logs in, exact per-customer daily statistics out, served over HTTP.
+//!
+//! The data flow, module by module:
+//!
+//! - [`record`] parses a log line (bytes) into a request, or a reason to reject it;
+//! - [`stats`] keeps a (customer, day) group as exact, mergeable state ([`stats::DayStats`]:
+//!   counts, integer sums, a [`histogram`] of durations) and derives SPEC.md's statistics;
+//! - [`pipeline`] runs ingestion on timely dataflow: plan inputs into units, read and pre-aggregate
+//!   per worker, merge by customer, commit each epoch with its file offsets in one transaction;
+//! - [`store`] holds the only SQL (SQLite or PostgreSQL): merge-commits, progress, queries;
+//! - [`api`] serves it over HTTP (axum), with OpenAPI docs and the dashboard;
+//! - [`cli`] and [`app`] are the command line; [`generate`] writes sample logs.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod day;
+pub mod generate;
+pub mod histogram;
+pub mod pipeline;
+pub mod record;
+pub mod stats;
+pub mod store;

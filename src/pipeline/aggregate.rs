@@ -1,0 +1,188 @@
+//! Per-worker pre-aggregation: lines in, one [`DayStats`] per (customer, day) out.
+//!
+//! Customer ids are interned once per worker, so the hot path hashes a few bytes and updates one
+//! group; no line is kept. Rejected lines are counted by reason and a bounded number are kept as
+//! samples (all of them when the user asked for a rejects file).
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::day::Day;
+use crate::record::{Reject, parse_line};
+use crate::stats::DayStats;
+
+/// Where a rejected line was found: a byte offset (plain files, turned into a line number when
+/// reported) or a line number already (compressed files and standard input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Position {
+    Byte(u64),
+    Line(u64),
+}
+
+/// One rejected line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The file it came from.
+    pub file: String,
+    pub position: Position,
+    pub reason: String,
+    pub code: String,
+    /// The line itself, lossily decoded and cut to a readable length.
+    pub text: String,
+}
+
+/// Counters of what was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Non-empty lines read, accepted or rejected.
+    pub lines: u64,
+    /// Rejected lines by [`Reject::index`].
+    pub rejected: [u64; Reject::ALL.len()],
+    pub bytes: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: &Tally) {
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        for (mine, theirs) in self.rejected.iter_mut().zip(other.rejected) {
+            *mine += theirs;
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+}
+
+/// How many characters of a rejected line are kept.
+const REJECT_TEXT_CHARS: usize = 200;
+
+/// Accumulates the groups of the lines fed to it until drained.
+pub struct Aggregator {
+    customer_ids: FxHashMap<Box<str>, u32>,
+    customer_names: Vec<Box<str>>,
+    group_index: FxHashMap<(u32, Day), u32>,
+    groups: Vec<(u32, Day, DayStats)>,
+    tally: Tally,
+    rejects: Vec<Rejected>,
+    /// The input being read, named in rejects.
+    source: String,
+    /// How many rejected lines to keep (others are only counted).
+    reject_limit: usize,
+}
+
+impl Aggregator {
+    pub fn new(reject_limit: usize) -> Aggregator {
+        Aggregator {
+            customer_ids: FxHashMap::default(),
+            customer_names: Vec::new(),
+            group_index: FxHashMap::default(),
+            groups: Vec::new(),
+            tally: Tally::default(),
+            rejects: Vec::new(),
+            source: String::new(),
+            reject_limit,
+        }
+    }
+
+    /// Names the input the next lines come from.
+    pub fn set_source(&mut self, name: &str) {
+        name.clone_into(&mut self.source);
+    }
+
+    /// Counts one line (without its newline).
+    #[inline]
+    pub fn feed(&mut self, line: &[u8], position: Position) {
+        match parse_line(line) {
+            Ok(Some(request)) => {
+                self.tally.lines += 1;
+                let customer = self.intern(request.customer);
+                let next = self.groups.len() as u32;
+                let slot = *self.group_index.entry((customer, request.day)).or_insert(next);
+                if slot == next {
+                    self.groups.push((customer, request.day, DayStats::default()));
+                }
+                self.groups[slot as usize].2.record(request.status, request.duration_us);
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                self.tally.lines += 1;
+                self.tally.rejected[reason.index()] += 1;
+                if self.rejects.len() < self.reject_limit {
+                    let text: String =
+                        String::from_utf8_lossy(line).chars().take(REJECT_TEXT_CHARS).collect();
+                    self.rejects.push(Rejected {
+                        file: self.source.clone(),
+                        position,
+                        reason: reason.to_string(),
+                        code: reason.code().to_string(),
+                        text,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Counts bytes read (for the summary and the progress bar).
+    pub fn add_bytes(&mut self, bytes: u64) {
+        self.tally.bytes += bytes;
+    }
+
+    #[inline]
+    fn intern(&mut self, customer: &str) -> u32 {
+        if let Some(&id) = self.customer_ids.get(customer) {
+            return id;
+        }
+        let id = self.customer_names.len() as u32;
+        self.customer_names.push(customer.into());
+        self.customer_ids.insert(customer.into(), id);
+        id
+    }
+
+    /// Takes everything accumulated since the last drain.
+    pub fn drain(&mut self) -> (Vec<(String, Day, DayStats)>, Tally, Vec<Rejected>) {
+        self.group_index.clear();
+        let groups = self
+            .groups
+            .drain(..)
+            .map(|(customer, day, mut stats)| {
+                stats.compact();
+                (self.customer_names[customer as usize].to_string(), day, stats)
+            })
+            .collect();
+        (groups, std::mem::take(&mut self.tally), std::mem::take(&mut self.rejects))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_grouped_by_customer_and_day_and_rejects_are_counted() {
+        let mut aggregator = Aggregator::new(1);
+        let lines = [
+            "2024-09-15 20:51:37 a /x 200 1.0",
+            "2024-09-15 10:00:00 a /x 500 2.0",
+            "2024-09-16 10:00:00 a /x 200 1.0",
+            "2024-09-15 10:00:00 b /x 200 1.0",
+            "bad line",
+            "",
+            "2024-09-15 10:00:00 b /x 999 1.0",
+        ];
+        for (i, line) in lines.iter().enumerate() {
+            aggregator.feed(line.as_bytes(), Position::Line(i as u64 + 1));
+        }
+        let (mut groups, tally, rejects) = aggregator.drain();
+        groups.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let totals: Vec<(&str, u64)> = groups.iter().map(|g| (g.0.as_str(), g.2.total())).collect();
+        assert_eq!(totals, [("a", 2), ("a", 1), ("b", 1)]);
+        assert_eq!(tally.lines, 6);
+        assert_eq!(tally.rejected_total(), 2);
+        assert_eq!(tally.rejected[Reject::Status.index()], 1);
+        assert_eq!(rejects.len(), 1, "only the sample limit is kept");
+        assert_eq!(rejects[0].position, Position::Line(5));
+        assert!(aggregator.drain().0.is_empty());
+    }
+}

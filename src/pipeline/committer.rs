@@ -1,0 +1,242 @@
+//! The committer (worker 0 of process 0): collects each finished epoch, merges it into the store
+//! with the offsets it advanced in one transaction, and keeps the report. Also the process-level
+//! set-up the dataflow needs: the timely configuration and the progress bar.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::aggregate::{Position, Rejected, Tally};
+use super::dataflow::{Job, Update};
+use super::{IngestConfig, IngestReport};
+use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
+
+pub(super) struct Committer {
+    job: Arc<Job>,
+    runtime: tokio::runtime::Runtime,
+    store: Store,
+    report: IngestReport,
+    rejects_file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Once a commit failed or an epoch came incomplete, nothing later may commit.
+    halted: Option<anyhow::Error>,
+}
+
+impl Committer {
+    pub fn new(job: Arc<Job>) -> anyhow::Result<Committer> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let store = runtime.block_on(Store::connect(&job.config.database_url))?;
+        let rejects_file = match &job.config.rejects_file {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => None,
+        };
+        let mut report = IngestReport {
+            files: job.plan.inputs.len(),
+            read_stdin: job.plan.inputs.iter().any(|i| i.source == super::source::Source::Stdin),
+            ..IngestReport::default()
+        };
+        report.notes.extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
+        let committer = Committer { job, runtime, store, report, rejects_file, halted: None };
+        committer.publish();
+        Ok(committer)
+    }
+
+    /// Commits the given finished epochs (ascending) as one transaction.
+    pub fn commit(&mut self, epochs: Vec<(u64, Vec<Update>)>) {
+        if self.halted.is_some() {
+            return;
+        }
+        let mut batch = CommitBatch::default();
+        let mut progress: BTreeMap<String, FileProgress> = BTreeMap::new();
+        let mut tally = Tally::default();
+        let mut rejects = Vec::new();
+        for (epoch, updates) in epochs {
+            if !self.epoch_is_complete(epoch, &updates) {
+                // A worker stopped early (signal or error): later data would leave a gap.
+                self.job.stop.store(true, Ordering::SeqCst);
+                self.halted = Some(anyhow::anyhow!("stopped before epoch {epoch} was complete"));
+                break;
+            }
+            let mut records = Vec::new();
+            for update in updates {
+                match update {
+                    Update::Group { customer, day, stats } => batch.groups.push(GroupDelta { customer, day, stats }),
+                    Update::Progress(p) => records.push(p),
+                    Update::Tally(t) => tally.add(&t),
+                    Update::Rejected(r) => rejects.push(r),
+                    Update::UnitDone(_) => {}
+                }
+            }
+            records.sort_by_key(|p| p.from);
+            for record in records {
+                merge_progress(&mut progress, record);
+            }
+        }
+        batch.progress = progress.into_values().collect();
+        if batch.groups.is_empty() && batch.progress.is_empty() && tally == Tally::default() {
+            return;
+        }
+        let groups = batch.groups.len() as u64;
+        match self.runtime.block_on(self.store.commit(batch)) {
+            Ok(_) => {
+                self.report.groups_changed += groups;
+                self.report.commits += 1;
+                self.report.add_tally(&tally);
+                rejects.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
+                if let Err(e) = self.record_rejects(rejects) {
+                    tracing::warn!("could not write rejected lines: {e:#}");
+                }
+                tracing::debug!(groups, "committed");
+            }
+            Err(error) => {
+                self.job.stop.store(true, Ordering::SeqCst);
+                self.halted = Some(error.context("committing to the database"));
+            }
+        }
+        self.publish();
+    }
+
+    /// A batch epoch is complete when every unit planned for it was read.
+    fn epoch_is_complete(&self, epoch: u64, updates: &[Update]) -> bool {
+        let peers = self.peers();
+        let planned = self.job.plan.units.len();
+        let first = epoch as usize * peers;
+        if first >= planned {
+            return true; // a follow-mode epoch: files are owned whole, nothing can be missing
+        }
+        let expected = planned.min(first + peers) - first;
+        updates.iter().filter(|u| matches!(u, Update::UnitDone(_))).count() == expected
+    }
+
+    fn peers(&self) -> usize {
+        self.job.config.workers.max(1) * self.job.config.cluster.as_ref().map_or(1, |c| c.addresses.len())
+    }
+
+    fn record_rejects(&mut self, rejects: Vec<Rejected>) -> anyhow::Result<()> {
+        let mut lines = LineNumbers::default();
+        for rejected in rejects {
+            let line = lines.of(&rejected.file, rejected.position);
+            let location = match line {
+                Some(n) => format!("{}:{n}", rejected.file),
+                None => format!("{}:byte {}", rejected.file, byte_of(rejected.position)),
+            };
+            let shown = format!("{location}: {}: {}", rejected.reason, rejected.text);
+            if self.report.reject_samples.len() < self.job.config.reject_samples {
+                self.report.reject_samples.push(shown);
+            }
+            if let Some(file) = self.rejects_file.as_mut() {
+                writeln!(file, "{location}\t{}\t{}", rejected.code, rejected.text)?;
+            }
+        }
+        if let Some(file) = self.rejects_file.as_mut() {
+            file.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Shares the report so far (the process reads it when the workers end).
+    fn publish(&self) {
+        let report = match &self.halted {
+            Some(error) if !is_stop(error) => Err(anyhow::anyhow!("{error:#}")),
+            _ => Ok(self.report.clone()),
+        };
+        *self.job.report.lock().expect("report lock") = Some(report);
+    }
+}
+
+fn is_stop(error: &anyhow::Error) -> bool {
+    error.to_string().starts_with("stopped before epoch")
+}
+
+/// Several records for one file in one transaction, in reading order: the first says what the
+/// stored row must hold, the last how far the file now is.
+fn merge_progress(all: &mut BTreeMap<String, FileProgress>, record: FileProgress) {
+    match all.get_mut(&record.path) {
+        None => {
+            all.insert(record.path.clone(), record);
+        }
+        Some(existing) => *existing = FileProgress { expected_offset: existing.expected_offset, ..record },
+    }
+}
+
+fn byte_of(position: Position) -> u64 {
+    match position {
+        Position::Byte(b) | Position::Line(b) => b,
+    }
+}
+
+/// Turns byte offsets into line numbers by counting newlines, resuming where the last count ended.
+#[derive(Default)]
+struct LineNumbers {
+    counted: HashMap<String, (u64, u64)>,
+}
+
+impl LineNumbers {
+    fn of(&mut self, file: &str, position: Position) -> Option<u64> {
+        let offset = match position {
+            Position::Line(n) => return Some(n),
+            Position::Byte(offset) => offset,
+        };
+        let (mut at, mut newlines) = self.counted.get(file).copied().unwrap_or((0, 0));
+        if offset < at {
+            (at, newlines) = (0, 0);
+        }
+        let handle = std::fs::File::open(file).ok()?;
+        let mut buffer = vec![0u8; 1 << 20];
+        while at < offset {
+            let want = buffer.len().min((offset - at) as usize);
+            let read = std::os::unix::fs::FileExt::read_at(&handle, &mut buffer[..want], at).ok()?;
+            if read == 0 {
+                return None;
+            }
+            newlines += memchr::memchr_iter(b'\n', &buffer[..read]).count() as u64;
+            at += read as u64;
+        }
+        self.counted.insert(file.to_string(), (at, newlines));
+        Some(newlines + 1)
+    }
+}
+
+/// The timely configuration: threads, or one process of a cluster (quiet, with a start deadline).
+pub(super) fn timely_config(config: &IngestConfig) -> anyhow::Result<timely::Config> {
+    let workers = config.workers.max(1);
+    let communication = match &config.cluster {
+        None if workers == 1 => timely::CommunicationConfig::Thread,
+        None => timely::CommunicationConfig::Process(workers),
+        Some(cluster) => timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: cluster.process_id,
+                addresses: cluster.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+    };
+    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+}
+
+/// A progress bar on a terminal (bytes, rate, ETA), drawn from the workers' byte counter.
+pub(super) fn progress_bar(job: &Arc<Job>) -> Option<indicatif::ProgressBar> {
+    if !job.config.progress_bar {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(job.plan.total_bytes());
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .expect("a valid template");
+    bar.set_style(style);
+    let shown = bar.clone();
+    let job = Arc::clone(job);
+    std::thread::spawn(move || {
+        while !shown.is_finished() {
+            shown.set_position(job.bytes_read.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    Some(bar)
+}

@@ -1,0 +1,379 @@
+//! The timely dataflow: workers read their units (and, when following, their files) epoch by
+//! epoch; groups are exchanged by customer and merged; everything of an epoch goes to worker 0,
+//! whose committer writes it in one transaction once the frontier has passed the epoch.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rustc_hash::{FxHashMap, FxHasher};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use super::aggregate::{Aggregator, Rejected, Tally};
+use super::committer::Committer;
+use super::follow::Follower;
+use super::reader::read_piece;
+use super::source::{self, Plan};
+use super::{IngestConfig, IngestReport};
+use crate::day::Day;
+use crate::stats::DayStats;
+use crate::store::{FileProgress, Store};
+
+/// What flows through the dataflow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Update {
+    Group { customer: String, day: Day, stats: DayStats },
+    Progress(FileProgress),
+    Tally(Tally),
+    Rejected(Rejected),
+    /// A unit of the plan was read completely.
+    UnitDone(usize),
+}
+
+impl Update {
+    /// Groups spread by customer; everything else goes to worker 0.
+    fn route(&self) -> u64 {
+        match self {
+            Update::Group { customer, .. } => {
+                let mut hasher = FxHasher::default();
+                customer.hash(&mut hasher);
+                hasher.finish()
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Epochs a worker may run ahead of the last committed one (bounds memory).
+const EPOCHS_IN_FLIGHT: u64 = 2;
+
+/// Everything the workers of this process share.
+pub(super) struct Job {
+    pub config: IngestConfig,
+    pub plan: Plan,
+    pub stored: HashMap<String, crate::store::StoredProgress>,
+    /// Set by SIGINT/SIGTERM or a failed commit: read no more, commit what was read, stop.
+    pub stop: Arc<AtomicBool>,
+    pub bytes_read: AtomicU64,
+    /// Set when a worker starts: in a cluster, when every peer has connected.
+    pub started: AtomicBool,
+    /// The committer's report (worker 0 of process 0 only).
+    pub report: Mutex<Option<anyhow::Result<IngestReport>>>,
+}
+
+/// Runs an ingestion to the end (or, following, until SIGINT/SIGTERM) and reports what it did.
+pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let store = runtime.block_on(Store::connect(&config.database_url))?;
+    let stored = runtime.block_on(store.progress())?;
+    runtime.block_on(store.close());
+    let sources = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
+    if config.follow && sources.iter().any(|s| *s == source::Source::Stdin) {
+        anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
+    }
+    let total_workers = config.workers.max(1) * config.cluster.as_ref().map_or(1, |c| c.addresses.len());
+    let mut config = config;
+    if config.unit_bytes == 0 {
+        config.unit_bytes = default_unit_bytes(&sources, total_workers);
+    }
+    let plan = source::plan(sources, &stored, config.unit_bytes, config.follow)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let job = Arc::new(Job {
+        config,
+        plan,
+        stored,
+        stop,
+        bytes_read: AtomicU64::new(0),
+        started: AtomicBool::new(false),
+        report: Mutex::new(None),
+    });
+    let progress = super::committer::progress_bar(&job);
+    let timely_config = super::committer::timely_config(&job.config)?;
+    if let Some(cluster) = &job.config.cluster {
+        watch_cluster_start(Arc::clone(&job), cluster.connect_timeout);
+    }
+    let worker_job = Arc::clone(&job);
+    let guards = timely::execute(timely_config, move |worker| run_worker(worker, &worker_job))
+        .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
+    let mut failure = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(panic) => failure = failure.or(Some(anyhow::anyhow!("a worker failed: {panic}"))),
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    let report = job.report.lock().expect("report lock").take();
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let mut report = match report {
+        Some(report) => report?,
+        // Not the committing process of a cluster: it reports nothing of its own.
+        None => IngestReport::default(),
+    };
+    report.seconds = started.elapsed().as_secs_f64();
+    report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+/// Timely retries a missing peer forever: give up with a clear error after `timeout`.
+fn watch_cluster_start(job: Arc<Job>, timeout: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(timeout);
+        if !job.started.load(Ordering::SeqCst) {
+            eprintln!(
+                "error: the cluster did not form within {} s: a peer in the hostfile never answered",
+                timeout.as_secs()
+            );
+            std::process::exit(3);
+        }
+    });
+}
+
+fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> {
+    config
+        .glob
+        .as_deref()
+        .map(|g| glob::Pattern::new(g).with_context(|| format!("invalid --glob {g}")))
+        .transpose()
+}
+
+/// About four epochs for the whole input, between 8 MiB and 256 MiB per unit.
+fn default_unit_bytes(sources: &[source::Source], workers: usize) -> u64 {
+    let total: u64 = sources
+        .iter()
+        .filter_map(|s| match s {
+            source::Source::File { path, .. } => std::fs::metadata(path).ok().map(|m| m.len()),
+            source::Source::Stdin => None,
+        })
+        .sum();
+    (total / (workers as u64 * 4)).clamp(8 << 20, 256 << 20)
+}
+
+/// One worker: builds the dataflow, feeds it, and drives it to the end.
+fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
+    job.started.store(true, Ordering::SeqCst);
+    let index = worker.index();
+    let peers = worker.peers();
+    let mut input = InputHandle::<u64, _>::new();
+    let probe = ProbeHandle::<u64>::new();
+    let mut committer = if index == 0 { Some(Committer::new(Arc::clone(job))?) } else { None };
+    worker.dataflow::<u64, _, _>(|scope| {
+        input
+            .to_stream(scope)
+            .unary_frontier(Exchange::new(Update::route), "Merge", |_, _| {
+                let mut pending: FxHashMap<u64, (Capability<u64>, Merged)> = FxHashMap::default();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data: &mut Vec<Update>| {
+                        let Some(&time) = cap.least() else { return };
+                        let entry = pending.entry(time).or_insert_with(|| {
+                            (cap.retain_least(0).expect("a non-empty stamp"), Merged::default())
+                        });
+                        entry.1.absorb(data.drain(..));
+                    });
+                    let ready: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
+                    for time in ready {
+                        let (cap, merged) = pending.remove(&time).expect("a pending epoch");
+                        let mut session = output.session(&cap);
+                        for update in merged.into_updates() {
+                            session.give(update);
+                        }
+                    }
+                }
+            })
+            .container::<Vec<Update>>()
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(|_: &Update| 0), "Commit", move |initial, _| {
+                drop(initial);
+                let mut pending: std::collections::BTreeMap<u64, (Capability<u64>, Vec<Update>)> =
+                    Default::default();
+                move |(input, frontier), _output| {
+                    input.for_each(|cap, data: &mut Vec<Update>| {
+                        let Some(&time) = cap.least() else { return };
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.retain_least(0).expect("a non-empty stamp"), Vec::new()))
+                            .1
+                            .append(data);
+                    });
+                    let ready: Vec<u64> = pending.keys().copied().take_while(|t| !frontier.less_equal(t)).collect();
+                    if ready.is_empty() {
+                        return;
+                    }
+                    let epochs: Vec<(u64, Vec<Update>)> = ready
+                        .iter()
+                        .map(|t| {
+                            let (_cap, updates) = pending.remove(t).expect("a pending epoch");
+                            (*t, updates)
+                        })
+                        .collect();
+                    if let Some(committer) = committer.as_mut() {
+                        committer.commit(epochs);
+                    }
+                }
+            })
+            .container::<Vec<()>>()
+            .probe_with(&probe);
+    });
+
+    let mut feeder = Feeder { index, peers, aggregator: Aggregator::new(job.config.reject_samples.max(reject_limit(job))), epoch: 0 };
+    let result = feeder.run(worker, &mut input, &probe, job);
+    if result.is_err() {
+        job.stop.store(true, Ordering::SeqCst);
+    }
+    drop(input);
+    while worker.step_or_park(Some(Duration::from_millis(100))) {}
+    result
+}
+
+/// Rejected lines kept per worker: all of them when they go to a file.
+fn reject_limit(job: &Job) -> usize {
+    if job.config.rejects_file.is_some() { usize::MAX } else { job.config.reject_samples }
+}
+
+/// Groups of one epoch merged by (customer, day), and everything else passed along.
+#[derive(Default)]
+struct Merged {
+    groups: FxHashMap<(String, Day), DayStats>,
+    others: Vec<Update>,
+}
+
+impl Merged {
+    fn absorb(&mut self, updates: impl Iterator<Item = Update>) {
+        for update in updates {
+            match update {
+                Update::Group { customer, day, stats } => {
+                    self.groups.entry((customer, day)).or_default().merge(stats);
+                }
+                other => self.others.push(other),
+            }
+        }
+    }
+
+    fn into_updates(self) -> impl Iterator<Item = Update> {
+        self.groups
+            .into_iter()
+            .map(|((customer, day), stats)| Update::Group { customer, day, stats })
+            .chain(self.others)
+    }
+}
+
+/// Reads this worker's share, epoch by epoch, into the dataflow's input.
+struct Feeder {
+    index: usize,
+    peers: usize,
+    aggregator: Aggregator,
+    epoch: u64,
+}
+
+impl Feeder {
+    fn run(
+        &mut self,
+        worker: &mut Worker,
+        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
+        probe: &ProbeHandle<u64>,
+        job: &Job,
+    ) -> anyhow::Result<()> {
+        let plan = &job.plan;
+        let epochs = plan.units.len().div_ceil(self.peers);
+        for epoch in 0..epochs {
+            self.wait_for_commits(worker, probe, job);
+            if job.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let unit = epoch * self.peers + self.index;
+            if let Some(pieces) = plan.units.get(unit) {
+                let mut progress = Vec::new();
+                for piece in pieces {
+                    read_piece(plan, piece, &mut self.aggregator, &mut |n| {
+                        job.bytes_read.fetch_add(n, Ordering::Relaxed);
+                    })?;
+                    progress.extend(plan.progress_of(piece));
+                }
+                self.send(input, progress);
+                input.send(Update::UnitDone(unit));
+            }
+            self.advance(worker, input);
+        }
+        if job.config.follow {
+            self.follow(worker, input, probe, job)?;
+        }
+        Ok(())
+    }
+
+    /// Tails the files this worker owns, one epoch per flush interval, until told to stop.
+    fn follow(
+        &mut self,
+        worker: &mut Worker,
+        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
+        probe: &ProbeHandle<u64>,
+        job: &Job,
+    ) -> anyhow::Result<()> {
+        let mut follower = Follower::new(job, self.index, self.peers, glob_pattern(&job.config)?);
+        loop {
+            let tick = Instant::now() + job.config.flush_interval;
+            let stopping = job.stop.load(Ordering::SeqCst);
+            let progress = follower.poll(&mut self.aggregator, &job.bytes_read)?;
+            self.send(input, progress);
+            self.advance(worker, input);
+            if stopping {
+                return Ok(());
+            }
+            while Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
+                worker.step_or_park(Some(tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))));
+            }
+            self.wait_for_commits(worker, probe, job);
+        }
+    }
+
+    fn send(
+        &mut self,
+        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
+        progress: Vec<FileProgress>,
+    ) {
+        let (groups, tally, rejects) = self.aggregator.drain();
+        for (customer, day, stats) in groups {
+            input.send(Update::Group { customer, day, stats });
+        }
+        for record in progress {
+            input.send(Update::Progress(record));
+        }
+        for rejected in rejects {
+            input.send(Update::Rejected(rejected));
+        }
+        input.send(Update::Tally(tally));
+    }
+
+    fn advance(
+        &mut self,
+        worker: &mut Worker,
+        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
+    ) {
+        self.epoch += 1;
+        input.advance_to(self.epoch);
+        worker.step();
+    }
+
+    /// Waits until at most [`EPOCHS_IN_FLIGHT`] epochs are uncommitted.
+    fn wait_for_commits(&self, worker: &mut Worker, probe: &ProbeHandle<u64>, job: &Job) {
+        let Some(oldest) = self.epoch.checked_sub(EPOCHS_IN_FLIGHT) else { return };
+        while probe.less_equal(&oldest) && !job.stop.load(Ordering::SeqCst) {
+            worker.step_or_park(Some(Duration::from_millis(100)));
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Ingestion on timely dataflow: inputs are planned into units, read and pre-aggregated by every
+//! worker, merged by customer, and committed by one committer per epoch (DESIGN.md).
+//!
+//! ```text
+//! plan -> [read + aggregate, per worker] -> exchange by customer -> [merge per epoch]
+//!      -> exchange to worker 0 -> [commit: groups + file offsets, one transaction]
+//! ```
+
+mod aggregate;
+mod committer;
+mod dataflow;
+mod follow;
+mod reader;
+pub mod source;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use aggregate::{Aggregator, Position, Rejected, Tally};
+pub use dataflow::ingest;
+
+use crate::record::Reject;
+
+/// How an ingestion runs (the CLI's flags, as plain values).
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    pub database_url: String,
+    pub inputs: Vec<String>,
+    /// File-name pattern for files found in directories.
+    pub glob: Option<String>,
+    /// Worker threads in this process.
+    pub workers: usize,
+    pub follow: bool,
+    pub flush_interval: Duration,
+    /// Target bytes per unit of work (an epoch reads one unit per worker).
+    pub unit_bytes: u64,
+    /// Write every rejected line here.
+    pub rejects_file: Option<PathBuf>,
+    /// How many rejected lines the summary shows.
+    pub reject_samples: usize,
+    pub cluster: Option<Cluster>,
+    pub progress_bar: bool,
+}
+
+/// A cluster of processes running the same ingestion over TCP.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub process_id: usize,
+    /// `host:port` of every process, in process-id order.
+    pub addresses: Vec<String>,
+    pub connect_timeout: Duration,
+}
+
+impl IngestConfig {
+    /// Defaults for everything but the database and inputs.
+    pub fn new(database_url: &str, inputs: Vec<String>) -> IngestConfig {
+        IngestConfig {
+            database_url: database_url.to_string(),
+            inputs,
+            glob: None,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            follow: false,
+            flush_interval: Duration::from_secs(1),
+            unit_bytes: 0,
+            rejects_file: None,
+            reject_samples: 10,
+            cluster: None,
+            progress_bar: false,
+        }
+    }
+}
+
+/// What an ingestion did: the summary line's numbers, and more for `--json`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IngestReport {
+    pub files: usize,
+    pub bytes: u64,
+    pub lines: u64,
+    pub rejected: u64,
+    /// Rejected lines by reason code.
+    pub rejected_by_reason: Vec<(String, u64)>,
+    pub groups_changed: u64,
+    pub commits: u64,
+    pub seconds: f64,
+    pub lines_per_second: f64,
+    /// A sample of rejected lines: `file:line: reason: text`.
+    pub reject_samples: Vec<String>,
+    /// Files read again from the start (shrank or replaced), and other things worth saying.
+    pub notes: Vec<String>,
+    /// Standard input was read: its progress is not resumable.
+    pub read_stdin: bool,
+}
+
+impl IngestReport {
+    /// The one-line summary printed on stderr (SPEC.md section 6).
+    pub fn summary_line(&self) -> String {
+        let mut line = format!(
+            "ingested {} lines ({} rejected) from {} input(s), {} groups changed, in {:.2} s ({:.0} lines/s)",
+            self.lines, self.rejected, self.files, self.groups_changed, self.seconds, self.lines_per_second
+        );
+        if self.read_stdin {
+            line.push_str("; standard input is not resumable: its progress was not recorded");
+        }
+        line
+    }
+
+    fn add_tally(&mut self, tally: &Tally) {
+        self.lines += tally.lines;
+        self.bytes += tally.bytes;
+        self.rejected += tally.rejected_total();
+        for reason in Reject::ALL {
+            let count = tally.rejected[reason.index()];
+            if count == 0 {
+                continue;
+            }
+            match self.rejected_by_reason.iter_mut().find(|(code, _)| code == reason.code()) {
+                Some((_, total)) => *total += count,
+                None => self.rejected_by_reason.push((reason.code().to_string(), count)),
+            }
+        }
+    }
+}

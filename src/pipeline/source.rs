@@ -1,0 +1,360 @@
+//! What to read: inputs found from the command line, and the plan that splits them into units of
+//! work (newline-aligned byte ranges of files, packed to a target size).
+//!
+//! The plan is a pure function of the inputs and the committed progress, so every worker (and every
+//! process of a cluster) computes the same one and reads only its share.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::store::{FileProgress, StoredProgress};
+
+/// One input of an ingestion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file; `key` (its absolute path) names its progress row.
+    File { path: PathBuf, key: String, gzip: bool },
+    /// Standard input: read once, its progress is not recorded.
+    Stdin,
+}
+
+impl Source {
+    /// How the input is named in reports.
+    pub fn display(&self) -> String {
+        match self {
+            Source::File { path, .. } => path.display().to_string(),
+            Source::Stdin => "<stdin>".to_string(),
+        }
+    }
+
+    pub fn file(path: &Path) -> anyhow::Result<Source> {
+        let absolute = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let gzip = absolute.extension().is_some_and(|e| e == "gz");
+        Ok(Source::File { key: absolute.to_string_lossy().into_owned(), path: absolute, gzip })
+    }
+}
+
+/// Expands the command line's paths: `-` is standard input, a directory is read recursively
+/// (files whose name matches `pattern` when one is given), a glob is expanded. Sorted, no repeats.
+pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    for arg in paths {
+        if arg == "-" {
+            sources.push(Source::Stdin);
+            continue;
+        }
+        let path = Path::new(arg);
+        if path.is_dir() {
+            walk(path, pattern, &mut sources)?;
+        } else if path.exists() {
+            sources.push(Source::file(path)?);
+        } else if arg.contains(['*', '?', '[']) {
+            let matches = glob::glob(arg).with_context(|| format!("invalid pattern {arg}"))?;
+            let before = sources.len();
+            for entry in matches {
+                let entry = entry?;
+                if entry.is_file() {
+                    sources.push(Source::file(&entry)?);
+                }
+            }
+            if sources.len() == before {
+                bail!("no file matches {arg}");
+            }
+        } else {
+            bail!("cannot read {arg}: no such file or directory");
+        }
+    }
+    sources.sort_by_key(|s| s.display());
+    sources.dedup();
+    Ok(sources)
+}
+
+/// The files below `dir` (hidden ones skipped) whose names match `pattern`, when given.
+pub fn walk(dir: &Path, pattern: Option<&glob::Pattern>, out: &mut Vec<Source>) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&path, pattern, out)?;
+        } else if (kind.is_file() || kind.is_symlink() && path.is_file())
+            && pattern.is_none_or(|p| p.matches(&name))
+        {
+            out.push(Source::file(&path)?);
+        }
+    }
+    Ok(())
+}
+
+/// One input with the range this ingestion reads of it.
+#[derive(Clone, Debug)]
+pub struct PlannedInput {
+    pub source: Source,
+    /// Where reading starts (the committed offset, or 0 for a new or replaced file).
+    pub start: u64,
+    /// Where reading ends (after the last complete line in follow mode; the end of the file otherwise).
+    pub end: u64,
+    /// The offset its progress row holds now (0 when there is none).
+    pub expected_offset: u64,
+    pub head: Head,
+    /// Why reading restarts from 0, when it does.
+    pub note: Option<String>,
+}
+
+/// A byte range of one input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub input: usize,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Every input, and the units of work: unit `u` is read by worker `u % workers` in epoch
+/// `u / workers`, so when an epoch commits, every byte before its offsets has committed too.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub inputs: Vec<PlannedInput>,
+    pub units: Vec<Vec<Piece>>,
+}
+
+impl Plan {
+    /// Bytes the plan reads (standard input counts as 0: its size is unknown).
+    pub fn total_bytes(&self) -> u64 {
+        self.units.iter().flatten().filter(|p| p.end != u64::MAX).map(|p| p.end - p.start).sum()
+    }
+
+    /// The progress to record once `piece` is committed (`None` for standard input).
+    pub fn progress_of(&self, piece: &Piece) -> Option<FileProgress> {
+        let input = &self.inputs[piece.input];
+        let Source::File { key, .. } = &input.source else { return None };
+        Some(FileProgress {
+            path: key.clone(),
+            expected_offset: if piece.start == input.start { input.expected_offset } else { piece.start },
+            from: piece.start,
+            offset: piece.end,
+            head_hash: input.head.hash,
+            head_len: input.head.len,
+        })
+    }
+}
+
+/// Plans reading `sources`, resuming from `stored` progress, in units of about `unit_bytes`.
+/// `whole_lines_only` (follow mode) leaves a partial last line for later.
+pub fn plan(
+    sources: Vec<Source>,
+    stored: &HashMap<String, StoredProgress>,
+    unit_bytes: u64,
+    whole_lines_only: bool,
+) -> anyhow::Result<Plan> {
+    let mut plan = Plan::default();
+    let mut pieces = Vec::new();
+    for source in sources {
+        let input = plan.inputs.len();
+        let planned = match &source {
+            Source::Stdin => {
+                pieces.push(Piece { input, start: 0, end: u64::MAX });
+                PlannedInput { source, start: 0, end: u64::MAX, expected_offset: 0, head: Head::default(), note: None }
+            }
+            Source::File { path, key, gzip } => {
+                let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let size = file.metadata()?.len();
+                let resume = Resume::decide(&mut file, size, stored.get(key))?;
+                let end = if whole_lines_only && !gzip { end_of_last_line(&file, resume.start, size)? } else { size };
+                if *gzip {
+                    if end > resume.start {
+                        pieces.push(Piece { input, start: resume.start, end });
+                    }
+                } else {
+                    split(&file, input, resume.start, end, unit_bytes, &mut pieces)?;
+                }
+                PlannedInput {
+                    head: Head::of(&mut file, end)?,
+                    start: resume.start,
+                    end,
+                    expected_offset: resume.expected_offset,
+                    note: resume.note.map(|n| format!("{}: {n}", path.display())),
+                    source,
+                }
+            }
+        };
+        plan.inputs.push(planned);
+    }
+    let mut unit = Vec::new();
+    let mut unit_size = 0;
+    for piece in pieces {
+        let size = piece.end.saturating_sub(piece.start);
+        if !unit.is_empty() && unit_size + size > unit_bytes {
+            plan.units.push(std::mem::take(&mut unit));
+            unit_size = 0;
+        }
+        unit.push(piece);
+        unit_size += size;
+    }
+    if !unit.is_empty() {
+        plan.units.push(unit);
+    }
+    Ok(plan)
+}
+
+/// Where to resume a file, given its committed progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub start: u64,
+    pub expected_offset: u64,
+    pub note: Option<String>,
+}
+
+impl Resume {
+    /// Continues where the stored progress left off, unless the file shrank or its first bytes
+    /// changed (it was replaced): then it is a new file, read from 0.
+    pub fn decide(file: &mut File, size: u64, stored: Option<&StoredProgress>) -> anyhow::Result<Resume> {
+        let Some(stored) = stored else {
+            return Ok(Resume { start: 0, expected_offset: 0, note: None });
+        };
+        let note = if size < stored.offset {
+            Some(format!("shrank below the {} bytes already ingested; read again as a new file", stored.offset))
+        } else if Head::of(file, stored.head_len)?.hash != stored.head_hash {
+            Some("its first bytes changed since the last ingestion; read again as a new file".to_string())
+        } else {
+            None
+        };
+        let start = if note.is_some() { 0 } else { stored.offset };
+        Ok(Resume { start, expected_offset: stored.offset, note })
+    }
+}
+
+/// A fingerprint of a file's first bytes (FNV-1a, stable across versions and platforms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    pub hash: u64,
+    pub len: u64,
+}
+
+/// How many leading bytes identify a file.
+pub const HEAD_BYTES: u64 = 1024;
+
+impl Head {
+    /// The fingerprint of the first `min(limit, HEAD_BYTES)` bytes of `file`.
+    pub fn of(file: &mut File, limit: u64) -> anyhow::Result<Head> {
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0))?;
+        file.by_ref().take(limit.min(HEAD_BYTES)).read_to_end(&mut bytes)?;
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
+            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Ok(Head { hash, len: bytes.len() as u64 })
+    }
+}
+
+/// Cuts `start..end` of a plain file into newline-aligned pieces of about `piece_bytes`.
+fn split(file: &File, input: usize, start: u64, end: u64, piece_bytes: u64, out: &mut Vec<Piece>) -> anyhow::Result<()> {
+    let mut at = start;
+    while at < end {
+        let cut = match at.checked_add(piece_bytes) {
+            Some(target) if target < end => next_line_start(file, target, end)?,
+            _ => end,
+        };
+        out.push(Piece { input, start: at, end: cut });
+        at = cut;
+    }
+    Ok(())
+}
+
+/// The offset just after the first newline at or after `from` (or `end` if there is none).
+fn next_line_start(file: &File, from: u64, end: u64) -> anyhow::Result<u64> {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut at = from;
+    while at < end {
+        let want = buffer.len().min((end - at) as usize);
+        let read = file.read_at(&mut buffer[..want], at)?;
+        if read == 0 {
+            break;
+        }
+        if let Some(i) = memchr::memchr(b'\n', &buffer[..read]) {
+            return Ok(at + i as u64 + 1);
+        }
+        at += read as u64;
+    }
+    Ok(end)
+}
+
+/// The offset just after the last newline in `start..size` (`start` when there is none).
+pub fn end_of_last_line(file: &File, start: u64, size: u64) -> anyhow::Result<u64> {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut end = size;
+    while end > start {
+        let len = buffer.len().min((end - start) as usize);
+        let from = end - len as u64;
+        file.read_exact_at(&mut buffer[..len], from)?;
+        if let Some(i) = memchr::memrchr(b'\n', &buffer[..len]) {
+            return Ok(from + i as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_with(content: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::File::create(&path).unwrap().write_all(content.as_bytes()).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn pieces_cover_the_file_exactly_and_end_on_line_boundaries() {
+        let content: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let (_dir, path) = file_with(&content);
+        let sources = vec![Source::file(&path).unwrap()];
+        let plan = plan(sources, &HashMap::new(), 100, false).unwrap();
+        let pieces: Vec<Piece> = plan.units.iter().flatten().copied().collect();
+        assert!(pieces.len() > 10);
+        assert_eq!(pieces[0].start, 0);
+        assert_eq!(pieces.last().unwrap().end, content.len() as u64);
+        for pair in pieces.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+            assert_eq!(content.as_bytes()[pair[0].end as usize - 1], b'\n');
+        }
+    }
+
+    #[test]
+    fn follow_mode_leaves_a_partial_last_line() {
+        let (_dir, path) = file_with("a\nb\npartial");
+        let plan = plan(vec![Source::file(&path).unwrap()], &HashMap::new(), 1 << 20, true).unwrap();
+        assert_eq!(plan.inputs[0].end, 4);
+        let batch = super::plan(vec![Source::file(&path).unwrap()], &HashMap::new(), 1 << 20, false).unwrap();
+        assert_eq!(batch.inputs[0].end, 11);
+    }
+
+    #[test]
+    fn stored_progress_resumes_unless_the_file_shrank_or_was_replaced() {
+        let (_dir, path) = file_with("first line\nsecond line\n");
+        let mut file = File::open(&path).unwrap();
+        let head = Head::of(&mut file, 11).unwrap();
+        let stored = StoredProgress { offset: 11, head_hash: head.hash, head_len: head.len };
+        assert_eq!(Resume::decide(&mut file, 23, Some(&stored)).unwrap().start, 11);
+        let shrunk = StoredProgress { offset: 100, ..stored };
+        let resume = Resume::decide(&mut file, 23, Some(&shrunk)).unwrap();
+        assert_eq!((resume.start, resume.expected_offset), (0, 100));
+        assert!(resume.note.unwrap().contains("shrank"));
+        let replaced = StoredProgress { head_hash: head.hash ^ 1, ..stored };
+        assert!(Resume::decide(&mut file, 23, Some(&replaced)).unwrap().note.unwrap().contains("changed"));
+    }
+}

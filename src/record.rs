@@ -1,0 +1,309 @@
+//! One log line to one [`Request`], over bytes (SPEC.md section 1).
+//!
+//! Pure and allocation-free: the parser borrows from the line it is given and either returns the
+//! request, `Ok(None)` for an empty line, or the [`Reject`] reason. It does no I/O and never panics.
+
+use crate::day::{Day, digits};
+
+/// One parsed request: the group it belongs to and what it measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub customer: &'a str,
+    pub day: Day,
+    pub status: u16,
+    pub duration_us: u64,
+}
+
+/// Why a line was rejected. Each reason is counted separately in the ingestion summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Reject {
+    #[error("wrong number of fields (expected: date time customer_id path status duration)")]
+    FieldCount,
+    #[error("invalid timestamp (expected YYYY-MM-DD HH:MM:SS or ISO 8601)")]
+    Timestamp,
+    #[error("invalid customer_id (1 to 255 bytes of printable UTF-8)")]
+    Customer,
+    #[error("invalid request_path (must start with '/')")]
+    Path,
+    #[error("invalid status_code (expected an integer 100..=599)")]
+    Status,
+    #[error("invalid duration_seconds (non-negative decimal, at most 6 fractional digits)")]
+    Duration,
+}
+
+impl Reject {
+    /// Every reason, in the order [`Reject::index`] numbers them.
+    pub const ALL: [Reject; 6] = [
+        Reject::FieldCount,
+        Reject::Timestamp,
+        Reject::Customer,
+        Reject::Path,
+        Reject::Status,
+        Reject::Duration,
+    ];
+
+    /// A dense index for counting by reason.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A short machine-readable name (used in JSON summaries and the rejects file).
+    pub fn code(self) -> &'static str {
+        match self {
+            Reject::FieldCount => "field_count",
+            Reject::Timestamp => "timestamp",
+            Reject::Customer => "customer_id",
+            Reject::Path => "request_path",
+            Reject::Status => "status_code",
+            Reject::Duration => "duration",
+        }
+    }
+}
+
+/// The longest accepted customer id, in bytes.
+pub const MAX_CUSTOMER_LEN: usize = 255;
+
+const SECONDS_PER_DAY: i32 = 86_400;
+
+/// Parses one line (without its `\n`). `Ok(None)` means the line is empty or blank.
+pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut fields = [&line[..0]; 6];
+    let mut count = 0;
+    for field in line.split(|&b| b == b' ' || b == b'\t').filter(|f| !f.is_empty()) {
+        if count == fields.len() {
+            return Err(Reject::FieldCount);
+        }
+        fields[count] = field;
+        count += 1;
+    }
+    let (day, rest) = match count {
+        0 => return Ok(None),
+        6 => (parse_date_time(fields[0], fields[1])?, &fields[2..6]),
+        5 if fields[0].contains(&b'T') => (parse_iso8601(fields[0])?, &fields[1..5]),
+        _ => return Err(Reject::FieldCount),
+    };
+    Ok(Some(Request {
+        day,
+        customer: parse_customer(rest[0])?,
+        status: {
+            parse_path(rest[1])?;
+            parse_status(rest[2])?
+        },
+        duration_us: parse_duration_us(rest[3])?,
+    }))
+}
+
+fn parse_date_time(date: &[u8], time: &[u8]) -> Result<Day, Reject> {
+    let day = Day::parse(date).ok_or(Reject::Timestamp)?;
+    parse_time_of_day(time).ok_or(Reject::Timestamp)?;
+    Ok(day)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]`; an offset moves the instant to UTC.
+fn parse_iso8601(field: &[u8]) -> Result<Day, Reject> {
+    let bad = Reject::Timestamp;
+    if field.len() < 19 || field[10] != b'T' {
+        return Err(bad);
+    }
+    let day = Day::parse(&field[..10]).ok_or(bad)?;
+    let seconds = parse_time_of_day(&field[11..19]).ok_or(bad)?;
+    let mut rest = &field[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let len = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 {
+            return Err(bad);
+        }
+        rest = &fraction[len..];
+    }
+    let offset_seconds = match rest {
+        b"" | b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = digits(&[*h1, *h2]).filter(|h| *h <= 23).ok_or(bad)?;
+            let minutes = digits(&[*m1, *m2]).filter(|m| *m <= 59).ok_or(bad)?;
+            let magnitude = (hours * 3600 + minutes * 60) as i32;
+            if *sign == b'+' { magnitude } else { -magnitude }
+        }
+        _ => return Err(bad),
+    };
+    let utc_seconds = seconds as i32 - offset_seconds;
+    Ok(day.plus(utc_seconds.div_euclid(SECONDS_PER_DAY)))
+}
+
+/// `HH:MM:SS` to seconds since midnight.
+fn parse_time_of_day(time: &[u8]) -> Option<u32> {
+    if time.len() != 8 || time[2] != b':' || time[5] != b':' {
+        return None;
+    }
+    let hours = digits(&time[0..2]).filter(|h| *h <= 23)?;
+    let minutes = digits(&time[3..5]).filter(|m| *m <= 59)?;
+    let seconds = digits(&time[6..8]).filter(|s| *s <= 59)?;
+    Some(hours * 3600 + minutes * 60 + seconds)
+}
+
+fn parse_customer(field: &[u8]) -> Result<&str, Reject> {
+    if field.len() > MAX_CUSTOMER_LEN {
+        return Err(Reject::Customer);
+    }
+    if field.iter().all(|b| b.is_ascii_graphic()) {
+        // All printable ASCII: valid UTF-8 by construction.
+        return std::str::from_utf8(field).map_err(|_| Reject::Customer);
+    }
+    let text = std::str::from_utf8(field).map_err(|_| Reject::Customer)?;
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Reject::Customer);
+    }
+    Ok(text)
+}
+
+fn parse_path(field: &[u8]) -> Result<(), Reject> {
+    if field.first() == Some(&b'/') { Ok(()) } else { Err(Reject::Path) }
+}
+
+fn parse_status(field: &[u8]) -> Result<u16, Reject> {
+    match field {
+        [_, _, _] => digits(field)
+            .filter(|s| (100..=599).contains(s))
+            .map(|s| s as u16)
+            .ok_or(Reject::Status),
+        _ => Err(Reject::Status),
+    }
+}
+
+/// The largest whole number of seconds accepted (about 31,700 years: keeps sums far from overflow).
+const MAX_WHOLE_SECONDS_DIGITS: usize = 12;
+
+/// A non-negative decimal with at most 6 fractional digits, to integer microseconds, exactly.
+pub fn parse_duration_us(field: &[u8]) -> Result<u64, Reject> {
+    let bad = Reject::Duration;
+    let (whole, fraction) = match memchr::memchr(b'.', field) {
+        Some(dot) => (&field[..dot], Some(&field[dot + 1..])),
+        None => (field, None),
+    };
+    if whole.is_empty() || whole.len() > MAX_WHOLE_SECONDS_DIGITS {
+        return Err(bad);
+    }
+    let whole = whole.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    });
+    let mut micros = whole.ok_or(bad)? * 1_000_000;
+    if let Some(fraction) = fraction {
+        if fraction.is_empty() || fraction.len() > 6 {
+            return Err(bad);
+        }
+        let value = u64::from(digits(fraction).ok_or(bad)?);
+        micros += value * 10u64.pow(6 - fraction.len() as u32);
+    }
+    Ok(micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> Day {
+        Day::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_reference_line_parses() {
+        let request = parse_line(b"2024-09-15 20:51:37 cust_27 /api/v1/resource1 500 0.488");
+        assert_eq!(
+            request,
+            Ok(Some(Request {
+                customer: "cust_27",
+                day: day("2024-09-15"),
+                status: 500,
+                duration_us: 488_000,
+            }))
+        );
+    }
+
+    #[test]
+    fn accepted_variants_parse_to_the_expected_day_and_duration() {
+        let table: &[(&str, &str, u64)] = &[
+            ("2024-09-15 20:51:37\tcust_1\t/x 200 2", "2024-09-15", 2_000_000),
+            ("  2024-09-15   00:00:00 cust_1 /x 200 1.5  ", "2024-09-15", 1_500_000),
+            ("2024-09-15 23:59:59 cust_1 /x 200 0.000001\r", "2024-09-15", 1),
+            ("2024-09-15 23:59:59 cust_1 /x 200 0", "2024-09-15", 0),
+            ("2024-09-15T20:51:37Z cust_1 /x 200 0.488", "2024-09-15", 488_000),
+            ("2024-09-15T20:51:37 cust_1 /x 200 0.488", "2024-09-15", 488_000),
+            ("2024-09-15T20:51:37+00:00 cust_1 /x 200 0.488", "2024-09-15", 488_000),
+            ("2024-09-15T20:51:37.123Z cust_1 /x 200 0.488", "2024-09-15", 488_000),
+            ("2024-09-15T23:30:00-02:00 cust_1 /x 200 0.488", "2024-09-16", 488_000),
+            ("2024-09-15T01:30:00+02:00 cust_1 /x 200 0.488", "2024-09-14", 488_000),
+            ("2024-12-31T23:00:00-01:00 cust_1 /x 200 0.488", "2025-01-01", 488_000),
+            ("2024-02-29 12:00:00 cust_1 /x 200 0.488", "2024-02-29", 488_000),
+        ];
+        for (line, expected_day, expected_us) in table {
+            let request = parse_line(line.as_bytes()).unwrap().unwrap();
+            assert_eq!(request.day, day(expected_day), "{line}");
+            assert_eq!(request.duration_us, *expected_us, "{line}");
+            assert_eq!(request.customer, "cust_1", "{line}");
+        }
+    }
+
+    #[test]
+    fn every_rejection_reason_is_reported() {
+        let long_customer = format!("2024-09-15 20:51:37 {} /x 200 1", "c".repeat(256));
+        let table: &[(&str, Reject)] = &[
+            ("2024-09-15 20:51:37 cust_1 /x 200", Reject::FieldCount),
+            ("2024-09-15 20:51:37 cust_1 /x 200 1 extra", Reject::FieldCount),
+            ("garbage", Reject::FieldCount),
+            ("2024-09-15T20:51:37Z cust_1 /x 200", Reject::FieldCount),
+            ("2024-02-30 20:51:37 cust_1 /x 200 1", Reject::Timestamp),
+            ("2024-09-15 24:00:00 cust_1 /x 200 1", Reject::Timestamp),
+            ("2024-09-15 20:60:00 cust_1 /x 200 1", Reject::Timestamp),
+            ("2024-09-15 20:51 cust_1 /x 200 1", Reject::Timestamp),
+            ("15/09/2024 20:51:37 cust_1 /x 200 1", Reject::Timestamp),
+            ("2024-09-15T20:51:37+25:00 cust_1 /x 200 1", Reject::Timestamp),
+            ("2024-09-15T20:51:37Q cust_1 /x 200 1", Reject::Timestamp),
+            ("2024-09-15T20:51:37. cust_1 /x 200 1", Reject::Timestamp),
+            (&long_customer, Reject::Customer),
+            ("2024-09-15 20:51:37 cust\u{1}x /x 200 1", Reject::Customer),
+            ("2024-09-15 20:51:37 cust\u{a0}x /x 200 1", Reject::Customer),
+            ("2024-09-15 20:51:37 cust_1 api/x 200 1", Reject::Path),
+            ("2024-09-15 20:51:37 cust_1 /x 99 1", Reject::Status),
+            ("2024-09-15 20:51:37 cust_1 /x 600 1", Reject::Status),
+            ("2024-09-15 20:51:37 cust_1 /x 2OO 1", Reject::Status),
+            ("2024-09-15 20:51:37 cust_1 /x 0200 1", Reject::Status),
+            ("2024-09-15 20:51:37 cust_1 /x 200 -1", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 +1", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 1e3", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 NaN", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 inf", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 0.1234567", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 .5", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 5.", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 1.2.3", Reject::Duration),
+            ("2024-09-15 20:51:37 cust_1 /x 200 9999999999999", Reject::Duration),
+        ];
+        for (line, reason) in table {
+            assert_eq!(parse_line(line.as_bytes()), Err(*reason), "{line}");
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_neither_requests_nor_rejects() {
+        for line in ["", "   ", "\t", "\r"] {
+            assert_eq!(parse_line(line.as_bytes()), Ok(None), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn utf8_customer_ids_are_accepted() {
+        let request = parse_line("2024-09-15 20:51:37 café /x 200 1".as_bytes());
+        assert_eq!(request.unwrap().unwrap().customer, "café");
+        let invalid = b"2024-09-15 20:51:37 caf\xff /x 200 1";
+        assert_eq!(parse_line(invalid), Err(Reject::Customer));
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_index_and_code() {
+        for (i, reason) in Reject::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i);
+        }
+        let codes: std::collections::HashSet<_> = Reject::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), Reject::ALL.len());
+    }
+}

@@ -1,0 +1,252 @@
+//! [`DayStats`]: the exact, mergeable state of one (customer, day) group, and the
+//! [`Statistics`] derived from it (SPEC.md section 3). Pure: no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::Histogram;
+
+/// Counts by status class, integer-microsecond sums and an exact duration histogram.
+/// Two `DayStats` merge exactly; merging is associative and commutative.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayStats {
+    /// Requests with status 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub by_class: [u64; 5],
+    /// Sum of all durations, in microseconds.
+    pub duration_sum_us: u64,
+    /// Sum of the durations of successful (2xx) requests, in microseconds.
+    pub success_duration_sum_us: u64,
+    pub histogram: Histogram,
+}
+
+impl DayStats {
+    /// Counts one request. `status` must be in 100..=599 (the parser guarantees it).
+    #[inline]
+    pub fn record(&mut self, status: u16, duration_us: u64) {
+        let class = usize::from(status / 100 - 1);
+        self.by_class[class] += 1;
+        self.duration_sum_us += duration_us;
+        if class == 1 {
+            self.success_duration_sum_us += duration_us;
+        }
+        self.histogram.record(duration_us);
+    }
+
+    /// Adds every request of `other`.
+    pub fn merge(&mut self, other: DayStats) {
+        for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
+            *mine += theirs;
+        }
+        self.duration_sum_us += other.duration_sum_us;
+        self.success_duration_sum_us += other.success_duration_sum_us;
+        self.histogram.merge(other.histogram);
+    }
+
+    /// Folds buffered durations into the histogram; call before serializing for storage.
+    pub fn compact(&mut self) {
+        self.histogram.compact();
+    }
+
+    /// The number of requests.
+    pub fn total(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// Every derived field of SPEC.md section 3. Compacts the histogram first.
+    pub fn statistics(&mut self) -> Statistics {
+        self.compact();
+        let n = self.total();
+        let success = self.by_class[1];
+        let [p50, p90, p95, p99, max] = self.histogram.values_at_ranks([
+            nearest_rank(n, 50),
+            nearest_rank(n, 90),
+            nearest_rank(n, 95),
+            nearest_rank(n, 99),
+            n,
+        ]);
+        Statistics {
+            success_requests: success,
+            failed_requests: n - success,
+            uptime_percentage: percentage(self.success_duration_sum_us, self.duration_sum_us),
+            duration_mean: if n == 0 { 0.0 } else { self.duration_sum_us as f64 / n as f64 / 1e6 },
+            duration_p50: seconds(p50),
+            duration_p99: seconds(p99),
+            total_requests: n,
+            status_1xx: self.by_class[0],
+            status_2xx: self.by_class[1],
+            status_3xx: self.by_class[2],
+            status_4xx: self.by_class[3],
+            status_5xx: self.by_class[4],
+            availability_percentage: percentage(n - self.by_class[4], n),
+            duration_p90: seconds(p90),
+            duration_p95: seconds(p95),
+            duration_max: seconds(max),
+        }
+    }
+}
+
+/// The statistics of one group or range, in the order the API prints them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Statistics {
+    /// Requests with a 2xx status.
+    #[schema(example = 97)]
+    pub success_requests: u64,
+    /// All other requests (1xx, 3xx, 4xx, 5xx).
+    #[schema(example = 104)]
+    pub failed_requests: u64,
+    /// 100 x (duration of successful requests) / (duration of all requests); 0 when that is 0.
+    #[schema(example = 47.72)]
+    pub uptime_percentage: f64,
+    /// Mean duration, seconds.
+    #[schema(example = 1.043)]
+    pub duration_mean: f64,
+    /// Median duration (nearest rank), seconds.
+    #[schema(example = 1.031)]
+    pub duration_p50: f64,
+    /// 99th percentile duration (nearest rank), seconds.
+    #[schema(example = 1.982)]
+    pub duration_p99: f64,
+    /// All requests.
+    #[schema(example = 201)]
+    pub total_requests: u64,
+    pub status_1xx: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    /// 100 x (requests with status < 500) / all requests.
+    #[schema(example = 86.07)]
+    pub availability_percentage: f64,
+    /// 90th percentile duration (nearest rank), seconds.
+    pub duration_p90: f64,
+    /// 95th percentile duration (nearest rank), seconds.
+    pub duration_p95: f64,
+    /// Longest duration, seconds.
+    pub duration_max: f64,
+}
+
+/// The 1-based nearest rank of percentile `p` among `n` values: ceil(n * p / 100), at least 1.
+pub fn nearest_rank(n: u64, p: u64) -> u64 {
+    (n * p).div_ceil(100).max(1)
+}
+
+fn percentage(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reference's definitions, computed directly from every raw request.
+    fn oracle(requests: &[(u16, u64)]) -> Statistics {
+        let n = requests.len() as u64;
+        let mut durations: Vec<u64> = requests.iter().map(|r| r.1).collect();
+        durations.sort_unstable();
+        let at = |p: u64| durations[(nearest_rank(n, p) - 1) as usize] as f64 / 1e6;
+        let class = |c: u16| requests.iter().filter(|r| r.0 / 100 == c).count() as u64;
+        let sum: u64 = durations.iter().sum();
+        let success_sum: u64 = requests.iter().filter(|r| r.0 / 100 == 2).map(|r| r.1).sum();
+        Statistics {
+            success_requests: class(2),
+            failed_requests: n - class(2),
+            uptime_percentage: if sum == 0 { 0.0 } else { 100.0 * success_sum as f64 / sum as f64 },
+            duration_mean: sum as f64 / n as f64 / 1e6,
+            duration_p50: at(50),
+            duration_p99: at(99),
+            total_requests: n,
+            status_1xx: class(1),
+            status_2xx: class(2),
+            status_3xx: class(3),
+            status_4xx: class(4),
+            status_5xx: class(5),
+            availability_percentage: 100.0 * (n - class(5)) as f64 / n as f64,
+            duration_p90: at(90),
+            duration_p95: at(95),
+            duration_max: *durations.last().unwrap() as f64 / 1e6,
+        }
+    }
+
+    fn stats_of(requests: &[(u16, u64)]) -> DayStats {
+        let mut stats = DayStats::default();
+        requests.iter().for_each(|&(s, d)| stats.record(s, d));
+        stats
+    }
+
+    fn request() -> impl Strategy<Value = (u16, u64)> {
+        // Few distinct durations exercise ties; the wide range exercises large values.
+        (100u16..600, prop_oneof![0u64..50, 0u64..5_000_000, Just(u64::from(u32::MAX))])
+    }
+
+    fn requests(max: usize) -> impl Strategy<Value = Vec<(u16, u64)>> {
+        proptest::collection::vec(request(), 1..max)
+    }
+
+    proptest! {
+        #[test]
+        fn statistics_equal_the_sorting_oracle(requests in requests(5000)) {
+            prop_assert_eq!(stats_of(&requests).statistics(), oracle(&requests));
+        }
+
+        #[test]
+        fn merge_is_commutative(a in requests(300), b in requests(300)) {
+            let mut ab = stats_of(&a);
+            ab.merge(stats_of(&b));
+            let mut ba = stats_of(&b);
+            ba.merge(stats_of(&a));
+            prop_assert_eq!(ab, ba);
+        }
+
+        #[test]
+        fn merge_is_associative(a in requests(300), b in requests(300), c in requests(300)) {
+            let mut left = stats_of(&a);
+            left.merge(stats_of(&b));
+            left.merge(stats_of(&c));
+            let mut right = stats_of(&b);
+            right.merge(stats_of(&c));
+            let mut a_then_right = stats_of(&a);
+            a_then_right.merge(right);
+            prop_assert_eq!(left, a_then_right);
+        }
+
+        #[test]
+        fn merging_any_split_equals_recording_everything(
+            requests in requests(3000),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(requests.len())).collect();
+            cuts.sort_unstable();
+            let mut merged = DayStats::default();
+            let mut start = 0;
+            for end in cuts.into_iter().chain([requests.len()]) {
+                merged.merge(stats_of(&requests[start..end]));
+                start = end;
+            }
+            prop_assert_eq!(merged.statistics(), oracle(&requests));
+        }
+    }
+
+    #[test]
+    fn the_worked_example_of_the_issue() {
+        let requests = [(200, 1_000_000), (500, 2_000_000), (201, 3_000_000), (404, 4_000_000)];
+        let statistics = stats_of(&requests).statistics();
+        assert_eq!(statistics.success_requests, 2);
+        assert_eq!(statistics.failed_requests, 2);
+        assert_eq!(statistics.duration_mean, 2.5);
+        assert_eq!(statistics.duration_p50, 2.0);
+        assert_eq!(statistics.duration_p99, 4.0);
+        assert_eq!(statistics.uptime_percentage, 40.0);
+        assert_eq!(statistics.availability_percentage, 75.0);
+    }
+
+    #[test]
+    fn zero_durations_give_zero_uptime() {
+        let statistics = stats_of(&[(200, 0), (500, 0)]).statistics();
+        assert_eq!(statistics.uptime_percentage, 0.0);
+        assert_eq!(statistics.duration_p99, 0.0);
+    }
+}

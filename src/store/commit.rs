@@ -1,0 +1,218 @@
+//! One ingestion commit: merge group deltas into stored days and advance file offsets, atomically.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Row};
+
+use super::{STATE_COLUMNS, Store, count, state_from_row, stored, with_pool};
+use crate::day::Day;
+use crate::stats::DayStats;
+
+/// New requests for one (customer, day) group.
+#[derive(Clone, Debug)]
+pub struct GroupDelta {
+    pub customer: String,
+    pub day: Day,
+    pub stats: DayStats,
+}
+
+/// How far one input file has now been consumed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileProgress {
+    pub path: String,
+    /// The offset the stored row must hold now (0 when there is no row): anything else means
+    /// another process ingested this file meanwhile, and the commit is refused.
+    pub expected_offset: u64,
+    /// Where the reading this record covers started (orders records of one file; not stored).
+    pub from: u64,
+    /// The byte offset just past the last consumed line.
+    pub offset: u64,
+    /// FNV-1a of the file's first `head_len` bytes: tells a replaced file from an appended one.
+    pub head_hash: u64,
+    pub head_len: u64,
+}
+
+/// Everything one epoch produced, committed in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct CommitBatch {
+    pub groups: Vec<GroupDelta>,
+    pub progress: Vec<FileProgress>,
+}
+
+/// Another writer advanced a file this commit meant to advance.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} was ingested by another process meanwhile (expected offset {expected}, found {found}); \
+     nothing of this batch was committed: run the ingestion again"
+)]
+pub struct Conflict {
+    pub path: String,
+    pub expected: u64,
+    pub found: u64,
+}
+
+/// Rows per multi-row upsert: well under SQLite's 32,766 bound parameters at 21 columns.
+const UPSERT_ROWS: usize = 500;
+
+const SELECT_PROGRESS: &str =
+    "SELECT byte_offset FROM ingest_progress WHERE path = $1";
+const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress (path, byte_offset, head_hash, head_len) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
+     head_hash = excluded.head_hash, head_len = excluded.head_len";
+const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
+     success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
+     total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
+     availability_percentage, duration_p90, duration_p95, duration_max, \
+     duration_sum_us, success_duration_sum_us, duration_histogram) ";
+const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
+     success_requests = excluded.success_requests, failed_requests = excluded.failed_requests, \
+     uptime_percentage = excluded.uptime_percentage, duration_mean = excluded.duration_mean, \
+     duration_p50 = excluded.duration_p50, duration_p99 = excluded.duration_p99, \
+     total_requests = excluded.total_requests, status_1xx = excluded.status_1xx, \
+     status_2xx = excluded.status_2xx, status_3xx = excluded.status_3xx, \
+     status_4xx = excluded.status_4xx, status_5xx = excluded.status_5xx, \
+     availability_percentage = excluded.availability_percentage, \
+     duration_p90 = excluded.duration_p90, duration_p95 = excluded.duration_p95, \
+     duration_max = excluded.duration_max, duration_sum_us = excluded.duration_sum_us, \
+     success_duration_sum_us = excluded.success_duration_sum_us, \
+     duration_histogram = excluded.duration_histogram";
+
+/// Selects the stored state (after `extra` columns) of one customer's days in a date range.
+pub(super) fn select_state(extra: &str) -> String {
+    format!(
+        "SELECT {extra}{STATE_COLUMNS} FROM resource_statistics_by_day \
+         WHERE customer_id = $1 AND date >= $2 AND date <= $3"
+    )
+}
+
+/// A stored day after merging, ready to write.
+struct MergedDay {
+    customer: String,
+    day: Day,
+    stats: DayStats,
+}
+
+impl Store {
+    /// Merges `batch.groups` into the stored days and records `batch.progress`, in one
+    /// transaction under the writer lock. Returns the number of groups written.
+    pub async fn commit(&self, batch: CommitBatch) -> anyhow::Result<usize> {
+        let dialect = self.dialect();
+        let mut by_customer: HashMap<String, Vec<(Day, DayStats)>> = HashMap::new();
+        for delta in batch.groups {
+            by_customer.entry(delta.customer).or_default().push((delta.day, delta.stats));
+        }
+        let written = with_pool!(self, pool => {
+            let mut tx = pool.begin_with(dialect.begin_write).await?;
+            if let Some(lock) = dialect.writer_lock {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            for progress in &batch.progress {
+                let found: Option<i64> = sqlx::query_scalar(SELECT_PROGRESS)
+                    .bind(&progress.path)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let found = found.map_or(0, count);
+                if found != progress.expected_offset {
+                    return Err(Conflict {
+                        path: progress.path.clone(),
+                        expected: progress.expected_offset,
+                        found,
+                    }
+                    .into());
+                }
+            }
+            let mut merged = Vec::new();
+            for (customer, mut days) in by_customer {
+                days.sort_unstable_by_key(|(day, _)| *day);
+                let (first, last) = (days[0].0, days[days.len() - 1].0);
+                let rows = sqlx::query(sqlx::AssertSqlSafe(select_state("date, ")))
+                    .bind(&customer)
+                    .bind(first.to_naive_date())
+                    .bind(last.to_naive_date())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut existing = HashMap::with_capacity(rows.len());
+                for row in rows {
+                    let date: chrono::NaiveDate = row.try_get("date")?;
+                    existing.insert(Day::from_naive_date(date), state_from_row!(&row));
+                }
+                for (day, delta) in days {
+                    let mut stats = existing.remove(&day).unwrap_or_default();
+                    stats.merge(delta);
+                    merged.push(MergedDay { customer: customer.clone(), day, stats });
+                }
+            }
+            for rows in merged.chunks_mut(UPSERT_ROWS) {
+                let mut insert = QueryBuilder::new(INSERT_DAYS);
+                insert.push_values(rows.iter_mut(), |mut values, row| {
+                    let s = row.stats.statistics();
+                    values
+                        .push_bind(row.customer.clone())
+                        .push_bind(row.day.to_naive_date())
+                        .push_bind(stored(s.success_requests))
+                        .push_bind(stored(s.failed_requests))
+                        .push_bind(s.uptime_percentage)
+                        .push_bind(s.duration_mean)
+                        .push_bind(s.duration_p50)
+                        .push_bind(s.duration_p99)
+                        .push_bind(stored(s.total_requests))
+                        .push_bind(stored(s.status_1xx))
+                        .push_bind(stored(s.status_2xx))
+                        .push_bind(stored(s.status_3xx))
+                        .push_bind(stored(s.status_4xx))
+                        .push_bind(stored(s.status_5xx))
+                        .push_bind(s.availability_percentage)
+                        .push_bind(s.duration_p90)
+                        .push_bind(s.duration_p95)
+                        .push_bind(s.duration_max)
+                        .push_bind(stored(row.stats.duration_sum_us))
+                        .push_bind(stored(row.stats.success_duration_sum_us))
+                        .push_bind(row.stats.histogram.to_bytes());
+                });
+                insert.push(ON_CONFLICT_DAYS);
+                insert.build().execute(&mut *tx).await?;
+            }
+            for progress in &batch.progress {
+                sqlx::query(UPSERT_PROGRESS)
+                    .bind(&progress.path)
+                    .bind(stored(progress.offset))
+                    .bind(progress.head_hash as i64)
+                    .bind(stored(progress.head_len))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            merged.len()
+        });
+        Ok(written)
+    }
+
+    /// The committed progress of every input file: path -> (offset, head hash, head length).
+    pub async fn progress(&self) -> anyhow::Result<HashMap<String, StoredProgress>> {
+        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len FROM ingest_progress";
+        let rows = with_pool!(self, pool => {
+            let rows = sqlx::query(SELECT_ALL).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get::<String, _>("path")?,
+                        StoredProgress {
+                            offset: count(row.try_get("byte_offset")?),
+                            head_hash: row.try_get::<i64, _>("head_hash")? as u64,
+                            head_len: count(row.try_get("head_len")?),
+                        },
+                    ))
+                })
+                .collect::<Result<HashMap<_, _>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+}
+
+/// A file's committed progress, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredProgress {
+    pub offset: u64,
+    pub head_hash: u64,
+    pub head_len: u64,
+}

@@ -1,0 +1,116 @@
+//! The API's queries: daily rows of a customer, the customer list, and a range's merged state.
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, count, state_from_row, with_pool};
+use crate::stats::{DayStats, Statistics};
+
+/// One stored day of one customer, as the API returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DayRow {
+    #[schema(example = "cust_1")]
+    pub customer_id: String,
+    pub date: NaiveDate,
+    #[serde(flatten)]
+    pub statistics: Statistics,
+}
+
+/// One customer in the customer list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CustomerSummary {
+    #[schema(example = "cust_1")]
+    pub customer_id: String,
+    /// The first day with data.
+    pub first_day: NaiveDate,
+    /// The last day with data.
+    pub last_day: NaiveDate,
+    #[schema(example = 6013)]
+    pub total_requests: u64,
+}
+
+const SELECT_DAYS: &str = "SELECT customer_id, date, success_requests, failed_requests, \
+     uptime_percentage, duration_mean, duration_p50, duration_p99, total_requests, \
+     status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, availability_percentage, \
+     duration_p90, duration_p95, duration_max FROM resource_statistics_by_day \
+     WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date";
+const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(date) AS last_day, \
+     SUM(total_requests) AS total_requests FROM resource_statistics_by_day \
+     GROUP BY customer_id ORDER BY customer_id";
+
+impl Store {
+    /// The days of `customer` with `from <= date <= to`, ascending.
+    pub async fn days(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<Vec<DayRow>> {
+        let rows = with_pool!(self, pool => {
+            let rows = sqlx::query(SELECT_DAYS)
+                .bind(customer)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DayRow {
+                        customer_id: row.try_get("customer_id")?,
+                        date: row.try_get("date")?,
+                        statistics: Statistics {
+                            success_requests: count(row.try_get("success_requests")?),
+                            failed_requests: count(row.try_get("failed_requests")?),
+                            uptime_percentage: row.try_get("uptime_percentage")?,
+                            duration_mean: row.try_get("duration_mean")?,
+                            duration_p50: row.try_get("duration_p50")?,
+                            duration_p99: row.try_get("duration_p99")?,
+                            total_requests: count(row.try_get("total_requests")?),
+                            status_1xx: count(row.try_get("status_1xx")?),
+                            status_2xx: count(row.try_get("status_2xx")?),
+                            status_3xx: count(row.try_get("status_3xx")?),
+                            status_4xx: count(row.try_get("status_4xx")?),
+                            status_5xx: count(row.try_get("status_5xx")?),
+                            availability_percentage: row.try_get("availability_percentage")?,
+                            duration_p90: row.try_get("duration_p90")?,
+                            duration_p95: row.try_get("duration_p95")?,
+                            duration_max: row.try_get("duration_max")?,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+
+    /// The exact merged state of every day of `customer` in the range (empty when there is none).
+    pub async fn range_state(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<DayStats> {
+        let mut merged = DayStats::default();
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))
+                .bind(customer)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?;
+            for row in rows {
+                merged.merge(state_from_row!(&row));
+            }
+        });
+        Ok(merged)
+    }
+
+    /// Every customer with its first and last day and total requests, by id.
+    pub async fn customers(&self) -> anyhow::Result<Vec<CustomerSummary>> {
+        let rows = with_pool!(self, pool => {
+            let rows = sqlx::query(SELECT_CUSTOMERS).fetch_all(pool).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(CustomerSummary {
+                        customer_id: row.try_get("customer_id")?,
+                        first_day: row.try_get("first_day")?,
+                        last_day: row.try_get("last_day")?,
+                        total_requests: count(row.try_get("total_requests")?),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(rows)
+    }
+}
