@@ -27,7 +27,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn generate_log(args: &GenerateArgs) -> anyhow::Result<()> {
@@ -42,8 +44,10 @@ fn write_log(config: &GenerateConfig, path: &std::path::Path) -> anyhow::Result<
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    generate(config, &mut std::io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    generate(config, &mut std::io::BufWriter::new(file))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
@@ -64,7 +68,11 @@ fn print_report(report: &IngestReport) {
         eprintln!("note: {note}");
     }
     if report.rejected > 0 {
-        let reasons: Vec<String> = report.rejected_by_reason.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        let reasons: Vec<String> = report
+            .rejected_by_reason
+            .iter()
+            .map(|(code, n)| format!("{code}: {n}"))
+            .collect();
         eprintln!("rejected lines by reason: {}", reasons.join(", "));
         for sample in &report.reject_samples {
             eprintln!("  {sample}");
@@ -86,12 +94,19 @@ pub async fn serve(database_url: &str, bind: SocketAddr) -> anyhow::Result<()> {
             tracing::info!("database ready");
         });
     }
-    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind}"))?;
     let address = listener.local_addr()?;
     eprintln!("serving on http://{address} (API docs: http://{address}/docs)");
-    axum::serve(listener, router(AppState { store: store.clone() }))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router(AppState {
+            store: store.clone(),
+        }),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     store.close().await;
     Ok(())
 }
@@ -115,7 +130,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let mut config = IngestConfig::new(&args.db.url, vec![args.log.display().to_string()]);
     config.progress_bar = std::io::stderr().is_terminal();
     print_report(&ingest(config)?);
-    eprintln!("try: curl 'http://{}/customers/cust_1/stats?from=2024-09-03'", args.bind);
+    eprintln!(
+        "try: curl 'http://{}/customers/cust_1/stats?from=2024-09-03'",
+        args.bind
+    );
     eprintln!("dashboard: http://{}/?customer=cust_1", args.bind);
     runtime()?.block_on(serve(&args.db.url, args.bind))
 }

@@ -67,7 +67,13 @@ pub struct GenerateArgs {
 
 impl GenerateArgs {
     pub fn config(&self) -> GenerateConfig {
-        GenerateConfig { lines: self.lines, customers: self.customers, days: self.days, end: self.end, seed: self.seed }
+        GenerateConfig {
+            lines: self.lines,
+            customers: self.customers,
+            days: self.days,
+            end: self.end,
+            seed: self.seed,
+        }
     }
 }
 
@@ -141,9 +147,14 @@ impl IngestArgs {
         let (Some(process_id), Some(hostfile)) = (self.process_id, &self.hostfile) else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(hostfile).with_context(|| format!("reading {}", hostfile.display()))?;
-        let addresses: Vec<String> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+        let text = std::fs::read_to_string(hostfile)
+            .with_context(|| format!("reading {}", hostfile.display()))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
         anyhow::ensure!(
             addresses.len() >= self.processes,
             "{} lists {} addresses for --processes {}",
@@ -151,7 +162,10 @@ impl IngestArgs {
             addresses.len(),
             self.processes
         );
-        anyhow::ensure!(process_id < self.processes, "--process-id must be below --processes");
+        anyhow::ensure!(
+            process_id < self.processes,
+            "--process-id must be below --processes"
+        );
         Ok(Some(Cluster {
             process_id,
             addresses: addresses[..self.processes].to_vec(),
@@ -172,7 +186,11 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The sample log (generated when missing).
-    #[arg(long, env = "LOGSTATS_DEMO_LOG", default_value = "logs/api_requests.log")]
+    #[arg(
+        long,
+        env = "LOGSTATS_DEMO_LOG",
+        default_value = "logs/api_requests.log"
+    )]
     pub log: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,

@@ -6,7 +6,9 @@
 use std::fmt;
 
 /// A UTC calendar day, counted from 1970-01-01 (day 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Day(pub i32);
 
 impl Day {
@@ -109,7 +111,14 @@ mod tests {
 
     #[test]
     fn impossible_dates_are_none() {
-        for text in ["2024-02-30", "2023-02-29", "2024-13-01", "2024-00-10", "2024-1-01", "2024/01/01"] {
+        for text in [
+            "2024-02-30",
+            "2023-02-29",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-1-01",
+            "2024/01/01",
+        ] {
             assert_eq!(Day::parse(text.as_bytes()), None, "{text}");
         }
         assert!(Day::parse(b"2024-02-29").is_some());

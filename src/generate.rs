@@ -32,8 +32,12 @@ impl Default for GenerateConfig {
 }
 
 const STATUSES: [&[u8; 3]; 7] = [b"200", b"201", b"400", b"401", b"403", b"404", b"500"];
-const PATHS: [&[u8]; 4] =
-    [b"/api/v1/resource1", b"/api/v1/resource2", b"/api/v1/resource3", b"/api/v1/resource4"];
+const PATHS: [&[u8]; 4] = [
+    b"/api/v1/resource1",
+    b"/api/v1/resource2",
+    b"/api/v1/resource3",
+    b"/api/v1/resource4",
+];
 const MIN_DURATION_MS: u64 = 100;
 const MAX_DURATION_MS: u64 = 2000;
 const BUFFER_BYTES: usize = 1 << 20;
@@ -43,7 +47,9 @@ pub fn generate(config: &GenerateConfig, out: &mut impl Write) -> io::Result<()>
     let customers = config.customers.max(1);
     let days = config.days.max(1);
     let first = config.end.plus(1 - days as i32);
-    let dates: Vec<String> = (0..days).map(|i| first.plus(i as i32).to_string()).collect();
+    let dates: Vec<String> = (0..days)
+        .map(|i| first.plus(i as i32).to_string())
+        .collect();
     let names: Vec<String> = (1..=customers).map(|i| format!("cust_{i}")).collect();
     let mut random = SplitMix64(config.seed);
     let mut buffer = Vec::with_capacity(BUFFER_BYTES + 256);
@@ -116,9 +122,17 @@ mod tests {
 
     #[test]
     fn every_generated_line_parses_within_the_chosen_range() {
-        let config = GenerateConfig { lines: 20_000, customers: 7, days: 3, ..Default::default() };
+        let config = GenerateConfig {
+            lines: 20_000,
+            customers: 7,
+            days: 3,
+            ..Default::default()
+        };
         let out = generated(&config);
-        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         assert_eq!(lines.len(), 20_000);
         let mut customers = std::collections::HashSet::new();
         for line in lines {
@@ -133,8 +147,14 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_bytes_and_another_seed_does_not() {
-        let config = GenerateConfig { lines: 1000, ..Default::default() };
+        let config = GenerateConfig {
+            lines: 1000,
+            ..Default::default()
+        };
         assert_eq!(generated(&config), generated(&config));
-        assert_ne!(generated(&config), generated(&GenerateConfig { seed: 7, ..config }));
+        assert_ne!(
+            generated(&config),
+            generated(&GenerateConfig { seed: 7, ..config })
+        );
     }
 }

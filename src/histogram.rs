@@ -113,7 +113,10 @@ impl Histogram {
             counts.push((value, count));
             previous = Some(value);
         }
-        Ok(Histogram { counts, pending: Vec::new() })
+        Ok(Histogram {
+            counts,
+            pending: Vec::new(),
+        })
     }
 }
 
@@ -175,7 +178,9 @@ fn read_varint(bytes: &mut &[u8]) -> Result<u64, CorruptHistogram> {
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = bytes.split_first().ok_or(CorruptHistogram)?;
         *bytes = rest;
-        value |= u64::from(byte & 0x7f).checked_shl(shift).ok_or(CorruptHistogram)?;
+        value |= u64::from(byte & 0x7f)
+            .checked_shl(shift)
+            .ok_or(CorruptHistogram)?;
         if byte & 0x80 == 0 {
             return Ok(value);
         }

@@ -70,7 +70,10 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut fields = [&line[..0]; 6];
     let mut count = 0;
-    for field in line.split(|&b| b == b' ' || b == b'\t').filter(|f| !f.is_empty()) {
+    for field in line
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|f| !f.is_empty())
+    {
         if count == fields.len() {
             return Err(Reject::FieldCount);
         }
@@ -157,7 +160,11 @@ fn parse_customer(field: &[u8]) -> Result<&str, Reject> {
 }
 
 fn parse_path(field: &[u8]) -> Result<(), Reject> {
-    if field.first() == Some(&b'/') { Ok(()) } else { Err(Reject::Path) }
+    if field.first() == Some(&b'/') {
+        Ok(())
+    } else {
+        Err(Reject::Path)
+    }
 }
 
 fn parse_status(field: &[u8]) -> Result<u16, Reject> {
@@ -222,18 +229,62 @@ mod tests {
     #[test]
     fn accepted_variants_parse_to_the_expected_day_and_duration() {
         let table: &[(&str, &str, u64)] = &[
-            ("2024-09-15 20:51:37\tcust_1\t/x 200 2", "2024-09-15", 2_000_000),
-            ("  2024-09-15   00:00:00 cust_1 /x 200 1.5  ", "2024-09-15", 1_500_000),
-            ("2024-09-15 23:59:59 cust_1 /x 200 0.000001\r", "2024-09-15", 1),
+            (
+                "2024-09-15 20:51:37\tcust_1\t/x 200 2",
+                "2024-09-15",
+                2_000_000,
+            ),
+            (
+                "  2024-09-15   00:00:00 cust_1 /x 200 1.5  ",
+                "2024-09-15",
+                1_500_000,
+            ),
+            (
+                "2024-09-15 23:59:59 cust_1 /x 200 0.000001\r",
+                "2024-09-15",
+                1,
+            ),
             ("2024-09-15 23:59:59 cust_1 /x 200 0", "2024-09-15", 0),
-            ("2024-09-15T20:51:37Z cust_1 /x 200 0.488", "2024-09-15", 488_000),
-            ("2024-09-15T20:51:37 cust_1 /x 200 0.488", "2024-09-15", 488_000),
-            ("2024-09-15T20:51:37+00:00 cust_1 /x 200 0.488", "2024-09-15", 488_000),
-            ("2024-09-15T20:51:37.123Z cust_1 /x 200 0.488", "2024-09-15", 488_000),
-            ("2024-09-15T23:30:00-02:00 cust_1 /x 200 0.488", "2024-09-16", 488_000),
-            ("2024-09-15T01:30:00+02:00 cust_1 /x 200 0.488", "2024-09-14", 488_000),
-            ("2024-12-31T23:00:00-01:00 cust_1 /x 200 0.488", "2025-01-01", 488_000),
-            ("2024-02-29 12:00:00 cust_1 /x 200 0.488", "2024-02-29", 488_000),
+            (
+                "2024-09-15T20:51:37Z cust_1 /x 200 0.488",
+                "2024-09-15",
+                488_000,
+            ),
+            (
+                "2024-09-15T20:51:37 cust_1 /x 200 0.488",
+                "2024-09-15",
+                488_000,
+            ),
+            (
+                "2024-09-15T20:51:37+00:00 cust_1 /x 200 0.488",
+                "2024-09-15",
+                488_000,
+            ),
+            (
+                "2024-09-15T20:51:37.123Z cust_1 /x 200 0.488",
+                "2024-09-15",
+                488_000,
+            ),
+            (
+                "2024-09-15T23:30:00-02:00 cust_1 /x 200 0.488",
+                "2024-09-16",
+                488_000,
+            ),
+            (
+                "2024-09-15T01:30:00+02:00 cust_1 /x 200 0.488",
+                "2024-09-14",
+                488_000,
+            ),
+            (
+                "2024-12-31T23:00:00-01:00 cust_1 /x 200 0.488",
+                "2025-01-01",
+                488_000,
+            ),
+            (
+                "2024-02-29 12:00:00 cust_1 /x 200 0.488",
+                "2024-02-29",
+                488_000,
+            ),
         ];
         for (line, expected_day, expected_us) in table {
             let request = parse_line(line.as_bytes()).unwrap().unwrap();
@@ -248,7 +299,10 @@ mod tests {
         let long_customer = format!("2024-09-15 20:51:37 {} /x 200 1", "c".repeat(256));
         let table: &[(&str, Reject)] = &[
             ("2024-09-15 20:51:37 cust_1 /x 200", Reject::FieldCount),
-            ("2024-09-15 20:51:37 cust_1 /x 200 1 extra", Reject::FieldCount),
+            (
+                "2024-09-15 20:51:37 cust_1 /x 200 1 extra",
+                Reject::FieldCount,
+            ),
             ("garbage", Reject::FieldCount),
             ("2024-09-15T20:51:37Z cust_1 /x 200", Reject::FieldCount),
             ("2024-02-30 20:51:37 cust_1 /x 200 1", Reject::Timestamp),
@@ -256,7 +310,10 @@ mod tests {
             ("2024-09-15 20:60:00 cust_1 /x 200 1", Reject::Timestamp),
             ("2024-09-15 20:51 cust_1 /x 200 1", Reject::Timestamp),
             ("15/09/2024 20:51:37 cust_1 /x 200 1", Reject::Timestamp),
-            ("2024-09-15T20:51:37+25:00 cust_1 /x 200 1", Reject::Timestamp),
+            (
+                "2024-09-15T20:51:37+25:00 cust_1 /x 200 1",
+                Reject::Timestamp,
+            ),
             ("2024-09-15T20:51:37Q cust_1 /x 200 1", Reject::Timestamp),
             ("2024-09-15T20:51:37. cust_1 /x 200 1", Reject::Timestamp),
             (&long_customer, Reject::Customer),
@@ -272,11 +329,17 @@ mod tests {
             ("2024-09-15 20:51:37 cust_1 /x 200 1e3", Reject::Duration),
             ("2024-09-15 20:51:37 cust_1 /x 200 NaN", Reject::Duration),
             ("2024-09-15 20:51:37 cust_1 /x 200 inf", Reject::Duration),
-            ("2024-09-15 20:51:37 cust_1 /x 200 0.1234567", Reject::Duration),
+            (
+                "2024-09-15 20:51:37 cust_1 /x 200 0.1234567",
+                Reject::Duration,
+            ),
             ("2024-09-15 20:51:37 cust_1 /x 200 .5", Reject::Duration),
             ("2024-09-15 20:51:37 cust_1 /x 200 5.", Reject::Duration),
             ("2024-09-15 20:51:37 cust_1 /x 200 1.2.3", Reject::Duration),
-            ("2024-09-15 20:51:37 cust_1 /x 200 9999999999999", Reject::Duration),
+            (
+                "2024-09-15 20:51:37 cust_1 /x 200 9999999999999",
+                Reject::Duration,
+            ),
         ];
         for (line, reason) in table {
             assert_eq!(parse_line(line.as_bytes()), Err(*reason), "{line}");

@@ -67,7 +67,11 @@ impl DayStats {
             success_requests: success,
             failed_requests: n - success,
             uptime_percentage: percentage(self.success_duration_sum_us, self.duration_sum_us),
-            duration_mean: if n == 0 { 0.0 } else { self.duration_sum_us as f64 / n as f64 / 1e6 },
+            duration_mean: if n == 0 {
+                0.0
+            } else {
+                self.duration_sum_us as f64 / n as f64 / 1e6
+            },
             duration_p50: seconds(p50),
             duration_p99: seconds(p99),
             total_requests: n,
@@ -130,7 +134,11 @@ pub fn nearest_rank(n: u64, p: u64) -> u64 {
 }
 
 fn percentage(part: u64, whole: u64) -> f64 {
-    if whole == 0 { 0.0 } else { 100.0 * part as f64 / whole as f64 }
+    if whole == 0 {
+        0.0
+    } else {
+        100.0 * part as f64 / whole as f64
+    }
 }
 
 fn seconds(micros: u64) -> f64 {
@@ -150,11 +158,19 @@ mod tests {
         let at = |p: u64| durations[(nearest_rank(n, p) - 1) as usize] as f64 / 1e6;
         let class = |c: u16| requests.iter().filter(|r| r.0 / 100 == c).count() as u64;
         let sum: u64 = durations.iter().sum();
-        let success_sum: u64 = requests.iter().filter(|r| r.0 / 100 == 2).map(|r| r.1).sum();
+        let success_sum: u64 = requests
+            .iter()
+            .filter(|r| r.0 / 100 == 2)
+            .map(|r| r.1)
+            .sum();
         Statistics {
             success_requests: class(2),
             failed_requests: n - class(2),
-            uptime_percentage: if sum == 0 { 0.0 } else { 100.0 * success_sum as f64 / sum as f64 },
+            uptime_percentage: if sum == 0 {
+                0.0
+            } else {
+                100.0 * success_sum as f64 / sum as f64
+            },
             duration_mean: sum as f64 / n as f64 / 1e6,
             duration_p50: at(50),
             duration_p99: at(99),
@@ -179,7 +195,10 @@ mod tests {
 
     fn request() -> impl Strategy<Value = (u16, u64)> {
         // Few distinct durations exercise ties; the wide range exercises large values.
-        (100u16..600, prop_oneof![0u64..50, 0u64..5_000_000, Just(u64::from(u32::MAX))])
+        (
+            100u16..600,
+            prop_oneof![0u64..50, 0u64..5_000_000, Just(u64::from(u32::MAX))],
+        )
     }
 
     fn requests(max: usize) -> impl Strategy<Value = Vec<(u16, u64)>> {
@@ -232,7 +251,12 @@ mod tests {
 
     #[test]
     fn the_worked_example_of_the_issue() {
-        let requests = [(200, 1_000_000), (500, 2_000_000), (201, 3_000_000), (404, 4_000_000)];
+        let requests = [
+            (200, 1_000_000),
+            (500, 2_000_000),
+            (201, 3_000_000),
+            (404, 4_000_000),
+        ];
         let statistics = stats_of(&requests).statistics();
         assert_eq!(statistics.success_requests, 2);
         assert_eq!(statistics.failed_requests, 2);

@@ -31,7 +31,10 @@ pub struct Detail {
 
 impl Detail {
     pub fn new(kind: &str, name: &str, msg: impl Into<String>) -> Detail {
-        Detail { loc: vec![kind.to_string(), name.to_string()], msg: msg.into() }
+        Detail {
+            loc: vec![kind.to_string(), name.to_string()],
+            msg: msg.into(),
+        }
     }
 }
 
@@ -51,31 +54,68 @@ impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
         let unavailable = error.chain().any(|cause| {
             cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-                matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Tls(_)
+                )
             }) || cause.downcast_ref::<std::io::Error>().is_some()
         });
-        if unavailable { ApiError::DatabaseUnavailable(error) } else { ApiError::Internal(error) }
+        if unavailable {
+            ApiError::DatabaseUnavailable(error)
+        } else {
+            ApiError::Internal(error)
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, detail, message) = match self {
-            ApiError::InvalidQuery(detail) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", detail, None),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", vec![], Some("no route for this path")),
-            ApiError::MethodNotAllowed => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", vec![], Some("method not allowed here"))
-            }
+            ApiError::InvalidQuery(detail) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_query",
+                detail,
+                None,
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                vec![],
+                Some("no route for this path"),
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                vec![],
+                Some("method not allowed here"),
+            ),
             ApiError::DatabaseUnavailable(cause) => {
                 tracing::warn!("database unavailable: {cause:#}");
-                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", vec![], Some("the database is unavailable; try again shortly"))
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    vec![],
+                    Some("the database is unavailable; try again shortly"),
+                )
             }
             ApiError::Internal(cause) => {
                 tracing::error!("internal error: {cause:#}");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", vec![], Some("internal error"))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    vec![],
+                    Some("internal error"),
+                )
             }
         };
-        let body = ErrorBody { error, detail, message: message.map(str::to_string) };
+        let body = ErrorBody {
+            error,
+            detail,
+            message: message.map(str::to_string),
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -48,13 +48,19 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "logstats", description = "Per-customer daily service statistics from API request logs."),
+    info(
+        title = "logstats",
+        description = "Per-customer daily service statistics from API request logs."
+    ),
     paths(daily_stats, range_summary, customers, healthz, readyz),
     components(schemas(DayRow, RangeSummary, CustomerSummary, Statistics, ErrorBody, Detail))
 )]
@@ -82,7 +88,9 @@ async fn daily_stats(
     range: DateRange,
 ) -> Result<Json<Vec<DayRow>>, ApiError> {
     query::check_customer(&customer_id)?;
-    Ok(Json(state.store.days(&customer_id, range.from, range.to).await?))
+    Ok(Json(
+        state.store.days(&customer_id, range.from, range.to).await?,
+    ))
 }
 
 /// One customer's statistics over a whole date range (percentiles exact over the range).
@@ -118,8 +126,16 @@ async fn range_summary(
     range: DateRange,
 ) -> Result<Json<RangeSummary>, ApiError> {
     query::check_customer(&customer_id)?;
-    let mut merged = state.store.range_state(&customer_id, range.from, range.to).await?;
-    Ok(Json(RangeSummary { customer_id, from: range.from, to: range.to, statistics: merged.statistics() }))
+    let mut merged = state
+        .store
+        .range_state(&customer_id, range.from, range.to)
+        .await?;
+    Ok(Json(RangeSummary {
+        customer_id,
+        from: range.from,
+        to: range.to,
+        statistics: merged.statistics(),
+    }))
 }
 
 /// Every customer with data: first and last day, total requests.
@@ -151,6 +167,12 @@ async fn healthz() -> impl IntoResponse {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    state.store.ping().await.map_err(|e| ApiError::DatabaseUnavailable(e))?;
-    Ok(Json(serde_json::json!({"status": "ok", "database": state.store.backend_name()})))
+    state
+        .store
+        .ping()
+        .await
+        .map_err(ApiError::DatabaseUnavailable)?;
+    Ok(Json(
+        serde_json::json!({"status": "ok", "database": state.store.backend_name()}),
+    ))
 }

@@ -40,20 +40,33 @@ impl DateRange {
         if let (Some(from), Some(to)) = (from, to)
             && to < from
         {
-            problems.push(Detail::new("query", "to", format!("'to' ({to}) is before 'from' ({from})")));
+            problems.push(Detail::new(
+                "query",
+                "to",
+                format!("'to' ({to}) is before 'from' ({from})"),
+            ));
         }
         match from {
-            Some(from) if problems.is_empty() => Ok(DateRange { from, to: to.unwrap_or(LAST_DATE) }),
+            Some(from) if problems.is_empty() => Ok(DateRange {
+                from,
+                to: to.unwrap_or(LAST_DATE),
+            }),
             _ => Err(ApiError::InvalidQuery(problems)),
         }
     }
 }
 
 fn parse_date(name: &str, text: &str, problems: &mut Vec<Detail>) -> Option<NaiveDate> {
-    let parsed = (text.len() == 10).then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()).flatten();
+    let parsed = (text.len() == 10)
+        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
+        .flatten();
     if parsed.is_none() {
         let shown: String = text.chars().take(40).collect();
-        problems.push(Detail::new("query", name, format!("expected a date YYYY-MM-DD, got '{shown}'")));
+        problems.push(Detail::new(
+            "query",
+            name,
+            format!("expected a date YYYY-MM-DD, got '{shown}'"),
+        ));
     }
     parsed
 }
@@ -72,7 +85,10 @@ pub fn check_customer(customer_id: &str) -> Result<(), ApiError> {
         return Err(ApiError::InvalidQuery(vec![Detail::new(
             "path",
             "customer_id",
-            format!("expected 1 to {MAX_CUSTOMER_LEN} bytes, got {}", customer_id.len()),
+            format!(
+                "expected 1 to {MAX_CUSTOMER_LEN} bytes, got {}",
+                customer_id.len()
+            ),
         )]));
     }
     Ok(())
@@ -105,7 +121,10 @@ mod tests {
         assert_eq!(bad[0].msg, "expected a date YYYY-MM-DD, got 'aaaa'");
         assert_eq!(problems("from=2024-02-30")[0].loc, ["query", "from"]);
         assert_eq!(problems("from=2024-09-03&to=nope")[0].loc, ["query", "to"]);
-        assert_eq!(problems("from=2024-09-03&to=2024-09-02")[0].loc, ["query", "to"]);
+        assert_eq!(
+            problems("from=2024-09-03&to=2024-09-02")[0].loc,
+            ["query", "to"]
+        );
         assert_eq!(problems("from=+2024-09-03")[0].loc, ["query", "from"]);
     }
 }

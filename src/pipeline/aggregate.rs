@@ -99,19 +99,27 @@ impl Aggregator {
                 self.tally.lines += 1;
                 let customer = self.intern(request.customer);
                 let next = self.groups.len() as u32;
-                let slot = *self.group_index.entry((customer, request.day)).or_insert(next);
+                let slot = *self
+                    .group_index
+                    .entry((customer, request.day))
+                    .or_insert(next);
                 if slot == next {
-                    self.groups.push((customer, request.day, DayStats::default()));
+                    self.groups
+                        .push((customer, request.day, DayStats::default()));
                 }
-                self.groups[slot as usize].2.record(request.status, request.duration_us);
+                self.groups[slot as usize]
+                    .2
+                    .record(request.status, request.duration_us);
             }
             Ok(None) => {}
             Err(reason) => {
                 self.tally.lines += 1;
                 self.tally.rejected[reason.index()] += 1;
                 if self.rejects.len() < self.reject_limit {
-                    let text: String =
-                        String::from_utf8_lossy(line).chars().take(REJECT_TEXT_CHARS).collect();
+                    let text: String = String::from_utf8_lossy(line)
+                        .chars()
+                        .take(REJECT_TEXT_CHARS)
+                        .collect();
                     self.rejects.push(Rejected {
                         file: self.source.clone(),
                         position,
@@ -148,10 +156,18 @@ impl Aggregator {
             .drain(..)
             .map(|(customer, day, mut stats)| {
                 stats.compact();
-                (self.customer_names[customer as usize].to_string(), day, stats)
+                (
+                    self.customer_names[customer as usize].to_string(),
+                    day,
+                    stats,
+                )
             })
             .collect();
-        (groups, std::mem::take(&mut self.tally), std::mem::take(&mut self.rejects))
+        (
+            groups,
+            std::mem::take(&mut self.tally),
+            std::mem::take(&mut self.rejects),
+        )
     }
 }
 

@@ -27,21 +27,37 @@ pub(super) struct Committer {
 
 impl Committer {
     pub fn new(job: Arc<Job>) -> anyhow::Result<Committer> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let store = runtime.block_on(Store::connect(&job.config.database_url))?;
         let rejects_file = match &job.config.rejects_file {
             Some(path) => Some(std::io::BufWriter::new(
-                std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
             )),
             None => None,
         };
         let mut report = IngestReport {
             files: job.plan.inputs.len(),
-            read_stdin: job.plan.inputs.iter().any(|i| i.source == super::source::Source::Stdin),
+            read_stdin: job
+                .plan
+                .inputs
+                .iter()
+                .any(|i| i.source == super::source::Source::Stdin),
             ..IngestReport::default()
         };
-        report.notes.extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
-        let committer = Committer { job, runtime, store, report, rejects_file, halted: None };
+        report
+            .notes
+            .extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
+        let committer = Committer {
+            job,
+            runtime,
+            store,
+            report,
+            rejects_file,
+            halted: None,
+        };
         committer.publish();
         Ok(committer)
     }
@@ -65,7 +81,15 @@ impl Committer {
             let mut records = Vec::new();
             for update in updates {
                 match update {
-                    Update::Group { customer, day, stats } => batch.groups.push(GroupDelta { customer, day, stats }),
+                    Update::Group {
+                        customer,
+                        day,
+                        stats,
+                    } => batch.groups.push(GroupDelta {
+                        customer,
+                        day,
+                        stats,
+                    }),
                     Update::Progress(p) => records.push(p),
                     Update::Tally(t) => tally.add(&t),
                     Update::Rejected(r) => rejects.push(r),
@@ -110,11 +134,21 @@ impl Committer {
             return true; // a follow-mode epoch: files are owned whole, nothing can be missing
         }
         let expected = planned.min(first + peers) - first;
-        updates.iter().filter(|u| matches!(u, Update::UnitDone(_))).count() == expected
+        updates
+            .iter()
+            .filter(|u| matches!(u, Update::UnitDone(_)))
+            .count()
+            == expected
     }
 
     fn peers(&self) -> usize {
-        self.job.config.workers.max(1) * self.job.config.cluster.as_ref().map_or(1, |c| c.addresses.len())
+        self.job.config.workers.max(1)
+            * self
+                .job
+                .config
+                .cluster
+                .as_ref()
+                .map_or(1, |c| c.addresses.len())
     }
 
     fn record_rejects(&mut self, rejects: Vec<Rejected>) -> anyhow::Result<()> {
@@ -160,7 +194,12 @@ fn merge_progress(all: &mut BTreeMap<String, FileProgress>, record: FileProgress
         None => {
             all.insert(record.path.clone(), record);
         }
-        Some(existing) => *existing = FileProgress { expected_offset: existing.expected_offset, ..record },
+        Some(existing) => {
+            *existing = FileProgress {
+                expected_offset: existing.expected_offset,
+                ..record
+            }
+        }
     }
 }
 
@@ -190,7 +229,8 @@ impl LineNumbers {
         let mut buffer = vec![0u8; 1 << 20];
         while at < offset {
             let want = buffer.len().min((offset - at) as usize);
-            let read = std::os::unix::fs::FileExt::read_at(&handle, &mut buffer[..want], at).ok()?;
+            let read =
+                std::os::unix::fs::FileExt::read_at(&handle, &mut buffer[..want], at).ok()?;
             if read == 0 {
                 return None;
             }
@@ -209,14 +249,17 @@ pub(super) fn timely_config(config: &IngestConfig) -> anyhow::Result<timely::Con
         None if workers == 1 => timely::CommunicationConfig::Thread,
         None => timely::CommunicationConfig::Process(workers),
         Some(cluster) => timely::CommunicationConfig::Cluster {
-                threads: workers,
-                process: cluster.process_id,
-                addresses: cluster.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
+            threads: workers,
+            process: cluster.process_id,
+            addresses: cluster.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        },
     };
-    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+    Ok(timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    })
 }
 
 /// A progress bar on a terminal (bytes, rate, ETA), drawn from the workers' byte counter.

@@ -30,7 +30,11 @@ use crate::store::{FileProgress, Store};
 /// What flows through the dataflow.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Update {
-    Group { customer: String, day: Day, stats: DayStats },
+    Group {
+        customer: String,
+        day: Day,
+        stats: DayStats,
+    },
     Progress(FileProgress),
     Tally(Tally),
     Rejected(Rejected),
@@ -72,15 +76,18 @@ pub(super) struct Job {
 /// Runs an ingestion to the end (or, following, until SIGINT/SIGTERM) and reports what it did.
 pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let store = runtime.block_on(Store::connect(&config.database_url))?;
     let stored = runtime.block_on(store.progress())?;
     runtime.block_on(store.close());
     let sources = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
-    if config.follow && sources.iter().any(|s| *s == source::Source::Stdin) {
+    if config.follow && sources.contains(&source::Source::Stdin) {
         anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
     }
-    let total_workers = config.workers.max(1) * config.cluster.as_ref().map_or(1, |c| c.addresses.len());
+    let total_workers =
+        config.workers.max(1) * config.cluster.as_ref().map_or(1, |c| c.addresses.len());
     let mut config = config;
     if config.unit_bytes == 0 {
         config.unit_bytes = default_unit_bytes(&sources, total_workers);
@@ -173,7 +180,11 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     let peers = worker.peers();
     let mut input = InputHandle::<u64, _>::new();
     let probe = ProbeHandle::<u64>::new();
-    let mut committer = if index == 0 { Some(Committer::new(Arc::clone(job))?) } else { None };
+    let mut committer = if index == 0 {
+        Some(Committer::new(Arc::clone(job))?)
+    } else {
+        None
+    };
     worker.dataflow::<u64, _, _>(|scope| {
         input
             .to_stream(scope)
@@ -183,11 +194,18 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
                     input.for_each(|cap, data: &mut Vec<Update>| {
                         let Some(&time) = cap.least() else { return };
                         let entry = pending.entry(time).or_insert_with(|| {
-                            (cap.retain_least(0).expect("a non-empty stamp"), Merged::default())
+                            (
+                                cap.retain_least(0).expect("a non-empty stamp"),
+                                Merged::default(),
+                            )
                         });
                         entry.1.absorb(data.drain(..));
                     });
-                    let ready: Vec<u64> = pending.keys().copied().filter(|t| !frontier.less_equal(t)).collect();
+                    let ready: Vec<u64> = pending
+                        .keys()
+                        .copied()
+                        .filter(|t| !frontier.less_equal(t))
+                        .collect();
                     for time in ready {
                         let (cap, merged) = pending.remove(&time).expect("a pending epoch");
                         let mut session = output.session(&cap);
@@ -198,40 +216,57 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
                 }
             })
             .container::<Vec<Update>>()
-            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(Exchange::new(|_: &Update| 0), "Commit", move |initial, _| {
-                drop(initial);
-                let mut pending: std::collections::BTreeMap<u64, (Capability<u64>, Vec<Update>)> =
-                    Default::default();
-                move |(input, frontier), _output| {
-                    input.for_each(|cap, data: &mut Vec<Update>| {
-                        let Some(&time) = cap.least() else { return };
-                        pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.retain_least(0).expect("a non-empty stamp"), Vec::new()))
-                            .1
-                            .append(data);
-                    });
-                    let ready: Vec<u64> = pending.keys().copied().take_while(|t| !frontier.less_equal(t)).collect();
-                    if ready.is_empty() {
-                        return;
+            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                Exchange::new(|_: &Update| 0),
+                "Commit",
+                move |initial, _| {
+                    drop(initial);
+                    let mut pending: std::collections::BTreeMap<
+                        u64,
+                        (Capability<u64>, Vec<Update>),
+                    > = Default::default();
+                    move |(input, frontier), _output| {
+                        input.for_each(|cap, data: &mut Vec<Update>| {
+                            let Some(&time) = cap.least() else { return };
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| {
+                                    (cap.retain_least(0).expect("a non-empty stamp"), Vec::new())
+                                })
+                                .1
+                                .append(data);
+                        });
+                        let ready: Vec<u64> = pending
+                            .keys()
+                            .copied()
+                            .take_while(|t| !frontier.less_equal(t))
+                            .collect();
+                        if ready.is_empty() {
+                            return;
+                        }
+                        let epochs: Vec<(u64, Vec<Update>)> = ready
+                            .iter()
+                            .map(|t| {
+                                let (_cap, updates) = pending.remove(t).expect("a pending epoch");
+                                (*t, updates)
+                            })
+                            .collect();
+                        if let Some(committer) = committer.as_mut() {
+                            committer.commit(epochs);
+                        }
                     }
-                    let epochs: Vec<(u64, Vec<Update>)> = ready
-                        .iter()
-                        .map(|t| {
-                            let (_cap, updates) = pending.remove(t).expect("a pending epoch");
-                            (*t, updates)
-                        })
-                        .collect();
-                    if let Some(committer) = committer.as_mut() {
-                        committer.commit(epochs);
-                    }
-                }
-            })
+                },
+            )
             .container::<Vec<()>>()
             .probe_with(&probe);
     });
 
-    let mut feeder = Feeder { index, peers, aggregator: Aggregator::new(job.config.reject_samples.max(reject_limit(job))), epoch: 0 };
+    let mut feeder = Feeder {
+        index,
+        peers,
+        aggregator: Aggregator::new(job.config.reject_samples.max(reject_limit(job))),
+        epoch: 0,
+    };
     let result = feeder.run(worker, &mut input, &probe, job);
     if result.is_err() {
         job.stop.store(true, Ordering::SeqCst);
@@ -243,7 +278,11 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
 
 /// Rejected lines kept per worker: all of them when they go to a file.
 fn reject_limit(job: &Job) -> usize {
-    if job.config.rejects_file.is_some() { usize::MAX } else { job.config.reject_samples }
+    if job.config.rejects_file.is_some() {
+        usize::MAX
+    } else {
+        job.config.reject_samples
+    }
 }
 
 /// Groups of one epoch merged by (customer, day), and everything else passed along.
@@ -257,7 +296,11 @@ impl Merged {
     fn absorb(&mut self, updates: impl Iterator<Item = Update>) {
         for update in updates {
             match update {
-                Update::Group { customer, day, stats } => {
+                Update::Group {
+                    customer,
+                    day,
+                    stats,
+                } => {
                     self.groups.entry((customer, day)).or_default().merge(stats);
                 }
                 other => self.others.push(other),
@@ -268,7 +311,11 @@ impl Merged {
     fn into_updates(self) -> impl Iterator<Item = Update> {
         self.groups
             .into_iter()
-            .map(|((customer, day), stats)| Update::Group { customer, day, stats })
+            .map(|((customer, day), stats)| Update::Group {
+                customer,
+                day,
+                stats,
+            })
             .chain(self.others)
     }
 }
@@ -335,7 +382,10 @@ impl Feeder {
                 return Ok(());
             }
             while Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
-                worker.step_or_park(Some(tick.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))));
+                worker.step_or_park(Some(
+                    tick.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100)),
+                ));
             }
             self.wait_for_commits(worker, probe, job);
         }
@@ -348,7 +398,11 @@ impl Feeder {
     ) {
         let (groups, tally, rejects) = self.aggregator.drain();
         for (customer, day, stats) in groups {
-            input.send(Update::Group { customer, day, stats });
+            input.send(Update::Group {
+                customer,
+                day,
+                stats,
+            });
         }
         for record in progress {
             input.send(Update::Progress(record));
@@ -371,7 +425,9 @@ impl Feeder {
 
     /// Waits until at most [`EPOCHS_IN_FLIGHT`] epochs are uncommitted.
     fn wait_for_commits(&self, worker: &mut Worker, probe: &ProbeHandle<u64>, job: &Job) {
-        let Some(oldest) = self.epoch.checked_sub(EPOCHS_IN_FLIGHT) else { return };
+        let Some(oldest) = self.epoch.checked_sub(EPOCHS_IN_FLIGHT) else {
+            return;
+        };
         while probe.less_equal(&oldest) && !job.stop.load(Ordering::SeqCst) {
             worker.step_or_park(Some(Duration::from_millis(100)));
         }

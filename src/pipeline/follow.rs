@@ -39,19 +39,48 @@ struct Followed {
 
 impl<'a> Follower<'a> {
     /// Starts where the backlog plan ended for every file this worker owns.
-    pub fn new(job: &'a Job, index: usize, peers: usize, pattern: Option<glob::Pattern>) -> Follower<'a> {
-        let mut follower = Follower { job, index, peers, pattern, files: BTreeMap::new() };
+    pub fn new(
+        job: &'a Job,
+        index: usize,
+        peers: usize,
+        pattern: Option<glob::Pattern>,
+    ) -> Follower<'a> {
+        let mut follower = Follower {
+            job,
+            index,
+            peers,
+            pattern,
+            files: BTreeMap::new(),
+        };
         for input in &job.plan.inputs {
-            let Source::File { path, key, gzip: false } = &input.source else { continue };
+            let Source::File {
+                path,
+                key,
+                gzip: false,
+            } = &input.source
+            else {
+                continue;
+            };
             if !follower.owns(key) {
                 continue;
             }
             let Ok(file) = File::open(path) else { continue };
             let Ok(meta) = file.metadata() else { continue };
-            let committed = if input.end > input.start { input.end } else { input.expected_offset };
+            let committed = if input.end > input.start {
+                input.end
+            } else {
+                input.expected_offset
+            };
             follower.files.insert(
                 key.clone(),
-                Followed { path: path.clone(), file, inode: meta.ino(), offset: input.end, committed, head: input.head },
+                Followed {
+                    path: path.clone(),
+                    file,
+                    inode: meta.ino(),
+                    offset: input.end,
+                    committed,
+                    head: input.head,
+                },
             );
         }
         follower
@@ -64,7 +93,11 @@ impl<'a> Follower<'a> {
     }
 
     /// Reads what was appended since the last poll; returns the progress to commit with it.
-    pub fn poll(&mut self, aggregator: &mut Aggregator, bytes_read: &AtomicU64) -> anyhow::Result<Vec<FileProgress>> {
+    pub fn poll(
+        &mut self,
+        aggregator: &mut Aggregator,
+        bytes_read: &AtomicU64,
+    ) -> anyhow::Result<Vec<FileProgress>> {
         self.discover_new_files()?;
         let mut progress = Vec::new();
         let mut on_bytes = |n| {
@@ -80,7 +113,13 @@ impl<'a> Follower<'a> {
                     // Rotated: finish the old file (all of it: nobody appends to it any more), then
                     // start the new one.
                     let old_end = followed.file.metadata()?.len();
-                    read_range(followed.file.try_clone()?, followed.offset, old_end, aggregator, &mut on_bytes)?;
+                    read_range(
+                        followed.file.try_clone()?,
+                        followed.offset,
+                        old_end,
+                        aggregator,
+                        &mut on_bytes,
+                    )?;
                     tracing::info!("{name} was rotated: reading the new file from its start");
                     followed.file = File::open(&followed.path)?;
                     followed.inode = meta.ino();
@@ -100,7 +139,13 @@ impl<'a> Follower<'a> {
             let size = followed.file.metadata()?.len();
             let end = end_of_last_line(&followed.file, followed.offset, size)?;
             if end > followed.offset {
-                read_range(followed.file.try_clone()?, followed.offset, end, aggregator, &mut on_bytes)?;
+                read_range(
+                    followed.file.try_clone()?,
+                    followed.offset,
+                    end,
+                    aggregator,
+                    &mut on_bytes,
+                )?;
                 followed.offset = end;
             }
             if followed.head.len < HEAD_BYTES.min(followed.offset) {
@@ -131,11 +176,20 @@ impl<'a> Follower<'a> {
             }
         };
         for source in sources {
-            let Source::File { path, key, gzip: false } = source else { continue };
+            let Source::File {
+                path,
+                key,
+                gzip: false,
+            } = source
+            else {
+                continue;
+            };
             if self.files.contains_key(&key) || !self.owns(&key) {
                 continue;
             }
-            let Ok(mut file) = File::open(&path) else { continue };
+            let Ok(mut file) = File::open(&path) else {
+                continue;
+            };
             let meta = file.metadata()?;
             let resume = Resume::decide(&mut file, meta.len(), self.job.stored.get(&key))?;
             if let Some(note) = &resume.note {

@@ -98,7 +98,12 @@ impl IngestReport {
     pub fn summary_line(&self) -> String {
         let mut line = format!(
             "ingested {} lines ({} rejected) from {} input(s), {} groups changed, in {:.2} s ({:.0} lines/s)",
-            self.lines, self.rejected, self.files, self.groups_changed, self.seconds, self.lines_per_second
+            self.lines,
+            self.rejected,
+            self.files,
+            self.groups_changed,
+            self.seconds,
+            self.lines_per_second
         );
         if self.read_stdin {
             line.push_str("; standard input is not resumable: its progress was not recorded");
@@ -115,9 +120,15 @@ impl IngestReport {
             if count == 0 {
                 continue;
             }
-            match self.rejected_by_reason.iter_mut().find(|(code, _)| code == reason.code()) {
+            match self
+                .rejected_by_reason
+                .iter_mut()
+                .find(|(code, _)| code == reason.code())
+            {
                 Some((_, total)) => *total += count,
-                None => self.rejected_by_reason.push((reason.code().to_string(), count)),
+                None => self
+                    .rejected_by_reason
+                    .push((reason.code().to_string(), count)),
             }
         }
     }

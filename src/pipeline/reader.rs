@@ -13,7 +13,12 @@ use super::source::{Piece, Plan, Source};
 const BLOCK_BYTES: usize = 4 << 20;
 
 /// Feeds every line of `piece` to `aggregator`; `on_bytes` hears how many input bytes were read.
-pub fn read_piece(plan: &Plan, piece: &Piece, aggregator: &mut Aggregator, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
+pub fn read_piece(
+    plan: &Plan,
+    piece: &Piece,
+    aggregator: &mut Aggregator,
+    on_bytes: &mut dyn FnMut(u64),
+) -> anyhow::Result<()> {
     let input = &plan.inputs[piece.input];
     let name = input.source.display();
     aggregator.set_source(&name);
@@ -36,8 +41,19 @@ pub fn read_piece(plan: &Plan, piece: &Piece, aggregator: &mut Aggregator, on_by
 }
 
 /// Feeds the lines of bytes `start..end` of a plain file (the source must be set already).
-pub fn read_range(file: File, start: u64, end: u64, aggregator: &mut Aggregator, on_bytes: &mut dyn FnMut(u64)) -> anyhow::Result<()> {
-    feed_lines(range_of(file, start, end)?, Numbering::Bytes(start), aggregator, on_bytes)
+pub fn read_range(
+    file: File,
+    start: u64,
+    end: u64,
+    aggregator: &mut Aggregator,
+    on_bytes: &mut dyn FnMut(u64),
+) -> anyhow::Result<()> {
+    feed_lines(
+        range_of(file, start, end)?,
+        Numbering::Bytes(start),
+        aggregator,
+        on_bytes,
+    )
 }
 
 fn range_of(mut file: File, start: u64, end: u64) -> io::Result<io::Take<File>> {

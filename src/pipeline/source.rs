@@ -18,7 +18,11 @@ use crate::store::{FileProgress, StoredProgress};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     /// A file; `key` (its absolute path) names its progress row.
-    File { path: PathBuf, key: String, gzip: bool },
+    File {
+        path: PathBuf,
+        key: String,
+        gzip: bool,
+    },
     /// Standard input: read once, its progress is not recorded.
     Stdin,
 }
@@ -36,7 +40,11 @@ impl Source {
         let absolute = std::fs::canonicalize(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let gzip = absolute.extension().is_some_and(|e| e == "gz");
-        Ok(Source::File { key: absolute.to_string_lossy().into_owned(), path: absolute, gzip })
+        Ok(Source::File {
+            key: absolute.to_string_lossy().into_owned(),
+            path: absolute,
+            gzip,
+        })
     }
 }
 
@@ -76,8 +84,13 @@ pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Re
 }
 
 /// The files below `dir` (hidden ones skipped) whose names match `pattern`, when given.
-pub fn walk(dir: &Path, pattern: Option<&glob::Pattern>, out: &mut Vec<Source>) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+pub fn walk(
+    dir: &Path,
+    pattern: Option<&glob::Pattern>,
+    out: &mut Vec<Source>,
+) -> anyhow::Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
@@ -132,16 +145,27 @@ pub struct Plan {
 impl Plan {
     /// Bytes the plan reads (standard input counts as 0: its size is unknown).
     pub fn total_bytes(&self) -> u64 {
-        self.units.iter().flatten().filter(|p| p.end != u64::MAX).map(|p| p.end - p.start).sum()
+        self.units
+            .iter()
+            .flatten()
+            .filter(|p| p.end != u64::MAX)
+            .map(|p| p.end - p.start)
+            .sum()
     }
 
     /// The progress to record once `piece` is committed (`None` for standard input).
     pub fn progress_of(&self, piece: &Piece) -> Option<FileProgress> {
         let input = &self.inputs[piece.input];
-        let Source::File { key, .. } = &input.source else { return None };
+        let Source::File { key, .. } = &input.source else {
+            return None;
+        };
         Some(FileProgress {
             path: key.clone(),
-            expected_offset: if piece.start == input.start { input.expected_offset } else { piece.start },
+            expected_offset: if piece.start == input.start {
+                input.expected_offset
+            } else {
+                piece.start
+            },
             from: piece.start,
             offset: piece.end,
             head_hash: input.head.hash,
@@ -164,17 +188,37 @@ pub fn plan(
         let input = plan.inputs.len();
         let planned = match &source {
             Source::Stdin => {
-                pieces.push(Piece { input, start: 0, end: u64::MAX });
-                PlannedInput { source, start: 0, end: u64::MAX, expected_offset: 0, head: Head::default(), note: None }
+                pieces.push(Piece {
+                    input,
+                    start: 0,
+                    end: u64::MAX,
+                });
+                PlannedInput {
+                    source,
+                    start: 0,
+                    end: u64::MAX,
+                    expected_offset: 0,
+                    head: Head::default(),
+                    note: None,
+                }
             }
             Source::File { path, key, gzip } => {
-                let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let mut file =
+                    File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
                 let size = file.metadata()?.len();
                 let resume = Resume::decide(&mut file, size, stored.get(key))?;
-                let end = if whole_lines_only && !gzip { end_of_last_line(&file, resume.start, size)? } else { size };
+                let end = if whole_lines_only && !gzip {
+                    end_of_last_line(&file, resume.start, size)?
+                } else {
+                    size
+                };
                 if *gzip {
                     if end > resume.start {
-                        pieces.push(Piece { input, start: resume.start, end });
+                        pieces.push(Piece {
+                            input,
+                            start: resume.start,
+                            end,
+                        });
                     }
                 } else {
                     split(&file, input, resume.start, end, unit_bytes, &mut pieces)?;
@@ -219,19 +263,37 @@ pub struct Resume {
 impl Resume {
     /// Continues where the stored progress left off, unless the file shrank or its first bytes
     /// changed (it was replaced): then it is a new file, read from 0.
-    pub fn decide(file: &mut File, size: u64, stored: Option<&StoredProgress>) -> anyhow::Result<Resume> {
+    pub fn decide(
+        file: &mut File,
+        size: u64,
+        stored: Option<&StoredProgress>,
+    ) -> anyhow::Result<Resume> {
         let Some(stored) = stored else {
-            return Ok(Resume { start: 0, expected_offset: 0, note: None });
+            return Ok(Resume {
+                start: 0,
+                expected_offset: 0,
+                note: None,
+            });
         };
         let note = if size < stored.offset {
-            Some(format!("shrank below the {} bytes already ingested; read again as a new file", stored.offset))
+            Some(format!(
+                "shrank below the {} bytes already ingested; read again as a new file",
+                stored.offset
+            ))
         } else if Head::of(file, stored.head_len)?.hash != stored.head_hash {
-            Some("its first bytes changed since the last ingestion; read again as a new file".to_string())
+            Some(
+                "its first bytes changed since the last ingestion; read again as a new file"
+                    .to_string(),
+            )
         } else {
             None
         };
         let start = if note.is_some() { 0 } else { stored.offset };
-        Ok(Resume { start, expected_offset: stored.offset, note })
+        Ok(Resume {
+            start,
+            expected_offset: stored.offset,
+            note,
+        })
     }
 }
 
@@ -250,23 +312,39 @@ impl Head {
     pub fn of(file: &mut File, limit: u64) -> anyhow::Result<Head> {
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0))?;
-        file.by_ref().take(limit.min(HEAD_BYTES)).read_to_end(&mut bytes)?;
+        file.by_ref()
+            .take(limit.min(HEAD_BYTES))
+            .read_to_end(&mut bytes)?;
         let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
             (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         });
-        Ok(Head { hash, len: bytes.len() as u64 })
+        Ok(Head {
+            hash,
+            len: bytes.len() as u64,
+        })
     }
 }
 
 /// Cuts `start..end` of a plain file into newline-aligned pieces of about `piece_bytes`.
-fn split(file: &File, input: usize, start: u64, end: u64, piece_bytes: u64, out: &mut Vec<Piece>) -> anyhow::Result<()> {
+fn split(
+    file: &File,
+    input: usize,
+    start: u64,
+    end: u64,
+    piece_bytes: u64,
+    out: &mut Vec<Piece>,
+) -> anyhow::Result<()> {
     let mut at = start;
     while at < end {
         let cut = match at.checked_add(piece_bytes) {
             Some(target) if target < end => next_line_start(file, target, end)?,
             _ => end,
         };
-        out.push(Piece { input, start: at, end: cut });
+        out.push(Piece {
+            input,
+            start: at,
+            end: cut,
+        });
         at = cut;
     }
     Ok(())
@@ -314,7 +392,10 @@ mod tests {
     fn file_with(content: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
-        std::fs::File::create(&path).unwrap().write_all(content.as_bytes()).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(content.as_bytes())
+            .unwrap();
         (dir, path)
     }
 
@@ -337,9 +418,21 @@ mod tests {
     #[test]
     fn follow_mode_leaves_a_partial_last_line() {
         let (_dir, path) = file_with("a\nb\npartial");
-        let plan = plan(vec![Source::file(&path).unwrap()], &HashMap::new(), 1 << 20, true).unwrap();
+        let plan = plan(
+            vec![Source::file(&path).unwrap()],
+            &HashMap::new(),
+            1 << 20,
+            true,
+        )
+        .unwrap();
         assert_eq!(plan.inputs[0].end, 4);
-        let batch = super::plan(vec![Source::file(&path).unwrap()], &HashMap::new(), 1 << 20, false).unwrap();
+        let batch = super::plan(
+            vec![Source::file(&path).unwrap()],
+            &HashMap::new(),
+            1 << 20,
+            false,
+        )
+        .unwrap();
         assert_eq!(batch.inputs[0].end, 11);
     }
 
@@ -348,13 +441,32 @@ mod tests {
         let (_dir, path) = file_with("first line\nsecond line\n");
         let mut file = File::open(&path).unwrap();
         let head = Head::of(&mut file, 11).unwrap();
-        let stored = StoredProgress { offset: 11, head_hash: head.hash, head_len: head.len };
-        assert_eq!(Resume::decide(&mut file, 23, Some(&stored)).unwrap().start, 11);
-        let shrunk = StoredProgress { offset: 100, ..stored };
+        let stored = StoredProgress {
+            offset: 11,
+            head_hash: head.hash,
+            head_len: head.len,
+        };
+        assert_eq!(
+            Resume::decide(&mut file, 23, Some(&stored)).unwrap().start,
+            11
+        );
+        let shrunk = StoredProgress {
+            offset: 100,
+            ..stored
+        };
         let resume = Resume::decide(&mut file, 23, Some(&shrunk)).unwrap();
         assert_eq!((resume.start, resume.expected_offset), (0, 100));
         assert!(resume.note.unwrap().contains("shrank"));
-        let replaced = StoredProgress { head_hash: head.hash ^ 1, ..stored };
-        assert!(Resume::decide(&mut file, 23, Some(&replaced)).unwrap().note.unwrap().contains("changed"));
+        let replaced = StoredProgress {
+            head_hash: head.hash ^ 1,
+            ..stored
+        };
+        assert!(
+            Resume::decide(&mut file, 23, Some(&replaced))
+                .unwrap()
+                .note
+                .unwrap()
+                .contains("changed")
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! One ingestion commit: merge group deltas into stored days and advance file offsets, atomically.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{QueryBuilder, Row};
 
@@ -54,8 +54,7 @@ pub struct Conflict {
 /// Rows per multi-row upsert: well under SQLite's 32,766 bound parameters at 21 columns.
 const UPSERT_ROWS: usize = 500;
 
-const SELECT_PROGRESS: &str =
-    "SELECT byte_offset FROM ingest_progress WHERE path = $1";
+const SELECT_PROGRESS: &str = "SELECT byte_offset FROM ingest_progress WHERE path = $1";
 const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress (path, byte_offset, head_hash, head_len) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
      head_hash = excluded.head_hash, head_len = excluded.head_len";
@@ -97,9 +96,15 @@ impl Store {
     /// transaction under the writer lock. Returns the number of groups written.
     pub async fn commit(&self, batch: CommitBatch) -> anyhow::Result<usize> {
         let dialect = self.dialect();
-        let mut by_customer: HashMap<String, Vec<(Day, DayStats)>> = HashMap::new();
+        // Deltas for the same day (from several epochs) merge first: each day is written once.
+        let mut by_customer: HashMap<String, BTreeMap<Day, DayStats>> = HashMap::new();
         for delta in batch.groups {
-            by_customer.entry(delta.customer).or_default().push((delta.day, delta.stats));
+            by_customer
+                .entry(delta.customer)
+                .or_default()
+                .entry(delta.day)
+                .or_default()
+                .merge(delta.stats);
         }
         let written = with_pool!(self, pool => {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
@@ -122,9 +127,10 @@ impl Store {
                 }
             }
             let mut merged = Vec::new();
-            for (customer, mut days) in by_customer {
-                days.sort_unstable_by_key(|(day, _)| *day);
-                let (first, last) = (days[0].0, days[days.len() - 1].0);
+            for (customer, days) in by_customer {
+                let (Some(first), Some(last)) = (days.keys().next().copied(), days.keys().next_back().copied()) else {
+                    continue;
+                };
                 let rows = sqlx::query(sqlx::AssertSqlSafe(select_state("date, ")))
                     .bind(&customer)
                     .bind(first.to_naive_date())
@@ -189,7 +195,8 @@ impl Store {
 
     /// The committed progress of every input file: path -> (offset, head hash, head length).
     pub async fn progress(&self) -> anyhow::Result<HashMap<String, StoredProgress>> {
-        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len FROM ingest_progress";
+        const SELECT_ALL: &str =
+            "SELECT path, byte_offset, head_hash, head_len FROM ingest_progress";
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_ALL).fetch_all(pool).await?;
             rows.iter()

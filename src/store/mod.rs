@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use commit::{CommitBatch, Conflict, FileProgress, GroupDelta, StoredProgress};
 pub use read::{CustomerSummary, DayRow};
@@ -76,7 +78,10 @@ struct Dialect {
     writer_lock: Option<&'static str>,
 }
 
-const SQLITE: Dialect = Dialect { begin_write: "BEGIN IMMEDIATE", writer_lock: None };
+const SQLITE: Dialect = Dialect {
+    begin_write: "BEGIN IMMEDIATE",
+    writer_lock: None,
+};
 const POSTGRES: Dialect = Dialect {
     begin_write: "BEGIN",
     // An arbitrary constant key: "logstats writer".
@@ -88,7 +93,10 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
         let store = Store::connect_lazy(url)?;
-        store.migrate().await.with_context(|| format!("migrating the database at {shown}"))?;
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("migrating the database at {shown}"))?;
         Ok(store)
     }
 
@@ -118,7 +126,9 @@ impl Store {
                     .connect_lazy_with(options),
             )
         } else {
-            anyhow::bail!("unsupported database URL {shown}: expected sqlite://PATH or postgres://...");
+            anyhow::bail!(
+                "unsupported database URL {shown}: expected sqlite://PATH or postgres://..."
+            );
         };
         Ok(Store { backend })
     }

@@ -36,12 +36,17 @@ const SELECT_DAYS: &str = "SELECT customer_id, date, success_requests, failed_re
      duration_p90, duration_p95, duration_max FROM resource_statistics_by_day \
      WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date";
 const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(date) AS last_day, \
-     SUM(total_requests) AS total_requests FROM resource_statistics_by_day \
+     CAST(SUM(total_requests) AS BIGINT) AS total_requests FROM resource_statistics_by_day \
      GROUP BY customer_id ORDER BY customer_id";
 
 impl Store {
     /// The days of `customer` with `from <= date <= to`, ascending.
-    pub async fn days(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<Vec<DayRow>> {
+    pub async fn days(
+        &self,
+        customer: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> anyhow::Result<Vec<DayRow>> {
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_DAYS)
                 .bind(customer)
@@ -80,7 +85,12 @@ impl Store {
     }
 
     /// The exact merged state of every day of `customer` in the range (empty when there is none).
-    pub async fn range_state(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> anyhow::Result<DayStats> {
+    pub async fn range_state(
+        &self,
+        customer: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> anyhow::Result<DayStats> {
         let mut merged = DayStats::default();
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))

@@ -1,0 +1,279 @@
+//! Helpers shared by the integration tests: fresh databases on both backends, generated logs, the
+//! built binary as a server, and a minimal HTTP client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use logstats::day::Day;
+use logstats::generate::{GenerateConfig, generate};
+use logstats::pipeline::{IngestConfig, IngestReport, ingest};
+
+/// The built `logstats` binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_logstats")
+}
+
+/// Where PostgreSQL is for tests: `LOGSTATS_TEST_POSTGRES` or the local server.
+fn postgres_admin_url() -> String {
+    std::env::var("LOGSTATS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The backends a storage test runs on: SQLite always; PostgreSQL when it answers (and always when
+/// `LOGSTATS_REQUIRE_POSTGRES=1`, as in CI, where its absence is a failure).
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if postgres_available() {
+        backends.push(Backend::Postgres);
+    } else if std::env::var("LOGSTATS_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!(
+            "PostgreSQL is required (LOGSTATS_REQUIRE_POSTGRES=1) but {} does not answer",
+            postgres_admin_url()
+        );
+    } else {
+        eprintln!("PostgreSQL not reachable: running the SQLite half only");
+    }
+    backends
+}
+
+fn postgres_available() -> bool {
+    let url = postgres_admin_url();
+    let host = url
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_string();
+    host.parse()
+        .ok()
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database; a PostgreSQL one is dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    _dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("stats.db").display()),
+                backend,
+                _dir: dir,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                let name = format!(
+                    "logstats_test_{}_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::SeqCst),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .subsec_nanos()
+                );
+                admin(&format!("CREATE DATABASE {name}"));
+                let admin_url = postgres_admin_url();
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map_or(admin_url.as_str(), |(base, _)| base);
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    _dir: dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// The store, connected and migrated.
+    pub fn store(&self) -> logstats::store::Store {
+        block_on(logstats::store::Store::connect(&self.url))
+            .expect("connecting to the test database")
+    }
+
+    /// A directory that lives as long as the database (for logs and other files).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn admin(sql: &str) {
+    let sql = sql.to_string();
+    block_on(async move {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(&postgres_admin_url()).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut connection)
+            .await?;
+        connection.close().await
+    })
+    .expect("administering the test PostgreSQL server");
+}
+
+/// Runs a future to completion on a fresh runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+/// Writes a generated log and returns its path.
+pub fn generated_log(dir: &Path, name: &str, lines: u64, seed: u64) -> PathBuf {
+    let path = dir.join(name);
+    let config = GenerateConfig {
+        lines,
+        seed,
+        customers: 20,
+        days: 10,
+        ..GenerateConfig::default()
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    generate(&config, &mut file).unwrap();
+    file.flush().unwrap();
+    path
+}
+
+/// The first day the generator writes with [`generated_log`]'s settings.
+pub fn first_generated_day() -> Day {
+    GenerateConfig::default().end.plus(-9)
+}
+
+/// Ingests `paths` with `workers` threads, in process.
+pub fn ingest_paths(url: &str, paths: &[&Path], workers: usize) -> IngestReport {
+    let mut config =
+        IngestConfig::new(url, paths.iter().map(|p| p.display().to_string()).collect());
+    config.workers = workers;
+    ingest(config).expect("ingestion succeeds")
+}
+
+/// Every stored day of every customer as JSON values (the API's rows), for comparing databases.
+pub fn all_rows(url: &str) -> Vec<serde_json::Value> {
+    block_on(async {
+        let store = logstats::store::Store::connect(url).await.unwrap();
+        let mut rows = Vec::new();
+        for customer in store.customers().await.unwrap() {
+            let days = store
+                .days(&customer.customer_id, customer.first_day, customer.last_day)
+                .await
+                .unwrap();
+            rows.extend(days.into_iter().map(|d| serde_json::to_value(d).unwrap()));
+        }
+        store.close().await;
+        rows
+    })
+}
+
+/// `logstats serve` on a free port, stopped on drop.
+pub struct Server {
+    child: Child,
+    pub address: String,
+}
+
+impl Server {
+    pub fn start(database_url: &str, extra_args: &[&str]) -> Server {
+        let mut child = Command::new(binary())
+            .args(["serve", "--database", database_url, "--bind", "127.0.0.1:0"])
+            .args(extra_args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting logstats serve");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("the server says where it listens")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("serving on http://") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, address }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(&self.address, "GET", path, &[])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns the status and the body.
+pub fn http(address: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connecting to the server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete HTTP response");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}

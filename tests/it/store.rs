@@ -1,0 +1,92 @@
+//! The store on both backends: merge-commits, progress, and refusal of a conflicting commit.
+
+use logstats::day::Day;
+use logstats::stats::DayStats;
+use logstats::store::{CommitBatch, FileProgress, GroupDelta};
+
+use crate::common::*;
+
+fn delta(customer: &str, day: Day, requests: &[(u16, u64)]) -> GroupDelta {
+    let mut stats = DayStats::default();
+    requests.iter().for_each(|&(s, d)| stats.record(s, d));
+    GroupDelta {
+        customer: customer.to_string(),
+        day,
+        stats,
+    }
+}
+
+fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
+    FileProgress {
+        path: path.to_string(),
+        expected_offset: expected,
+        from: expected,
+        offset,
+        head_hash: 1,
+        head_len: 10,
+    }
+}
+
+#[test]
+fn commits_merge_into_stored_days_never_overwrite_them() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = db.store();
+        let day = Day::from_ymd(2024, 9, 15).unwrap();
+        let first = CommitBatch {
+            groups: vec![
+                delta("a", day, &[(200, 1_000_000), (500, 2_000_000)]),
+                delta("a", day, &[(201, 3_000_000)]),
+            ],
+            progress: vec![progress("/logs/x", 0, 100)],
+        };
+        block_on(store.commit(first)).unwrap();
+        let second = CommitBatch {
+            groups: vec![delta("a", day, &[(404, 4_000_000)])],
+            progress: vec![progress("/logs/x", 100, 200)],
+        };
+        block_on(store.commit(second)).unwrap();
+        let rows = block_on(store.days("a", day.to_naive_date(), day.to_naive_date())).unwrap();
+        let s = &rows[0].statistics;
+        assert_eq!(
+            (s.success_requests, s.failed_requests, s.total_requests),
+            (2, 2, 4),
+            "{backend:?}"
+        );
+        assert_eq!(
+            (s.duration_mean, s.duration_p50, s.duration_p99),
+            (2.5, 2.0, 4.0)
+        );
+        assert_eq!(
+            (s.uptime_percentage, s.availability_percentage),
+            (40.0, 75.0)
+        );
+        let stored = block_on(store.progress()).unwrap();
+        assert_eq!(stored["/logs/x"].offset, 200);
+    }
+}
+
+#[test]
+fn a_commit_expecting_an_offset_another_writer_moved_is_refused_whole() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = db.store();
+        let day = Day::from_ymd(2024, 9, 15).unwrap();
+        block_on(store.commit(CommitBatch {
+            groups: vec![],
+            progress: vec![progress("/logs/x", 0, 100)],
+        }))
+        .unwrap();
+        let stale = CommitBatch {
+            groups: vec![delta("a", day, &[(200, 1)])],
+            progress: vec![progress("/logs/x", 0, 50)],
+        };
+        let error = block_on(store.commit(stale)).unwrap_err();
+        assert!(error.to_string().contains("another process"), "{error}");
+        let rows = block_on(store.days("a", day.to_naive_date(), day.to_naive_date())).unwrap();
+        assert!(
+            rows.is_empty(),
+            "nothing of the refused batch was written ({backend:?})"
+        );
+    }
+}
