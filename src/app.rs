@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 
-use crate::api::{AppState, router};
+use crate::api::{ApiOptions, AppState, router_with};
 use crate::cli::{Cli, Command, DemoArgs, GenerateArgs, IngestArgs};
 use crate::generate::{GenerateConfig, generate};
 use crate::pipeline::{IngestConfig, IngestReport, ingest};
@@ -21,7 +21,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Ingest(args) => run_ingest(&args),
-        Command::Serve(args) => runtime()?.block_on(serve(&args.db.url, args.bind)),
+        Command::Serve(args) => {
+            let options = args.options()?;
+            runtime()?.block_on(serve(&args.db.url, args.bind, options))
+        }
         Command::Demo(args) => demo(&args),
     }
 }
@@ -81,8 +84,13 @@ fn print_report(report: &IngestReport) {
     eprintln!("{}", report.summary_line());
 }
 
-/// Serves the API until SIGINT/SIGTERM; starts even when the database is down (answers 503).
-pub async fn serve(database_url: &str, bind: SocketAddr) -> anyhow::Result<()> {
+/// Serves the API until SIGINT/SIGTERM (requests in flight finish); starts even when the database
+/// is down (answers 503).
+pub async fn serve(
+    database_url: &str,
+    bind: SocketAddr,
+    options: ApiOptions,
+) -> anyhow::Result<()> {
     let store = Store::connect_lazy(database_url)?;
     if let Err(error) = store.migrate().await {
         tracing::warn!("database not ready, serving 503 until it is: {error:#}");
@@ -98,15 +106,20 @@ pub async fn serve(database_url: &str, bind: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {bind}"))?;
     let address = listener.local_addr()?;
+    match &options.api_keys {
+        Some(keys) => eprintln!("API keys required for /customers ({} keys)", keys.len()),
+        None => tracing::info!("no --api-keys: the API is open"),
+    }
     eprintln!("serving on http://{address} (API docs: http://{address}/docs)");
-    axum::serve(
-        listener,
-        router(AppState {
+    let app = router_with(
+        AppState {
             store: store.clone(),
-        }),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+        },
+        options,
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     store.close().await;
     Ok(())
 }
@@ -135,5 +148,5 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         args.bind
     );
     eprintln!("dashboard: http://{}/?customer=cust_1", args.bind);
-    runtime()?.block_on(serve(&args.db.url, args.bind))
+    runtime()?.block_on(serve(&args.db.url, args.bind, ApiOptions::default()))
 }

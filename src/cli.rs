@@ -181,6 +181,40 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LOGSTATS_BIND", default_value = "127.0.0.1:8888")]
     pub bind: SocketAddr,
+    /// A TOML file of `"KEY" = "CUSTOMER_ID"` pairs (`"*"`: every customer). With it, every
+    /// /customers request needs `Authorization: Bearer KEY`; without it the API is open.
+    #[arg(long, env = "LOGSTATS_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "LOGSTATS_REQUEST_TIMEOUT", default_value_t = 10)]
+    pub request_timeout: u64,
+    /// Requests handled at once; more are answered 503 at once.
+    #[arg(long, env = "LOGSTATS_MAX_CONCURRENT", default_value_t = 1024)]
+    pub max_concurrent: usize,
+}
+
+impl ServeArgs {
+    /// The API's options, with the key file read and checked.
+    pub fn options(&self) -> anyhow::Result<crate::api::ApiOptions> {
+        anyhow::ensure!(
+            self.request_timeout > 0,
+            "--request-timeout must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_concurrent > 0,
+            "--max-concurrent must be at least 1"
+        );
+        let api_keys = match &self.api_keys {
+            Some(path) => Some(crate::api::ApiKeys::load(path)?),
+            None => None,
+        };
+        Ok(crate::api::ApiOptions {
+            api_keys,
+            request_timeout: Duration::from_secs(self.request_timeout),
+            max_concurrent_requests: self.max_concurrent,
+            ..crate::api::ApiOptions::default()
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,13 @@ use axum::Router;
 use axum::http::header;
 use axum::routing::get;
 
-use super::AppState;
+use super::Ctx;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<Ctx> {
     Router::new()
         .route(
             "/",

@@ -1,7 +1,7 @@
 //! Every failure of the API as JSON, mapped to a status code in one place (SPEC.md section 5).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -14,6 +14,21 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("no or unknown API key")]
+    Unauthorized,
+    #[error("this API key may not read this customer")]
+    Forbidden,
+    #[error("the URI is too long")]
+    UriTooLong,
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("the handler panicked")]
+    Panic,
+    /// A failure produced outside the handlers (a framework rejection): its status, as JSON.
+    #[error("{0}")]
+    Status(StatusCode),
     #[error("the database is unavailable")]
     DatabaseUnavailable(anyhow::Error),
     #[error("internal error")]
@@ -92,6 +107,58 @@ impl IntoResponse for ApiError {
                 vec![],
                 Some("method not allowed here"),
             ),
+            ApiError::Unauthorized => {
+                let body = ErrorBody {
+                    error: "unauthorized",
+                    detail: vec![],
+                    message: Some("a valid API key is required: Authorization: Bearer KEY".into()),
+                };
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    Json(body),
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                vec![],
+                Some("this API key may not read this customer"),
+            ),
+            ApiError::UriTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                vec![],
+                Some("the URI is too long"),
+            ),
+            ApiError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                vec![],
+                Some("too many requests in flight; try again shortly"),
+            ),
+            ApiError::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                vec![],
+                Some("the request took too long; try again shortly"),
+            ),
+            ApiError::Panic => {
+                tracing::error!("a request handler panicked");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    vec![],
+                    Some("internal error"),
+                )
+            }
+            ApiError::Status(status) => (
+                status,
+                status_name(status),
+                vec![],
+                Some(status.canonical_reason().unwrap_or("error")),
+            ),
             ApiError::DatabaseUnavailable(cause) => {
                 tracing::warn!("database unavailable: {cause:#}");
                 (
@@ -117,5 +184,27 @@ impl IntoResponse for ApiError {
             message: message.map(str::to_string),
         };
         (status, Json(body)).into_response()
+    }
+}
+
+/// The `error` code of a response that no handler made, by status.
+fn status_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        406 => "not_acceptable",
+        408 => "timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "invalid_query",
+        429 => "too_many_requests",
+        503 => "unavailable",
+        504 => "timeout",
+        500..=599 => "internal_error",
+        _ => "error",
     }
 }

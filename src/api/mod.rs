@@ -1,178 +1,140 @@
-//! The HTTP API (SPEC.md section 5) on axum: thin handlers over [`Store`], JSON errors, the OpenAPI
-//! document generated from the handlers, Swagger UI and the dashboard served from the binary.
+//! The HTTP API (SPEC.md section 5) on axum: thin handlers over [`Store`], JSON errors for every
+//! failure, tenants kept apart by API keys, a cache of fresh answers, Prometheus metrics, the
+//! OpenAPI document generated from the handlers, Swagger UI and the dashboard served from the
+//! binary.
 
+mod auth;
+mod cache;
 mod dashboard;
 mod error;
+mod handlers;
+mod layers;
+mod metrics;
 mod query;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::Router;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
-use tower_http::compression::CompressionLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use auth::{ApiKeys, Grant};
 pub use error::{ApiError, Detail, ErrorBody};
+pub use handlers::RangeSummary;
 pub use query::DateRange;
 
-use crate::stats::Statistics;
-use crate::store::{CustomerSummary, DayRow, Store};
+use crate::store::Store;
 
-/// What every handler shares.
+/// What the API serves from: the store.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
 }
 
-/// The longest a request may take before it is answered with an error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How the API is set up beyond its store (`Default`: open, no keys).
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// With keys, every `/customers...` request needs `Authorization: Bearer KEY`.
+    pub api_keys: Option<ApiKeys>,
+    /// The longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are answered 503 at once (load shedding), never queued.
+    pub max_concurrent_requests: usize,
+    /// The longest URI (path and query) accepted; longer ones get 414.
+    pub max_uri_len: usize,
+}
 
-/// The whole application: API routes, docs, dashboard, JSON fallbacks and middleware.
+impl Default for ApiOptions {
+    fn default() -> ApiOptions {
+        ApiOptions {
+            api_keys: None,
+            request_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 1024,
+            max_uri_len: 8 * 1024,
+        }
+    }
+}
+
+/// What every handler shares: the store, the keys (when the API is closed) and the answer cache.
+#[derive(Clone, Debug)]
+pub(crate) struct Ctx {
+    store: Store,
+    keys: Option<Arc<ApiKeys>>,
+    cache: Arc<cache::AnswerCache>,
+}
+
+/// The whole application, open (no API keys): see [`router_with`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/customers", get(customers))
-        .route("/customers/{customer_id}/stats", get(daily_stats))
-        .route("/customers/{customer_id}/stats/summary", get(range_summary))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    router_with(state, ApiOptions::default())
+}
+
+/// The whole application: API routes, metrics, docs, dashboard, JSON fallbacks and middleware.
+pub fn router_with(state: AppState, options: ApiOptions) -> Router {
+    metrics::install();
+    let ctx = Ctx {
+        store: state.store,
+        keys: options.api_keys.clone().map(Arc::new),
+        cache: Arc::default(),
+    };
+    let routes = Router::new()
+        .route("/customers", get(handlers::customers))
+        .route("/customers/{customer_id}/stats", get(handlers::daily_stats))
+        .route(
+            "/customers/{customer_id}/stats/summary",
+            get(handlers::range_summary),
+        )
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::scrape))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
         .merge(dashboard::routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
-        .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(TraceLayer::new_for_http())
+        .with_state(ctx);
+    layers::harden(routes, &options)
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "logstats",
-        description = "Per-customer daily service statistics from API request logs."
+        description = "Per-customer daily service statistics from API request logs.\n\n\
+            When the server runs with `--api-keys`, every `/customers` route needs \
+            `Authorization: Bearer KEY`: a customer's key reads that customer only, an operator \
+            key reads all."
     ),
-    paths(daily_stats, range_summary, customers, healthz, readyz),
-    components(schemas(DayRow, RangeSummary, CustomerSummary, Statistics, ErrorBody, Detail))
+    paths(
+        handlers::daily_stats,
+        handlers::range_summary,
+        handlers::customers,
+        handlers::healthz,
+        handlers::readyz,
+        metrics::scrape
+    ),
+    components(schemas(
+        crate::store::DayRow,
+        RangeSummary,
+        crate::store::CustomerSummary,
+        crate::stats::Statistics,
+        ErrorBody,
+        Detail
+    )),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
-/// The statistics of every day of a customer in a date range.
-#[utoipa::path(
-    get,
-    path = "/customers/{customer_id}/stats",
-    params(
-        ("customer_id" = String, Path, description = "The customer, e.g. cust_1", example = "cust_1"),
-        ("from" = String, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD), inclusive; open when absent", example = "2024-10-02"),
-    ),
-    responses(
-        (status = 200, description = "One object per day with data, by date ascending; [] when none", body = [DayRow]),
-        (status = 422, description = "A missing or invalid date, or to < from", body = ErrorBody,
-         example = json!({"error": "invalid_query", "detail": [{"loc": ["query", "from"], "msg": "expected a date YYYY-MM-DD, got 'aaaa'"}]})),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-async fn daily_stats(
-    State(state): State<AppState>,
-    Path(customer_id): Path<String>,
-    range: DateRange,
-) -> Result<Json<Vec<DayRow>>, ApiError> {
-    query::check_customer(&customer_id)?;
-    Ok(Json(
-        state.store.days(&customer_id, range.from, range.to).await?,
-    ))
-}
+/// Declares the optional bearer-key scheme.
+struct BearerAuth;
 
-/// One customer's statistics over a whole date range (percentiles exact over the range).
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct RangeSummary {
-    #[schema(example = "cust_1")]
-    pub customer_id: String,
-    pub from: chrono::NaiveDate,
-    pub to: chrono::NaiveDate,
-    #[serde(flatten)]
-    pub statistics: Statistics,
-}
-
-/// The statistics of a customer over a date range, exact: day histograms are merged, never
-/// daily percentiles averaged.
-#[utoipa::path(
-    get,
-    path = "/customers/{customer_id}/stats/summary",
-    params(
-        ("customer_id" = String, Path, description = "The customer", example = "cust_1"),
-        ("from" = String, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD), inclusive", example = "2024-10-02"),
-    ),
-    responses(
-        (status = 200, description = "The range's statistics (all zero when it has no data)", body = RangeSummary),
-        (status = 422, description = "A missing or invalid date, or to < from", body = ErrorBody),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-async fn range_summary(
-    State(state): State<AppState>,
-    Path(customer_id): Path<String>,
-    range: DateRange,
-) -> Result<Json<RangeSummary>, ApiError> {
-    query::check_customer(&customer_id)?;
-    let mut merged = state
-        .store
-        .range_state(&customer_id, range.from, range.to)
-        .await?;
-    Ok(Json(RangeSummary {
-        customer_id,
-        from: range.from,
-        to: range.to,
-        statistics: merged.statistics(),
-    }))
-}
-
-/// Every customer with data: first and last day, total requests.
-#[utoipa::path(
-    get,
-    path = "/customers",
-    responses(
-        (status = 200, description = "Customers by id", body = [CustomerSummary]),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-async fn customers(State(state): State<AppState>) -> Result<Json<Vec<CustomerSummary>>, ApiError> {
-    Ok(Json(state.store.customers().await?))
-}
-
-/// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({"status": "ok"}))
-}
-
-/// Readiness: the database answers.
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    responses(
-        (status = 200, description = "Ready", body = Object, example = json!({"status": "ok", "database": "sqlite"})),
-        (status = 503, description = "The database is unavailable", body = ErrorBody),
-    )
-)]
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(ApiError::DatabaseUnavailable)?;
-    Ok(Json(
-        serde_json::json!({"status": "ok", "database": state.store.backend_name()}),
-    ))
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
 }

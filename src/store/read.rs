@@ -30,6 +30,23 @@ pub struct CustomerSummary {
     pub total_requests: u64,
 }
 
+/// Whole-database figures for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreTotals {
+    /// Requests stored (the sum of every day's `total_requests`): every accepted line ingested.
+    pub requests: u64,
+    /// Stored (customer, day) groups.
+    pub days: u64,
+    pub customers: u64,
+    /// Input files with recorded progress, and the bytes of them consumed (sum of offsets).
+    pub files: u64,
+    pub ingested_bytes: u64,
+}
+
+const SELECT_TOTALS: &str = "SELECT CAST(COALESCE(SUM(total_requests), 0) AS BIGINT) AS requests, \
+     COUNT(*) AS days, COUNT(DISTINCT customer_id) AS customers FROM resource_statistics_by_day";
+const SELECT_PROGRESS_TOTALS: &str = "SELECT COUNT(*) AS files, \
+     CAST(COALESCE(SUM(byte_offset), 0) AS BIGINT) AS bytes FROM ingest_progress";
 const SELECT_DAYS: &str = "SELECT customer_id, date, success_requests, failed_requests, \
      uptime_percentage, duration_mean, duration_p50, duration_p99, total_requests, \
      status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, availability_percentage, \
@@ -47,6 +64,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<DayRow>> {
+        self.ready().await?;
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_DAYS)
                 .bind(customer)
@@ -91,6 +109,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<DayStats> {
+        self.ready().await?;
         let mut merged = DayStats::default();
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))
@@ -106,8 +125,26 @@ impl Store {
         Ok(merged)
     }
 
+    /// Whole-database figures (two aggregate queries).
+    pub async fn totals(&self) -> anyhow::Result<StoreTotals> {
+        self.ready().await?;
+        let totals = with_pool!(self, pool => {
+            let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
+            let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
+            StoreTotals {
+                requests: count(row.try_get("requests")?),
+                days: count(row.try_get("days")?),
+                customers: count(row.try_get("customers")?),
+                files: count(progress.try_get("files")?),
+                ingested_bytes: count(progress.try_get("bytes")?),
+            }
+        });
+        Ok(totals)
+    }
+
     /// Every customer with its first and last day and total requests, by id.
     pub async fn customers(&self) -> anyhow::Result<Vec<CustomerSummary>> {
+        self.ready().await?;
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_CUSTOMERS).fetch_all(pool).await?;
             rows.iter()

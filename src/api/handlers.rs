@@ -1,0 +1,174 @@
+//! The route handlers: extract (key, customer, range), ask the cache or the store, answer JSON.
+//! No logic beyond that: validation and access live in extractors, SQL in `store`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, response};
+use serde::Serialize;
+
+use super::Ctx;
+use super::auth::{Access, Customer};
+use super::cache::{Key, Kind};
+use super::error::{ApiError, ErrorBody};
+use super::query::DateRange;
+use crate::stats::Statistics;
+use crate::store::{CustomerSummary, DayRow};
+
+/// A JSON body already serialized.
+fn json_bytes(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Serializes straight into the bytes the response will send.
+fn to_bytes<T: Serialize>(value: &T, capacity: usize) -> Result<Bytes, ApiError> {
+    let mut buffer = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut buffer, value).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(Bytes::from(buffer))
+}
+
+/// The statistics of every day of a customer in a date range.
+#[utoipa::path(
+    get,
+    path = "/customers/{customer_id}/stats",
+    params(
+        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes), e.g. cust_1", example = "cust_1"),
+        ("from" = String, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
+        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD), inclusive; open when absent", example = "2024-10-02"),
+    ),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "One object per day with data, by date ascending; [] when none", body = [DayRow]),
+        (status = 401, description = "API keys are configured and the request has no known key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another customer", body = ErrorBody),
+        (status = 422, description = "A missing or invalid date, to < from, or a customer id over 255 bytes", body = ErrorBody,
+         example = json!({"error": "invalid_query", "detail": [{"loc": ["query", "from"], "msg": "expected a date YYYY-MM-DD, got 'aaaa'"}]})),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn daily_stats(
+    State(ctx): State<Ctx>,
+    Customer(customer): Customer,
+    range: DateRange,
+) -> Result<Response, ApiError> {
+    let key = Key {
+        kind: Kind::Days,
+        customer,
+        from: range.from,
+        to: range.to,
+    };
+    let body = ctx
+        .cache
+        .get_or_compute(key.clone(), async {
+            let rows = ctx.store.days(&key.customer, key.from, key.to).await?;
+            to_bytes(&rows, 64 + rows.len() * 600)
+        })
+        .await?;
+    Ok(json_bytes(body))
+}
+
+/// One customer's statistics over a whole date range (percentiles exact over the range).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RangeSummary {
+    #[schema(example = "cust_1")]
+    pub customer_id: String,
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    #[serde(flatten)]
+    pub statistics: Statistics,
+}
+
+/// The statistics of a customer over a date range, exact: day histograms are merged, never
+/// daily percentiles averaged.
+#[utoipa::path(
+    get,
+    path = "/customers/{customer_id}/stats/summary",
+    params(
+        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes)", example = "cust_1"),
+        ("from" = String, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
+        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD), inclusive", example = "2024-10-02"),
+    ),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The range's statistics (all zero when it has no data)", body = RangeSummary),
+        (status = 401, description = "API keys are configured and the request has no known key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another customer", body = ErrorBody),
+        (status = 422, description = "A missing or invalid date, to < from, or a customer id over 255 bytes", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn range_summary(
+    State(ctx): State<Ctx>,
+    Customer(customer): Customer,
+    range: DateRange,
+) -> Result<Response, ApiError> {
+    let key = Key {
+        kind: Kind::Summary,
+        customer,
+        from: range.from,
+        to: range.to,
+    };
+    let body = ctx
+        .cache
+        .get_or_compute(key.clone(), async {
+            let mut merged = ctx
+                .store
+                .range_state(&key.customer, key.from, key.to)
+                .await?;
+            let summary = RangeSummary {
+                customer_id: key.customer.clone(),
+                from: key.from,
+                to: key.to,
+                statistics: merged.statistics(),
+            };
+            to_bytes(&summary, 640)
+        })
+        .await?;
+    Ok(json_bytes(body))
+}
+
+/// Every customer with data that the request's key may read: first and last day, total requests.
+#[utoipa::path(
+    get,
+    path = "/customers",
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Customers by id (with a customer's key: that customer only)", body = [CustomerSummary]),
+        (status = 401, description = "API keys are configured and the request has no known key", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn customers(
+    State(ctx): State<Ctx>,
+    Access(grant): Access,
+) -> Result<Json<Vec<CustomerSummary>>, ApiError> {
+    let mut customers = ctx.store.customers().await?;
+    customers.retain(|c| grant.allows(&c.customer_id));
+    Ok(Json(customers))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"}))))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"status": "ok", "database": "sqlite"})),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn readyz(State(ctx): State<Ctx>) -> Result<impl IntoResponse, ApiError> {
+    ctx.store
+        .ping()
+        .await
+        .map_err(ApiError::DatabaseUnavailable)?;
+    Ok(response::Json(
+        serde_json::json!({"status": "ok", "database": ctx.store.backend_name()}),
+    ))
+}
