@@ -191,6 +191,14 @@ pub struct ServeArgs {
     /// Requests handled at once; more are answered 503 at once.
     #[arg(long, env = "LOGSTATS_MAX_CONCURRENT", default_value_t = 1024)]
     pub max_concurrent: usize,
+    /// Milliseconds a stats answer is reused (0 to 1000; 0 turns the cache off).
+    #[arg(
+        long,
+        env = "LOGSTATS_CACHE_TTL_MS",
+        default_value_t = 500,
+        hide = true
+    )]
+    pub cache_ttl_ms: u64,
 }
 
 impl ServeArgs {
@@ -212,6 +220,7 @@ impl ServeArgs {
             api_keys,
             request_timeout: Duration::from_secs(self.request_timeout),
             max_concurrent_requests: self.max_concurrent,
+            cache_ttl: Duration::from_millis(self.cache_ttl_ms),
             ..crate::api::ApiOptions::default()
         })
     }

@@ -1,13 +1,14 @@
 //! A per-process cache of serialized answers, with a freshness guarantee.
 //!
 //! The guarantee: **an ingestion commit is visible in every answer to a request that starts more
-//! than [`TTL`] (0.5 s) after the commit finished.** An entry records the instant its database
-//! query *started* (not when it ended) and is reused only while that instant is less than `TTL`
-//! old. A commit that finished before the query started is in the entry; a commit that finished
-//! at time `t` while an older entry exists is seen by the first query after that entry expires, at
-//! the latest `t + TTL`. An entry never replaces a newer one (a slow query cannot bring old data
-//! back). So a new commit shows within 0.5 s, well inside the 1 s the API promises, and a hot key
-//! costs the database one query per 0.5 s whatever the request rate.
+//! than the TTL after the commit finished** (0.5 s by default, never over [`MAX_TTL`] = 1 s). An
+//! entry records the instant its database query *started* (not when it ended) and is reused only
+//! while that instant is less than the TTL old. A commit that finished before the query started is
+//! in the entry; a commit that finished at time `t` while an older entry exists is seen by the
+//! first query after that entry expires, at the latest `t + TTL`. An entry never replaces a newer
+//! one (a slow query cannot bring old data back). So a new commit shows within 0.5 s, inside the
+//! 1 s the API promises, and a hot key costs the database one query per TTL whatever the request
+//! rate. The cache is per process: each server instance keeps its own, with the same guarantee.
 //!
 //! Entries are whole JSON bodies (`Bytes`, shared, never copied); memory is bounded by
 //! [`MAX_BYTES`]: when full, expired entries are dropped, then everything.
@@ -20,8 +21,11 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use chrono::NaiveDate;
 
-/// How long an answer is reused.
+/// How long an answer is reused by default.
 pub const TTL: Duration = Duration::from_millis(500);
+
+/// The longest reuse allowed: the API promises a commit is visible within 1 s.
+pub const MAX_TTL: Duration = Duration::from_secs(1);
 
 /// The most bytes of answers kept.
 const MAX_BYTES: usize = 64 << 20;
@@ -54,17 +58,35 @@ struct Entries {
 }
 
 /// The cache (shared by every request of a router).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AnswerCache {
+    ttl: Duration,
     entries: RwLock<Entries>,
 }
 
+impl Default for AnswerCache {
+    fn default() -> AnswerCache {
+        AnswerCache::new(TTL)
+    }
+}
+
 impl AnswerCache {
+    /// A cache whose answers live `ttl` (at most [`MAX_TTL`]; zero turns caching off).
+    pub fn new(ttl: Duration) -> AnswerCache {
+        AnswerCache {
+            ttl: ttl.min(MAX_TTL),
+            entries: RwLock::default(),
+        }
+    }
+
     /// The fresh answer for `key`, or the one `compute` makes now (then kept).
     pub async fn get_or_compute<F, E>(&self, key: Key, compute: F) -> Result<Bytes, E>
     where
         F: Future<Output = Result<Bytes, E>>,
     {
+        if self.ttl.is_zero() {
+            return compute.await;
+        }
         if let Some(body) = self.fresh(&key) {
             return Ok(body);
         }
@@ -79,7 +101,7 @@ impl AnswerCache {
         entries
             .map
             .get(key)
-            .filter(|entry| entry.started.elapsed() < TTL)
+            .filter(|entry| entry.started.elapsed() < self.ttl)
             .map(|entry| entry.body.clone())
     }
 
@@ -93,7 +115,8 @@ impl AnswerCache {
             return;
         }
         if entries.bytes + body.len() > MAX_BYTES {
-            entries.map.retain(|_, entry| entry.started.elapsed() < TTL);
+            let ttl = self.ttl;
+            entries.map.retain(|_, entry| entry.started.elapsed() < ttl);
             entries.bytes = entries.map.values().map(|e| e.body.len()).sum();
             if entries.bytes + body.len() > MAX_BYTES {
                 entries.map.clear();

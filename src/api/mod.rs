@@ -44,6 +44,8 @@ pub struct ApiOptions {
     pub max_concurrent_requests: usize,
     /// The longest URI (path and query) accepted; longer ones get 414.
     pub max_uri_len: usize,
+    /// How long a stats answer is reused (capped at 1 s, the freshness promise; zero: never).
+    pub cache_ttl: Duration,
 }
 
 impl Default for ApiOptions {
@@ -53,6 +55,7 @@ impl Default for ApiOptions {
             request_timeout: Duration::from_secs(10),
             max_concurrent_requests: 1024,
             max_uri_len: 8 * 1024,
+            cache_ttl: cache::TTL,
         }
     }
 }
@@ -76,7 +79,7 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
     let ctx = Ctx {
         store: state.store,
         keys: options.api_keys.clone().map(Arc::new),
-        cache: Arc::default(),
+        cache: Arc::new(cache::AnswerCache::new(options.cache_ttl)),
     };
     let routes = Router::new()
         .route("/customers", get(handlers::customers))

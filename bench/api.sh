@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# API throughput: GET /healthz vs GET /customers/cust_1/stats?from=<30 days back> (31 rows), in the
+# same run, with `wrk -t1 -c64 -d10s --latency`, on SQLite and (when it answers) PostgreSQL.
+#
+#   bash bench/api.sh                 # 1,000,000 generated lines
+#   LINES=200000 DURATION=5s bash bench/api.sh
+#
+# Target (issue 5): stats >= 50% of healthz req/s, p99 < 10 ms, no non-2xx answers.
+# Needs wrk (`apt-get install -y wrk`); PostgreSQL at $BENCH_POSTGRES (database logstats_bench is
+# dropped and created).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LINES=${LINES:-1000000}
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+PORT=${PORT:-18888}
+PG_ADMIN=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
+PG_URL=${PG_ADMIN%/*}/logstats_bench
+WORK=target/bench-api
+BIN=${CARGO_TARGET_DIR:-target}/release/logstats
+# The generator's default last day is 2024-10-02: 30 days back gives 31 days of data.
+FROM=2024-09-02
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+cargo build --release --bin logstats
+mkdir -p "$WORK"
+if [ ! -s "$WORK/api-$LINES.log" ]; then
+  "$BIN" generate -o "$WORK/api-$LINES.log" --lines "$LINES"
+fi
+
+SERVERS=()
+stop_servers() {
+  for pid in "${SERVERS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  SERVERS=()
+}
+trap stop_servers EXIT
+
+# run_wrk NAME URL: prints "req/s p50 p90 p99 non2xx" (the full wrk output goes to $WORK)
+run_wrk() {
+  local name=$1 url=$2 out
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  echo "$out" > "$WORK/wrk-$name.txt"
+  local rps p50 p90 p99 bad
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p90=$(awk '$1 == "90%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+  echo "$rps $p50 $p90 $p99 ${bad:-0}"
+}
+
+# start_server BACKEND URL PORT [ENV=VALUE...]
+start_server() {
+  local backend=$1 url=$2 port=$3
+  shift 3
+  env "$@" "$BIN" serve --database "$url" --bind "127.0.0.1:$port" 2>>"$WORK/serve-$backend.log" &
+  SERVERS+=($!)
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "the server on port $port did not start" >&2
+  exit 1
+}
+
+row() { printf '%-9s %-22s %10s %9s %9s %9s %8s\n' "$@"; }
+
+# bench BACKEND URL: healthz, stats (cached, as served), stats with the cache off (the "before")
+bench() {
+  local backend=$1 url=$2
+  echo "== $backend: ingesting $LINES lines" >&2
+  "$BIN" ingest --database "$url" "$WORK/api-$LINES.log" >&2
+  start_server "$backend" "$url" "$PORT"
+  start_server "$backend" "$url" "$((PORT + 1))" LOGSTATS_CACHE_TTL_MS=0
+  local stats="/customers/cust_1/stats?from=$FROM"
+  local rows
+  rows=$(curl -fsS "http://127.0.0.1:$PORT$stats" | grep -o '"date"' | wc -l)
+  echo "== $backend: $stats answers $rows rows; wrk -t1 -c$CONNECTIONS -d$DURATION --latency" >&2
+  local health cached uncached
+  health=$(run_wrk "$backend-healthz" "http://127.0.0.1:$PORT/healthz")
+  cached=$(run_wrk "$backend-stats" "http://127.0.0.1:$PORT$stats")
+  uncached=$(run_wrk "$backend-stats-nocache" "http://127.0.0.1:$((PORT + 1))$stats")
+  stop_servers
+  row backend route req/s p50 p90 p99 non-2xx
+  # shellcheck disable=SC2086
+  row "$backend" healthz $health
+  # shellcheck disable=SC2086
+  row "$backend" "stats" $cached
+  # shellcheck disable=SC2086
+  row "$backend" "stats (cache off)" $uncached
+  awk -v h="${health%% *}" -v s="${cached%% *}" -v u="${uncached%% *}" -v b="$backend" 'BEGIN {
+    printf "%s: stats / healthz = %.2f (target >= 0.50); with the cache off %.2f\n\n", b, s / h, u / h }'
+}
+
+rm -f "$WORK/bench.db" "$WORK/bench.db-wal" "$WORK/bench.db-shm"
+bench sqlite "sqlite://$WORK/bench.db"
+
+if pg_isready -q -d "$PG_ADMIN" 2>/dev/null; then
+  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS logstats_bench WITH (FORCE)" \
+    -c "CREATE DATABASE logstats_bench" >&2
+  bench postgres "$PG_URL"
+else
+  echo "PostgreSQL does not answer at $PG_ADMIN: skipped" >&2
+fi
