@@ -23,31 +23,35 @@ impl Histogram {
     pub fn record(&mut self, value: u64) {
         self.pending.push(value);
         if self.pending.len() >= PENDING_LIMIT {
-            self.compact();
+            self.fold_pending();
         }
     }
 
-    /// Folds the pending values into the sorted counts.
+    /// Folds the pending values into the sorted counts and frees their buffer.
     pub fn compact(&mut self) {
+        self.fold_pending();
+        self.pending = Vec::new();
+    }
+
+    fn fold_pending(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let mut pending = std::mem::take(&mut self.pending);
+        let pending = &mut self.pending;
         pending.sort_unstable();
-        let mut run_counts = Vec::new();
-        for chunk in pending.chunk_by(|a, b| a == b) {
-            run_counts.push((chunk[0], chunk.len() as u64));
-        }
-        self.counts = merge_sorted(&self.counts, &run_counts);
-        pending.clear();
-        self.pending = pending;
+        let run_counts: Vec<(u64, u64)> = pending
+            .chunk_by(|a, b| a == b)
+            .map(|run| (run[0], run.len() as u64))
+            .collect();
+        add_sorted(&mut self.counts, &run_counts);
+        self.pending.clear();
     }
 
     /// Adds every value of `other` to this histogram.
     pub fn merge(&mut self, mut other: Histogram) {
         other.compact();
-        self.compact();
-        self.counts = merge_sorted(&self.counts, &other.counts);
+        self.fold_pending();
+        add_sorted(&mut self.counts, &other.counts);
     }
 
     /// The sorted `(value, count)` pairs. Call [`Histogram::compact`] first.
@@ -138,6 +142,31 @@ impl Eq for Histogram {}
 pub struct CorruptHistogram;
 
 const FORMAT_VERSION: u8 = 1;
+
+/// Adds the sorted counts `b` into the sorted counts `a`: in place when every value of `b` is
+/// already in `a` (the common case once a group has seen its durations), by a merge otherwise.
+fn add_sorted(a: &mut Vec<(u64, u64)>, b: &[(u64, u64)]) {
+    let mut i = 0;
+    let mut all_present = true;
+    for &(value, count) in b {
+        while i < a.len() && a[i].0 < value {
+            i += 1;
+        }
+        if i < a.len() && a[i].0 == value {
+            a[i].1 += count;
+        } else {
+            all_present = false;
+        }
+    }
+    if !all_present {
+        let missing: Vec<(u64, u64)> = b
+            .iter()
+            .filter(|(v, _)| a.binary_search_by_key(v, |e| e.0).is_err())
+            .copied()
+            .collect();
+        *a = merge_sorted(a, &missing);
+    }
+}
 
 fn merge_sorted(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
     let mut merged = Vec::with_capacity(a.len() + b.len());

@@ -6,13 +6,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use rustc_hash::FxHashMap;
 
 use super::aggregate::{Position, Rejected, Tally};
 use super::dataflow::{Job, Update};
 use super::{IngestConfig, IngestReport};
+use crate::day::Day;
+use crate::stats::DayStats;
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
 
 pub(super) struct Committer {
@@ -21,8 +25,21 @@ pub(super) struct Committer {
     store: Store,
     report: IngestReport,
     rejects_file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Finished epochs not committed yet, merged: bounded by groups x distinct durations.
+    absorbed: Absorbed,
+    last_commit: Instant,
     /// Once a commit failed or an epoch came incomplete, nothing later may commit.
     halted: Option<anyhow::Error>,
+}
+
+/// The merged content of finished, uncommitted epochs.
+#[derive(Default)]
+struct Absorbed {
+    groups: FxHashMap<(String, Day), DayStats>,
+    progress: BTreeMap<String, FileProgress>,
+    tally: Tally,
+    rejects: Vec<Rejected>,
+    epochs: u64,
 }
 
 impl Committer {
@@ -56,28 +73,27 @@ impl Committer {
             store,
             report,
             rejects_file,
+            absorbed: Absorbed::default(),
+            last_commit: Instant::now(),
             halted: None,
         };
         committer.publish();
         Ok(committer)
     }
 
-    /// Commits the given finished epochs (ascending) as one transaction.
-    pub fn commit(&mut self, epochs: Vec<(u64, Vec<Update>)>) {
-        if self.halted.is_some() {
-            return;
-        }
-        let mut batch = CommitBatch::default();
-        let mut progress: BTreeMap<String, FileProgress> = BTreeMap::new();
-        let mut tally = Tally::default();
-        let mut rejects = Vec::new();
+    /// Takes in finished epochs (ascending). An incomplete one (a worker stopped early) ends
+    /// absorption: what follows it would leave a gap in some file.
+    pub fn absorb(&mut self, epochs: Vec<(u64, Vec<Update>)>) {
         for (epoch, updates) in epochs {
+            if self.halted.is_some() {
+                return;
+            }
             if !self.epoch_is_complete(epoch, &updates) {
-                // A worker stopped early (signal or error): later data would leave a gap.
                 self.job.stop.store(true, Ordering::SeqCst);
                 self.halted = Some(anyhow::anyhow!("stopped before epoch {epoch} was complete"));
-                break;
+                return;
             }
+            let absorbed = &mut self.absorbed;
             let mut records = Vec::new();
             for update in updates {
                 match update {
@@ -85,32 +101,59 @@ impl Committer {
                         customer,
                         day,
                         stats,
-                    } => batch.groups.push(GroupDelta {
-                        customer,
-                        day,
-                        stats,
-                    }),
+                    } => {
+                        absorbed
+                            .groups
+                            .entry((customer, day))
+                            .or_default()
+                            .merge(stats);
+                    }
                     Update::Progress(p) => records.push(p),
-                    Update::Tally(t) => tally.add(&t),
-                    Update::Rejected(r) => rejects.push(r),
+                    Update::Tally(t) => absorbed.tally.add(&t),
+                    Update::Rejected(r) => absorbed.rejects.push(r),
                     Update::UnitDone(_) => {}
                 }
             }
             records.sort_by_key(|p| p.from);
             for record in records {
-                merge_progress(&mut progress, record);
+                merge_progress(&mut absorbed.progress, record);
             }
+            absorbed.epochs += 1;
         }
-        batch.progress = progress.into_values().collect();
-        if batch.groups.is_empty() && batch.progress.is_empty() && tally == Tally::default() {
+    }
+
+    /// Commits what was absorbed, in one transaction, when `force`d or once per flush interval
+    /// (every epoch when following: an epoch is a flush interval there).
+    pub fn commit_if_due(&mut self, force: bool) {
+        let due = force
+            || self.job.config.follow
+            || self.last_commit.elapsed() >= self.job.config.flush_interval;
+        if !due || self.absorbed.epochs == 0 {
             return;
         }
+        if self.halted.as_ref().is_some_and(|e| !is_stop(e)) {
+            return;
+        }
+        let absorbed = std::mem::take(&mut self.absorbed);
+        let batch = CommitBatch {
+            groups: absorbed
+                .groups
+                .into_iter()
+                .map(|((customer, day), stats)| GroupDelta {
+                    customer,
+                    day,
+                    stats,
+                })
+                .collect(),
+            progress: absorbed.progress.into_values().collect(),
+        };
         let groups = batch.groups.len() as u64;
         match self.runtime.block_on(self.store.commit(batch)) {
             Ok(_) => {
                 self.report.groups_changed += groups;
                 self.report.commits += 1;
-                self.report.add_tally(&tally);
+                self.report.add_tally(&absorbed.tally);
+                let mut rejects = absorbed.rejects;
                 rejects.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
                 if let Err(e) = self.record_rejects(rejects) {
                     tracing::warn!("could not write rejected lines: {e:#}");
@@ -122,6 +165,7 @@ impl Committer {
                 self.halted = Some(error.context("committing to the database"));
             }
         }
+        self.last_commit = Instant::now();
         self.publish();
     }
 

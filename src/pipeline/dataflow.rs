@@ -2,8 +2,10 @@
 //! epoch; groups are exchanged by customer and merged; everything of an epoch goes to worker 0,
 //! whose committer writes it in one transaction once the frontier has passed the epoch.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,7 +76,7 @@ pub(super) struct Job {
 }
 
 /// Runs an ingestion to the end (or, following, until SIGINT/SIGTERM) and reports what it did.
-pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
+pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,11 +88,8 @@ pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
     if config.follow && sources.contains(&source::Source::Stdin) {
         anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
     }
-    let total_workers =
-        config.workers.max(1) * config.cluster.as_ref().map_or(1, |c| c.addresses.len());
-    let mut config = config;
     if config.unit_bytes == 0 {
-        config.unit_bytes = default_unit_bytes(&sources, total_workers);
+        config.unit_bytes = DEFAULT_UNIT_BYTES;
     }
     let plan = source::plan(sources, &stored, config.unit_bytes, config.follow)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -112,6 +111,13 @@ pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
         watch_cluster_start(Arc::clone(&job), cluster.connect_timeout);
     }
     let worker_job = Arc::clone(&job);
+    // Timely's cluster layer reports connection attempts on stdout: keep stdout for our output.
+    let quiet = job
+        .config
+        .cluster
+        .as_ref()
+        .map(|_| StdoutToStderr::start())
+        .transpose()?;
     let guards = timely::execute(timely_config, move |worker| run_worker(worker, &worker_job))
         .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
     let mut failure = None;
@@ -122,6 +128,7 @@ pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
             Err(panic) => failure = failure.or(Some(anyhow::anyhow!("a worker failed: {panic}"))),
         }
     }
+    drop(quiet);
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -137,6 +144,37 @@ pub fn ingest(config: IngestConfig) -> anyhow::Result<IngestReport> {
     report.seconds = started.elapsed().as_secs_f64();
     report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
     Ok(report)
+}
+
+/// While alive, whatever is written to stdout (file descriptor 1) goes to stderr.
+struct StdoutToStderr {
+    saved: libc::c_int,
+}
+
+impl StdoutToStderr {
+    fn start() -> anyhow::Result<StdoutToStderr> {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        // SAFETY: plain descriptor calls on the process's own stdout and stderr; `saved` is a new
+        // descriptor owned by the guard and closed when it restores stdout.
+        let saved = unsafe { libc::dup(1) };
+        if saved < 0 || unsafe { libc::dup2(2, 1) } < 0 {
+            anyhow::bail!("redirecting stdout: {}", std::io::Error::last_os_error());
+        }
+        Ok(StdoutToStderr { saved })
+    }
+}
+
+impl Drop for StdoutToStderr {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        // SAFETY: restores the descriptor saved in `start`, then closes the copy.
+        unsafe {
+            libc::dup2(self.saved, 1);
+            libc::close(self.saved);
+        }
+    }
 }
 
 /// Timely retries a missing peer forever: give up with a clear error after `timeout`.
@@ -161,17 +199,10 @@ fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> 
         .transpose()
 }
 
-/// About four epochs for the whole input, between 8 MiB and 256 MiB per unit.
-fn default_unit_bytes(sources: &[source::Source], workers: usize) -> u64 {
-    let total: u64 = sources
-        .iter()
-        .filter_map(|s| match s {
-            source::Source::File { path, .. } => std::fs::metadata(path).ok().map(|m| m.len()),
-            source::Source::Stdin => None,
-        })
-        .sum();
-    (total / (workers as u64 * 4)).clamp(8 << 20, 256 << 20)
-}
+/// Bytes per unit of work: small enough that a worker's state for one unit stays small (memory
+/// does not grow with the input), large enough that epochs cost little. Commits happen once per
+/// flush interval whatever the unit size.
+const DEFAULT_UNIT_BYTES: u64 = 16 << 20;
 
 /// One worker: builds the dataflow, feeds it, and drives it to the end.
 fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
@@ -180,11 +211,12 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     let peers = worker.peers();
     let mut input = InputHandle::<u64, _>::new();
     let probe = ProbeHandle::<u64>::new();
-    let mut committer = if index == 0 {
+    let committer = Rc::new(RefCell::new(if index == 0 {
         Some(Committer::new(Arc::clone(job))?)
     } else {
         None
-    };
+    }));
+    let operator_committer = Rc::clone(&committer);
     worker.dataflow::<u64, _, _>(|scope| {
         input
             .to_stream(scope)
@@ -251,8 +283,9 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
                                 (*t, updates)
                             })
                             .collect();
-                        if let Some(committer) = committer.as_mut() {
-                            committer.commit(epochs);
+                        if let Some(committer) = operator_committer.borrow_mut().as_mut() {
+                            committer.absorb(epochs);
+                            committer.commit_if_due(frontier.is_empty());
                         }
                     }
                 },
@@ -273,6 +306,9 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     }
     drop(input);
     while worker.step_or_park(Some(Duration::from_millis(100))) {}
+    if let Some(committer) = committer.borrow_mut().as_mut() {
+        committer.commit_if_due(true);
+    }
     result
 }
 
@@ -371,11 +407,19 @@ impl Feeder {
         probe: &ProbeHandle<u64>,
         job: &Job,
     ) -> anyhow::Result<()> {
-        let mut follower = Follower::new(job, self.index, self.peers, glob_pattern(&job.config)?);
+        // Worker 0 tails every file; the others keep the epochs moving.
+        let mut follower = if self.index == 0 {
+            Some(Follower::new(job, glob_pattern(&job.config)?))
+        } else {
+            None
+        };
         loop {
             let tick = Instant::now() + job.config.flush_interval;
             let stopping = job.stop.load(Ordering::SeqCst);
-            let progress = follower.poll(&mut self.aggregator, &job.bytes_read)?;
+            let progress = match follower.as_mut() {
+                Some(follower) => follower.poll(&mut self.aggregator, &job.bytes_read)?,
+                None => Vec::new(),
+            };
             self.send(input, progress);
             self.advance(worker, input);
             if stopping {

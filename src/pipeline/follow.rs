@@ -1,16 +1,15 @@
-//! Follow mode: after the backlog, each worker tails the files it owns (by a hash of the path), once
-//! per flush interval. Appended complete lines are read; a partial last line waits for its newline;
-//! a rotated file (renamed, then recreated) is drained before the new one is read from its start;
-//! a truncated file is read again from its start; new files in followed directories are picked up.
+//! Follow mode: after the backlog, one worker (worker 0) tails every followed file, once per
+//! flush interval; live appends are small, and one reader keeps rotations simple to get right.
+//! Appended complete lines are read; a partial last line waits for its newline; a file renamed by
+//! rotation is drained and keeps its progress under its new name (it is never read twice); the file
+//! recreated under the old name is read from its start; a truncated file is read again from its
+//! start; new files in followed directories are picked up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use rustc_hash::FxHasher;
 
 use super::aggregate::Aggregator;
 use super::dataflow::Job;
@@ -18,40 +17,34 @@ use super::reader::read_range;
 use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line};
 use crate::store::FileProgress;
 
-/// The files one worker tails.
+/// Every followed file, by the path its progress is recorded under.
 pub(super) struct Follower<'a> {
     job: &'a Job,
-    index: usize,
-    peers: usize,
     pattern: Option<glob::Pattern>,
     files: BTreeMap<String, Followed>,
+    /// What each path's progress row will hold once the epochs sent so far commit.
+    committed: HashMap<String, u64>,
 }
 
 struct Followed {
     path: PathBuf,
     file: File,
-    inode: u64,
+    identity: (u64, u64),
     offset: u64,
-    /// What the stored progress row holds (once the last epoch commits).
-    committed: u64,
     head: Head,
+    /// Read from a new start since the last progress record (rotation, truncation).
+    restarted: bool,
 }
 
 impl<'a> Follower<'a> {
-    /// Starts where the backlog plan ended for every file this worker owns.
-    pub fn new(
-        job: &'a Job,
-        index: usize,
-        peers: usize,
-        pattern: Option<glob::Pattern>,
-    ) -> Follower<'a> {
-        let mut follower = Follower {
-            job,
-            index,
-            peers,
-            pattern,
-            files: BTreeMap::new(),
-        };
+    /// Starts where the backlog plan ended.
+    pub fn new(job: &'a Job, pattern: Option<glob::Pattern>) -> Follower<'a> {
+        let mut committed: HashMap<String, u64> = job
+            .stored
+            .iter()
+            .map(|(k, p)| (k.clone(), p.offset))
+            .collect();
+        let mut files = BTreeMap::new();
         for input in &job.plan.inputs {
             let Source::File {
                 path,
@@ -61,35 +54,27 @@ impl<'a> Follower<'a> {
             else {
                 continue;
             };
-            if !follower.owns(key) {
-                continue;
+            if input.end > input.start {
+                committed.insert(key.clone(), input.end);
             }
             let Ok(file) = File::open(path) else { continue };
             let Ok(meta) = file.metadata() else { continue };
-            let committed = if input.end > input.start {
-                input.end
-            } else {
-                input.expected_offset
+            let followed = Followed {
+                path: path.clone(),
+                file,
+                identity: (meta.dev(), meta.ino()),
+                offset: input.end,
+                head: input.head,
+                restarted: false,
             };
-            follower.files.insert(
-                key.clone(),
-                Followed {
-                    path: path.clone(),
-                    file,
-                    inode: meta.ino(),
-                    offset: input.end,
-                    committed,
-                    head: input.head,
-                },
-            );
+            files.insert(key.clone(), followed);
         }
-        follower
-    }
-
-    fn owns(&self, key: &str) -> bool {
-        let mut hasher = FxHasher::default();
-        key.hash(&mut hasher);
-        hasher.finish() % self.peers as u64 == self.index as u64
+        Follower {
+            job,
+            pattern,
+            files,
+            committed,
+        }
     }
 
     /// Reads what was appended since the last poll; returns the progress to commit with it.
@@ -98,45 +83,67 @@ impl<'a> Follower<'a> {
         aggregator: &mut Aggregator,
         bytes_read: &AtomicU64,
     ) -> anyhow::Result<Vec<FileProgress>> {
-        self.discover_new_files()?;
-        let mut progress = Vec::new();
         let mut on_bytes = |n| {
             bytes_read.fetch_add(n, Ordering::Relaxed);
         };
-        for (key, followed) in &mut self.files {
-            let name = followed.path.display().to_string();
-            aggregator.set_source(&name);
-            let from = followed.offset;
-            let mut restarted = false;
-            match std::fs::metadata(&followed.path) {
-                Ok(meta) if meta.ino() != followed.inode => {
-                    // Rotated: finish the old file (all of it: nobody appends to it any more), then
-                    // start the new one.
-                    let old_end = followed.file.metadata()?.len();
-                    read_range(
-                        followed.file.try_clone()?,
-                        followed.offset,
-                        old_end,
-                        aggregator,
-                        &mut on_bytes,
-                    )?;
-                    tracing::info!("{name} was rotated: reading the new file from its start");
-                    followed.file = File::open(&followed.path)?;
-                    followed.inode = meta.ino();
-                    followed.offset = 0;
-                    followed.head = Head::default();
-                    restarted = true;
-                }
-                Ok(meta) if meta.len() < followed.offset => {
-                    tracing::warn!("{name} was truncated: reading it again from its start");
-                    followed.offset = 0;
-                    followed.head = Head::default();
-                    restarted = true;
-                }
-                Ok(_) => {}
-                Err(_) => continue, // renamed away and not recreated yet
+        let present = self.discover();
+        // Files whose path now names another file (or nothing): rotated or removed. Drain them
+        // (nobody appends to a rotated file any more), then follow them under their new name.
+        let moved: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(key, f)| present.get(*key).map(|(_, identity)| *identity) != Some(f.identity))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in moved {
+            let mut followed = self.files.remove(&key).expect("a followed file");
+            aggregator.set_source(&followed.path.display().to_string());
+            let end = followed.file.metadata()?.len();
+            read_range(
+                followed.file.try_clone()?,
+                followed.offset,
+                end,
+                aggregator,
+                &mut on_bytes,
+            )?;
+            followed.offset = end;
+            let renamed = present.iter().find(|(k, (_, identity))| {
+                *identity == followed.identity && !self.files.contains_key(*k)
+            });
+            if let Some((new_key, (new_path, _))) = renamed {
+                tracing::info!(
+                    "{} was renamed to {}: following it there",
+                    followed.path.display(),
+                    new_path.display()
+                );
+                followed.path = new_path.clone();
+                followed.restarted = true;
+                self.files.insert(new_key.clone(), followed);
             }
+        }
+        for (key, (path, identity)) in &present {
+            if !self.files.contains_key(key) {
+                self.start_following(key, path, *identity)?;
+            }
+        }
+        let mut progress = Vec::new();
+        for (key, followed) in &mut self.files {
+            aggregator.set_source(&followed.path.display().to_string());
+            let from = followed.offset;
             let size = followed.file.metadata()?.len();
+            // Truncated (and perhaps refilled past the old offset): its first bytes changed.
+            let rewritten = followed.head.len > 0
+                && (size < followed.head.len
+                    || Head::of(&mut followed.file, followed.head.len)? != followed.head);
+            if size < followed.offset || rewritten {
+                tracing::warn!(
+                    "{} was truncated: reading it again from its start",
+                    followed.path.display()
+                );
+                followed.offset = 0;
+                followed.head = Head::default();
+                followed.restarted = true;
+            }
             let end = end_of_last_line(&followed.file, followed.offset, size)?;
             if end > followed.offset {
                 read_range(
@@ -151,63 +158,70 @@ impl<'a> Follower<'a> {
             if followed.head.len < HEAD_BYTES.min(followed.offset) {
                 followed.head = Head::of(&mut followed.file, followed.offset)?;
             }
-            if followed.offset != followed.committed || restarted {
+            let committed = self.committed.get(key).copied().unwrap_or(0);
+            if followed.offset != committed || followed.restarted {
                 progress.push(FileProgress {
                     path: key.clone(),
-                    expected_offset: followed.committed,
-                    from: if restarted { 0 } else { from },
+                    expected_offset: committed,
+                    from: if followed.restarted { 0 } else { from },
                     offset: followed.offset,
                     head_hash: followed.head.hash,
                     head_len: followed.head.len,
                 });
-                followed.committed = followed.offset;
+                self.committed.insert(key.clone(), followed.offset);
+                followed.restarted = false;
             }
         }
         Ok(progress)
     }
 
-    /// Starts following files that appeared in the followed paths.
-    fn discover_new_files(&mut self) -> anyhow::Result<()> {
-        let sources = match source::discover(&self.job.config.inputs, self.pattern.as_ref()) {
-            Ok(sources) => sources,
-            Err(error) => {
+    /// The plain files the followed paths name now: key -> (path, (device, inode)).
+    fn discover(&self) -> BTreeMap<String, (PathBuf, (u64, u64))> {
+        let sources = source::discover(&self.job.config.inputs, self.pattern.as_ref())
+            .unwrap_or_else(|error| {
                 tracing::debug!("rescanning inputs: {error:#}");
-                return Ok(());
-            }
-        };
-        for source in sources {
-            let Source::File {
-                path,
-                key,
-                gzip: false,
-            } = source
-            else {
-                continue;
-            };
-            if self.files.contains_key(&key) || !self.owns(&key) {
-                continue;
-            }
-            let Ok(mut file) = File::open(&path) else {
-                continue;
-            };
-            let meta = file.metadata()?;
-            let resume = Resume::decide(&mut file, meta.len(), self.job.stored.get(&key))?;
-            if let Some(note) = &resume.note {
-                tracing::warn!("{}: {note}", path.display());
-            }
-            tracing::info!("following new file {}", path.display());
-            self.files.insert(
-                key,
-                Followed {
+                Vec::new()
+            });
+        sources
+            .into_iter()
+            .filter_map(|source| match source {
+                Source::File {
                     path,
-                    file,
-                    inode: meta.ino(),
-                    offset: resume.start,
-                    committed: resume.expected_offset,
-                    head: Head::default(),
-                },
-            );
+                    key,
+                    gzip: false,
+                } => {
+                    let meta = std::fs::metadata(&path).ok()?;
+                    Some((key, (path, (meta.dev(), meta.ino()))))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn start_following(
+        &mut self,
+        key: &str,
+        path: &PathBuf,
+        identity: (u64, u64),
+    ) -> anyhow::Result<()> {
+        let Ok(mut file) = File::open(path) else {
+            return Ok(());
+        };
+        let size = file.metadata()?.len();
+        let resume = Resume::decide(&mut file, size, key, &self.job.stored)?;
+        if let Some(note) = &resume.note {
+            tracing::warn!("{}: {note}", path.display());
         }
+        tracing::info!("following {}", path.display());
+        let followed = Followed {
+            path: path.clone(),
+            file,
+            identity,
+            offset: resume.start,
+            head: Head::default(),
+            restarted: resume.start == 0 && self.committed.get(key).is_some_and(|&c| c > 0),
+        };
+        self.files.insert(key.to_string(), followed);
         Ok(())
     }
 }

@@ -206,7 +206,7 @@ pub fn plan(
                 let mut file =
                     File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
                 let size = file.metadata()?.len();
-                let resume = Resume::decide(&mut file, size, stored.get(key))?;
+                let resume = Resume::decide(&mut file, size, key, stored)?;
                 let end = if whole_lines_only && !gzip {
                     end_of_last_line(&file, resume.start, size)?
                 } else {
@@ -261,37 +261,55 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// Continues where the stored progress left off, unless the file shrank or its first bytes
-    /// changed (it was replaced): then it is a new file, read from 0.
+    /// Continues where the stored progress of `key` left off, unless the file shrank or its first
+    /// bytes changed (it was replaced): then it is a new file, read from 0 — or, when its first
+    /// bytes are those of another path's progress, a file renamed by log rotation, which continues
+    /// where that path left off (and is not read twice).
     pub fn decide(
         file: &mut File,
         size: u64,
-        stored: Option<&StoredProgress>,
+        key: &str,
+        stored: &HashMap<String, StoredProgress>,
     ) -> anyhow::Result<Resume> {
-        let Some(stored) = stored else {
-            return Ok(Resume {
-                start: 0,
-                expected_offset: 0,
-                note: None,
-            });
-        };
-        let note = if size < stored.offset {
-            Some(format!(
+        let own = stored.get(key);
+        let expected_offset = own.map_or(0, |p| p.offset);
+        let note = match own {
+            None => None,
+            Some(p) if size < p.offset => Some(format!(
                 "shrank below the {} bytes already ingested; read again as a new file",
-                stored.offset
-            ))
-        } else if Head::of(file, stored.head_len)?.hash != stored.head_hash {
-            Some(
+                p.offset
+            )),
+            Some(p) if Head::of(file, p.head_len)?.hash != p.head_hash => Some(
                 "its first bytes changed since the last ingestion; read again as a new file"
                     .to_string(),
-            )
-        } else {
-            None
+            ),
+            Some(p) => {
+                return Ok(Resume {
+                    start: p.offset,
+                    expected_offset,
+                    note: None,
+                });
+            }
         };
-        let start = if note.is_some() { 0 } else { stored.offset };
+        for (path, other) in stored {
+            if path != key
+                && other.head_len > 0
+                && other.offset <= size
+                && Head::of(file, other.head_len)?.hash == other.head_hash
+            {
+                return Ok(Resume {
+                    start: other.offset,
+                    expected_offset,
+                    note: Some(format!(
+                        "is {path} renamed: continues after its {} ingested bytes",
+                        other.offset
+                    )),
+                });
+            }
+        }
         Ok(Resume {
-            start,
-            expected_offset: stored.offset,
+            start: 0,
+            expected_offset,
             note,
         })
     }
@@ -446,27 +464,49 @@ mod tests {
             head_hash: head.hash,
             head_len: head.len,
         };
-        assert_eq!(
-            Resume::decide(&mut file, 23, Some(&stored)).unwrap().start,
-            11
-        );
-        let shrunk = StoredProgress {
-            offset: 100,
-            ..stored
+        let decide = |file: &mut File, progress: StoredProgress| {
+            Resume::decide(
+                file,
+                23,
+                "a.log",
+                &HashMap::from([("a.log".to_string(), progress)]),
+            )
+            .unwrap()
         };
-        let resume = Resume::decide(&mut file, 23, Some(&shrunk)).unwrap();
+        assert_eq!(decide(&mut file, stored).start, 11);
+        let resume = decide(
+            &mut file,
+            StoredProgress {
+                offset: 100,
+                ..stored
+            },
+        );
         assert_eq!((resume.start, resume.expected_offset), (0, 100));
         assert!(resume.note.unwrap().contains("shrank"));
-        let replaced = StoredProgress {
-            head_hash: head.hash ^ 1,
-            ..stored
-        };
-        assert!(
-            Resume::decide(&mut file, 23, Some(&replaced))
-                .unwrap()
-                .note
-                .unwrap()
-                .contains("changed")
+        let resume = decide(
+            &mut file,
+            StoredProgress {
+                head_hash: head.hash ^ 1,
+                ..stored
+            },
         );
+        assert_eq!(resume.start, 0);
+        assert!(resume.note.unwrap().contains("changed"));
+    }
+
+    #[test]
+    fn a_file_renamed_by_rotation_continues_where_its_old_name_left_off() {
+        let (_dir, path) = file_with("first line\nsecond line\n");
+        let mut file = File::open(&path).unwrap();
+        let head = Head::of(&mut file, 11).unwrap();
+        let old_name = StoredProgress {
+            offset: 11,
+            head_hash: head.hash,
+            head_len: head.len,
+        };
+        let stored = HashMap::from([("app.log".to_string(), old_name)]);
+        let resume = Resume::decide(&mut file, 23, "app.log.1", &stored).unwrap();
+        assert_eq!((resume.start, resume.expected_offset), (11, 0));
+        assert!(resume.note.unwrap().contains("renamed"));
     }
 }

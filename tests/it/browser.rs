@@ -1,0 +1,505 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, loads the page from `logstats
+//! serve`, runs its script against the API and hands back the resulting DOM (`--dump-dom`) or a
+//! screenshot; its log on stderr carries every console message of the page.
+//!
+//! Without `/usr/bin/chromium` these tests are skipped, unless `LOGSTATS_REQUIRE_BROWSER=1` (as in
+//! CI), where its absence is a failure.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long one browser run may take before it is killed.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn the_dashboard_shows_one_bar_per_day_and_the_apis_numbers() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+    let range = format!("from={}&to={}", site.from, site.to);
+    let days: Vec<Value> = site.json(&format!("/customers/cust_1/stats?{range}"));
+    let summary: Value = site.json(&format!("/customers/cust_1/stats/summary?{range}"));
+    assert_eq!(days.len(), 10, "the generated log has data on every day");
+
+    let page = browser.dump_dom(&site.url(&format!("/?customer=cust_1&{range}")));
+    page.assert_console_is_silent();
+    let dom = page.stdout.as_str();
+    assert_eq!(body_state(dom), Some("ready"), "{dom}");
+    assert_eq!(
+        attribute_of_id(dom, "message", "data-kind"),
+        None,
+        "no message is shown"
+    );
+
+    let api_dates: Vec<&str> = days
+        .iter()
+        .map(|day| day["date"].as_str().unwrap())
+        .collect();
+    let chart = between(dom, r#"id="chart-requests""#, "</figure>").expect("the requests chart");
+    let bar_dates: Vec<&str> = opening_tags(chart, "g")
+        .into_iter()
+        .filter(|tag| attribute(tag, "class") == Some("bar-day"))
+        .map(|tag| attribute(tag, "data-date").expect("a bar has a date"))
+        .collect();
+    assert_eq!(
+        bar_dates, api_dates,
+        "one bar per day with data, in date order"
+    );
+
+    let row_dates: Vec<&str> = opening_tags(between(dom, "<tbody>", "</tbody>").unwrap(), "tr")
+        .into_iter()
+        .map(|tag| attribute(tag, "data-date").expect("a row has a date"))
+        .collect();
+    assert_eq!(row_dates, api_dates, "one table row per day, in date order");
+    for day in &days {
+        let date = day["date"].as_str().unwrap();
+        for (field, format) in COLUMNS {
+            assert_eq!(
+                cell(dom, date, field),
+                Some(format.show(&day[field]).as_str()),
+                "the table's {field} on {date} (API day: {day})"
+            );
+        }
+    }
+
+    for (id, field, format, unit) in SUMMARY {
+        let want = format!("{}{unit}", format.show(&summary[field]));
+        assert_eq!(
+            text_of_id(dom, id),
+            Some(want.as_str()),
+            "#{id} shows the summary's {field} ({summary})"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_customer_gets_a_message_instead_of_charts() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+
+    let page = browser.dump_dom(&site.url("/?customer=nobody"));
+    page.assert_console_is_silent();
+    let dom = page.stdout.as_str();
+    assert_eq!(body_state(dom), Some("ready"), "{dom}");
+    assert_eq!(
+        attribute_of_id(dom, "message", "data-kind"),
+        Some("unknown-customer"),
+        "{dom}"
+    );
+    assert!(
+        text_of_id(dom, "message").is_some_and(|text| text.contains("nobody")),
+        "the message names the customer: {dom}"
+    );
+    assert_eq!(
+        attribute_of_id(dom, "content", "hidden"),
+        Some(""),
+        "no charts or table"
+    );
+}
+
+#[test]
+fn an_invalid_date_in_the_address_shows_the_apis_error() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+
+    // The page passes the dates on as they are; the API answers 422 (which the console reports as
+    // a failed load, so the console is not checked here).
+    let page = browser.dump_dom(&site.url("/?customer=cust_1&from=2024-13-01&to=2024-10-02"));
+    let dom = page.stdout.as_str();
+    assert_eq!(body_state(dom), Some("error"), "{dom}");
+    assert_eq!(
+        attribute_of_id(dom, "message", "data-kind"),
+        Some("api-error"),
+        "{dom}"
+    );
+    assert!(
+        text_of_id(dom, "message").is_some_and(|text| text.contains("422")),
+        "the message shows the status: {dom}"
+    );
+}
+
+#[test]
+fn a_screenshot_of_the_dashboard_is_written_to_target() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_file(&path);
+
+    let url = site.url(&format!(
+        "/?customer=cust_1&from={}&to={}",
+        site.from, site.to
+    ));
+    browser.screenshot(&url, &path).assert_console_is_silent();
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    assert!(size > 0, "{} exists and is not empty", path.display());
+    eprintln!("dashboard screenshot: {} ({size} bytes)", path.display());
+}
+
+/// The other tests trust a silent console; this one shows that errors do reach it.
+#[test]
+fn the_console_check_sees_errors_and_uncaught_exceptions() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let page = browser
+        .dump_dom("data:text/html,<script>console.error('planted error'); null.planted;</script>");
+    let console = page.console.join("\n");
+    assert!(
+        console.contains("planted error"),
+        "console.error is seen: {console}"
+    );
+    assert!(
+        console.contains("Uncaught TypeError"),
+        "an uncaught exception is seen: {console}"
+    );
+}
+
+#[test]
+fn numbers_are_formatted_like_the_pages_intl_number_format() {
+    assert_eq!(en_us(0.0, 0), "0");
+    assert_eq!(en_us(1451.0, 0), "1,451");
+    assert_eq!(en_us(1234567.0, 0), "1,234,567");
+    assert_eq!(en_us(87.5, 2), "87.50");
+    assert_eq!(en_us(2.4772624491231596, 2), "2.48");
+    assert_eq!(
+        en_us(1.0625, 3),
+        "1.063",
+        "exact ties round away from zero, not to even"
+    );
+    assert_eq!(
+        en_us(0.0005, 3),
+        "0.001",
+        "0.0005 is a bit more than a tie as a double"
+    );
+    assert_eq!(en_us(0.0625, 3), "0.063");
+    assert_eq!(en_us(999.9996, 3), "1,000.000");
+}
+
+// ---------- what the page shows, and how ----------
+
+/// The page's number formats (`fmt` in app.js).
+#[derive(Clone, Copy)]
+enum Format {
+    /// Dates as they are.
+    Text,
+    /// Integers with thousands separators.
+    Int,
+    /// Percentages: 2 decimals.
+    Percent,
+    /// Seconds: 3 decimals.
+    Seconds,
+}
+
+impl Format {
+    fn show(self, value: &Value) -> String {
+        let number = || {
+            value
+                .as_f64()
+                .unwrap_or_else(|| panic!("a number, not {value}"))
+        };
+        match self {
+            Format::Text => value.as_str().expect("a string").to_string(),
+            Format::Int => en_us(number(), 0),
+            Format::Percent => en_us(number(), 2),
+            Format::Seconds => en_us(number(), 3),
+        }
+    }
+}
+
+/// The table's columns (`COLUMNS` in app.js): the JSON field and its format.
+const COLUMNS: [(&str, Format); 17] = [
+    ("date", Format::Text),
+    ("total_requests", Format::Int),
+    ("success_requests", Format::Int),
+    ("failed_requests", Format::Int),
+    ("status_1xx", Format::Int),
+    ("status_2xx", Format::Int),
+    ("status_3xx", Format::Int),
+    ("status_4xx", Format::Int),
+    ("status_5xx", Format::Int),
+    ("uptime_percentage", Format::Percent),
+    ("availability_percentage", Format::Percent),
+    ("duration_mean", Format::Seconds),
+    ("duration_p50", Format::Seconds),
+    ("duration_p90", Format::Seconds),
+    ("duration_p95", Format::Seconds),
+    ("duration_p99", Format::Seconds),
+    ("duration_max", Format::Seconds),
+];
+
+/// The summary cards: element id, JSON field of the summary, format and unit.
+const SUMMARY: [(&str, &str, Format, &str); 5] = [
+    ("sum-total", "total_requests", Format::Int, ""),
+    ("sum-uptime", "uptime_percentage", Format::Percent, " %"),
+    (
+        "sum-availability",
+        "availability_percentage",
+        Format::Percent,
+        " %",
+    ),
+    ("sum-p50", "duration_p50", Format::Seconds, " s"),
+    ("sum-p99", "duration_p99", Format::Seconds, " s"),
+];
+
+/// `value` as `Intl.NumberFormat('en-US')` shows it with exactly `decimals` decimals: thousands
+/// separated, rounded half away from zero on the exact value of the double. (Rust's `{:.3}` rounds
+/// exact ties to even: a mean of 1.0625 s would read 1.062 where the page shows 1.063.)
+fn en_us(value: f64, decimals: usize) -> String {
+    assert!(
+        value.is_finite() && value >= 0.0,
+        "the page shows no negative number: {value}"
+    );
+    // A double's exact decimal expansion has at most 1074 decimals.
+    let exact = format!("{value:.1074}");
+    let (whole, fraction) = exact.split_once('.').unwrap();
+    let mut digits: Vec<u8> = whole
+        .bytes()
+        .chain(fraction.bytes().take(decimals))
+        .collect();
+    if fraction.as_bytes()[decimals] >= b'5' {
+        let mut carry = true;
+        for digit in digits.iter_mut().rev() {
+            if *digit == b'9' {
+                *digit = b'0';
+            } else {
+                *digit += 1;
+                carry = false;
+                break;
+            }
+        }
+        if carry {
+            digits.insert(0, b'1');
+        }
+    }
+    let (whole, fraction) = digits.split_at(digits.len() - decimals);
+    let mut shown = String::new();
+    for (i, &digit) in whole.iter().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            shown.push(',');
+        }
+        shown.push(digit as char);
+    }
+    if decimals > 0 {
+        shown.push('.');
+        shown.extend(fraction.iter().map(|&digit| digit as char));
+    }
+    shown
+}
+
+// ---------- the server ----------
+
+/// `logstats serve` over a generated log of 20 customers and 10 days, ~150 requests per customer
+/// and day (so a customer's range total needs a thousands separator).
+struct Site {
+    server: Server,
+    from: String,
+    to: String,
+    _db: TestDb,
+}
+
+impl Site {
+    fn start() -> Site {
+        let db = TestDb::new(Backend::Sqlite);
+        let log = generated_log(db.dir(), "access.log", 30_000, 7);
+        ingest_paths(&db.url, &[&log], 2);
+        let first = first_generated_day();
+        Site {
+            server: Server::start(&db.url, &[]),
+            from: first.to_string(),
+            to: first.plus(9).to_string(),
+            _db: db,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.address)
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let (status, body) = self.server.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+}
+
+// ---------- the browser ----------
+
+struct Browser;
+
+/// What one browser run printed.
+struct Run {
+    /// The DOM with `--dump-dom`.
+    stdout: String,
+    /// The page's console messages (log, warn, error alike: Chromium logs them all at INFO),
+    /// uncaught exceptions and failed loads.
+    console: Vec<String>,
+}
+
+impl Run {
+    /// The page writes nothing to the console when all goes well, so any message is a failure.
+    #[track_caller]
+    fn assert_console_is_silent(&self) {
+        assert!(
+            self.console.is_empty(),
+            "the browser console has messages:\n{}",
+            self.console.join("\n")
+        );
+    }
+}
+
+impl Browser {
+    fn find() -> Option<Browser> {
+        if Path::new(CHROMIUM).exists() {
+            Some(Browser)
+        } else if std::env::var("LOGSTATS_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("a browser is required (LOGSTATS_REQUIRE_BROWSER=1) but {CHROMIUM} is missing");
+        } else {
+            eprintln!("{CHROMIUM} not found: skipping the browser test");
+            None
+        }
+    }
+
+    fn dump_dom(&self, url: &str) -> Run {
+        self.run(&["--dump-dom"], url)
+    }
+
+    fn screenshot(&self, url: &str, path: &Path) -> Run {
+        let screenshot = format!("--screenshot={}", path.display());
+        self.run(&[&screenshot, "--window-size=1280,1800"], url)
+    }
+
+    /// Runs headless Chromium on `url` with a fresh profile and 10 s of virtual time (it ends as
+    /// soon as the page is idle), killed after [`BROWSER_TIMEOUT`].
+    fn run(&self, action: &[&str], url: &str) -> Run {
+        let scratch = tempfile::tempdir().expect("a temp dir");
+        let (stdout_path, stderr_path) = (scratch.path().join("out"), scratch.path().join("err"));
+        let mut child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=10000",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                scratch.path().join("profile").display()
+            ))
+            .args(action)
+            .arg(url)
+            .stdin(Stdio::null())
+            // Files, not pipes: Chromium's helper processes may outlive a killed browser.
+            .stdout(File::create(&stdout_path).unwrap())
+            .stderr(File::create(&stderr_path).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {CHROMIUM}: {e}"));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > BROWSER_TIMEOUT {
+                // The whole process group: the browser and its helpers.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{CHROMIUM} did not finish within {BROWSER_TIMEOUT:?} on {url}; its log:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+        assert!(
+            status.success(),
+            "{CHROMIUM} failed ({status}) on {url}:\n{stderr}"
+        );
+        Run {
+            stdout: std::fs::read_to_string(&stdout_path).unwrap(),
+            // e.g. `[29228:29228:1127/221312.516694:INFO:CONSOLE:4] "an error 42", source: …`
+            // (older versions: `INFO:CONSOLE(4)`).
+            console: stderr
+                .lines()
+                .filter(|line| line.to_ascii_lowercase().contains(":console"))
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
+// ---------- reading the serialised DOM ----------
+
+/// The text after the first `start`, up to the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &text[text.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
+}
+
+/// Every opening tag `<name …>` in `html`, in order, brackets included.
+fn opening_tags<'a>(html: &'a str, name: &str) -> Vec<&'a str> {
+    let open = format!("<{name}");
+    html.match_indices(&open)
+        .map(|(at, _)| &html[at..])
+        .filter(|tag| matches!(tag.as_bytes().get(open.len()), Some(b' ' | b'>' | b'/')))
+        .map(|tag| &tag[..=tag.find('>').unwrap()])
+        .collect()
+}
+
+/// The value of an attribute of one tag (Chromium writes every value in double quotes).
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    between(tag, &format!(" {name}=\""), "\"")
+}
+
+/// The opening tag of the element with this id, and all that follows it.
+fn element_of_id<'a>(html: &'a str, id: &str) -> Option<(&'a str, &'a str)> {
+    let at = html.find(&format!(" id=\"{id}\""))?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')? + 1;
+    Some((&html[start..end], &html[end..]))
+}
+
+fn attribute_of_id<'a>(html: &'a str, id: &str, name: &str) -> Option<&'a str> {
+    attribute(element_of_id(html, id)?.0, name)
+}
+
+/// The text of the element with this id, up to its first child tag.
+fn text_of_id<'a>(html: &'a str, id: &str) -> Option<&'a str> {
+    let (_, after) = element_of_id(html, id)?;
+    Some(&after[..after.find('<')?])
+}
+
+fn body_state(html: &str) -> Option<&str> {
+    attribute(opening_tags(html, "body").first()?, "data-state")
+}
+
+/// The text of the table cell of `field` on `date`.
+fn cell<'a>(html: &'a str, date: &str, field: &str) -> Option<&'a str> {
+    let row = between(html, &format!("<tr data-date=\"{date}\">"), "</tr>")?;
+    between(row, &format!("<td data-field=\"{field}\">"), "<")
+}

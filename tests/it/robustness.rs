@@ -1,0 +1,264 @@
+//! Ingestion as operators run it: killed mid-run, following growing and rotating files, and as a
+//! cluster of processes.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::oracle;
+
+fn ingest_command(url: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(["ingest", "--database", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A pseudo-random delay in `min..max` milliseconds (deterministic per seed).
+fn delay_ms(seed: u64, min: u64, max: u64) -> Duration {
+    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    Duration::from_millis(min + mixed % (max - min))
+}
+
+#[test]
+fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let logs: Vec<_> = (0..2)
+            .map(|i| generated_log(db.dir(), &format!("{i}.log"), 150_000, 20 + i))
+            .collect();
+        let mut kills = 0;
+        for attempt in 0..6u64 {
+            let mut child = ingest_command(&db.url)
+                .env("LOGSTATS_UNIT_BYTES", "300000")
+                .env("LOGSTATS_FLUSH_INTERVAL", "0.05")
+                .args(&logs)
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay_ms(attempt + 1, 50, 700));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+            }
+            child.wait().unwrap();
+        }
+        assert!(kills > 0, "at least one run was killed mid-way");
+        let last = ingest_command(&db.url).args(&logs).output().unwrap();
+        assert!(last.status.success(), "{last:?}");
+        let text: String = logs
+            .iter()
+            .map(|l| std::fs::read_to_string(l).unwrap())
+            .collect();
+        oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+    }
+}
+
+/// Polls the stored rows until they equal the oracle over `text` (or gives up after `patience`).
+fn eventually_matches(url: &str, text: &str, patience: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + patience;
+    let expected = oracle::groups(text);
+    loop {
+        let rows = all_rows(url);
+        let total: u64 = rows
+            .iter()
+            .map(|r| r["total_requests"].as_u64().unwrap())
+            .sum();
+        let want: u64 = expected.values().map(|v| v.len() as u64).sum();
+        if rows.len() == expected.len() && total == want {
+            oracle::assert_rows_match_text(&rows, text);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "stored {total} requests in {} rows, want {want} in {}",
+                rows.len(),
+                expected.len()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+#[test]
+fn follow_mode_reads_appends_partial_lines_rotations_truncations_new_files_and_late_lines() {
+    let db = TestDb::new(Backend::Sqlite);
+    let source = std::fs::read_to_string(generated_log(db.dir(), "source.log", 6_000, 30)).unwrap();
+    let lines: Vec<&str> = source.lines().collect();
+    let chunk = |range: std::ops::Range<usize>| {
+        lines[range]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let dir = db.dir().join("followed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("app.log");
+    append(&log, &chunk(0..1000));
+    let mut follower = ingest_command(&db.url)
+        .args(["--follow", "--flush-interval", "0.2"])
+        .arg(&dir)
+        .spawn()
+        .unwrap();
+    let mut seen = chunk(0..1000);
+    let patience = Duration::from_secs(10);
+    eventually_matches(&db.url, &seen, patience).expect("the backlog is ingested");
+
+    // Appended lines, the last one partial (cut inside its path, so it is no line yet): only
+    // complete lines count until its newline comes.
+    let appended = chunk(1000..2000);
+    let (complete, partial) = appended.split_at(appended.len() - 20);
+    append(&log, complete);
+    seen.push_str(complete);
+    eventually_matches(&db.url, &seen, patience).expect("appended lines are visible");
+    std::thread::sleep(Duration::from_millis(600));
+    eventually_matches(&db.url, &seen, Duration::ZERO)
+        .expect("a partial line waits for its newline");
+    append(&log, partial);
+    seen.push_str(partial);
+    eventually_matches(&db.url, &seen, patience).expect("the completed line is visible");
+
+    // A late line for a day long past merges into that day.
+    let late = "2024-01-15 10:00:00 cust_1 /api/v1/resource1 200 0.250\n";
+    append(&log, late);
+    seen.push_str(late);
+    eventually_matches(&db.url, &seen, patience).expect("a late line merges into its day");
+
+    // Rotation: lines written to the old file just before the rename still count.
+    append(&log, &chunk(2000..2500));
+    std::fs::rename(&log, dir.join("app.log.1")).unwrap();
+    append(&log, &chunk(2500..3000));
+    seen.push_str(&chunk(2000..3000));
+    // The renamed file is a new name in the followed directory: it must not be read twice.
+    eventually_matches(&db.url, &seen, patience)
+        .expect("a rotated file is drained, the new one read");
+
+    // Truncation: the file is read again from its start.
+    std::fs::write(&log, chunk(3000..3500)).unwrap();
+    seen.push_str(&chunk(3000..3500));
+    eventually_matches(&db.url, &seen, patience).expect("a truncated file is read from its start");
+
+    // A new file in the followed directory.
+    append(&dir.join("other.log"), &chunk(3500..4000));
+    seen.push_str(&chunk(3500..4000));
+    eventually_matches(&db.url, &seen, patience).expect("a new file is picked up");
+
+    // SIGTERM: what was read is committed and the process exits cleanly.
+    append(&log, &chunk(4000..4100));
+    seen.push_str(&chunk(4000..4100));
+    unsafe_sigterm(follower.id());
+    let status = follower.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    eventually_matches(&db.url, &seen, Duration::ZERO)
+        .expect("everything read before SIGTERM is committed");
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_processes_on_loopback_give_the_numbers_of_one_process_and_print_nothing_on_stdout() {
+    let single = TestDb::new(Backend::Sqlite);
+    let logs: Vec<_> = (0..3)
+        .map(|i| generated_log(single.dir(), &format!("{i}.log"), 20_000, 40 + i))
+        .collect();
+    let log_refs: Vec<&Path> = logs.iter().map(|p| p.as_path()).collect();
+    ingest_paths(&single.url, &log_refs, 1);
+
+    let cluster = TestDb::new(Backend::Sqlite);
+    let hostfile = cluster.dir().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let processes: Vec<_> = (0..2)
+        .map(|id| {
+            ingest_command(&cluster.url)
+                .env("LOGSTATS_UNIT_BYTES", "200000")
+                .args([
+                    "--workers",
+                    "2",
+                    "--processes",
+                    "2",
+                    "--process-id",
+                    &id.to_string(),
+                    "--hostfile",
+                ])
+                .arg(&hostfile)
+                .args(&logs)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for process in processes {
+        let output = process.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "stdout stays clean: {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    assert_eq!(all_rows(&cluster.url), all_rows(&single.url));
+}
+
+#[test]
+fn a_cluster_peer_that_never_starts_gives_a_clear_error_after_the_connect_timeout() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 100, 50);
+    let hostfile = db.dir().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let output = ingest_command(&db.url)
+        .args([
+            "--processes",
+            "2",
+            "--process-id",
+            "1",
+            "--connect-timeout",
+            "2",
+            "--hostfile",
+        ])
+        .arg(&hostfile)
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("did not form"), "{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
