@@ -2,9 +2,11 @@
 
 mod api;
 mod auth;
+mod browser;
 mod cli;
 mod common;
 mod oracle;
 mod pipeline;
+mod robustness;
 mod serving;
 mod store;
