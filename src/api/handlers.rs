@@ -33,9 +33,9 @@ fn to_bytes<T: Serialize>(value: &T, capacity: usize) -> Result<Bytes, ApiError>
     get,
     path = "/customers/{customer_id}/stats",
     params(
-        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes), e.g. cust_1", example = "cust_1"),
-        ("from" = String, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD), inclusive; open when absent", example = "2024-10-02"),
+        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes), e.g. cust_1", example = "cust_1", min_length = 1, max_length = 255),
+        ("from" = chrono::NaiveDate, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Last day (YYYY-MM-DD), inclusive; open when absent", example = "2024-10-02"),
     ),
     security((), ("api_key" = [])),
     responses(
@@ -85,9 +85,9 @@ pub struct RangeSummary {
     get,
     path = "/customers/{customer_id}/stats/summary",
     params(
-        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes)", example = "cust_1"),
-        ("from" = String, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
-        ("to" = Option<String>, Query, description = "Last day (YYYY-MM-DD), inclusive", example = "2024-10-02"),
+        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes)", example = "cust_1", min_length = 1, max_length = 255),
+        ("from" = chrono::NaiveDate, Query, description = "First day (YYYY-MM-DD), inclusive", example = "2024-09-03"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Last day (YYYY-MM-DD), inclusive", example = "2024-10-02"),
     ),
     security((), ("api_key" = [])),
     responses(
