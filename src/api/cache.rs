@@ -45,10 +45,15 @@ pub enum Kind {
     Summary,
 }
 
+/// An answer being computed (`None`) or computed (`Some`), shared by every request that may use it.
+type Slot = tokio::sync::watch::Receiver<Option<Bytes>>;
+
 #[derive(Debug)]
 struct Entry {
+    /// When the query that fills this entry was about to start (the entry's data is at least as
+    /// recent as the database at this instant).
     started: Instant,
-    body: Bytes,
+    answer: Slot,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +85,11 @@ impl AnswerCache {
     }
 
     /// The fresh answer for `key`, or the one `compute` makes now (then kept).
+    ///
+    /// One query per key at a time: requests that find a fresh entry still being filled wait for
+    /// it (it started less than the TTL ago, so it is as fresh as a finished entry would be) rather
+    /// than all asking the database when an entry expires under load. Should that query fail or
+    /// be cancelled, each waiter runs its own.
     pub async fn get_or_compute<F, E>(&self, key: Key, compute: F) -> Result<Bytes, E>
     where
         F: Future<Output = Result<Bytes, E>>,
@@ -87,45 +97,88 @@ impl AnswerCache {
         if self.ttl.is_zero() {
             return compute.await;
         }
-        if let Some(body) = self.fresh(&key) {
-            return Ok(body);
-        }
-        let started = Instant::now();
+        let sender = match self.fresh(&key) {
+            Ok(Some(body)) => return Ok(body),
+            Ok(None) => None,
+            Err(mut pending) => {
+                if let Ok(answer) = pending.wait_for(Option::is_some).await
+                    && let Some(body) = answer.as_ref()
+                {
+                    return Ok(body.clone());
+                }
+                None
+            }
+        };
+        let sender = sender.or_else(|| self.claim(&key));
         let body = compute.await?;
-        self.insert(key, started, body.clone());
+        if let Some(sender) = sender {
+            self.fill(&key, &sender, body.clone());
+        }
         Ok(body)
     }
 
-    fn fresh(&self, key: &Key) -> Option<Bytes> {
+    /// A fresh finished answer, `Ok(None)` when there is no fresh entry, or the entry being filled.
+    fn fresh(&self, key: &Key) -> Result<Option<Bytes>, Slot> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
+        let Some(entry) = entries
             .map
             .get(key)
             .filter(|entry| entry.started.elapsed() < self.ttl)
-            .map(|entry| entry.body.clone())
+        else {
+            return Ok(None);
+        };
+        match entry.answer.borrow().as_ref() {
+            Some(body) => Ok(Some(body.clone())),
+            None => Err(entry.answer.clone()),
+        }
     }
 
-    fn insert(&self, key: Key, started: Instant, body: Bytes) {
+    /// Puts an empty entry started now for `key` (unless a fresh one appeared meanwhile); the
+    /// caller fills it through the returned sender.
+    fn claim(&self, key: &Key) -> Option<tokio::sync::watch::Sender<Option<Bytes>>> {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries
-            .map
-            .get(&key)
-            .is_some_and(|old| old.started >= started)
-        {
-            return;
+        let live = |entry: &Entry| {
+            // A fresh entry, unless its query failed or was cancelled (empty, sender gone).
+            entry.started.elapsed() < self.ttl
+                && (entry.answer.borrow().is_some() || entry.answer.has_changed().is_ok())
+        };
+        if entries.map.get(key).is_some_and(live) {
+            return None;
         }
-        if entries.bytes + body.len() > MAX_BYTES {
+        if entries.bytes > MAX_BYTES {
             let ttl = self.ttl;
             entries.map.retain(|_, entry| entry.started.elapsed() < ttl);
-            entries.bytes = entries.map.values().map(|e| e.body.len()).sum();
-            if entries.bytes + body.len() > MAX_BYTES {
+            entries.bytes = entries
+                .map
+                .values()
+                .map(|entry| entry.answer.borrow().as_ref().map_or(0, Bytes::len))
+                .sum();
+            if entries.bytes > MAX_BYTES {
                 entries.map.clear();
                 entries.bytes = 0;
             }
         }
-        entries.bytes += body.len();
-        if let Some(old) = entries.map.insert(key, Entry { started, body }) {
-            entries.bytes -= old.body.len();
+        let (sender, answer) = tokio::sync::watch::channel(None);
+        let started = Instant::now();
+        if let Some(old) = entries.map.insert(key.clone(), Entry { started, answer }) {
+            entries.bytes = entries
+                .bytes
+                .saturating_sub(old.answer.borrow().as_ref().map_or(0, Bytes::len));
+        }
+        Some(sender)
+    }
+
+    /// Publishes the answer of the entry `sender` belongs to (to its waiters and later requests).
+    fn fill(&self, key: &Key, sender: &tokio::sync::watch::Sender<Option<Bytes>>, body: Bytes) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let len = body.len();
+        sender.send_replace(Some(body));
+        if entries
+            .map
+            .get(key)
+            .is_some_and(|entry| entry.answer.same_channel(&sender.subscribe()))
+        {
+            entries.bytes += len;
         }
     }
 }
@@ -165,13 +218,52 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_older_answer_never_replaces_a_newer_one() {
+    #[tokio::test]
+    async fn concurrent_misses_make_one_query() {
+        let cache = std::sync::Arc::new(AnswerCache::default());
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (cache, queries) = (cache.clone(), queries.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_compute(key(), async {
+                        queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, ()>(Bytes::from_static(b"answer"))
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), Ok("answer".into()));
+        }
+        assert_eq!(queries.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_query_is_not_kept() {
         let cache = AnswerCache::default();
-        let older = Instant::now();
-        let newer = Instant::now() + Duration::from_millis(1);
-        cache.insert(key(), newer, "new".into());
-        cache.insert(key(), older, "old".into());
-        assert_eq!(cache.fresh(&key()), Some("new".into()));
+        let failed = cache
+            .get_or_compute(key(), std::future::ready(Err::<Bytes, _>("down")))
+            .await;
+        assert_eq!(failed, Err("down"));
+        assert_eq!(
+            cache.get_or_compute(key(), answer("ok")).await,
+            Ok("ok".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_never_reuses() {
+        let cache = AnswerCache::new(Duration::ZERO);
+        assert_eq!(
+            cache.get_or_compute(key(), answer("1")).await,
+            Ok("1".into())
+        );
+        assert_eq!(
+            cache.get_or_compute(key(), answer("2")).await,
+            Ok("2".into())
+        );
     }
 }
