@@ -94,6 +94,9 @@ pub struct IngestArgs {
     /// How often follow mode commits, in seconds.
     #[arg(long, env = "LOGSTATS_FLUSH_INTERVAL", default_value_t = 1.0)]
     pub flush_interval: f64,
+    /// How often progress through a backlog is committed, in seconds (a killed run redoes at most this much).
+    #[arg(long, env = "LOGSTATS_COMMIT_INTERVAL", default_value_t = 5.0)]
+    pub commit_interval: f64,
     /// Only files whose name matches this pattern, in directories (e.g. '*.log*').
     #[arg(long, env = "LOGSTATS_GLOB")]
     pub glob: Option<String>,
@@ -134,6 +137,11 @@ impl IngestArgs {
             self.flush_interval.is_finite() && self.flush_interval > 0.0,
             "--flush-interval must be a positive number of seconds"
         );
+        anyhow::ensure!(
+            self.commit_interval.is_finite() && self.commit_interval > 0.0,
+            "--commit-interval must be a positive number of seconds"
+        );
+        config.commit_interval = Duration::from_secs_f64(self.commit_interval);
         config.follow = self.follow;
         config.flush_interval = Duration::from_secs_f64(self.flush_interval);
         config.glob = self.glob.clone();

@@ -40,6 +40,7 @@ struct Absorbed {
     tally: Tally,
     rejects: Vec<Rejected>,
     epochs: u64,
+    last_epoch: Option<u64>,
 }
 
 impl Committer {
@@ -119,15 +120,16 @@ impl Committer {
                 merge_progress(&mut absorbed.progress, record);
             }
             absorbed.epochs += 1;
+            absorbed.last_epoch = Some(epoch);
         }
     }
 
-    /// Commits what was absorbed, in one transaction, when `force`d or once per flush interval
-    /// (every epoch when following: an epoch is a flush interval there).
+    /// Commits what was absorbed, in one transaction, when `force`d, once per commit interval
+    /// while reading a backlog, and every epoch when following (an epoch is a flush interval there).
     pub fn commit_if_due(&mut self, force: bool) {
-        let due = force
-            || self.job.config.follow
-            || self.last_commit.elapsed() >= self.job.config.flush_interval;
+        let following = self.job.config.follow && self.absorbed_follow_epoch();
+        let due =
+            force || following || self.last_commit.elapsed() >= self.job.config.commit_interval;
         if !due || self.absorbed.epochs == 0 {
             return;
         }
@@ -148,6 +150,7 @@ impl Committer {
             progress: absorbed.progress.into_values().collect(),
         };
         let groups = batch.groups.len() as u64;
+        let started = Instant::now();
         match self.runtime.block_on(self.store.commit(batch)) {
             Ok(_) => {
                 self.report.groups_changed += groups;
@@ -158,7 +161,11 @@ impl Committer {
                 if let Err(e) = self.record_rejects(rejects) {
                     tracing::warn!("could not write rejected lines: {e:#}");
                 }
-                tracing::debug!(groups, "committed");
+                tracing::debug!(
+                    groups,
+                    ms = started.elapsed().as_millis() as u64,
+                    "committed"
+                );
             }
             Err(error) => {
                 self.job.stop.store(true, Ordering::SeqCst);
@@ -167,6 +174,13 @@ impl Committer {
         }
         self.last_commit = Instant::now();
         self.publish();
+    }
+
+    /// Whether the last absorbed epoch came after the backlog (a follow-mode tick).
+    fn absorbed_follow_epoch(&self) -> bool {
+        self.absorbed
+            .last_epoch
+            .is_some_and(|e| e as usize * self.peers() >= self.job.plan.units.len())
     }
 
     /// A batch epoch is complete when every unit planned for it was read.

@@ -33,7 +33,10 @@ pub struct IngestConfig {
     /// Worker threads in this process.
     pub workers: usize,
     pub follow: bool,
+    /// How often follow mode reads and commits.
     pub flush_interval: Duration,
+    /// How often a backlog's progress is committed (a killed run redoes at most this much).
+    pub commit_interval: Duration,
     /// Target bytes per unit of work (an epoch reads one unit per worker).
     pub unit_bytes: u64,
     /// Write every rejected line here.
@@ -63,6 +66,7 @@ impl IngestConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             follow: false,
             flush_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_secs(5),
             unit_bytes: 0,
             rejects_file: None,
             reject_samples: 10,

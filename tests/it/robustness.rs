@@ -35,7 +35,7 @@ fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
         for attempt in 0..6u64 {
             let mut child = ingest_command(&db.url)
                 .env("LOGSTATS_UNIT_BYTES", "300000")
-                .env("LOGSTATS_FLUSH_INTERVAL", "0.05")
+                .env("LOGSTATS_COMMIT_INTERVAL", "0.05")
                 .args(&logs)
                 .spawn()
                 .unwrap();
