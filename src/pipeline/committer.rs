@@ -10,13 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use rustc_hash::FxHashMap;
-
 use super::aggregate::{Position, Rejected, Tally};
-use super::dataflow::{Job, Update};
+use super::dataflow::{Job, Merged, Update};
 use super::{IngestConfig, IngestReport};
-use crate::day::Day;
-use crate::stats::DayStats;
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
 
 pub(super) struct Committer {
@@ -35,7 +31,7 @@ pub(super) struct Committer {
 /// The merged content of finished, uncommitted epochs.
 #[derive(Default)]
 struct Absorbed {
-    groups: FxHashMap<(String, Day), DayStats>,
+    merged: Merged,
     progress: BTreeMap<String, FileProgress>,
     tally: Tally,
     rejects: Vec<Rejected>,
@@ -95,24 +91,14 @@ impl Committer {
                 return;
             }
             let absorbed = &mut self.absorbed;
+            absorbed.merged.absorb(updates.into_iter());
             let mut records = Vec::new();
-            for update in updates {
+            for update in absorbed.merged.others.drain(..) {
                 match update {
-                    Update::Group {
-                        customer,
-                        day,
-                        stats,
-                    } => {
-                        absorbed
-                            .groups
-                            .entry((customer, day))
-                            .or_default()
-                            .merge(stats);
-                    }
                     Update::Progress(p) => records.push(p),
                     Update::Tally(t) => absorbed.tally.add(&t),
                     Update::Rejected(r) => absorbed.rejects.push(r),
-                    Update::UnitDone(_) => {}
+                    Update::Group { .. } | Update::UnitDone(_) => {}
                 }
             }
             records.sort_by_key(|p| p.from);
@@ -139,6 +125,7 @@ impl Committer {
         let absorbed = std::mem::take(&mut self.absorbed);
         let batch = CommitBatch {
             groups: absorbed
+                .merged
                 .groups
                 .into_iter()
                 .map(|((customer, day), stats)| GroupDelta {

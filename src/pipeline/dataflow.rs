@@ -58,6 +58,9 @@ impl Update {
     }
 }
 
+/// The dataflow's input, as each worker holds it.
+type UpdateInput = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
+
 /// Epochs a worker may run ahead of the last committed one (bounds memory).
 const EPOCHS_IN_FLIGHT: u64 = 2;
 
@@ -321,15 +324,15 @@ fn reject_limit(job: &Job) -> usize {
     }
 }
 
-/// Groups of one epoch merged by (customer, day), and everything else passed along.
+/// Groups merged by (customer, day), and everything else set aside.
 #[derive(Default)]
-struct Merged {
-    groups: FxHashMap<(String, Day), DayStats>,
-    others: Vec<Update>,
+pub(super) struct Merged {
+    pub groups: FxHashMap<(String, Day), DayStats>,
+    pub others: Vec<Update>,
 }
 
 impl Merged {
-    fn absorb(&mut self, updates: impl Iterator<Item = Update>) {
+    pub fn absorb(&mut self, updates: impl Iterator<Item = Update>) {
         for update in updates {
             match update {
                 Update::Group {
@@ -368,7 +371,7 @@ impl Feeder {
     fn run(
         &mut self,
         worker: &mut Worker,
-        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
+        input: &mut UpdateInput,
         probe: &ProbeHandle<u64>,
         job: &Job,
     ) -> anyhow::Result<()> {
@@ -403,7 +406,7 @@ impl Feeder {
     fn follow(
         &mut self,
         worker: &mut Worker,
-        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
+        input: &mut UpdateInput,
         probe: &ProbeHandle<u64>,
         job: &Job,
     ) -> anyhow::Result<()> {
@@ -435,11 +438,7 @@ impl Feeder {
         }
     }
 
-    fn send(
-        &mut self,
-        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
-        progress: Vec<FileProgress>,
-    ) {
+    fn send(&mut self, input: &mut UpdateInput, progress: Vec<FileProgress>) {
         let (groups, tally, rejects) = self.aggregator.drain();
         for (customer, day, stats) in groups {
             input.send(Update::Group {
@@ -457,11 +456,7 @@ impl Feeder {
         input.send(Update::Tally(tally));
     }
 
-    fn advance(
-        &mut self,
-        worker: &mut Worker,
-        input: &mut InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>,
-    ) {
+    fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput) {
         self.epoch += 1;
         input.advance_to(self.epoch);
         worker.step();

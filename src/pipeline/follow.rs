@@ -36,6 +36,28 @@ struct Followed {
     restarted: bool,
 }
 
+impl Followed {
+    /// Reads from the current offset up to `end` (nothing when it is not past the offset).
+    fn read_to(
+        &mut self,
+        end: u64,
+        aggregator: &mut Aggregator,
+        on_bytes: &mut dyn FnMut(u64),
+    ) -> anyhow::Result<()> {
+        if end > self.offset {
+            read_range(
+                self.file.try_clone()?,
+                self.offset,
+                end,
+                aggregator,
+                on_bytes,
+            )?;
+            self.offset = end;
+        }
+        Ok(())
+    }
+}
+
 impl<'a> Follower<'a> {
     /// Starts where the backlog plan ended.
     pub fn new(job: &'a Job, pattern: Option<glob::Pattern>) -> Follower<'a> {
@@ -99,14 +121,7 @@ impl<'a> Follower<'a> {
             let mut followed = self.files.remove(&key).expect("a followed file");
             aggregator.set_source(&followed.path.display().to_string());
             let end = followed.file.metadata()?.len();
-            read_range(
-                followed.file.try_clone()?,
-                followed.offset,
-                end,
-                aggregator,
-                &mut on_bytes,
-            )?;
-            followed.offset = end;
+            followed.read_to(end, aggregator, &mut on_bytes)?;
             let renamed = present.iter().find(|(k, (_, identity))| {
                 *identity == followed.identity && !self.files.contains_key(*k)
             });
@@ -145,16 +160,7 @@ impl<'a> Follower<'a> {
                 followed.restarted = true;
             }
             let end = end_of_last_line(&followed.file, followed.offset, size)?;
-            if end > followed.offset {
-                read_range(
-                    followed.file.try_clone()?,
-                    followed.offset,
-                    end,
-                    aggregator,
-                    &mut on_bytes,
-                )?;
-                followed.offset = end;
-            }
+            followed.read_to(end, aggregator, &mut on_bytes)?;
             if followed.head.len < HEAD_BYTES.min(followed.offset) {
                 followed.head = Head::of(&mut followed.file, followed.offset)?;
             }

@@ -57,6 +57,7 @@ fn one_worker_and_several_workers_and_many_epochs_give_identical_rows() {
         let mut config = IngestConfig::new(&db.url, vec![log.display().to_string()]);
         config.workers = workers;
         config.unit_bytes = 50_000; // dozens of units and epochs
+        config.commit_interval = std::time::Duration::ZERO; // a commit for every finished epoch
         let report = ingest(config).unwrap();
         assert!(
             report.commits > 5,
