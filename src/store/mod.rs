@@ -8,6 +8,8 @@ mod commit;
 mod read;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,10 +24,15 @@ pub use read::{CustomerSummary, DayRow};
 /// The default database: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://logstats.db";
 
+/// How long a new connection may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection pool to either backend.
 #[derive(Clone, Debug)]
 pub struct Store {
     backend: Backend,
+    /// Set once this store has applied (or found applied) every migration.
+    migrated: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug)]
@@ -90,14 +97,38 @@ const POSTGRES: Dialect = Dialect {
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and applies pending migrations.
+    /// Errors are one clear line (the CLI prints them as they are) and never show a password.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
         let store = Store::connect_lazy(url)?;
-        store
-            .migrate()
-            .await
-            .with_context(|| format!("migrating the database at {shown}"))?;
+        if let Err(error) = store.migrate().await {
+            // A pool that cannot connect only says it timed out: one direct connection says why.
+            if let Some(cause) = store.connection_error().await {
+                anyhow::bail!(
+                    "connecting to the database at {shown}: {}",
+                    one_line(&cause)
+                );
+            }
+            anyhow::bail!("migrating the database at {shown}: {}", one_line(&error));
+        }
         Ok(store)
+    }
+
+    /// Why a new connection fails, if it does (within the pool's acquire timeout).
+    async fn connection_error(&self) -> Option<anyhow::Error> {
+        use sqlx::{ConnectOptions, Connection};
+        let attempt = with_pool!(self, pool => {
+            let options = pool.connect_options();
+            match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+                Ok(Ok(connection)) => {
+                    let _ = connection.close().await;
+                    Ok(())
+                }
+                Ok(Err(error)) => Err(anyhow::Error::from(error)),
+                Err(_) => Err(anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}")),
+            }
+        });
+        attempt.err()
     }
 
     /// A store that connects on first use (the API server starts even while the database is down).
@@ -109,7 +140,7 @@ impl Store {
             Backend::Postgres(
                 PgPoolOptions::new()
                     .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(5))
+                    .acquire_timeout(CONNECT_TIMEOUT)
                     .connect_lazy_with(options),
             )
         } else if url.starts_with("sqlite:") {
@@ -130,20 +161,53 @@ impl Store {
                 "unsupported database URL {shown}: expected sqlite://PATH or postgres://..."
             );
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            migrated: Arc::new(AtomicBool::new(false)),
+        })
     }
 
-    /// Applies pending migrations; safe to run any number of times, also concurrently.
+    /// Applies pending migrations; safe to run any number of times, also concurrently (by other
+    /// processes too).
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match &self.backend {
-            Backend::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
-            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+            Backend::Sqlite(pool) => {
+                // Two processes opening a new database at once can meet SQLITE_BUSY before the
+                // busy timeout applies (both switch it to WAL); that passes in milliseconds.
+                let mut attempt = 0;
+                loop {
+                    match migrate_sqlite(pool).await {
+                        Err(error) if is_busy(&error) && attempt < BUSY_RETRIES => {
+                            attempt += 1;
+                            tracing::debug!(attempt, "database busy while opening it: retrying");
+                            tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                        }
+                        result => break result?,
+                    }
+                }
+            }
+            // sqlx holds an advisory lock while it migrates PostgreSQL.
+            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres")
+                .run(pool)
+                .await
+                .map_err(unwrap_migrate_error)?,
+        }
+        self.migrated.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Migrates first if this store has not yet (a server started while the database was down):
+    /// a query never meets a database without its tables.
+    async fn ready(&self) -> anyhow::Result<()> {
+        if !self.migrated.load(Ordering::SeqCst) {
+            self.migrate().await?;
         }
         Ok(())
     }
 
-    /// Whether the database answers a trivial query.
+    /// Whether the database answers a trivial query (and has the schema).
     pub async fn ping(&self) -> anyhow::Result<()> {
+        self.ready().await?;
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
     }
@@ -167,6 +231,62 @@ impl Store {
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
     }
+}
+
+/// How often opening a new SQLite database retries after SQLITE_BUSY (about 0.5 s in all).
+const BUSY_RETRIES: u64 = 10;
+
+/// Applies SQLite's migrations. sqlx takes no lock on SQLite: two processes migrating a new database
+/// at once would both create the tables, and one would fail ("database is locked" or "table already
+/// exists"). Inside one write transaction (sqlx nests its own as a savepoint) the second waits,
+/// then finds every migration applied. (`run(&mut *tx)` would make the future fail the `Send`
+/// check, sqlx issue #2016; `run_direct` is the entry point sqlx keeps for that case.)
+async fn migrate_sqlite(pool: &SqlitePool) -> anyhow::Result<()> {
+    let mut tx = pool.begin_with(SQLITE.begin_write).await?;
+    sqlx::migrate!("migrations/sqlite")
+        .run_direct(None, &mut *tx, false)
+        .await
+        .map_err(unwrap_migrate_error)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether SQLite answered SQLITE_BUSY ("database is locked"; extended codes included).
+fn is_busy(error: &anyhow::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    error
+        .chain()
+        .any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(e)) => e
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| code & 0xff == SQLITE_BUSY),
+            _ => false,
+        })
+}
+
+/// A database error met while migrating, as itself (callers tell connection trouble by it).
+fn unwrap_migrate_error(error: sqlx::migrate::MigrateError) -> anyhow::Error {
+    match error {
+        sqlx::migrate::MigrateError::Execute(error) => error.into(),
+        other => other.into(),
+    }
+}
+
+/// An error and its causes on one line, each message once (sqlx repeats a cause in its message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if line.contains(&message) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&message);
+    }
+    line.replace('\n', " ")
 }
 
 /// The URL with any password replaced by `***`, for logs and errors.

@@ -64,6 +64,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<DayRow>> {
+        self.ready().await?;
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_DAYS)
                 .bind(customer)
@@ -108,6 +109,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<DayStats> {
+        self.ready().await?;
         let mut merged = DayStats::default();
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))
@@ -125,6 +127,7 @@ impl Store {
 
     /// Whole-database figures (two aggregate queries).
     pub async fn totals(&self) -> anyhow::Result<StoreTotals> {
+        self.ready().await?;
         let totals = with_pool!(self, pool => {
             let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
             let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
@@ -141,6 +144,7 @@ impl Store {
 
     /// Every customer with its first and last day and total requests, by id.
     pub async fn customers(&self) -> anyhow::Result<Vec<CustomerSummary>> {
+        self.ready().await?;
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_CUSTOMERS).fetch_all(pool).await?;
             rows.iter()

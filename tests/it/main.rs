@@ -5,6 +5,7 @@ mod auth;
 mod browser;
 mod cli;
 mod common;
+mod concurrency;
 mod oracle;
 mod pipeline;
 mod robustness;
