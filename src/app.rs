@@ -92,15 +92,9 @@ pub async fn serve(
     options: ApiOptions,
 ) -> anyhow::Result<()> {
     let store = Store::connect_lazy(database_url)?;
+    // Until the database answers, requests get 503; the store migrates on its first good read.
     if let Err(error) = store.migrate().await {
         tracing::warn!("database not ready, serving 503 until it is: {error:#}");
-        let retry = store.clone();
-        tokio::spawn(async move {
-            while retry.migrate().await.is_err() {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            }
-            tracing::info!("database ready");
-        });
     }
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -90,6 +90,9 @@ pub async fn scrape(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
     metrics::gauge!("logstats_customers").set(totals.customers as f64);
     metrics::gauge!("logstats_ingested_bytes_total").set(totals.ingested_bytes as f64);
     metrics::gauge!("logstats_ingested_files").set(totals.files as f64);
+    metrics::gauge!("logstats_ingested_lines_total").set(totals.ingested_lines as f64);
+    metrics::gauge!("logstats_rejected_lines_total").set(totals.rejected_lines as f64);
+    metrics::gauge!("logstats_last_commit_timestamp_seconds").set(totals.last_commit_unix);
     Ok((
         [(
             header::CONTENT_TYPE,

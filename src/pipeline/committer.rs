@@ -135,6 +135,8 @@ impl Committer {
                 })
                 .collect(),
             progress: absorbed.progress.into_values().collect(),
+            lines: absorbed.tally.lines,
+            rejected: absorbed.tally.rejected_total(),
         };
         let groups = batch.groups.len() as u64;
         let started = Instant::now();

@@ -37,6 +37,9 @@ pub struct FileProgress {
 pub struct CommitBatch {
     pub groups: Vec<GroupDelta>,
     pub progress: Vec<FileProgress>,
+    /// Lines read and rejected for this batch (added to the stored totals).
+    pub lines: u64,
+    pub rejected: u64,
 }
 
 /// Another writer advanced a file this commit meant to advance.
@@ -55,6 +58,8 @@ pub struct Conflict {
 const UPSERT_ROWS: usize = 500;
 
 const SELECT_PROGRESS: &str = "SELECT byte_offset FROM ingest_progress WHERE path = $1";
+const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
+     last_commit_unix = $3 WHERE id = 1";
 const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress (path, byte_offset, head_hash, head_len) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
      head_hash = excluded.head_hash, head_len = excluded.head_len";
@@ -82,6 +87,12 @@ pub(super) fn select_state(extra: &str) -> String {
         "SELECT {extra}{STATE_COLUMNS} FROM resource_statistics_by_day \
          WHERE customer_id = $1 AND date >= $2 AND date <= $3"
     )
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A stored day after merging, ready to write.
@@ -187,6 +198,12 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            sqlx::query(ADD_TOTALS)
+                .bind(stored(batch.lines))
+                .bind(stored(batch.rejected))
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             merged.len()
         });

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use sqlx::ConnectOptions as _;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -20,6 +21,10 @@ use sqlx::sqlite::{
 
 pub use commit::{CommitBatch, Conflict, FileProgress, GroupDelta, StoredProgress};
 pub use read::{CustomerSummary, DayRow};
+
+/// Statements slower than this are logged, at debug level: a commit's large multi-row insert under
+/// load is expected, and its text (thousands of parameters) must not flood stderr.
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// The default database: a SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://logstats.db";
@@ -136,7 +141,8 @@ impl Store {
         let shown = redact(url);
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
-                .with_context(|| format!("invalid database URL {shown}"))?;
+                .with_context(|| format!("invalid database URL {shown}"))?
+                .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
             Backend::Postgres(
                 PgPoolOptions::new()
                     .max_connections(16)
@@ -149,7 +155,8 @@ impl Store {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(60));
+                .busy_timeout(Duration::from_secs(60))
+                .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
             Backend::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(8)

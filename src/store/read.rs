@@ -31,7 +31,7 @@ pub struct CustomerSummary {
 }
 
 /// Whole-database figures for `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StoreTotals {
     /// Requests stored (the sum of every day's `total_requests`): every accepted line ingested.
     pub requests: u64,
@@ -41,12 +41,19 @@ pub struct StoreTotals {
     /// Input files with recorded progress, and the bytes of them consumed (sum of offsets).
     pub files: u64,
     pub ingested_bytes: u64,
+    /// Lines ingestion read (accepted or rejected) and rejected, in all.
+    pub ingested_lines: u64,
+    pub rejected_lines: u64,
+    /// When ingestion last committed (seconds since the Unix epoch; 0 when never).
+    pub last_commit_unix: f64,
 }
 
 const SELECT_TOTALS: &str = "SELECT CAST(COALESCE(SUM(total_requests), 0) AS BIGINT) AS requests, \
      COUNT(*) AS days, COUNT(DISTINCT customer_id) AS customers FROM resource_statistics_by_day";
 const SELECT_PROGRESS_TOTALS: &str = "SELECT COUNT(*) AS files, \
      CAST(COALESCE(SUM(byte_offset), 0) AS BIGINT) AS bytes FROM ingest_progress";
+const SELECT_INGEST_TOTALS: &str =
+    "SELECT lines, rejected, last_commit_unix FROM ingest_totals WHERE id = 1";
 const SELECT_DAYS: &str = "SELECT customer_id, date, success_requests, failed_requests, \
      uptime_percentage, duration_mean, duration_p50, duration_p99, total_requests, \
      status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, availability_percentage, \
@@ -131,12 +138,16 @@ impl Store {
         let totals = with_pool!(self, pool => {
             let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
             let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
+            let ingest = sqlx::query(SELECT_INGEST_TOTALS).fetch_one(pool).await?;
             StoreTotals {
                 requests: count(row.try_get("requests")?),
                 days: count(row.try_get("days")?),
                 customers: count(row.try_get("customers")?),
                 files: count(progress.try_get("files")?),
                 ingested_bytes: count(progress.try_get("bytes")?),
+                ingested_lines: count(ingest.try_get("lines")?),
+                rejected_lines: count(ingest.try_get("rejected")?),
+                last_commit_unix: ingest.try_get("last_commit_unix")?,
             }
         });
         Ok(totals)

@@ -131,6 +131,15 @@ fn metrics_count_requests_by_route_pattern_and_read_totals_from_the_database() {
     );
     // Other tests share the process's recorder: the gauges hold the last scrape's database.
     assert!(
+        text.contains("logstats_ingested_lines_total 2500"),
+        "{text}"
+    );
+    assert!(text.contains("logstats_rejected_lines_total 0"), "{text}");
+    assert!(
+        text.contains("logstats_last_commit_timestamp_seconds 1"),
+        "{text}"
+    );
+    assert!(
         text.contains("logstats_stored_requests_total 2500"),
         "{text}"
     );

@@ -39,11 +39,15 @@ fn commits_merge_into_stored_days_never_overwrite_them() {
                 delta("a", day, &[(201, 3_000_000)]),
             ],
             progress: vec![progress("/logs/x", 0, 100)],
+            lines: 4,
+            rejected: 1,
         };
         block_on(store.commit(first)).unwrap();
         let second = CommitBatch {
             groups: vec![delta("a", day, &[(404, 4_000_000)])],
             progress: vec![progress("/logs/x", 100, 200)],
+            lines: 1,
+            rejected: 0,
         };
         block_on(store.commit(second)).unwrap();
         let rows = block_on(store.days("a", day.to_naive_date(), day.to_naive_date())).unwrap();
@@ -63,6 +67,12 @@ fn commits_merge_into_stored_days_never_overwrite_them() {
         );
         let stored = block_on(store.progress()).unwrap();
         assert_eq!(stored["/logs/x"].offset, 200);
+        let totals = block_on(store.totals()).unwrap();
+        assert_eq!((totals.ingested_lines, totals.rejected_lines), (5, 1));
+        assert!(
+            totals.last_commit_unix > 1.7e9,
+            "the last commit time is recorded"
+        );
     }
 }
 
@@ -73,13 +83,16 @@ fn a_commit_expecting_an_offset_another_writer_moved_is_refused_whole() {
         let store = db.store();
         let day = Day::from_ymd(2024, 9, 15).unwrap();
         block_on(store.commit(CommitBatch {
-            groups: vec![],
             progress: vec![progress("/logs/x", 0, 100)],
+            lines: 7,
+            ..CommitBatch::default()
         }))
         .unwrap();
         let stale = CommitBatch {
             groups: vec![delta("a", day, &[(200, 1)])],
             progress: vec![progress("/logs/x", 0, 50)],
+            lines: 1,
+            rejected: 0,
         };
         let error = block_on(store.commit(stale)).unwrap_err();
         assert!(error.to_string().contains("another process"), "{error}");
@@ -88,5 +101,6 @@ fn a_commit_expecting_an_offset_another_writer_moved_is_refused_whole() {
             rows.is_empty(),
             "nothing of the refused batch was written ({backend:?})"
         );
+        assert_eq!(block_on(store.totals()).unwrap().ingested_lines, 7);
     }
 }
