@@ -197,7 +197,12 @@ mod tests {
         // Few distinct durations exercise ties; the wide range exercises large values.
         (
             100u16..600,
-            prop_oneof![0u64..50, 0u64..5_000_000, Just(u64::from(u32::MAX))],
+            prop_oneof![
+                0u64..50,
+                0u64..5_000_000,
+                Just(u64::from(u32::MAX)),
+                Just(u64::from(u32::MAX) + 1)
+            ],
         )
     }
 

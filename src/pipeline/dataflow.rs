@@ -62,7 +62,7 @@ impl Update {
 type UpdateInput = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
 
 /// Epochs a worker may run ahead of the last committed one (bounds memory).
-const EPOCHS_IN_FLIGHT: u64 = 2;
+const EPOCHS_IN_FLIGHT: u64 = 1;
 
 /// Everything the workers of this process share.
 pub(super) struct Job {

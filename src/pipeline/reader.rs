@@ -10,7 +10,7 @@ use super::aggregate::{Aggregator, Position};
 use super::source::{Piece, Plan, Source};
 
 /// Bytes read at a time.
-const BLOCK_BYTES: usize = 4 << 20;
+const BLOCK_BYTES: usize = 1 << 20;
 
 /// Feeds every line of `piece` to `aggregator`; `on_bytes` hears how many input bytes were read.
 pub fn read_piece(

@@ -54,8 +54,9 @@ pub struct Conflict {
     pub found: u64,
 }
 
-/// Rows per multi-row upsert: well under SQLite's 32,766 bound parameters at 21 columns.
-const UPSERT_ROWS: usize = 500;
+/// Rows per multi-row upsert: few enough that the encoded histograms of one statement stay small
+/// (memory), enough that a commit of thousands of days takes few statements.
+const UPSERT_ROWS: usize = 100;
 
 const SELECT_PROGRESS: &str = "SELECT byte_offset FROM ingest_progress WHERE path = $1";
 const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
