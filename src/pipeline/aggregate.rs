@@ -132,6 +132,11 @@ impl Aggregator {
         }
     }
 
+    /// Lines fed since the last drain.
+    pub fn lines(&self) -> u64 {
+        self.tally.lines
+    }
+
     /// Counts bytes read (for the summary and the progress bar).
     pub fn add_bytes(&mut self, bytes: u64) {
         self.tally.bytes += bytes;

@@ -309,22 +309,28 @@ pub(super) fn timely_config(config: &IngestConfig) -> anyhow::Result<timely::Con
     })
 }
 
-/// A progress bar on a terminal (bytes, rate, ETA), drawn from the workers' byte counter.
+/// A progress bar on a terminal (bytes, lines/s, ETA), drawn from the workers' counters.
 pub(super) fn progress_bar(job: &Arc<Job>) -> Option<indicatif::ProgressBar> {
     if !job.config.progress_bar {
         return None;
     }
     let bar = indicatif::ProgressBar::new(job.plan.total_bytes());
     let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ETA {eta}",
     )
     .expect("a valid template");
     bar.set_style(style);
     let shown = bar.clone();
     let job = Arc::clone(job);
     std::thread::spawn(move || {
+        let started = Instant::now();
         while !shown.is_finished() {
             shown.set_position(job.bytes_read.load(Ordering::Relaxed));
+            let lines = job.lines_read.load(Ordering::Relaxed) as f64;
+            shown.set_message(format!(
+                "{:.2} M lines/s",
+                lines / started.elapsed().as_secs_f64() / 1e6
+            ));
             std::thread::sleep(Duration::from_millis(100));
         }
     });

@@ -72,6 +72,8 @@ pub(super) struct Job {
     /// Set by SIGINT/SIGTERM or a failed commit: read no more, commit what was read, stop.
     pub stop: Arc<AtomicBool>,
     pub bytes_read: AtomicU64,
+    /// Lines read so far (for the progress bar).
+    pub lines_read: AtomicU64,
     /// Set when a worker starts: in a cluster, when every peer has connected.
     pub started: AtomicBool,
     /// The committer's report (worker 0 of process 0 only).
@@ -105,6 +107,7 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         stored,
         stop,
         bytes_read: AtomicU64::new(0),
+        lines_read: AtomicU64::new(0),
         started: AtomicBool::new(false),
         report: Mutex::new(None),
     });
@@ -386,9 +389,12 @@ impl Feeder {
             if let Some(pieces) = plan.units.get(unit) {
                 let mut progress = Vec::new();
                 for piece in pieces {
+                    let lines_before = self.aggregator.lines();
                     read_piece(plan, piece, &mut self.aggregator, &mut |n| {
                         job.bytes_read.fetch_add(n, Ordering::Relaxed);
                     })?;
+                    job.lines_read
+                        .fetch_add(self.aggregator.lines() - lines_before, Ordering::Relaxed);
                     progress.extend(plan.progress_of(piece));
                 }
                 self.send(input, progress);
