@@ -39,6 +39,17 @@ pub struct Key {
     pub to: NaiveDate,
 }
 
+impl Key {
+    pub fn new(kind: Kind, customer: String, range: super::query::DateRange) -> Key {
+        Key {
+            kind,
+            customer,
+            from: range.from,
+            to: range.to,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Days,

@@ -21,6 +21,17 @@ fn json_bytes(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The cached answer for `key`, or the one `compute` makes (and the cache keeps).
+async fn cached(
+    ctx: &Ctx,
+    key: &Key,
+    compute: impl Future<Output = Result<Bytes, ApiError>>,
+) -> Result<Response, ApiError> {
+    Ok(json_bytes(
+        ctx.cache.get_or_compute(key.clone(), compute).await?,
+    ))
+}
+
 /// Serializes straight into the bytes the response will send.
 fn to_bytes<T: Serialize>(value: &T, capacity: usize) -> Result<Bytes, ApiError> {
     let mut buffer = Vec::with_capacity(capacity);
@@ -52,20 +63,12 @@ pub async fn daily_stats(
     Customer(customer): Customer,
     range: DateRange,
 ) -> Result<Response, ApiError> {
-    let key = Key {
-        kind: Kind::Days,
-        customer,
-        from: range.from,
-        to: range.to,
-    };
-    let body = ctx
-        .cache
-        .get_or_compute(key.clone(), async {
-            let rows = ctx.store.days(&key.customer, key.from, key.to).await?;
-            to_bytes(&rows, 64 + rows.len() * 600)
-        })
-        .await?;
-    Ok(json_bytes(body))
+    let key = Key::new(Kind::Days, customer, range);
+    cached(&ctx, &key, async {
+        let rows = ctx.store.days(&key.customer, key.from, key.to).await?;
+        to_bytes(&rows, 64 + rows.len() * 600)
+    })
+    .await
 }
 
 /// One customer's statistics over a whole date range (percentiles exact over the range).
@@ -103,29 +106,21 @@ pub async fn range_summary(
     Customer(customer): Customer,
     range: DateRange,
 ) -> Result<Response, ApiError> {
-    let key = Key {
-        kind: Kind::Summary,
-        customer,
-        from: range.from,
-        to: range.to,
-    };
-    let body = ctx
-        .cache
-        .get_or_compute(key.clone(), async {
-            let mut merged = ctx
-                .store
-                .range_state(&key.customer, key.from, key.to)
-                .await?;
-            let summary = RangeSummary {
-                customer_id: key.customer.clone(),
-                from: key.from,
-                to: key.to,
-                statistics: merged.statistics(),
-            };
-            to_bytes(&summary, 640)
-        })
-        .await?;
-    Ok(json_bytes(body))
+    let key = Key::new(Kind::Summary, customer, range);
+    cached(&ctx, &key, async {
+        let mut merged = ctx
+            .store
+            .range_state(&key.customer, key.from, key.to)
+            .await?;
+        let summary = RangeSummary {
+            customer_id: key.customer.clone(),
+            from: key.from,
+            to: key.to,
+            statistics: merged.statistics(),
+        };
+        to_bytes(&summary, 640)
+    })
+    .await
 }
 
 /// Every customer with data that the request's key may read: first and last day, total requests.
