@@ -21,8 +21,7 @@ use timely::worker::Worker;
 
 use super::aggregate::{Aggregator, Rejected, Tally};
 use super::committer::Committer;
-use super::follow::Follower;
-use super::reader::read_piece;
+use super::feeder::Feeder;
 use super::source::{self, Plan};
 use super::{IngestConfig, IngestReport};
 use crate::day::Day;
@@ -59,10 +58,8 @@ impl Update {
 }
 
 /// The dataflow's input, as each worker holds it.
-type UpdateInput = InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
-
-/// Epochs a worker may run ahead of the last committed one (bounds memory).
-const EPOCHS_IN_FLIGHT: u64 = 1;
+pub(super) type UpdateInput =
+    InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
 
 /// Everything the workers of this process share.
 pub(super) struct Job {
@@ -197,7 +194,7 @@ fn watch_cluster_start(job: Arc<Job>, timeout: Duration) {
     });
 }
 
-fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> {
+pub(super) fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> {
     config
         .glob
         .as_deref()
@@ -300,12 +297,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
             .probe_with(&probe);
     });
 
-    let mut feeder = Feeder {
-        index,
-        peers,
-        aggregator: Aggregator::new(job.config.reject_samples.max(reject_limit(job))),
-        epoch: 0,
-    };
+    let mut feeder = Feeder::new(index, peers, Aggregator::new(reject_limit(job)));
     let result = feeder.run(worker, &mut input, &probe, job);
     if result.is_err() {
         job.stop.store(true, Ordering::SeqCst);
@@ -359,122 +351,5 @@ impl Merged {
                 stats,
             })
             .chain(self.others)
-    }
-}
-
-/// Reads this worker's share, epoch by epoch, into the dataflow's input.
-struct Feeder {
-    index: usize,
-    peers: usize,
-    aggregator: Aggregator,
-    epoch: u64,
-}
-
-impl Feeder {
-    fn run(
-        &mut self,
-        worker: &mut Worker,
-        input: &mut UpdateInput,
-        probe: &ProbeHandle<u64>,
-        job: &Job,
-    ) -> anyhow::Result<()> {
-        let plan = &job.plan;
-        let epochs = plan.units.len().div_ceil(self.peers);
-        for epoch in 0..epochs {
-            self.wait_for_commits(worker, probe, job);
-            if job.stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let unit = epoch * self.peers + self.index;
-            if let Some(pieces) = plan.units.get(unit) {
-                let mut progress = Vec::new();
-                for piece in pieces {
-                    let lines_before = self.aggregator.lines();
-                    read_piece(plan, piece, &mut self.aggregator, &mut |n| {
-                        job.bytes_read.fetch_add(n, Ordering::Relaxed);
-                    })?;
-                    job.lines_read
-                        .fetch_add(self.aggregator.lines() - lines_before, Ordering::Relaxed);
-                    progress.extend(plan.progress_of(piece));
-                }
-                self.send(input, progress);
-                input.send(Update::UnitDone(unit));
-            }
-            self.advance(worker, input);
-        }
-        if job.config.follow {
-            self.follow(worker, input, probe, job)?;
-        }
-        Ok(())
-    }
-
-    /// Tails the files this worker owns, one epoch per flush interval, until told to stop.
-    fn follow(
-        &mut self,
-        worker: &mut Worker,
-        input: &mut UpdateInput,
-        probe: &ProbeHandle<u64>,
-        job: &Job,
-    ) -> anyhow::Result<()> {
-        // Worker 0 tails every file; the others keep the epochs moving.
-        let mut follower = if self.index == 0 {
-            Some(Follower::new(job, glob_pattern(&job.config)?))
-        } else {
-            None
-        };
-        loop {
-            let tick = Instant::now() + job.config.flush_interval;
-            let stopping = job.stop.load(Ordering::SeqCst);
-            let progress = match follower.as_mut() {
-                Some(follower) => follower.poll(&mut self.aggregator, &job.bytes_read)?,
-                None => Vec::new(),
-            };
-            self.send(input, progress);
-            self.advance(worker, input);
-            if stopping {
-                return Ok(());
-            }
-            while Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
-                worker.step_or_park(Some(
-                    tick.saturating_duration_since(Instant::now())
-                        .min(Duration::from_millis(100)),
-                ));
-            }
-            self.wait_for_commits(worker, probe, job);
-        }
-    }
-
-    fn send(&mut self, input: &mut UpdateInput, progress: Vec<FileProgress>) {
-        let (groups, tally, rejects) = self.aggregator.drain();
-        for (customer, day, stats) in groups {
-            input.send(Update::Group {
-                customer,
-                day,
-                stats,
-            });
-        }
-        for record in progress {
-            input.send(Update::Progress(record));
-        }
-        for rejected in rejects {
-            input.send(Update::Rejected(rejected));
-        }
-        input.send(Update::Tally(tally));
-    }
-
-    fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput) {
-        self.epoch += 1;
-        input.advance_to(self.epoch);
-        worker.step();
-    }
-
-    /// Waits until at most [`EPOCHS_IN_FLIGHT`] epochs are uncommitted.
-    fn wait_for_commits(&self, worker: &mut Worker, probe: &ProbeHandle<u64>, job: &Job) {
-        let Some(oldest) = self.epoch.checked_sub(EPOCHS_IN_FLIGHT) else {
-            return;
-        };
-        while probe.less_equal(&oldest) && !job.stop.load(Ordering::SeqCst) {
-            worker.step_or_park(Some(Duration::from_millis(100)));
-        }
     }
 }

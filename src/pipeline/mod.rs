@@ -9,6 +9,7 @@
 mod aggregate;
 mod committer;
 mod dataflow;
+mod feeder;
 mod follow;
 mod reader;
 pub mod source;

@@ -1,0 +1,144 @@
+//! Feeding the dataflow: each worker reads its units of the plan, epoch by epoch, then (when
+//! following) worker 0 tails the files once per flush interval while the others keep the epochs
+//! moving. Backpressure: a worker waits while more than one epoch is unabsorbed by the committer.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::ProbeHandle;
+use timely::worker::Worker;
+
+use super::aggregate::Aggregator;
+use super::dataflow::{Job, Update, UpdateInput, glob_pattern};
+use super::follow::Follower;
+use super::reader::read_piece;
+use crate::store::FileProgress;
+
+/// Epochs a worker may run ahead of the last absorbed one (bounds memory).
+const EPOCHS_IN_FLIGHT: u64 = 1;
+
+/// Reads this worker's share, epoch by epoch, into the dataflow's input.
+pub(super) struct Feeder {
+    index: usize,
+    peers: usize,
+    aggregator: Aggregator,
+    epoch: u64,
+}
+
+impl Feeder {
+    pub fn new(index: usize, peers: usize, aggregator: Aggregator) -> Feeder {
+        Feeder {
+            index,
+            peers,
+            aggregator,
+            epoch: 0,
+        }
+    }
+
+    pub fn run(
+        &mut self,
+        worker: &mut Worker,
+        input: &mut UpdateInput,
+        probe: &ProbeHandle<u64>,
+        job: &Job,
+    ) -> anyhow::Result<()> {
+        let plan = &job.plan;
+        let epochs = plan.units.len().div_ceil(self.peers);
+        for epoch in 0..epochs {
+            self.wait_for_commits(worker, probe, job);
+            if job.stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let unit = epoch * self.peers + self.index;
+            if let Some(pieces) = plan.units.get(unit) {
+                let mut progress = Vec::new();
+                for piece in pieces {
+                    let lines_before = self.aggregator.lines();
+                    read_piece(plan, piece, &mut self.aggregator, &mut |n| {
+                        job.bytes_read.fetch_add(n, Ordering::Relaxed);
+                    })?;
+                    job.lines_read
+                        .fetch_add(self.aggregator.lines() - lines_before, Ordering::Relaxed);
+                    progress.extend(plan.progress_of(piece));
+                }
+                self.send(input, progress);
+                input.send(Update::UnitDone(unit));
+            }
+            self.advance(worker, input);
+        }
+        if job.config.follow {
+            self.follow(worker, input, probe, job)?;
+        }
+        Ok(())
+    }
+
+    /// Tails the files this worker owns, one epoch per flush interval, until told to stop.
+    fn follow(
+        &mut self,
+        worker: &mut Worker,
+        input: &mut UpdateInput,
+        probe: &ProbeHandle<u64>,
+        job: &Job,
+    ) -> anyhow::Result<()> {
+        // Worker 0 tails every file; the others keep the epochs moving.
+        let mut follower = if self.index == 0 {
+            Some(Follower::new(job, glob_pattern(&job.config)?))
+        } else {
+            None
+        };
+        loop {
+            let tick = Instant::now() + job.config.flush_interval;
+            let stopping = job.stop.load(Ordering::SeqCst);
+            let progress = match follower.as_mut() {
+                Some(follower) => follower.poll(&mut self.aggregator, &job.bytes_read)?,
+                None => Vec::new(),
+            };
+            self.send(input, progress);
+            self.advance(worker, input);
+            if stopping {
+                return Ok(());
+            }
+            while Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
+                worker.step_or_park(Some(
+                    tick.saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100)),
+                ));
+            }
+            self.wait_for_commits(worker, probe, job);
+        }
+    }
+
+    fn send(&mut self, input: &mut UpdateInput, progress: Vec<FileProgress>) {
+        let (groups, tally, rejects) = self.aggregator.drain();
+        for (customer, day, stats) in groups {
+            input.send(Update::Group {
+                customer,
+                day,
+                stats,
+            });
+        }
+        for record in progress {
+            input.send(Update::Progress(record));
+        }
+        for rejected in rejects {
+            input.send(Update::Rejected(rejected));
+        }
+        input.send(Update::Tally(tally));
+    }
+
+    fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput) {
+        self.epoch += 1;
+        input.advance_to(self.epoch);
+        worker.step();
+    }
+
+    /// Waits until at most [`EPOCHS_IN_FLIGHT`] epochs are uncommitted.
+    fn wait_for_commits(&self, worker: &mut Worker, probe: &ProbeHandle<u64>, job: &Job) {
+        let Some(oldest) = self.epoch.checked_sub(EPOCHS_IN_FLIGHT) else {
+            return;
+        };
+        while probe.less_equal(&oldest) && !job.stop.load(Ordering::SeqCst) {
+            worker.step_or_park(Some(Duration::from_millis(100)));
+        }
+    }
+}
