@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod day;
+pub mod errors;
 pub mod generate;
 pub mod histogram;
 pub mod pipeline;

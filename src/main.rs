@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
     match logstats::app::run(logstats::cli::Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", logstats::errors::one_line(&error));
             std::process::ExitCode::FAILURE
         }
     }

@@ -223,7 +223,7 @@ impl Committer {
     /// Shares the report so far (the process reads it when the workers end).
     fn publish(&self) {
         let report = match &self.halted {
-            Some(error) if !is_stop(error) => Err(anyhow::anyhow!("{error:#}")),
+            Some(error) if !is_stop(error) => Err(anyhow::anyhow!(crate::errors::one_line(error))),
             _ => Ok(self.report.clone()),
         };
         *self.job.report.lock().expect("report lock") = Some(report);

@@ -111,10 +111,13 @@ impl Store {
             if let Some(cause) = store.connection_error().await {
                 anyhow::bail!(
                     "connecting to the database at {shown}: {}",
-                    one_line(&cause)
+                    crate::errors::one_line(&cause)
                 );
             }
-            anyhow::bail!("migrating the database at {shown}: {}", one_line(&error));
+            anyhow::bail!(
+                "migrating the database at {shown}: {}",
+                crate::errors::one_line(&error)
+            );
         }
         Ok(store)
     }
@@ -278,22 +281,6 @@ fn unwrap_migrate_error(error: sqlx::migrate::MigrateError) -> anyhow::Error {
         sqlx::migrate::MigrateError::Execute(error) => error.into(),
         other => other.into(),
     }
-}
-
-/// An error and its causes on one line, each message once (sqlx repeats a cause in its message).
-fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if line.contains(&message) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&message);
-    }
-    line.replace('\n', " ")
 }
 
 /// The URL with any password replaced by `***`, for logs and errors.
