@@ -72,7 +72,7 @@ impl Feeder {
         Ok(())
     }
 
-    /// Tails the files this worker owns, one epoch per flush interval, until told to stop.
+    /// Follows the inputs, one epoch per flush interval, until told to stop.
     fn follow(
         &mut self,
         worker: &mut Worker,
