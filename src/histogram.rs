@@ -5,6 +5,10 @@
 //! fills: the hot path touches one cache line per group instead of hashing into a large map.
 //! While every value and the total count fit in 32 bits (durations under 71 minutes, fewer than
 //! 4 billion requests) an entry takes 8 bytes instead of 16; past that the histogram widens.
+//! Once a histogram has seen most values of its range on a common step (durations logged to the
+//! millisecond, say), it turns dense: one 4-byte count per step, smaller than the sorted pairs, and
+//! recording or merging a value is one indexed add. So a group's size follows the values it can
+//! take, not the number of requests.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +29,77 @@ pub struct Histogram {
 enum Entries {
     Narrow(Vec<(u32, u32)>),
     Wide(Vec<(u64, u64)>),
+    Dense(Dense),
+}
+
+/// The count of every value `first + i * step` for `i` in `0..counts.len()`, zeros included.
+/// Only while the total fits in 32 bits (so every count does).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Dense {
+    first: u64,
+    step: u64,
+    counts: Vec<u32>,
+}
+
+/// A histogram with fewer distinct values stays sorted pairs (the dense test is not worth it).
+const DENSE_MIN_ENTRIES: usize = 32;
+
+impl Dense {
+    /// The dense form of sorted narrow entries, when it takes no more room than they do.
+    fn of(entries: &[(u32, u32)]) -> Option<Dense> {
+        let (first, last) = match entries {
+            [first, .., last] if entries.len() >= DENSE_MIN_ENTRIES => {
+                (u64::from(first.0), u64::from(last.0))
+            }
+            _ => return None,
+        };
+        // Two slots per entry: 4-byte counts in the room of 8-byte pairs.
+        let max_slots = 2 * entries.len() as u64;
+        let smallest_step = (last - first).div_ceil(max_slots - 1);
+        let mut step = 0;
+        for &(value, _) in &entries[1..] {
+            step = gcd(step, u64::from(value) - first);
+            if step < smallest_step {
+                return None;
+            }
+        }
+        let mut counts = vec![0u32; ((last - first) / step + 1) as usize];
+        for &(value, count) in entries {
+            counts[((u64::from(value) - first) / step) as usize] = count;
+        }
+        Some(Dense {
+            first,
+            step,
+            counts,
+        })
+    }
+
+    /// The slot counting `value`, if there is one.
+    #[inline]
+    fn slot(&self, value: u64) -> Option<usize> {
+        let offset = value.checked_sub(self.first)?;
+        let slot = offset / self.step;
+        (offset % self.step == 0 && slot < self.counts.len() as u64).then_some(slot as usize)
+    }
+
+    fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(slot, &count)| (self.first + slot as u64 * self.step, u64::from(count)))
+    }
+
+    fn narrow(&self) -> Vec<(u32, u32)> {
+        self.counts().map(|(v, c)| (v as u32, c as u32)).collect()
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 impl Default for Entries {
@@ -68,6 +143,14 @@ impl Histogram {
     /// Counts one value.
     #[inline]
     pub fn record(&mut self, value: u64) {
+        if let Entries::Dense(dense) = &mut self.entries
+            && self.total < u64::from(u32::MAX)
+            && let Some(slot) = dense.slot(value)
+        {
+            dense.counts[slot] += 1;
+            self.total += 1;
+            return;
+        }
         self.pending.push(value);
         if self.pending.len() >= PENDING_LIMIT {
             self.fold_pending();
@@ -100,17 +183,42 @@ impl Histogram {
         self.total = self.total.saturating_add(added);
         let fits = self.total <= u64::from(u32::MAX)
             && counts.last().is_none_or(|c| c.0 <= u64::from(u32::MAX));
-        if let (Entries::Narrow(narrow), false) = (&self.entries, fits) {
-            self.entries = Entries::Wide(
-                narrow
-                    .iter()
-                    .map(|&(v, c)| (u64::from(v), u64::from(c)))
-                    .collect(),
-            );
+        if !fits && !matches!(self.entries, Entries::Wide(_)) {
+            self.entries = Entries::Wide(self.folded_counts().collect());
         }
         match &mut self.entries {
-            Entries::Narrow(entries) => add_sorted(entries, counts),
-            Entries::Wide(entries) => add_sorted(entries, counts),
+            Entries::Narrow(entries) => {
+                if add_sorted(entries, counts) {
+                    self.densify();
+                }
+            }
+            Entries::Wide(entries) => {
+                add_sorted(entries, counts);
+            }
+            Entries::Dense(dense) => {
+                let mut outside = Vec::new();
+                for &(value, count) in counts {
+                    match dense.slot(value) {
+                        Some(slot) => dense.counts[slot] += count as u32, // fits: checked above
+                        None => outside.push((value, count)),
+                    }
+                }
+                if !outside.is_empty() {
+                    let mut entries = dense.narrow();
+                    add_sorted(&mut entries, &outside);
+                    self.entries = Entries::Narrow(entries);
+                    self.densify();
+                }
+            }
+        }
+    }
+
+    /// Turns narrow entries dense when that is no larger.
+    fn densify(&mut self) {
+        if let Entries::Narrow(entries) = &self.entries
+            && let Some(dense) = Dense::of(entries)
+        {
+            self.entries = Entries::Dense(dense);
         }
     }
 
@@ -124,14 +232,21 @@ impl Histogram {
     /// The sorted `(value, count)` pairs. Call [`Histogram::compact`] first.
     pub fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         debug_assert!(self.pending.is_empty(), "compact() before reading counts");
-        let (narrow, wide) = match &self.entries {
-            Entries::Narrow(entries) => (entries.as_slice(), &[][..]),
-            Entries::Wide(entries) => (&[][..], entries.as_slice()),
+        self.folded_counts()
+    }
+
+    /// The sorted `(value, count)` pairs folded in so far (pending values left out).
+    fn folded_counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let (narrow, wide, dense) = match &self.entries {
+            Entries::Narrow(entries) => (entries.as_slice(), &[][..], None),
+            Entries::Wide(entries) => (&[][..], entries.as_slice(), None),
+            Entries::Dense(dense) => (&[][..], &[][..], Some(dense)),
         };
         narrow
             .iter()
             .map(|&(v, c)| (u64::from(v), u64::from(c)))
             .chain(wide.iter().copied())
+            .chain(dense.into_iter().flat_map(Dense::counts))
     }
 
     /// The values at the given 1-based ranks, which must be ascending and within the total.
@@ -160,6 +275,7 @@ impl Histogram {
         let len = match &self.entries {
             Entries::Narrow(entries) => entries.len(),
             Entries::Wide(entries) => entries.len(),
+            Entries::Dense(dense) => dense.counts.len(),
         };
         let mut bytes = Vec::with_capacity(1 + 4 * len);
         bytes.push(FORMAT_VERSION);
@@ -223,7 +339,8 @@ const FORMAT_VERSION: u8 = 1;
 
 /// Adds the sorted counts `b` into the sorted entries `a`: in place when every value of `b` is
 /// already in `a` (the common case once a group has seen its durations), by a merge otherwise.
-fn add_sorted<E: Entry>(a: &mut Vec<E>, b: &[(u64, u64)]) {
+/// Says whether `a` gained values.
+fn add_sorted<E: Entry>(a: &mut Vec<E>, b: &[(u64, u64)]) -> bool {
     let mut i = 0;
     let mut all_present = true;
     for &(value, count) in b {
@@ -244,6 +361,7 @@ fn add_sorted<E: Entry>(a: &mut Vec<E>, b: &[(u64, u64)]) {
             .collect();
         *a = merge_sorted(a, &missing);
     }
+    !all_present
 }
 
 /// Merges two sorted lists with no value in common.
@@ -310,6 +428,81 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Histogram::from_bytes(&bytes);
         }
+    }
+
+    /// Mostly milliseconds from a range, sometimes off that step or beyond the range.
+    fn durations() -> impl Strategy<Value = Vec<u64>> {
+        proptest::collection::vec(
+            prop_oneof![
+                20 => (100u64..400).prop_map(|ms| ms * 1000),
+                1 => 0u64..1_000_000,
+                1 => 0u64..10_000_000,
+            ],
+            0..6000,
+        )
+    }
+
+    fn oracle_counts(values: &[u64]) -> Vec<(u64, u64)> {
+        let mut counts = std::collections::BTreeMap::new();
+        values
+            .iter()
+            .for_each(|&v| *counts.entry(v).or_insert(0) += 1);
+        counts.into_iter().collect()
+    }
+
+    proptest! {
+        #[test]
+        fn dense_or_not_the_counts_are_exact(
+            values in durations(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(values.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut merged = Histogram::default();
+            let mut start = 0;
+            for end in cuts.into_iter().chain([values.len()]) {
+                merged.merge(histogram_of(&values[start..end]));
+                start = end;
+            }
+            let mut recorded = Histogram::default();
+            values.iter().for_each(|&v| recorded.record(v));
+            recorded.compact();
+            prop_assert_eq!(merged.counts().collect::<Vec<_>>(), oracle_counts(&values));
+            prop_assert_eq!(recorded.counts().collect::<Vec<_>>(), oracle_counts(&values));
+            prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), recorded);
+        }
+    }
+
+    #[test]
+    fn a_full_range_turns_dense_and_stays_exact_off_its_step() {
+        let milliseconds: Vec<u64> = (100..300).map(|ms| ms * 1000).collect();
+        let mut histogram = histogram_of(&milliseconds);
+        assert!(matches!(histogram.entries, Entries::Dense(_)));
+        histogram.merge(histogram_of(&[150_500, 7_000_000, 200_000]));
+        let mut expected = milliseconds.clone();
+        expected.extend([150_500, 7_000_000, 200_000]);
+        assert_eq!(
+            histogram.counts().collect::<Vec<_>>(),
+            oracle_counts(&expected)
+        );
+        assert!(
+            !matches!(histogram.entries, Entries::Dense(_)),
+            "off step: pairs again"
+        );
+        assert!(matches!(
+            histogram_of(&milliseconds[..40]).entries,
+            Entries::Dense(_)
+        ));
+        let sparse: Vec<u64> = milliseconds.iter().step_by(3).copied().collect();
+        assert!(matches!(
+            histogram_of(&sparse[..40]).entries,
+            Entries::Dense(_)
+        ));
+        let scattered: Vec<u64> = (0..100).map(|i| i * i * 1000).collect();
+        assert!(matches!(
+            histogram_of(&scattered).entries,
+            Entries::Narrow(_)
+        ));
     }
 
     #[test]
