@@ -225,6 +225,10 @@ impl Histogram {
     /// Adds every value of `other` to this histogram.
     pub fn merge(&mut self, mut other: Histogram) {
         other.compact();
+        if self.total == 0 && self.pending.is_empty() {
+            *self = other;
+            return;
+        }
         self.fold_pending();
         self.add(&other.counts().collect::<Vec<_>>());
     }
