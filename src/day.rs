@@ -42,13 +42,13 @@ impl Day {
 
     /// Parses `YYYY-MM-DD` exactly.
     pub fn parse(text: &[u8]) -> Option<Day> {
-        if text.len() != 10 || text[4] != b'-' || text[7] != b'-' {
+        let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = text else {
             return None;
-        }
-        let year = digits(&text[0..4])?;
-        let month = digits(&text[5..7])?;
-        let day = digits(&text[8..10])?;
-        Day::from_ymd(year as i32, month, day)
+        };
+        let year = digits(&[y1, y2, y3, y4])?;
+        let month = digits(&[m1, m2])?;
+        let day = digits(&[d1, d2])?;
+        Day::from_ymd(year as i32, month as u32, day as u32)
     }
 
     /// The same day as a `chrono` date, for SQL parameters and JSON.
@@ -77,9 +77,12 @@ impl fmt::Display for Day {
 }
 
 /// The value of a run of ASCII digits, or `None` if any byte is not a digit.
-pub(crate) fn digits(text: &[u8]) -> Option<u32> {
-    text.iter().try_fold(0u32, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+/// At most 19 digits (callers check lengths), so the value cannot overflow.
+#[inline]
+pub(crate) fn digits(text: &[u8]) -> Option<u64> {
+    text.iter().try_fold(0u64, |acc, &b| {
+        let digit = b.wrapping_sub(b'0');
+        (digit < 10).then(|| acc * 10 + u64::from(digit))
     })
 }
 

@@ -69,17 +69,7 @@ const SECONDS_PER_DAY: i32 = 86_400;
 pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut fields = [&line[..0]; 6];
-    let mut count = 0;
-    for field in line
-        .split(|&b| b == b' ' || b == b'\t')
-        .filter(|f| !f.is_empty())
-    {
-        if count == fields.len() {
-            return Err(Reject::FieldCount);
-        }
-        fields[count] = field;
-        count += 1;
-    }
+    let count = split_fields(line, &mut fields).ok_or(Reject::FieldCount)?;
     let (day, rest) = match count {
         0 => return Ok(None),
         6 => (parse_date_time(fields[0], fields[1])?, &fields[2..6]),
@@ -95,6 +85,52 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
         },
         duration_us: parse_duration_us(rest[3])?,
     }))
+}
+
+/// Splits `line` on runs of spaces and tabs into `fields`; `None` when there are more fields.
+/// Looks at eight bytes at a time: this is most of the work of parsing a line.
+fn split_fields<'a>(line: &'a [u8], fields: &mut [&'a [u8]]) -> Option<usize> {
+    let mut count = 0;
+    let mut start = 0;
+    let mut take = |end: usize, start: &mut usize| -> Option<()> {
+        if end > *start {
+            *fields.get_mut(count)? = &line[*start..end];
+            count += 1;
+        }
+        *start = end + 1;
+        Some(())
+    };
+    let chunks = line.chunks_exact(8);
+    let tail = chunks.remainder();
+    for (index, chunk) in chunks.enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let mut separators = zero_bytes(word ^ SPACES) | zero_bytes(word ^ TABS);
+        while separators != 0 {
+            take(
+                index * 8 + separators.trailing_zeros() as usize / 8,
+                &mut start,
+            )?;
+            separators &= separators - 1;
+        }
+    }
+    let tail_start = line.len() - tail.len();
+    for (offset, &byte) in tail.iter().enumerate() {
+        if byte == b' ' || byte == b'\t' {
+            take(tail_start + offset, &mut start)?;
+        }
+    }
+    take(line.len(), &mut start)?;
+    Some(count)
+}
+
+const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+const TABS: u64 = u64::from_ne_bytes([b'\t'; 8]);
+
+/// The high bit of every byte of `word` that is zero, exactly (no carries between bytes).
+#[inline]
+fn zero_bytes(word: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((word & LOW7) + LOW7) | word | LOW7)
 }
 
 fn parse_date_time(date: &[u8], time: &[u8]) -> Result<Day, Reject> {
@@ -141,7 +177,7 @@ fn parse_time_of_day(time: &[u8]) -> Option<u32> {
     let hours = digits(&time[0..2]).filter(|h| *h <= 23)?;
     let minutes = digits(&time[3..5]).filter(|m| *m <= 59)?;
     let seconds = digits(&time[6..8]).filter(|s| *s <= 59)?;
-    Some(hours * 3600 + minutes * 60 + seconds)
+    Some((hours * 3600 + minutes * 60 + seconds) as u32)
 }
 
 fn parse_customer(field: &[u8]) -> Result<&str, Reject> {
@@ -149,8 +185,9 @@ fn parse_customer(field: &[u8]) -> Result<&str, Reject> {
         return Err(Reject::Customer);
     }
     if field.iter().all(|b| b.is_ascii_graphic()) {
-        // All printable ASCII: valid UTF-8 by construction.
-        return std::str::from_utf8(field).map_err(|_| Reject::Customer);
+        // SAFETY: every byte is printable ASCII, so the field is valid UTF-8. (Checking again with
+        // `from_utf8` cost a tenth of the time of parsing a line.)
+        return Ok(unsafe { std::str::from_utf8_unchecked(field) });
     }
     let text = std::str::from_utf8(field).map_err(|_| Reject::Customer)?;
     if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -183,23 +220,19 @@ const MAX_WHOLE_SECONDS_DIGITS: usize = 12;
 /// A non-negative decimal with at most 6 fractional digits, to integer microseconds, exactly.
 pub fn parse_duration_us(field: &[u8]) -> Result<u64, Reject> {
     let bad = Reject::Duration;
-    let (whole, fraction) = match memchr::memchr(b'.', field) {
+    let (whole, fraction) = match field.iter().position(|&b| b == b'.') {
         Some(dot) => (&field[..dot], Some(&field[dot + 1..])),
         None => (field, None),
     };
     if whole.is_empty() || whole.len() > MAX_WHOLE_SECONDS_DIGITS {
         return Err(bad);
     }
-    let whole = whole.iter().try_fold(0u64, |acc, &b| {
-        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
-    });
-    let mut micros = whole.ok_or(bad)? * 1_000_000;
+    let mut micros = digits(whole).ok_or(bad)? * 1_000_000;
     if let Some(fraction) = fraction {
-        if fraction.is_empty() || fraction.len() > 6 {
-            return Err(bad);
-        }
-        let value = u64::from(digits(fraction).ok_or(bad)?);
-        micros += value * 10u64.pow(6 - fraction.len() as u32);
+        // Microseconds per unit of the last fractional digit, by the number of digits.
+        const SCALE: [u64; 7] = [0, 100_000, 10_000, 1_000, 100, 10, 1];
+        let scale = *SCALE.get(fraction.len()).filter(|&&s| s > 0).ok_or(bad)?;
+        micros += digits(fraction).ok_or(bad)? * scale;
     }
     Ok(micros)
 }
@@ -207,9 +240,34 @@ pub fn parse_duration_us(field: &[u8]) -> Result<u64, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Just;
 
     fn day(text: &str) -> Day {
         Day::parse(text.as_bytes()).unwrap()
+    }
+
+    /// The obvious splitter, to check the word-at-a-time one against.
+    fn split_naively(line: &[u8]) -> Vec<&[u8]> {
+        line.split(|&b| b == b' ' || b == b'\t')
+            .filter(|f| !f.is_empty())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fields_split_like_the_naive_splitter(
+            line in proptest::collection::vec(
+                proptest::prop_oneof![Just(b' '), Just(b'\t'), Just(b'a'), Just(0u8), Just(0xa0u8), proptest::num::u8::ANY],
+                0..80,
+            )
+        ) {
+            let naive = split_naively(&line);
+            let mut fields = [&line[..0]; 6];
+            match split_fields(&line, &mut fields) {
+                Some(count) => proptest::prop_assert_eq!(&fields[..count], &naive[..]),
+                None => proptest::prop_assert!(naive.len() > 6),
+            }
+        }
     }
 
     #[test]
