@@ -15,7 +15,7 @@ use super::dataflow::{Job, Merged, Update};
 use super::{IngestConfig, IngestReport};
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
 
-pub(super) struct Committer {
+struct Committer {
     job: Arc<Job>,
     runtime: tokio::runtime::Runtime,
     store: Store,
@@ -26,6 +26,54 @@ pub(super) struct Committer {
     last_commit: Instant,
     /// Once a commit failed or an epoch came incomplete, nothing later may commit.
     halted: Option<anyhow::Error>,
+}
+
+/// The committer on a thread of its own, so that worker 0 reads as fast as the others while
+/// epochs are merged and written. At most one epoch waits for it; past that, worker 0 waits.
+pub(super) struct CommitterThread {
+    epochs: Option<std::sync::mpsc::SyncSender<Vec<(u64, Vec<Update>)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    job: Arc<Job>,
+}
+
+impl CommitterThread {
+    pub fn start(job: &Arc<Job>) -> anyhow::Result<CommitterThread> {
+        let mut committer = Committer::new(Arc::clone(job))?;
+        let (epochs, received) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || {
+                for finished in received {
+                    committer.absorb(finished);
+                    committer.commit_if_due(false);
+                }
+                committer.commit_if_due(true);
+            })?;
+        Ok(CommitterThread {
+            epochs: Some(epochs),
+            thread: Some(thread),
+            job: Arc::clone(job),
+        })
+    }
+
+    /// Hands over finished epochs (ascending).
+    pub fn send(&self, finished: Vec<(u64, Vec<Update>)>) {
+        if let Some(epochs) = &self.epochs {
+            // Fails only when the thread has died, which `finish` reports.
+            let _ = epochs.send(finished);
+        }
+    }
+
+    /// Commits what is left and waits for the thread.
+    pub fn finish(mut self) {
+        drop(self.epochs.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            *self.job.report.lock().expect("report lock") =
+                Some(Err(anyhow::anyhow!("the committer failed")));
+        }
+    }
 }
 
 /// The merged content of finished, uncommitted epochs.
@@ -40,7 +88,7 @@ struct Absorbed {
 }
 
 impl Committer {
-    pub fn new(job: Arc<Job>) -> anyhow::Result<Committer> {
+    fn new(job: Arc<Job>) -> anyhow::Result<Committer> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -80,7 +128,7 @@ impl Committer {
 
     /// Takes in finished epochs (ascending). An incomplete one (a worker stopped early) ends
     /// absorption: what follows it would leave a gap in some file.
-    pub fn absorb(&mut self, epochs: Vec<(u64, Vec<Update>)>) {
+    fn absorb(&mut self, epochs: Vec<(u64, Vec<Update>)>) {
         for (epoch, updates) in epochs {
             if self.halted.is_some() {
                 return;
@@ -112,7 +160,7 @@ impl Committer {
 
     /// Commits what was absorbed, in one transaction, when `force`d, once per commit interval
     /// while reading a backlog, and every epoch when following (an epoch is a flush interval there).
-    pub fn commit_if_due(&mut self, force: bool) {
+    fn commit_if_due(&mut self, force: bool) {
         let following = self.job.config.follow && self.absorbed_follow_epoch();
         let due =
             force || following || self.last_commit.elapsed() >= self.job.config.commit_interval;

@@ -20,7 +20,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use super::aggregate::{Aggregator, Rejected, Tally};
-use super::committer::Committer;
+use super::committer::CommitterThread;
 use super::feeder::Feeder;
 use super::source::{self, Plan};
 use super::{IngestConfig, IngestReport};
@@ -215,7 +215,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     let mut input = InputHandle::<u64, _>::new();
     let probe = ProbeHandle::<u64>::new();
     let committer = Rc::new(RefCell::new(if index == 0 {
-        Some(Committer::new(Arc::clone(job))?)
+        Some(CommitterThread::start(job)?)
     } else {
         None
     }));
@@ -286,9 +286,8 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
                                 (*t, updates)
                             })
                             .collect();
-                        if let Some(committer) = operator_committer.borrow_mut().as_mut() {
-                            committer.absorb(epochs);
-                            committer.commit_if_due(frontier.is_empty());
+                        if let Some(committer) = operator_committer.borrow().as_ref() {
+                            committer.send(epochs);
                         }
                     }
                 },
@@ -304,8 +303,8 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     }
     drop(input);
     while worker.step_or_park(Some(Duration::from_millis(100))) {}
-    if let Some(committer) = committer.borrow_mut().as_mut() {
-        committer.commit_if_due(true);
+    if let Some(committer) = committer.borrow_mut().take() {
+        committer.finish();
     }
     result
 }

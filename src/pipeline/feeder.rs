@@ -1,6 +1,6 @@
 //! Feeding the dataflow: each worker reads its units of the plan, epoch by epoch, then (when
 //! following) worker 0 tails the files once per flush interval while the others keep the epochs
-//! moving. Backpressure: a worker waits while more than one epoch is unabsorbed by the committer.
+//! moving. Backpressure: a worker waits while more than one epoch has not reached the committer.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
