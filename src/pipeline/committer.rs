@@ -28,10 +28,13 @@ struct Committer {
     halted: Option<anyhow::Error>,
 }
 
+/// Finished epochs and their updates, ascending.
+pub(super) type Finished = Vec<(u64, Vec<Update>)>;
+
 /// The committer on a thread of its own, so that worker 0 reads as fast as the others while
 /// epochs are merged and written. At most one epoch waits for it; past that, worker 0 waits.
 pub(super) struct CommitterThread {
-    epochs: Option<std::sync::mpsc::SyncSender<Vec<(u64, Vec<Update>)>>>,
+    epochs: Option<std::sync::mpsc::SyncSender<Finished>>,
     thread: Option<std::thread::JoinHandle<()>>,
     job: Arc<Job>,
 }
@@ -57,7 +60,7 @@ impl CommitterThread {
     }
 
     /// Hands over finished epochs (ascending).
-    pub fn send(&self, finished: Vec<(u64, Vec<Update>)>) {
+    pub fn send(&self, finished: Finished) {
         if let Some(epochs) = &self.epochs {
             // Fails only when the thread has died, which `finish` reports.
             let _ = epochs.send(finished);
@@ -128,7 +131,7 @@ impl Committer {
 
     /// Takes in finished epochs (ascending). An incomplete one (a worker stopped early) ends
     /// absorption: what follows it would leave a gap in some file.
-    fn absorb(&mut self, epochs: Vec<(u64, Vec<Update>)>) {
+    fn absorb(&mut self, epochs: Finished) {
         for (epoch, updates) in epochs {
             if self.halted.is_some() {
                 return;

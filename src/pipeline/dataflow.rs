@@ -20,7 +20,7 @@ use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use super::aggregate::{Aggregator, Rejected, Tally};
-use super::committer::CommitterThread;
+use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
 use super::{IngestConfig, IngestReport};
@@ -279,7 +279,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
                         if ready.is_empty() {
                             return;
                         }
-                        let epochs: Vec<(u64, Vec<Update>)> = ready
+                        let epochs: Finished = ready
                             .iter()
                             .map(|t| {
                                 let (_cap, updates) = pending.remove(t).expect("a pending epoch");
