@@ -341,48 +341,48 @@ pub struct CorruptHistogram;
 
 const FORMAT_VERSION: u8 = 1;
 
-/// Adds the sorted counts `b` into the sorted entries `a`: in place when every value of `b` is
-/// already in `a` (the common case once a group has seen its durations), by a merge otherwise.
-/// Says whether `a` gained values.
+/// Adds the sorted counts `b` into the sorted entries `a`: in place while every value of `b` is
+/// already in `a` (the common case once a group has seen its durations), by a merge from the
+/// first new value on. Says whether `a` gained values.
 fn add_sorted<E: Entry>(a: &mut Vec<E>, b: &[(u64, u64)]) -> bool {
     let mut i = 0;
-    let mut all_present = true;
-    for &(value, count) in b {
+    for (k, &(value, count)) in b.iter().enumerate() {
         while i < a.len() && a[i].value() < value {
             i += 1;
         }
         if i < a.len() && a[i].value() == value {
             a[i].add(count);
         } else {
-            all_present = false;
+            *a = merge_from(a, i, &b[k..]);
+            return true;
         }
     }
-    if !all_present {
-        let missing: Vec<E> = b
-            .iter()
-            .filter(|(v, _)| a.binary_search_by_key(v, |e| e.value()).is_err())
-            .map(|&(v, c)| E::new(v, c))
-            .collect();
-        *a = merge_sorted(a, &missing);
-    }
-    !all_present
+    false
 }
 
-/// Merges two sorted lists with no value in common.
-fn merge_sorted<E: Entry>(a: &[E], b: &[E]) -> Vec<E> {
+/// `a[..start]`, then `a[start..]` and `b` merged, counts of equal values added.
+fn merge_from<E: Entry>(a: &[E], start: usize, b: &[(u64, u64)]) -> Vec<E> {
     let mut merged = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
+    merged.extend_from_slice(&a[..start]);
+    let (mut i, mut j) = (start, 0);
     while i < a.len() && j < b.len() {
-        if a[i].value() < b[j].value() {
+        let (value, count) = b[j];
+        if a[i].value() < value {
             merged.push(a[i]);
             i += 1;
+        } else if a[i].value() > value {
+            merged.push(E::new(value, count));
+            j += 1;
         } else {
-            merged.push(b[j]);
+            let mut entry = a[i];
+            entry.add(count);
+            merged.push(entry);
+            i += 1;
             j += 1;
         }
     }
     merged.extend_from_slice(&a[i..]);
-    merged.extend_from_slice(&b[j..]);
+    merged.extend(b[j..].iter().map(|&(v, c)| E::new(v, c)));
     merged
 }
 
