@@ -460,13 +460,9 @@ mod tests {
             values in durations(),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
         ) {
-            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(values.len() + 1)).collect();
-            cuts.sort_unstable();
             let mut merged = Histogram::default();
-            let mut start = 0;
-            for end in cuts.into_iter().chain([values.len()]) {
-                merged.merge(histogram_of(&values[start..end]));
-                start = end;
+            for piece in crate::testing::pieces(&values, &cuts) {
+                merged.merge(histogram_of(piece));
             }
             let mut recorded = Histogram::default();
             values.iter().for_each(|&v| recorded.record(v));

@@ -22,3 +22,5 @@ pub mod pipeline;
 pub mod record;
 pub mod stats;
 pub mod store;
+#[cfg(test)]
+mod testing;

@@ -242,13 +242,9 @@ mod tests {
             requests in requests(3000),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
         ) {
-            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(requests.len())).collect();
-            cuts.sort_unstable();
             let mut merged = DayStats::default();
-            let mut start = 0;
-            for end in cuts.into_iter().chain([requests.len()]) {
-                merged.merge(stats_of(&requests[start..end]));
-                start = end;
+            for piece in crate::testing::pieces(&requests, &cuts) {
+                merged.merge(stats_of(piece));
             }
             prop_assert_eq!(merged.statistics(), oracle(&requests));
         }
