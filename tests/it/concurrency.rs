@@ -18,11 +18,12 @@ use crate::common::*;
 
 /// Rounds of the two-writer race per backend.
 const ROUNDS: usize = 20;
-/// Lines per writer's file: with [`UNIT_BYTES`], about a dozen commits per process.
+/// Lines per writer's file: with [`UNIT_BYTES`], about 22 epochs per process, committed in a dozen or
+/// more commits (a commit takes every epoch that finished while the last one was written).
 const WRITER_LINES: u64 = 12_000;
 /// Bytes per unit of work (an epoch reads one unit per worker) and seconds between commits: small,
 /// so that every ingestion commits many times.
-const UNIT_BYTES: &str = "30000";
+const UNIT_BYTES: &str = "15000";
 const COMMIT_INTERVAL: &str = "0.001";
 /// The longest any wait for the system under test may last before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(60);
