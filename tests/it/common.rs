@@ -12,6 +12,9 @@ use logstats::day::Day;
 use logstats::generate::{GenerateConfig, generate};
 use logstats::pipeline::{IngestConfig, IngestReport, ingest};
 
+/// The longest any wait for the system under test may last before the test gives up.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// The built `logstats` binary.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_logstats")

@@ -25,8 +25,6 @@ const WRITER_LINES: u64 = 12_000;
 /// so that every ingestion commits many times.
 const UNIT_BYTES: &str = "15000";
 const COMMIT_INTERVAL: &str = "0.001";
-/// The longest any wait for the system under test may last before the test gives up.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `logstats ingest --json` of one file, with small units so that it commits many times.
 fn spawn_ingest(url: &str, log: &Path) -> Child {

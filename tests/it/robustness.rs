@@ -1,7 +1,8 @@
 //! Ingestion as operators run it: killed mid-run, following growing and rotating files, and as a
 //! cluster of processes.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,6 +25,66 @@ fn delay_ms(seed: u64, min: u64, max: u64) -> Duration {
     Duration::from_millis(min + mixed % (max - min))
 }
 
+/// A child's stderr, read on a thread of its own, with the commits it reported counted (the
+/// committer logs `committed` at debug level after every transaction).
+struct CommitWatch {
+    lines: std::sync::mpsc::Receiver<String>,
+    commits: u64,
+    ended: bool,
+}
+
+impl CommitWatch {
+    fn new(child: &mut std::process::Child) -> CommitWatch {
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        CommitWatch {
+            lines,
+            commits: 0,
+            ended: false,
+        }
+    }
+
+    /// Counts what was reported so far.
+    fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.commits += u64::from(line.contains("committed"));
+        }
+    }
+
+    /// Waits until `count` commits were reported in all; false when stderr ended first.
+    fn until_commits(&mut self, count: u64, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while self.commits < count && !self.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.commits += u64::from(line.contains("committed")),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no commit reported within {patience:?}")
+                }
+            }
+        }
+        self.commits >= count
+    }
+}
+
+/// An ingestion that logs each commit on stderr and commits after every epoch it can.
+fn watched_ingest(url: &str) -> Command {
+    let mut command = ingest_command(url);
+    command
+        .env("LOGSTATS_LOG", "logstats=debug")
+        .env("LOGSTATS_COMMIT_INTERVAL", "0.001");
+    command
+}
+
 #[test]
 fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
     for backend in backends() {
@@ -33,18 +94,27 @@ fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
             .collect();
         let mut kills = 0;
         for attempt in 0..6u64 {
-            let mut child = ingest_command(&db.url)
+            // About 55 units of work, two per epoch: a run has many commits to be killed between
+            // (or during), and the first attempt is killed right after its first one.
+            let mut child = watched_ingest(&db.url)
                 .env("LOGSTATS_UNIT_BYTES", "300000")
-                .env("LOGSTATS_COMMIT_INTERVAL", "0.05")
                 .args(&logs)
                 .spawn()
                 .unwrap();
-            std::thread::sleep(delay_ms(attempt + 1, 50, 700));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
-                kills += 1;
+            let mut watch = CommitWatch::new(&mut child);
+            if watch.until_commits(1 + attempt % 3, PATIENCE) {
+                std::thread::sleep(delay_ms(attempt + 1, 0, 30));
+                child.kill().unwrap(); // SIGKILL, unless the run has just ended
             }
-            child.wait().unwrap();
+            let status = child.wait().unwrap();
+            if status.signal() == Some(9) {
+                kills += 1;
+            } else {
+                assert!(
+                    status.success(),
+                    "{backend:?}, attempt {attempt}: {status:?}"
+                );
+            }
         }
         assert!(kills > 0, "at least one run was killed mid-way");
         let last = ingest_command(&db.url).args(&logs).output().unwrap();
@@ -108,13 +178,14 @@ fn follow_mode_reads_appends_partial_lines_rotations_truncations_new_files_and_l
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("app.log");
     append(&log, &chunk(0..1000));
-    let mut follower = ingest_command(&db.url)
+    let mut follower = watched_ingest(&db.url)
         .args(["--follow", "--flush-interval", "0.2"])
         .arg(&dir)
         .spawn()
         .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
     let mut seen = chunk(0..1000);
-    let patience = Duration::from_secs(10);
+    let patience = PATIENCE;
     eventually_matches(&db.url, &seen, patience).expect("the backlog is ingested");
 
     // Appended lines, the last one partial (cut inside its path, so it is no line yet): only
@@ -124,7 +195,13 @@ fn follow_mode_reads_appends_partial_lines_rotations_truncations_new_files_and_l
     append(&log, complete);
     seen.push_str(complete);
     eventually_matches(&db.url, &seen, patience).expect("appended lines are visible");
-    std::thread::sleep(Duration::from_millis(600));
+    // Every tick commits; the pipeline holds fewer than four ticks, so after four more commits one
+    // tick has read the file since the partial line was written.
+    watch.drain();
+    assert!(
+        watch.until_commits(watch.commits + 4, PATIENCE),
+        "following goes on"
+    );
     eventually_matches(&db.url, &seen, Duration::ZERO)
         .expect("a partial line waits for its newline");
     append(&log, partial);
