@@ -12,6 +12,16 @@ use std::fmt;
 pub struct Day(pub i32);
 
 impl Day {
+    /// The first day stored: 0001-01-01 (both backends store and compare four-digit years as text).
+    pub const FIRST: Day = Day(-719_162);
+    /// The last day stored: 9999-12-31.
+    pub const LAST: Day = Day(2_932_896);
+
+    /// Whether this day lies in [`Day::FIRST`]..=[`Day::LAST`].
+    pub fn is_storable(self) -> bool {
+        (Day::FIRST..=Day::LAST).contains(&self)
+    }
+
     /// The day of a proleptic Gregorian date, or `None` when the date does not exist.
     pub fn from_ymd(year: i32, month: u32, day: u32) -> Option<Day> {
         if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
@@ -40,7 +50,7 @@ impl Day {
         (y, m, d)
     }
 
-    /// Parses `YYYY-MM-DD` exactly.
+    /// Parses `YYYY-MM-DD` exactly: a real date from 0001-01-01 on (year 0000 is `None`).
     pub fn parse(text: &[u8]) -> Option<Day> {
         let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = text else {
             return None;
@@ -48,7 +58,7 @@ impl Day {
         let year = digits(&[y1, y2, y3, y4])?;
         let month = digits(&[m1, m2])?;
         let day = digits(&[d1, d2])?;
-        Day::from_ymd(year as i32, month as u32, day as u32)
+        Day::from_ymd(year as i32, month as u32, day as u32).filter(|d| d.is_storable())
     }
 
     /// The same day as a `chrono` date, for SQL parameters and JSON.
@@ -110,6 +120,17 @@ mod tests {
             assert_eq!(Day::parse(day.to_string().as_bytes()), Some(day));
         }
         assert_eq!(Day::from_ymd(1970, 1, 1), Some(Day(0)));
+    }
+
+    #[test]
+    fn the_storable_days_are_years_0001_to_9999() {
+        assert_eq!(Day::parse(b"0001-01-01"), Some(Day::FIRST));
+        assert_eq!(Day::parse(b"9999-12-31"), Some(Day::LAST));
+        assert_eq!(Day::FIRST.to_string(), "0001-01-01");
+        assert_eq!(Day::LAST.to_string(), "9999-12-31");
+        assert_eq!(Day::parse(b"0000-12-31"), None);
+        assert!(!Day::LAST.plus(1).is_storable());
+        assert!(!Day::FIRST.plus(-1).is_storable());
     }
 
     #[test]

@@ -19,9 +19,13 @@ pub struct Request<'a> {
 pub enum Reject {
     #[error("wrong number of fields (expected: date time customer_id path status duration)")]
     FieldCount,
-    #[error("invalid timestamp (expected YYYY-MM-DD HH:MM:SS or ISO 8601)")]
+    #[error(
+        "invalid timestamp (expected YYYY-MM-DD HH:MM:SS or ISO 8601, UTC day 0001-01-01..9999-12-31)"
+    )]
     Timestamp,
-    #[error("invalid customer_id (1 to 255 bytes of printable UTF-8)")]
+    #[error(
+        "invalid customer_id (1 to 255 bytes of UTF-8 without spaces, control or invisible format characters)"
+    )]
     Customer,
     #[error("invalid request_path (must start with '/')")]
     Path,
@@ -29,17 +33,21 @@ pub enum Reject {
     Status,
     #[error("invalid duration_seconds (non-negative decimal, at most 6 fractional digits)")]
     Duration,
+    /// Found by the reader, not the parser: the line is never held whole.
+    #[error("line too long (over 64 KiB)")]
+    LineTooLong,
 }
 
 impl Reject {
     /// Every reason, in the order [`Reject::index`] numbers them.
-    pub const ALL: [Reject; 6] = [
+    pub const ALL: [Reject; 7] = [
         Reject::FieldCount,
         Reject::Timestamp,
         Reject::Customer,
         Reject::Path,
         Reject::Status,
         Reject::Duration,
+        Reject::LineTooLong,
     ];
 
     /// A dense index for counting by reason.
@@ -56,6 +64,7 @@ impl Reject {
             Reject::Path => "request_path",
             Reject::Status => "status_code",
             Reject::Duration => "duration",
+            Reject::LineTooLong => "line_too_long",
         }
     }
 }
@@ -166,7 +175,9 @@ fn parse_iso8601(field: &[u8]) -> Result<Day, Reject> {
         _ => return Err(bad),
     };
     let utc_seconds = seconds as i32 - offset_seconds;
-    Ok(day.plus(utc_seconds.div_euclid(SECONDS_PER_DAY)))
+    Some(day.plus(utc_seconds.div_euclid(SECONDS_PER_DAY)))
+        .filter(|d| d.is_storable())
+        .ok_or(bad)
 }
 
 /// `HH:MM:SS` to seconds since midnight.
@@ -190,10 +201,47 @@ fn parse_customer(field: &[u8]) -> Result<&str, Reject> {
         return Ok(unsafe { std::str::from_utf8_unchecked(field) });
     }
     let text = std::str::from_utf8(field).map_err(|_| Reject::Customer)?;
-    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if text.is_empty() || text.chars().any(is_hidden) {
         return Err(Reject::Customer);
     }
     Ok(text)
+}
+
+/// Characters that would let two ids look alike: white space and separators (Zs, Zl, Zp),
+/// controls (Cc) and invisible format characters (Cf).
+fn is_hidden(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || is_format(c)
+}
+
+/// Unicode general category Cf (format characters), Unicode 16.
+fn is_format(c: char) -> bool {
+    const FORMAT: &[(u32, u32)] = &[
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let c = u32::from(c);
+    FORMAT
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
 }
 
 fn parse_path(field: &[u8]) -> Result<(), Reject> {
@@ -214,8 +262,12 @@ fn parse_status(field: &[u8]) -> Result<u16, Reject> {
     }
 }
 
-/// The largest whole number of seconds accepted (about 31,700 years: keeps sums far from overflow).
+/// The most digits of whole seconds accepted (about 31,700 years; sums are 128-bit, so any number
+/// of such values adds up exactly).
 const MAX_WHOLE_SECONDS_DIGITS: usize = 12;
+
+/// The longest accepted duration, `999999999999.999999` s, in microseconds.
+pub const MAX_DURATION_US: u64 = 999_999_999_999_999_999;
 
 /// A non-negative decimal with at most 6 fractional digits, to integer microseconds, exactly.
 pub fn parse_duration_us(field: &[u8]) -> Result<u64, Reject> {
@@ -343,6 +395,12 @@ mod tests {
                 "2024-02-29",
                 488_000,
             ),
+            (
+                "9999-12-31T23:00:00+02:00 cust_1 /x 200 999999999999.999999",
+                "9999-12-31",
+                MAX_DURATION_US,
+            ),
+            ("0001-01-01 00:00:00 cust_1 /x 200 0", "0001-01-01", 0),
         ];
         for (line, expected_day, expected_us) in table {
             let request = parse_line(line.as_bytes()).unwrap().unwrap();
@@ -377,6 +435,32 @@ mod tests {
             (&long_customer, Reject::Customer),
             ("2024-09-15 20:51:37 cust\u{1}x /x 200 1", Reject::Customer),
             ("2024-09-15 20:51:37 cust\u{a0}x /x 200 1", Reject::Customer),
+            (
+                "2024-09-15 20:51:37 cust\u{202e}x /x 200 1",
+                Reject::Customer,
+            ),
+            (
+                "2024-09-15 20:51:37 cust\u{200b}x /x 200 1",
+                Reject::Customer,
+            ),
+            (
+                "2024-09-15 20:51:37 \u{feff}cust /x 200 1",
+                Reject::Customer,
+            ),
+            (
+                "2024-09-15 20:51:37 cust\u{2028}x /x 200 1",
+                Reject::Customer,
+            ),
+            ("2024-09-15 20:51:37 cust\u{85}x /x 200 1", Reject::Customer),
+            ("0000-12-31 20:51:37 cust_1 /x 200 1", Reject::Timestamp),
+            (
+                "9999-12-31T23:00:00-02:00 cust_1 /x 200 1",
+                Reject::Timestamp,
+            ),
+            (
+                "0001-01-01T01:00:00+02:00 cust_1 /x 200 1",
+                Reject::Timestamp,
+            ),
             ("2024-09-15 20:51:37 cust_1 api/x 200 1", Reject::Path),
             ("2024-09-15 20:51:37 cust_1 /x 99 1", Reject::Status),
             ("2024-09-15 20:51:37 cust_1 /x 600 1", Reject::Status),

@@ -11,10 +11,10 @@ use crate::histogram::Histogram;
 pub struct DayStats {
     /// Requests with status 1xx, 2xx, 3xx, 4xx, 5xx.
     pub by_class: [u64; 5],
-    /// Sum of all durations, in microseconds.
-    pub duration_sum_us: u64,
+    /// Sum of all durations, in microseconds (128 bits: no accepted input can overflow it).
+    pub duration_sum_us: u128,
     /// Sum of the durations of successful (2xx) requests, in microseconds.
-    pub success_duration_sum_us: u64,
+    pub success_duration_sum_us: u128,
     pub histogram: Histogram,
 }
 
@@ -24,9 +24,9 @@ impl DayStats {
     pub fn record(&mut self, status: u16, duration_us: u64) {
         let class = usize::from(status / 100 - 1);
         self.by_class[class] += 1;
-        self.duration_sum_us += duration_us;
+        self.duration_sum_us += u128::from(duration_us);
         if class == 1 {
-            self.success_duration_sum_us += duration_us;
+            self.success_duration_sum_us += u128::from(duration_us);
         }
         self.histogram.record(duration_us);
     }
@@ -80,7 +80,7 @@ impl DayStats {
             status_3xx: self.by_class[2],
             status_4xx: self.by_class[3],
             status_5xx: self.by_class[4],
-            availability_percentage: percentage(n - self.by_class[4], n),
+            availability_percentage: percentage((n - self.by_class[4]).into(), n.into()),
             duration_p90: seconds(p90),
             duration_p95: seconds(p95),
             duration_max: seconds(max),
@@ -133,7 +133,7 @@ pub fn nearest_rank(n: u64, p: u64) -> u64 {
     (n * p).div_ceil(100).max(1)
 }
 
-fn percentage(part: u64, whole: u64) -> f64 {
+fn percentage(part: u128, whole: u128) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -157,11 +157,11 @@ mod tests {
         durations.sort_unstable();
         let at = |p: u64| durations[(nearest_rank(n, p) - 1) as usize] as f64 / 1e6;
         let class = |c: u16| requests.iter().filter(|r| r.0 / 100 == c).count() as u64;
-        let sum: u64 = durations.iter().sum();
-        let success_sum: u64 = requests
+        let sum: u128 = durations.iter().map(|&d| u128::from(d)).sum();
+        let success_sum: u128 = requests
             .iter()
             .filter(|r| r.0 / 100 == 2)
-            .map(|r| r.1)
+            .map(|r| u128::from(r.1))
             .sum();
         Statistics {
             success_requests: class(2),
@@ -201,7 +201,8 @@ mod tests {
                 0u64..50,
                 0u64..5_000_000,
                 Just(u64::from(u32::MAX)),
-                Just(u64::from(u32::MAX) + 1)
+                Just(u64::from(u32::MAX) + 1),
+                Just(crate::record::MAX_DURATION_US),
             ],
         )
     }
@@ -266,6 +267,22 @@ mod tests {
         assert_eq!(statistics.duration_p99, 4.0);
         assert_eq!(statistics.uptime_percentage, 40.0);
         assert_eq!(statistics.availability_percentage, 75.0);
+    }
+
+    #[test]
+    fn sums_of_the_longest_durations_stay_exact() {
+        // 10 lines of 999999999999.999999 s, and 11,000 epoch times logged as durations: both
+        // overflow 64-bit sums.
+        let longest = crate::record::MAX_DURATION_US;
+        let statistics = stats_of(&[(200, longest); 10]).statistics();
+        assert_eq!(statistics.duration_mean, longest as f64 / 1e6);
+        assert_eq!(statistics.uptime_percentage, 100.0);
+        let epoch = 1_727_000_000_123_000;
+        let mut requests = vec![(200, epoch); 5_500];
+        requests.extend([(500, epoch); 5_500]);
+        let statistics = stats_of(&requests).statistics();
+        assert_eq!(statistics.uptime_percentage, 50.0);
+        assert_eq!(statistics.duration_mean, epoch as f64 / 1e6);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use axum::http::request::Parts;
 use chrono::NaiveDate;
 
 use super::error::{ApiError, Detail};
+use crate::day::Day;
 use crate::record::MAX_CUSTOMER_LEN;
 
 /// The bound of an open range: the last date both backends store and compare as text alike.
@@ -57,9 +58,8 @@ impl DateRange {
 }
 
 fn parse_date(name: &str, text: &str, problems: &mut Vec<Detail>) -> Option<NaiveDate> {
-    let parsed = (text.len() == 10)
-        .then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
-        .flatten();
+    // Only days both backends store and compare alike: 0001-01-01..=9999-12-31.
+    let parsed = Day::parse(text.as_bytes()).map(Day::to_naive_date);
     if parsed.is_none() {
         let shown: String = text.chars().take(40).collect();
         problems.push(Detail::new(
@@ -126,5 +126,10 @@ mod tests {
             ["query", "to"]
         );
         assert_eq!(problems("from=+2024-09-03")[0].loc, ["query", "from"]);
+        assert_eq!(problems("from=0000-12-31")[0].loc, ["query", "from"]);
+        assert_eq!(
+            problems("from=2024-09-03&to=-0001-01-01")[0].loc,
+            ["query", "to"]
+        );
     }
 }

@@ -112,23 +112,32 @@ impl Aggregator {
                     .record(request.status, request.duration_us);
             }
             Ok(None) => {}
-            Err(reason) => {
-                self.tally.lines += 1;
-                self.tally.rejected[reason.index()] += 1;
-                if self.rejects.len() < self.reject_limit {
-                    let text: String = String::from_utf8_lossy(line)
-                        .chars()
-                        .take(REJECT_TEXT_CHARS)
-                        .collect();
-                    self.rejects.push(Rejected {
-                        file: self.source.clone(),
-                        position,
-                        reason: reason.to_string(),
-                        code: reason.code().to_string(),
-                        text,
-                    });
-                }
-            }
+            Err(reason) => self.reject(reason, line, position),
+        }
+    }
+
+    /// Counts a line longer than the reader keeps (only its start is given).
+    pub fn reject_too_long(&mut self, start: &[u8], position: Position) {
+        self.reject(Reject::LineTooLong, start, position);
+    }
+
+    fn reject(&mut self, reason: Reject, line: &[u8], position: Position) {
+        self.tally.lines += 1;
+        self.tally.rejected[reason.index()] += 1;
+        if self.rejects.len() < self.reject_limit {
+            // Four bytes a character at most: enough for the characters shown.
+            let start = &line[..line.len().min(4 * REJECT_TEXT_CHARS)];
+            let text: String = String::from_utf8_lossy(start)
+                .chars()
+                .take(REJECT_TEXT_CHARS)
+                .collect();
+            self.rejects.push(Rejected {
+                file: self.source.clone(),
+                position,
+                reason: reason.to_string(),
+                code: reason.code().to_string(),
+                text,
+            });
         }
     }
 

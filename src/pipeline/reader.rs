@@ -70,7 +70,14 @@ enum Numbering {
     Lines,
 }
 
-/// Splits `reader` into lines (a final line without newline counts too) and feeds them.
+/// The longest line kept (SPEC.md section 1): longer ones are rejected as they stream past.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The UTF-8 byte-order mark, skipped at the start of an input.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Splits `reader` into lines (a final line without newline counts too) and feeds them. A line
+/// longer than [`MAX_LINE_BYTES`] is rejected without being held whole: memory stays flat.
 fn feed_lines(
     mut reader: impl Read,
     numbering: Numbering,
@@ -83,12 +90,15 @@ fn feed_lines(
         Numbering::Bytes(start) => start,
         Numbering::Lines => 0,
     };
+    let mut at_input_start = consumed_total == 0;
     let mut line_number = 0u64;
+    // Inside a line that is too long (already rejected): its bytes are dropped up to its newline.
+    let mut skipping = false;
+    let position_of = |line_number: u64, offset: u64| match numbering {
+        Numbering::Bytes(_) => Position::Byte(offset),
+        Numbering::Lines => Position::Line(line_number),
+    };
     loop {
-        if filled == buffer.len() {
-            // A line longer than the buffer: grow it rather than split the line.
-            buffer.resize(buffer.len() * 2, 0);
-        }
         let read = match reader.read(&mut buffer[filled..]) {
             Ok(0) => break,
             Ok(n) => n,
@@ -99,25 +109,126 @@ fn feed_lines(
         on_bytes(read as u64);
         filled += read;
         let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', &buffer[..filled]) {
+        if at_input_start {
+            if filled < BOM.len() && BOM.starts_with(&buffer[..filled]) {
+                continue; // too few bytes yet to tell
+            }
+            at_input_start = false;
+            if buffer[..filled].starts_with(BOM) {
+                start = BOM.len();
+            }
+        }
+        let first = start;
+        for end in memchr::memchr_iter(b'\n', &buffer[first..filled]).map(|i| first + i) {
+            if std::mem::take(&mut skipping) {
+                start = end + 1;
+                continue;
+            }
             line_number += 1;
-            let position = match numbering {
-                Numbering::Bytes(_) => Position::Byte(consumed_total + start as u64),
-                Numbering::Lines => Position::Line(line_number),
-            };
-            aggregator.feed(&buffer[start..end], position);
+            let position = position_of(line_number, consumed_total + start as u64);
+            if end - start > MAX_LINE_BYTES {
+                aggregator.reject_too_long(&buffer[start..end], position);
+            } else {
+                aggregator.feed(&buffer[start..end], position);
+            }
             start = end + 1;
+        }
+        if !skipping && filled - start > MAX_LINE_BYTES {
+            line_number += 1;
+            let position = position_of(line_number, consumed_total + start as u64);
+            aggregator.reject_too_long(&buffer[start..filled], position);
+            skipping = true;
+        }
+        if skipping {
+            start = filled;
         }
         buffer.copy_within(start..filled, 0);
         filled -= start;
         consumed_total += start as u64;
     }
-    if filled > 0 {
-        let position = match numbering {
-            Numbering::Bytes(_) => Position::Byte(consumed_total),
-            Numbering::Lines => Position::Line(line_number + 1),
-        };
+    if filled > 0 && !skipping {
+        // At most MAX_LINE_BYTES: a longer rest would be skipping.
+        let position = position_of(line_number + 1, consumed_total);
         aggregator.feed(&buffer[..filled], position);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Reject;
+
+    const GOOD: &[u8] = b"2024-09-15 20:51:37 cust_1 /x 200 0.488";
+
+    /// `size` bytes of `x`, produced as they are read (never held whole).
+    struct LongLine {
+        left: usize,
+    }
+
+    impl Read for LongLine {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = out.len().min(self.left).min(4096);
+            out[..n].fill(b'x');
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    fn feed(reader: impl Read, numbering: Numbering) -> (u64, Vec<(Reject, Position)>) {
+        let mut aggregator = Aggregator::new(100);
+        feed_lines(reader, numbering, &mut aggregator, &mut |_| {}).unwrap();
+        let (groups, _, rejects) = aggregator.drain();
+        let accepted = groups.iter().map(|g| g.2.total()).sum();
+        let reasons = rejects
+            .iter()
+            .map(|r| {
+                let reason = Reject::ALL.into_iter().find(|x| x.code() == r.code);
+                (reason.expect("a known code"), r.position)
+            })
+            .collect();
+        (accepted, reasons)
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_of_an_input_is_skipped() {
+        let text = [b"\xEF\xBB\xBF", GOOD, b"\n", GOOD].concat();
+        assert_eq!(feed(&text[..], Numbering::Bytes(0)), (2, vec![]));
+        assert_eq!(feed(&text[..], Numbering::Lines), (2, vec![]));
+        // Only at the start of the input: a piece that starts later has no mark to skip.
+        let (accepted, rejects) = feed(&text[..], Numbering::Bytes(100));
+        assert_eq!((accepted, rejects.len()), (1, 1));
+        // One byte at a time, the mark is still recognised.
+        let slow = io::BufReader::with_capacity(1, &text[..]);
+        assert_eq!(feed(slow, Numbering::Lines), (2, vec![]));
+    }
+
+    #[test]
+    fn a_line_over_64_kib_is_rejected_as_it_streams_and_the_next_line_counts() {
+        let long = LongLine { left: 10 << 20 }
+            .chain(&b"\n"[..])
+            .chain(GOOD)
+            .chain(&b"\n"[..]);
+        let (accepted, rejects) = feed(long, Numbering::Lines);
+        assert_eq!(accepted, 1);
+        assert_eq!(rejects, [(Reject::LineTooLong, Position::Line(1))]);
+        // At the end of the input, without a newline, after a good line.
+        let long = GOOD.chain(&b"\n"[..]).chain(LongLine {
+            left: MAX_LINE_BYTES + 1,
+        });
+        let (accepted, rejects) = feed(long, Numbering::Bytes(0));
+        assert_eq!(accepted, 1);
+        assert_eq!(
+            rejects,
+            [(Reject::LineTooLong, Position::Byte(GOOD.len() as u64 + 1))]
+        );
+        // Exactly the limit is still a line (a bad one here, but not too long).
+        let (_, rejects) = feed(
+            LongLine {
+                left: MAX_LINE_BYTES,
+            },
+            Numbering::Lines,
+        );
+        assert_eq!(rejects, [(Reject::FieldCount, Position::Line(1))]);
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{STATE_COLUMNS, Store, count, state_from_row, stored, with_pool};
+use super::{STATE_COLUMNS, Store, count, state_from_row, stored, stored_wide, with_pool};
 use crate::day::Day;
 use crate::stats::DayStats;
 
@@ -68,7 +68,8 @@ const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, 
      success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
      total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
      availability_percentage, duration_p90, duration_p95, duration_max, \
-     duration_sum_us, success_duration_sum_us, duration_histogram) ";
+     duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
+     duration_histogram) ";
 const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
      success_requests = excluded.success_requests, failed_requests = excluded.failed_requests, \
      uptime_percentage = excluded.uptime_percentage, duration_mean = excluded.duration_mean, \
@@ -79,7 +80,9 @@ const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
      availability_percentage = excluded.availability_percentage, \
      duration_p90 = excluded.duration_p90, duration_p95 = excluded.duration_p95, \
      duration_max = excluded.duration_max, duration_sum_us = excluded.duration_sum_us, \
+     duration_sum_us_high = excluded.duration_sum_us_high, \
      success_duration_sum_us = excluded.success_duration_sum_us, \
+     success_duration_sum_us_high = excluded.success_duration_sum_us_high, \
      duration_histogram = excluded.duration_histogram";
 
 /// Selects the stored state (after `extra` columns) of one customer's days in a date range.
@@ -164,6 +167,8 @@ impl Store {
                 let mut insert = QueryBuilder::new(INSERT_DAYS);
                 insert.push_values(rows.iter_mut(), |mut values, row| {
                     let s = row.stats.statistics();
+                    let sum = stored_wide(row.stats.duration_sum_us);
+                    let success_sum = stored_wide(row.stats.success_duration_sum_us);
                     values
                         .push_bind(row.customer.clone())
                         .push_bind(row.day.to_naive_date())
@@ -183,8 +188,10 @@ impl Store {
                         .push_bind(s.duration_p90)
                         .push_bind(s.duration_p95)
                         .push_bind(s.duration_max)
-                        .push_bind(stored(row.stats.duration_sum_us))
-                        .push_bind(stored(row.stats.success_duration_sum_us))
+                        .push_bind(sum.0)
+                        .push_bind(sum.1)
+                        .push_bind(success_sum.0)
+                        .push_bind(success_sum.1)
                         .push_bind(row.stats.histogram.to_bytes());
                 });
                 insert.push(ON_CONFLICT_DAYS);

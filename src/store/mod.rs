@@ -70,8 +70,14 @@ macro_rules! state_from_row {
                 $crate::store::count(row.try_get("status_4xx")?),
                 $crate::store::count(row.try_get("status_5xx")?),
             ],
-            duration_sum_us: $crate::store::count(row.try_get("duration_sum_us")?),
-            success_duration_sum_us: $crate::store::count(row.try_get("success_duration_sum_us")?),
+            duration_sum_us: $crate::store::wide(
+                row.try_get("duration_sum_us")?,
+                row.try_get("duration_sum_us_high")?,
+            ),
+            success_duration_sum_us: $crate::store::wide(
+                row.try_get("success_duration_sum_us")?,
+                row.try_get("success_duration_sum_us_high")?,
+            ),
             histogram: $crate::histogram::Histogram::from_bytes(&histogram)?,
         }
     }};
@@ -80,7 +86,8 @@ pub(crate) use state_from_row;
 
 /// The columns [`state_from_row`] reads.
 const STATE_COLUMNS: &str = "status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
-     duration_sum_us, success_duration_sum_us, duration_histogram";
+     duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
+     duration_histogram";
 
 /// The SQL that differs between backends.
 struct Dialect {
@@ -308,9 +315,41 @@ fn stored(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A 128-bit sum as two stored integers: its low 63 bits, and the bits above them.
+fn stored_wide(value: u128) -> (i64, i64) {
+    let low = (value & i64::MAX as u128) as i64;
+    // Sums of accepted durations stay below 2^64 requests x 2^60 us, so the high part fits.
+    let high = i64::try_from(value >> 63).unwrap_or(i64::MAX);
+    (low, high)
+}
+
+/// The 128-bit sum [`stored_wide`] split.
+fn wide(low: i64, high: i64) -> u128 {
+    (u128::from(count(high)) << 63) | u128::from(count(low))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, stored_wide, wide};
+
+    #[test]
+    fn wide_sums_survive_storage_exactly() {
+        for value in [
+            0,
+            1,
+            i64::MAX as u128,
+            1 << 63,
+            u128::from(u64::MAX) * 1000 + 7,
+        ] {
+            let (low, high) = stored_wide(value);
+            assert_eq!(wide(low, high), value);
+        }
+        assert_eq!(
+            stored_wide(42),
+            (42, 0),
+            "small sums read the same as before"
+        );
+    }
 
     #[test]
     fn passwords_never_appear_in_a_shown_url() {

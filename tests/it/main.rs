@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod common;
 mod concurrency;
+mod hostile;
 mod oracle;
 mod pipeline;
 mod robustness;
