@@ -18,7 +18,7 @@ fn durations_whose_sums_pass_64_bits_stay_exact_through_storage() {
         let db = TestDb::new(backend);
         // An epoch time logged as the duration: 11,000 of them pass 2^64 microseconds.
         let line = |i: usize| {
-            let status = if i % 2 == 0 { 200 } else { 500 };
+            let status = if i.is_multiple_of(2) { 200 } else { 500 };
             format!("2024-09-15 10:00:00 cust_1 /x {status} 1727000000.123\n")
         };
         let half: String = (0..5_500).map(line).collect();
