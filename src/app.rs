@@ -11,16 +11,23 @@ use crate::generate::{GenerateConfig, generate};
 use crate::pipeline::{IngestConfig, IngestReport, ingest};
 use crate::store::Store;
 
-/// Runs one command to completion.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command to completion; the exit status says whether it finished (0) or why not.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Ingest(args) => run_ingest(&args),
+        command => run_command(command).map(|()| 0),
+    }
+}
+
+fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Generate(args) => generate_log(&args),
         Command::Migrate(db) => runtime()?.block_on(async {
             Store::connect(&db.url).await?;
             eprintln!("database schema is up to date");
             Ok(())
         }),
-        Command::Ingest(args) => run_ingest(&args),
+        Command::Ingest(args) => run_ingest(&args).map(|_| ()),
         Command::Serve(args) => {
             let options = args.options()?;
             runtime()?.block_on(serve(&args.db.url, args.bind, options))
@@ -53,7 +60,7 @@ fn write_log(config: &GenerateConfig, path: &std::path::Path) -> anyhow::Result<
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
+fn run_ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     let mut config = args.config()?;
     config.progress_bar = std::io::stderr().is_terminal() && !args.json;
     let report = ingest(config)?;
@@ -63,7 +70,7 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<()> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
     }
-    Ok(())
+    Ok(report.exit_code())
 }
 
 fn print_report(report: &IngestReport) {

@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match logstats::app::run(logstats::cli::Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(status) => std::process::ExitCode::from(status),
         Err(error) => {
             eprintln!("error: {}", logstats::errors::one_line(&error));
             std::process::ExitCode::FAILURE

@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use super::aggregate::{Position, Rejected, Tally};
 use super::dataflow::{Job, Merged, Update};
 use super::{IngestConfig, IngestReport};
@@ -96,13 +94,12 @@ impl Committer {
             .enable_all()
             .build()?;
         let store = runtime.block_on(Store::connect(&job.config.database_url))?;
-        let rejects_file = match &job.config.rejects_file {
-            Some(path) => Some(std::io::BufWriter::new(
-                std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?,
-            )),
-            None => None,
-        };
+        let rejects_file = job
+            .rejects_file
+            .lock()
+            .expect("rejects file lock")
+            .take()
+            .map(std::io::BufWriter::new);
         let mut report = IngestReport {
             files: job.plan.inputs.len(),
             read_stdin: job

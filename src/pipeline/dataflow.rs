@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,8 +66,14 @@ pub(super) struct Job {
     pub config: IngestConfig,
     pub plan: Plan,
     pub stored: HashMap<String, crate::store::StoredProgress>,
-    /// Set by SIGINT/SIGTERM or a failed commit: read no more, commit what was read, stop.
+    /// Set by SIGINT/SIGTERM, a failed commit or any worker's error: read no more, commit what
+    /// was read, stop.
     pub stop: Arc<AtomicBool>,
+    /// The signal that stopped the run (0 for none).
+    pub signal: Arc<AtomicUsize>,
+    /// The file every rejected line goes to, opened before the workers start (the committer
+    /// takes it).
+    pub rejects_file: Mutex<Option<std::fs::File>>,
     pub bytes_read: AtomicU64,
     /// Lines read so far (for the progress bar).
     pub lines_read: AtomicU64,
@@ -94,15 +100,22 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         config.unit_bytes = DEFAULT_UNIT_BYTES;
     }
     let plan = source::plan(sources, &stored, config.unit_bytes, config.follow)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
+    let rejects_file = config
+        .rejects_file
+        .as_ref()
+        .map(|path| {
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write the rejects file {}", path.display()))
+        })
+        .transpose()?;
+    let (stop, signal) = stop_on_signals()?;
     let job = Arc::new(Job {
         config,
         plan,
         stored,
         stop,
+        signal,
+        rejects_file: Mutex::new(rejects_file),
         bytes_read: AtomicU64::new(0),
         lines_read: AtomicU64::new(0),
         started: AtomicBool::new(false),
@@ -144,9 +157,27 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         // Not the committing process of a cluster: it reports nothing of its own.
         None => IngestReport::default(),
     };
+    let signal = job.signal.load(Ordering::SeqCst);
+    if signal != 0 && !job.config.follow {
+        report.interrupted_by = Some(signal as i32);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
     Ok(report)
+}
+
+/// SIGINT and SIGTERM set the returned stop flag (and record which signal came); a second signal
+/// ends the process at once, whatever it is waiting for.
+fn stop_on_signals() -> anyhow::Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))?;
+        signal_hook::flag::register_usize(signal, Arc::clone(&which), signal as usize)?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok((stop, which))
 }
 
 /// While alive, whatever is written to stdout (file descriptor 1) goes to stderr.
@@ -214,11 +245,19 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     let peers = worker.peers();
     let mut input = InputHandle::<u64, _>::new();
     let probe = ProbeHandle::<u64>::new();
-    let committer = Rc::new(RefCell::new(if index == 0 {
-        Some(CommitterThread::start(job)?)
-    } else {
-        None
-    }));
+    // Every worker builds the dataflow and drains it to the end, even after an error: a worker
+    // that left early would leave the others waiting for it forever.
+    let mut failure = None;
+    let committer = match index {
+        0 => CommitterThread::start(job)
+            .map_err(|error| failure = Some(error))
+            .ok(),
+        _ => None,
+    };
+    if failure.is_some() {
+        job.stop.store(true, Ordering::SeqCst);
+    }
+    let committer = Rc::new(RefCell::new(committer));
     let operator_committer = Rc::clone(&committer);
     worker.dataflow::<u64, _, _>(|scope| {
         input
@@ -297,7 +336,10 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     });
 
     let mut feeder = Feeder::new(index, peers, Aggregator::new(reject_limit(job)));
-    let result = feeder.run(worker, &mut input, &probe, job);
+    let result = match failure {
+        Some(error) => Err(error),
+        None => feeder.run(worker, &mut input, &probe, job),
+    };
     if result.is_err() {
         job.stop.store(true, Ordering::SeqCst);
     }

@@ -96,6 +96,8 @@ pub struct IngestReport {
     pub notes: Vec<String>,
     /// Standard input was read: its progress is not resumable.
     pub read_stdin: bool,
+    /// The signal (SIGINT 2, SIGTERM 15) that stopped a batch run before the end of its input.
+    pub interrupted_by: Option<i32>,
 }
 
 impl IngestReport {
@@ -113,7 +115,22 @@ impl IngestReport {
         if self.read_stdin {
             line.push_str("; standard input is not resumable: its progress was not recorded");
         }
+        if let Some(signal) = self.interrupted_by {
+            let name = if signal == 2 { "SIGINT" } else { "SIGTERM" };
+            line.push_str(&format!(
+                "; interrupted by {name} before the end of the input: what was read is committed, \
+                 run the same command again to continue"
+            ));
+        }
         line
+    }
+
+    /// The exit status this run deserves: 0 when it finished, 128 + the signal that interrupted it.
+    pub fn exit_code(&self) -> u8 {
+        match self.interrupted_by {
+            Some(signal) => 128 + signal as u8,
+            None => 0,
+        }
     }
 
     fn add_tally(&mut self, tally: &Tally) {

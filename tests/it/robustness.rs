@@ -339,3 +339,79 @@ fn a_cluster_peer_that_never_starts_gives_a_clear_error_after_the_connect_timeou
         String::from_utf8_lossy(&output.stdout)
     );
 }
+
+/// Waits for `child` to exit, failing the test if it runs past [`PATIENCE`].
+fn exits_in_time(mut child: std::process::Child) -> std::process::Output {
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running after {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_rejects_file_that_cannot_be_written_ends_the_run_at_once_with_one_error_line() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = db.dir().join("bad.log");
+    std::fs::write(&log, "garbage\n").unwrap();
+    let missing_dir = db.dir().join("nodir").join("rej.tsv");
+    for (rejects, workers) in [
+        (&missing_dir, "2"),
+        (&db.dir().to_path_buf(), "2"),
+        (&missing_dir, "1"),
+    ] {
+        let child = ingest_command(&db.url)
+            .args(["--workers", workers, "--rejects"])
+            .arg(rejects)
+            .arg(&log)
+            .spawn()
+            .unwrap();
+        let output = exits_in_time(child);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: cannot write the rejects file"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn sigint_during_a_batch_commits_what_was_read_says_so_and_exits_130() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 300_000, 60);
+    let mut child = watched_ingest(&db.url)
+        .env("LOGSTATS_UNIT_BYTES", "300000")
+        .arg(&log)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut child);
+    assert!(watch.until_commits(1, PATIENCE), "the run commits");
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    let mut rest = Vec::new();
+    while let Ok(line) = watch.lines.recv_timeout(PATIENCE) {
+        rest.push(line);
+    }
+    let summary = rest.last().expect("a summary line");
+    assert_eq!(status.code(), Some(130), "{summary}");
+    assert!(summary.contains("interrupted by SIGINT"), "{summary}");
+    assert!(summary.contains("run the same command again"), "{summary}");
+    let interrupted: u64 = all_rows(&db.url)
+        .iter()
+        .map(|r| r["total_requests"].as_u64().unwrap())
+        .sum();
+    assert!(interrupted > 0 && interrupted < 300_000, "{interrupted}");
+    let again = ingest_command(&db.url).arg(&log).output().unwrap();
+    assert!(again.status.success(), "{again:?}");
+    oracle::assert_rows_match_text(&all_rows(&db.url), &std::fs::read_to_string(&log).unwrap());
+}
