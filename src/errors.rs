@@ -1,4 +1,9 @@
-//! How errors are shown to people: one line, every cause once.
+//! How errors and input are shown to people: one line, every cause once, and nothing taken from a
+//! log line or a file name reaches a terminal raw.
+
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 /// An error and its causes on one line, each message once (sqlx repeats a cause in its message).
 pub fn one_line(error: &anyhow::Error) -> String {
@@ -13,12 +18,61 @@ pub fn one_line(error: &anyhow::Error) -> String {
         }
         line.push_str(&message);
     }
-    line.replace('\n', " ")
+    escaped(line.replace('\n', " ").as_bytes())
+}
+
+/// `bytes` as text a terminal shows as it is: invalid UTF-8 as `\xHH`, control and invisible
+/// format characters (ESC, BEL, NUL, newlines, U+202E...) as `\n`, `\t`, `\r` or `\u{HHHH}`.
+/// Text that is already safe is unchanged, so escaping twice changes nothing.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() || crate::record::is_format(c) => {
+                    let _ = write!(out, "\\u{{{:04x}}}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+/// A path as people see it: its bytes, [`escaped`].
+pub fn shown_path(path: &Path) -> String {
+    escaped(path.as_os_str().as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{escaped, one_line};
+
+    #[test]
+    fn nothing_that_steers_a_terminal_is_shown_raw() {
+        assert_eq!(escaped(b"cust_1 /x 200"), "cust_1 /x 200");
+        assert_eq!(escaped("café".as_bytes()), "café");
+        assert_eq!(
+            escaped(b"\x1b[31mred\x07\0"),
+            "\\u{001b}[31mred\\u{0007}\\u{0000}"
+        );
+        assert_eq!(escaped(b"n\nerror: forged.log"), "n\\nerror: forged.log");
+        assert_eq!(escaped(b"x\xff.log"), "x\\xff.log");
+        assert_eq!(escaped("a\u{202e}b".as_bytes()), "a\\u{202e}b");
+        let once = escaped(b"\x1bx\xff\n");
+        assert_eq!(
+            escaped(once.as_bytes()),
+            once,
+            "escaping twice changes nothing"
+        );
+        assert_eq!(escaped("\u{9b}".as_bytes()), "\\u{009b}", "C1 controls too");
+    }
 
     #[test]
     fn a_cause_repeated_in_its_context_is_shown_once() {

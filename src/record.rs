@@ -214,7 +214,7 @@ fn is_hidden(c: char) -> bool {
 }
 
 /// Unicode general category Cf (format characters), Unicode 16.
-fn is_format(c: char) -> bool {
+pub fn is_format(c: char) -> bool {
     const FORMAT: &[(u32, u32)] = &[
         (0x00AD, 0x00AD),
         (0x0600, 0x0605),

@@ -27,7 +27,7 @@ pub struct Rejected {
     pub position: Position,
     pub reason: String,
     pub code: String,
-    /// The line itself, lossily decoded and cut to a readable length.
+    /// The line itself, escaped (no byte reaches a terminal raw) and cut to a readable length.
     pub text: String,
 }
 
@@ -127,7 +127,7 @@ impl Aggregator {
         if self.rejects.len() < self.reject_limit {
             // Four bytes a character at most: enough for the characters shown.
             let start = &line[..line.len().min(4 * REJECT_TEXT_CHARS)];
-            let text: String = String::from_utf8_lossy(start)
+            let text: String = crate::errors::escaped(start)
                 .chars()
                 .take(REJECT_TEXT_CHARS)
                 .collect();

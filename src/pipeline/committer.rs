@@ -109,6 +109,7 @@ impl Committer {
                 .any(|i| i.source == super::source::Source::Stdin),
             ..IngestReport::default()
         };
+        report.notes.extend(job.plan.notes.iter().cloned());
         report
             .notes
             .extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));

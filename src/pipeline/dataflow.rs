@@ -3,7 +3,7 @@
 //! whose committer writes it in one transaction once the frontier has passed the epoch.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ pub(super) type UpdateInput =
 pub(super) struct Job {
     pub config: IngestConfig,
     pub plan: Plan,
-    pub stored: HashMap<String, crate::store::StoredProgress>,
+    pub stored: BTreeMap<String, crate::store::StoredProgress>,
     /// Set by SIGINT/SIGTERM, a failed commit or any worker's error: read no more, commit what
     /// was read, stop.
     pub stop: Arc<AtomicBool>,

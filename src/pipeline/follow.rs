@@ -5,9 +5,8 @@
 //! recreated under the old name is read from its start; a truncated file is read again from its
 //! start; new files in followed directories are picked up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +14,8 @@ use super::aggregate::Aggregator;
 use super::dataflow::Job;
 use super::reader::read_range;
 use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line};
-use crate::store::FileProgress;
+use crate::errors::shown_path;
+use crate::store::{FileId, FileProgress};
 
 /// Every followed file, by the path its progress is recorded under.
 pub(super) struct Follower<'a> {
@@ -29,7 +29,7 @@ pub(super) struct Follower<'a> {
 struct Followed {
     path: PathBuf,
     file: File,
-    identity: (u64, u64),
+    identity: FileId,
     offset: u64,
     head: Head,
     /// Read from a new start since the last progress record (rotation, truncation).
@@ -72,6 +72,7 @@ impl<'a> Follower<'a> {
                 path,
                 key,
                 gzip: false,
+                file: identity,
             } = &input.source
             else {
                 continue;
@@ -80,11 +81,10 @@ impl<'a> Follower<'a> {
                 committed.insert(key.clone(), input.end);
             }
             let Ok(file) = File::open(path) else { continue };
-            let Ok(meta) = file.metadata() else { continue };
             let followed = Followed {
                 path: path.clone(),
                 file,
-                identity: (meta.dev(), meta.ino()),
+                identity: *identity,
                 offset: input.end,
                 head: input.head,
                 restarted: false,
@@ -119,7 +119,7 @@ impl<'a> Follower<'a> {
             .collect();
         for key in moved {
             let mut followed = self.files.remove(&key).expect("a followed file");
-            aggregator.set_source(&followed.path.display().to_string());
+            aggregator.set_source(&shown_path(&followed.path));
             let end = followed.file.metadata()?.len();
             followed.read_to(end, aggregator, &mut on_bytes)?;
             let renamed = present.iter().find(|(k, (_, identity))| {
@@ -128,8 +128,8 @@ impl<'a> Follower<'a> {
             if let Some((new_key, (new_path, _))) = renamed {
                 tracing::info!(
                     "{} was renamed to {}: following it there",
-                    followed.path.display(),
-                    new_path.display()
+                    shown_path(&followed.path),
+                    shown_path(new_path)
                 );
                 followed.path = new_path.clone();
                 followed.restarted = true;
@@ -143,7 +143,7 @@ impl<'a> Follower<'a> {
         }
         let mut progress = Vec::new();
         for (key, followed) in &mut self.files {
-            aggregator.set_source(&followed.path.display().to_string());
+            aggregator.set_source(&shown_path(&followed.path));
             let from = followed.offset;
             let size = followed.file.metadata()?.len();
             // Truncated (and perhaps refilled past the old offset): its first bytes changed.
@@ -153,7 +153,7 @@ impl<'a> Follower<'a> {
             if size < followed.offset || rewritten {
                 tracing::warn!(
                     "{} was truncated: reading it again from its start",
-                    followed.path.display()
+                    shown_path(&followed.path)
                 );
                 followed.offset = 0;
                 followed.head = Head::default();
@@ -173,6 +173,7 @@ impl<'a> Follower<'a> {
                     offset: followed.offset,
                     head_hash: followed.head.hash,
                     head_len: followed.head.len,
+                    file: followed.identity,
                 });
                 self.committed.insert(key.clone(), followed.offset);
                 followed.restarted = false;
@@ -181,13 +182,15 @@ impl<'a> Follower<'a> {
         Ok(progress)
     }
 
-    /// The plain files the followed paths name now: key -> (path, (device, inode)).
-    fn discover(&self) -> BTreeMap<String, (PathBuf, (u64, u64))> {
+    /// The plain files the followed paths name now: key -> (path, identity). A file reached by
+    /// two names (a hard link) is followed under the first.
+    fn discover(&self) -> BTreeMap<String, (PathBuf, FileId)> {
         let sources = source::discover(&self.job.config.inputs, self.pattern.as_ref())
             .unwrap_or_else(|error| {
                 tracing::debug!("rescanning inputs: {error:#}");
                 Vec::new()
             });
+        let mut seen = HashSet::new();
         sources
             .into_iter()
             .filter_map(|source| match source {
@@ -195,10 +198,8 @@ impl<'a> Follower<'a> {
                     path,
                     key,
                     gzip: false,
-                } => {
-                    let meta = std::fs::metadata(&path).ok()?;
-                    Some((key, (path, (meta.dev(), meta.ino()))))
-                }
+                    file,
+                } if seen.insert(file) => Some((key, (path, file))),
                 _ => None,
             })
             .collect()
@@ -208,17 +209,17 @@ impl<'a> Follower<'a> {
         &mut self,
         key: &str,
         path: &PathBuf,
-        identity: (u64, u64),
+        identity: FileId,
     ) -> anyhow::Result<()> {
         let Ok(mut file) = File::open(path) else {
             return Ok(());
         };
         let size = file.metadata()?.len();
-        let resume = Resume::decide(&mut file, size, key, &self.job.stored)?;
+        let resume = Resume::decide(&mut file, size, key, identity, &self.job.stored)?;
         if let Some(note) = &resume.note {
-            tracing::warn!("{}: {note}", path.display());
+            tracing::warn!("{}: {note}", shown_path(path));
         }
-        tracing::info!("following {}", path.display());
+        tracing::info!("following {}", shown_path(path));
         let followed = Followed {
             path: path.clone(),
             file,

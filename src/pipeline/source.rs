@@ -4,47 +4,75 @@
 //! The plan is a pure function of the inputs and the committed progress, so every worker (and every
 //! process of a cluster) computes the same one and reads only its share.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::store::{FileProgress, StoredProgress};
+use crate::errors::{escaped, shown_path};
+use crate::store::{FileId, FileProgress, StoredProgress};
 
 /// One input of an ingestion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// A file; `key` (its absolute path) names its progress row.
+    /// A file; `key` (its absolute path, see [`progress_key`]) names its progress row.
     File {
         path: PathBuf,
         key: String,
         gzip: bool,
+        file: FileId,
     },
     /// Standard input: read once, its progress is not recorded.
     Stdin,
 }
 
 impl Source {
-    /// How the input is named in reports.
+    /// How the input is named in reports (escaped: file names can hold any byte).
     pub fn display(&self) -> String {
         match self {
-            Source::File { path, .. } => path.display().to_string(),
+            Source::File { path, .. } => shown_path(path),
             Source::Stdin => "<stdin>".to_string(),
         }
     }
 
     pub fn file(path: &Path) -> anyhow::Result<Source> {
         let absolute = std::fs::canonicalize(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+            .with_context(|| format!("cannot read {}", shown_path(path)))?;
+        let metadata = std::fs::metadata(&absolute)
+            .with_context(|| format!("cannot read {}", shown_path(path)))?;
         let gzip = absolute.extension().is_some_and(|e| e == "gz");
         Ok(Source::File {
-            key: absolute.to_string_lossy().into_owned(),
+            key: progress_key(&absolute),
             path: absolute,
             gzip,
+            file: file_id(&metadata),
         })
+    }
+}
+
+/// The identity of the file `metadata` describes.
+pub fn file_id(metadata: &std::fs::Metadata) -> FileId {
+    FileId {
+        device: metadata.dev(),
+        inode: metadata.ino(),
+    }
+}
+
+/// The text a path's progress row is stored under, byte for byte: the path itself when it is
+/// UTF-8 (as every row before held); otherwise `bytes:` and the hex of its bytes (an absolute
+/// path starts with `/`, so the two never meet).
+pub fn progress_key(path: &Path) -> String {
+    let bytes = path.as_os_str().as_bytes();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("bytes:{hex}")
+        }
     }
 }
 
@@ -63,7 +91,8 @@ pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Re
         } else if path.exists() {
             sources.push(Source::file(path)?);
         } else if arg.contains(['*', '?', '[']) {
-            let matches = glob::glob(arg).with_context(|| format!("invalid pattern {arg}"))?;
+            let matches = glob::glob(arg)
+                .with_context(|| format!("invalid pattern {}", escaped(arg.as_bytes())))?;
             let before = sources.len();
             for entry in matches {
                 let entry = entry?;
@@ -72,13 +101,16 @@ pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Re
                 }
             }
             if sources.len() == before {
-                bail!("no file matches {arg}");
+                bail!("no file matches {}", escaped(arg.as_bytes()));
             }
         } else {
-            bail!("cannot read {arg}: no such file or directory");
+            bail!(
+                "cannot read {}: no such file or directory",
+                escaped(arg.as_bytes())
+            );
         }
     }
-    sources.sort_by_key(|s| s.display());
+    sources.sort_by(|a, b| a.path().cmp(&b.path()));
     sources.dedup();
     Ok(sources)
 }
@@ -90,7 +122,7 @@ pub fn walk(
     out: &mut Vec<Source>,
 ) -> anyhow::Result<()> {
     let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", shown_path(dir)))?;
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
@@ -109,6 +141,16 @@ pub fn walk(
         }
     }
     Ok(())
+}
+
+impl Source {
+    /// The file's path (`None` for standard input).
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Source::File { path, .. } => Some(path),
+            Source::Stdin => None,
+        }
+    }
 }
 
 /// One input with the range this ingestion reads of it.
@@ -140,6 +182,8 @@ pub struct Piece {
 pub struct Plan {
     pub inputs: Vec<PlannedInput>,
     pub units: Vec<Vec<Piece>>,
+    /// Inputs left out, and why (another name of a file already planned).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -156,7 +200,7 @@ impl Plan {
     /// The progress to record once `piece` is committed (`None` for standard input).
     pub fn progress_of(&self, piece: &Piece) -> Option<FileProgress> {
         let input = &self.inputs[piece.input];
-        let Source::File { key, .. } = &input.source else {
+        let Source::File { key, file, .. } = &input.source else {
             return None;
         };
         Some(FileProgress {
@@ -170,6 +214,7 @@ impl Plan {
             offset: piece.end,
             head_hash: input.head.hash,
             head_len: input.head.len,
+            file: *file,
         })
     }
 }
@@ -178,13 +223,25 @@ impl Plan {
 /// `whole_lines_only` (follow mode) leaves a partial last line for later.
 pub fn plan(
     sources: Vec<Source>,
-    stored: &HashMap<String, StoredProgress>,
+    stored: &BTreeMap<String, StoredProgress>,
     unit_bytes: u64,
     whole_lines_only: bool,
 ) -> anyhow::Result<Plan> {
     let mut plan = Plan::default();
     let mut pieces = Vec::new();
+    // A file reached by two names (a hard link) is read once, under the first.
+    let mut names: HashMap<FileId, String> = HashMap::new();
     for source in sources {
+        if let Source::File { file, .. } = &source {
+            if let Some(first) = names.get(file) {
+                plan.notes.push(format!(
+                    "{} is the same file as {first} (a hard link): read once",
+                    source.display()
+                ));
+                continue;
+            }
+            names.insert(*file, source.display());
+        }
         let input = plan.inputs.len();
         let planned = match &source {
             Source::Stdin => {
@@ -202,11 +259,16 @@ pub fn plan(
                     note: None,
                 }
             }
-            Source::File { path, key, gzip } => {
-                let mut file =
-                    File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Source::File {
+                path,
+                key,
+                gzip,
+                file: id,
+            } => {
+                let mut file = File::open(path)
+                    .with_context(|| format!("cannot read {}", shown_path(path)))?;
                 let size = file.metadata()?.len();
-                let resume = Resume::decide(&mut file, size, key, stored)?;
+                let resume = Resume::decide(&mut file, size, key, *id, stored)?;
                 let end = if whole_lines_only && !gzip {
                     end_of_last_line(&file, resume.start, size)?
                 } else {
@@ -228,7 +290,7 @@ pub fn plan(
                     start: resume.start,
                     end,
                     expected_offset: resume.expected_offset,
-                    note: resume.note.map(|n| format!("{}: {n}", path.display())),
+                    note: resume.note.map(|n| format!("{}: {n}", shown_path(path))),
                     source,
                 }
             }
@@ -261,28 +323,32 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// Continues where the stored progress of `key` left off, unless the file shrank or its first
-    /// bytes changed (it was replaced): then it is a new file, read from 0 — or, when its first
-    /// bytes are those of another path's progress, a file renamed by log rotation, which continues
-    /// where that path left off (and is not read twice).
+    /// Continues where the stored progress of `key` left off when it is the same file (same
+    /// device and inode, where the row has them), not shorter than the offset, with the same first
+    /// bytes. Otherwise the file is new, read from 0 — unless a row under another path is this very
+    /// file (same device and inode, same first bytes): a file renamed by log rotation, or a hard
+    /// link, which continues where that path left off (and is not read twice). Two files that
+    /// merely begin alike are two files.
     pub fn decide(
         file: &mut File,
         size: u64,
         key: &str,
-        stored: &HashMap<String, StoredProgress>,
+        id: FileId,
+        stored: &BTreeMap<String, StoredProgress>,
     ) -> anyhow::Result<Resume> {
         let own = stored.get(key);
         let expected_offset = own.map_or(0, |p| p.offset);
         let note = match own {
             None => None,
-            Some(p) if size < p.offset => Some(format!(
-                "shrank below the {} bytes already ingested; read again as a new file",
-                p.offset
-            )),
-            Some(p) if Head::of(file, p.head_len)?.hash != p.head_hash => Some(
-                "its first bytes changed since the last ingestion; read again as a new file"
-                    .to_string(),
-            ),
+            Some(p) if p.file.is_known() && p.file != id => {
+                Some("is another file than the one ingested under this name; read as a new file")
+            }
+            Some(p) if size < p.offset => {
+                Some("shrank below the bytes already ingested; read again as a new file")
+            }
+            Some(p) if !Head::of(file, p.head_len)?.is(p) => {
+                Some("its first bytes changed since the last ingestion; read again as a new file")
+            }
             Some(p) => {
                 return Ok(Resume {
                     start: p.offset,
@@ -293,15 +359,17 @@ impl Resume {
         };
         for (path, other) in stored {
             if path != key
-                && other.head_len > 0
+                && other.file.is_known()
+                && other.file == id
                 && other.offset <= size
-                && Head::of(file, other.head_len)?.hash == other.head_hash
+                && Head::of(file, other.head_len)?.is(other)
             {
                 return Ok(Resume {
                     start: other.offset,
                     expected_offset,
                     note: Some(format!(
-                        "is {path} renamed: continues after its {} ingested bytes",
+                        "is the file ingested as {} (renamed or linked): continues after its {} ingested bytes",
+                        shown_key(path),
                         other.offset
                     )),
                 });
@@ -310,9 +378,23 @@ impl Resume {
         Ok(Resume {
             start: 0,
             expected_offset,
-            note,
+            note: note.map(str::to_string),
         })
     }
+}
+
+/// A progress key as people see it.
+fn shown_key(key: &str) -> String {
+    let bytes = key
+        .strip_prefix("bytes:")
+        .and_then(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()
+        })
+        .unwrap_or_else(|| key.as_bytes().to_vec());
+    crate::errors::escaped(&bytes)
 }
 
 /// A fingerprint of a file's first bytes (FNV-1a, stable across versions and platforms).
@@ -322,8 +404,9 @@ pub struct Head {
     pub len: u64,
 }
 
-/// How many leading bytes identify a file.
-pub const HEAD_BYTES: u64 = 1024;
+/// How many leading bytes are fingerprinted (with the device and inode, they tell a file that was
+/// rewritten in place, or an inode reused by a new file, from the one ingested).
+pub const HEAD_BYTES: u64 = 4096;
 
 impl Head {
     /// The fingerprint of the first `min(limit, HEAD_BYTES)` bytes of `file`.
@@ -340,6 +423,11 @@ impl Head {
             hash,
             len: bytes.len() as u64,
         })
+    }
+
+    /// Whether this is the fingerprint `stored` holds.
+    fn is(&self, stored: &StoredProgress) -> bool {
+        self.hash == stored.head_hash && self.len == stored.head_len
     }
 }
 
@@ -422,7 +510,7 @@ mod tests {
         let content: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         let (_dir, path) = file_with(&content);
         let sources = vec![Source::file(&path).unwrap()];
-        let plan = plan(sources, &HashMap::new(), 100, false).unwrap();
+        let plan = plan(sources, &BTreeMap::new(), 100, false).unwrap();
         let pieces: Vec<Piece> = plan.units.iter().flatten().copied().collect();
         assert!(pieces.len() > 10);
         assert_eq!(pieces[0].start, 0);
@@ -438,7 +526,7 @@ mod tests {
         let (_dir, path) = file_with("a\nb\npartial");
         let plan = plan(
             vec![Source::file(&path).unwrap()],
-            &HashMap::new(),
+            &BTreeMap::new(),
             1 << 20,
             true,
         )
@@ -446,7 +534,7 @@ mod tests {
         assert_eq!(plan.inputs[0].end, 4);
         let batch = super::plan(
             vec![Source::file(&path).unwrap()],
-            &HashMap::new(),
+            &BTreeMap::new(),
             1 << 20,
             false,
         )
@@ -454,26 +542,42 @@ mod tests {
         assert_eq!(batch.inputs[0].end, 11);
     }
 
+    fn id_of(path: &Path) -> FileId {
+        file_id(&std::fs::metadata(path).unwrap())
+    }
+
     #[test]
     fn stored_progress_resumes_unless_the_file_shrank_or_was_replaced() {
         let (_dir, path) = file_with("first line\nsecond line\n");
         let mut file = File::open(&path).unwrap();
         let head = Head::of(&mut file, 11).unwrap();
+        let id = id_of(&path);
         let stored = StoredProgress {
             offset: 11,
             head_hash: head.hash,
             head_len: head.len,
+            file: id,
         };
         let decide = |file: &mut File, progress: StoredProgress| {
             Resume::decide(
                 file,
                 23,
                 "a.log",
-                &HashMap::from([("a.log".to_string(), progress)]),
+                id,
+                &BTreeMap::from([("a.log".to_string(), progress)]),
             )
             .unwrap()
         };
         assert_eq!(decide(&mut file, stored).start, 11);
+        let old_row = StoredProgress {
+            file: FileId::default(),
+            ..stored
+        };
+        assert_eq!(
+            decide(&mut file, old_row).start,
+            11,
+            "rows without an inode"
+        );
         let resume = decide(
             &mut file,
             StoredProgress {
@@ -492,6 +596,18 @@ mod tests {
         );
         assert_eq!(resume.start, 0);
         assert!(resume.note.unwrap().contains("changed"));
+        let resume = decide(
+            &mut file,
+            StoredProgress {
+                file: FileId {
+                    inode: id.inode + 1,
+                    ..id
+                },
+                ..stored
+            },
+        );
+        assert_eq!(resume.start, 0);
+        assert!(resume.note.unwrap().contains("another file"));
     }
 
     #[test]
@@ -503,10 +619,55 @@ mod tests {
             offset: 11,
             head_hash: head.hash,
             head_len: head.len,
+            file: id_of(&path),
         };
-        let stored = HashMap::from([("app.log".to_string(), old_name)]);
-        let resume = Resume::decide(&mut file, 23, "app.log.1", &stored).unwrap();
+        let stored = BTreeMap::from([("app.log".to_string(), old_name)]);
+        let resume = Resume::decide(&mut file, 23, "app.log.1", id_of(&path), &stored).unwrap();
         assert_eq!((resume.start, resume.expected_offset), (11, 0));
         assert!(resume.note.unwrap().contains("renamed"));
+    }
+
+    #[test]
+    fn a_new_file_that_begins_like_an_ingested_one_is_a_new_file() {
+        let (dir, path) = file_with("the same line\n");
+        let other = dir.path().join("b.log");
+        std::fs::copy(&path, &other).unwrap();
+        let mut file = File::open(&path).unwrap();
+        let head = Head::of(&mut file, 100).unwrap();
+        let ingested = StoredProgress {
+            offset: 14,
+            head_hash: head.hash,
+            head_len: head.len,
+            file: id_of(&path),
+        };
+        let stored = BTreeMap::from([(progress_key(&path), ingested)]);
+        let mut copy = File::open(&other).unwrap();
+        let resume = Resume::decide(&mut copy, 14, &progress_key(&other), id_of(&other), &stored);
+        assert_eq!(
+            resume.unwrap(),
+            Resume {
+                start: 0,
+                expected_offset: 0,
+                note: None
+            }
+        );
+        // Rows written before identities were recorded are never matched by first bytes alone.
+        let old_row = StoredProgress {
+            file: FileId::default(),
+            ..ingested
+        };
+        let stored = BTreeMap::from([(progress_key(&path), old_row)]);
+        let resume = Resume::decide(&mut copy, 14, &progress_key(&other), id_of(&other), &stored);
+        assert_eq!(resume.unwrap().start, 0);
+    }
+
+    #[test]
+    fn non_utf8_names_keep_distinct_keys_and_are_shown_escaped() {
+        use std::ffi::OsStr;
+        let a = Path::new(OsStr::from_bytes(b"/logs/x\xff.log"));
+        let b = Path::new(OsStr::from_bytes(b"/logs/x\xfe.log"));
+        assert_ne!(progress_key(a), progress_key(b));
+        assert_eq!(progress_key(Path::new("/logs/café.log")), "/logs/café.log");
+        assert_eq!(shown_key(&progress_key(a)), "/logs/x\\xff.log");
     }
 }

@@ -30,6 +30,24 @@ pub struct FileProgress {
     /// FNV-1a of the file's first `head_len` bytes: tells a replaced file from an appended one.
     pub head_hash: u64,
     pub head_len: u64,
+    /// Which file this is, whatever its name.
+    pub file: FileId,
+}
+
+/// A file's identity on its filesystem: device and inode (both 0 when unknown).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct FileId {
+    pub device: u64,
+    pub inode: u64,
+}
+
+impl FileId {
+    /// Whether this identity was recorded (rows written before identities were have none).
+    pub fn is_known(self) -> bool {
+        self != FileId::default()
+    }
 }
 
 /// Everything one epoch produced, committed in one transaction.
@@ -61,9 +79,11 @@ const UPSERT_ROWS: usize = 100;
 const SELECT_PROGRESS: &str = "SELECT byte_offset FROM ingest_progress WHERE path = $1";
 const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
-const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress (path, byte_offset, head_hash, head_len) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
-     head_hash = excluded.head_hash, head_len = excluded.head_len";
+const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
+     (path, byte_offset, head_hash, head_len, device, inode) VALUES ($1, $2, $3, $4, $5, $6) \
+     ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
+     head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
+     inode = excluded.inode";
 const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
      success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
      total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
@@ -203,6 +223,8 @@ impl Store {
                     .bind(stored(progress.offset))
                     .bind(progress.head_hash as i64)
                     .bind(stored(progress.head_len))
+                    .bind(progress.file.device as i64)
+                    .bind(progress.file.inode as i64)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -218,10 +240,11 @@ impl Store {
         Ok(written)
     }
 
-    /// The committed progress of every input file: path -> (offset, head hash, head length).
-    pub async fn progress(&self) -> anyhow::Result<HashMap<String, StoredProgress>> {
+    /// The committed progress of every input file, by path (in order: every process of a
+    /// cluster that reads it decides the same).
+    pub async fn progress(&self) -> anyhow::Result<BTreeMap<String, StoredProgress>> {
         const SELECT_ALL: &str =
-            "SELECT path, byte_offset, head_hash, head_len FROM ingest_progress";
+            "SELECT path, byte_offset, head_hash, head_len, device, inode FROM ingest_progress";
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_ALL).fetch_all(pool).await?;
             rows.iter()
@@ -232,10 +255,14 @@ impl Store {
                             offset: count(row.try_get("byte_offset")?),
                             head_hash: row.try_get::<i64, _>("head_hash")? as u64,
                             head_len: count(row.try_get("head_len")?),
+                            file: FileId {
+                                device: row.try_get::<i64, _>("device")? as u64,
+                                inode: row.try_get::<i64, _>("inode")? as u64,
+                            },
                         },
                     ))
                 })
-                .collect::<Result<HashMap<_, _>, sqlx::Error>>()?
+                .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()?
         });
         Ok(rows)
     }
@@ -247,4 +274,5 @@ pub struct StoredProgress {
     pub offset: u64,
     pub head_hash: u64,
     pub head_len: u64,
+    pub file: FileId,
 }

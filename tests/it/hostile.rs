@@ -70,3 +70,111 @@ fn a_byte_order_mark_is_skipped_and_a_line_too_long_is_rejected_without_being_he
     );
     oracle::assert_rows_match_text(&all_rows(&db.url), &format!("{good}{good}"));
 }
+
+fn total_requests(url: &str) -> u64 {
+    all_rows(url)
+        .iter()
+        .map(|row| row["total_requests"].as_u64().unwrap())
+        .sum()
+}
+
+fn ingest_dir(db: &TestDb, dir: &std::path::Path) -> logstats::pipeline::IngestReport {
+    ingest(IngestConfig::new(&db.url, vec![dir.display().to_string()])).unwrap()
+}
+
+#[test]
+fn files_that_begin_alike_are_different_files_and_a_hard_link_is_read_once() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let dir = db.dir().join("logs");
+        std::fs::create_dir(&dir).unwrap();
+        let line = "2024-09-15 10:00:00 cust_1 /x 200 0.5\n";
+        let other = "2024-09-15 11:00:00 cust_1 /x 500 0.7\n";
+        for host in 1..=3 {
+            std::fs::write(dir.join(format!("host{host}.log")), line).unwrap();
+        }
+        ingest_dir(&db, &dir);
+        std::fs::write(dir.join("host4.log"), line).unwrap();
+        let report = ingest_dir(&db, &dir);
+        assert_eq!(report.lines, 1, "{backend:?}: {:?}", report.notes);
+        std::fs::write(dir.join("host5.log"), format!("{line}{other}")).unwrap();
+        std::fs::hard_link(dir.join("host5.log"), dir.join("host5-link.log")).unwrap();
+        let report = ingest_dir(&db, &dir);
+        assert_eq!(report.lines, 2, "{backend:?}: {:?}", report.notes);
+        assert!(
+            report.notes.iter().any(|n| n.contains("hard link")),
+            "{:?}",
+            report.notes
+        );
+        assert_eq!(total_requests(&db.url), 6, "{backend:?}");
+        assert_eq!(
+            ingest_dir(&db, &dir).lines,
+            0,
+            "{backend:?}: a rerun adds nothing"
+        );
+        // A hard link made after its file was ingested is the same file under a new name.
+        std::fs::hard_link(dir.join("host1.log"), db.dir().join("late-link.log")).unwrap();
+        let late = db.dir().join("late-link.log");
+        let report = ingest(IngestConfig::new(&db.url, vec![late.display().to_string()])).unwrap();
+        assert_eq!(report.lines, 0, "{backend:?}: {:?}", report.notes);
+        assert_eq!(total_requests(&db.url), 6, "{backend:?}");
+    }
+}
+
+#[test]
+fn file_names_that_are_not_utf8_keep_their_own_progress() {
+    use std::os::unix::ffi::OsStrExt;
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = db.dir().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let name =
+        |byte: u8| std::ffi::OsStr::from_bytes(&[b'x', byte, b'.', b'l', b'o', b'g']).to_owned();
+    std::fs::write(dir.join(name(0xff)), "2024-09-15 10:00:00 a /x 200 0.5\n").unwrap();
+    std::fs::write(
+        dir.join(name(0xfe)),
+        "2024-09-15 10:00:00 b /x 200 0.5\nx\n",
+    )
+    .unwrap();
+    let first = ingest_dir(&db, &dir);
+    assert_eq!((first.lines, first.rejected), (3, 1));
+    assert!(
+        first.reject_samples[0].contains("x\\xfe.log"),
+        "{:?}",
+        first.reject_samples
+    );
+    let again = ingest_dir(&db, &dir);
+    assert_eq!(again.lines, 0, "{:?}", again.notes);
+    assert!(again.notes.is_empty(), "{:?}", again.notes);
+    assert_eq!(total_requests(&db.url), 2);
+}
+
+#[test]
+fn nothing_from_a_log_line_or_a_file_name_reaches_the_terminal_raw() {
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = db.dir().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let forged = dir.join("n\nerror: forged.log");
+    std::fs::write(&forged, "\x1b]0;owned\x07\x1b[31m 2024 \0 red\n").unwrap();
+    let rejects = db.dir().join("rejects.tsv");
+    let output = std::process::Command::new(binary())
+        .args(["ingest", "--database", &db.url, "--rejects"])
+        .arg(&rejects)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let report = std::fs::read_to_string(&rejects).unwrap();
+    for text in [&stderr, &report] {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\u{001b}]0;owned\\u{0007}"), "{text:?}");
+    }
+    assert!(stderr.contains("n\\nerror: forged.log"), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.starts_with("error:")), "{stderr}");
+    assert_eq!(report.lines().count(), 1, "{report:?}");
+}

@@ -2,7 +2,7 @@
 
 use logstats::day::Day;
 use logstats::stats::DayStats;
-use logstats::store::{CommitBatch, FileProgress, GroupDelta};
+use logstats::store::{CommitBatch, FileId, FileProgress, GroupDelta};
 
 use crate::common::*;
 
@@ -24,6 +24,7 @@ fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
         offset,
         head_hash: 1,
         head_len: 10,
+        file: FileId::default(),
     }
 }
 

@@ -1,0 +1,4 @@
+-- A file is identified by its device and inode (0 and 0 in rows written before: those fall back to
+-- their first bytes), so a new file that begins like an ingested one is never taken for it.
+ALTER TABLE ingest_progress ADD COLUMN device BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE ingest_progress ADD COLUMN inode BIGINT NOT NULL DEFAULT 0;
