@@ -77,6 +77,9 @@ fn print_report(report: &IngestReport) {
     for note in &report.notes {
         eprintln!("note: {note}");
     }
+    for problem in &report.unreadable {
+        eprintln!("warning: {problem}");
+    }
     if report.rejected > 0 {
         let reasons: Vec<String> = report
             .rejected_by_reason

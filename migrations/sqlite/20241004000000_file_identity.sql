@@ -2,3 +2,6 @@
 -- their first bytes), so a new file that begins like an ingested one is never taken for it.
 ALTER TABLE ingest_progress ADD COLUMN device BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE ingest_progress ADD COLUMN inode BIGINT NOT NULL DEFAULT 0;
+-- For a compressed file that broke off (being written, or damaged): bytes of complete lines
+-- decompressed past byte_offset, so a later run continues after them and counts nothing twice.
+ALTER TABLE ingest_progress ADD COLUMN decoded_offset BIGINT NOT NULL DEFAULT 0;

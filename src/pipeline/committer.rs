@@ -110,6 +110,7 @@ impl Committer {
             ..IngestReport::default()
         };
         report.notes.extend(job.plan.notes.iter().cloned());
+        report.unreadable.extend(job.plan.problems.iter().cloned());
         report
             .notes
             .extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
@@ -147,6 +148,7 @@ impl Committer {
                     Update::Progress(p) => records.push(p),
                     Update::Tally(t) => absorbed.tally.add(&t),
                     Update::Rejected(r) => absorbed.rejects.push(r),
+                    Update::Unreadable(problem) => self.report.unreadable.push(problem),
                     Update::Group { .. } | Update::UnitDone(_) => {}
                 }
             }

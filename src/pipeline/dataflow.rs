@@ -41,6 +41,8 @@ pub enum Update {
     Rejected(Rejected),
     /// A unit of the plan was read completely.
     UnitDone(usize),
+    /// An input that could not be read completely, and why.
+    Unreadable(String),
 }
 
 impl Update {
@@ -92,14 +94,20 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     let store = runtime.block_on(Store::connect(&config.database_url))?;
     let stored = runtime.block_on(store.progress())?;
     runtime.block_on(store.close());
-    let sources = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
-    if config.follow && sources.contains(&source::Source::Stdin) {
+    let found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
+    if found.sources.is_empty()
+        && let Some(problem) = found.problems.first()
+        && !config.follow
+    {
+        anyhow::bail!("{problem}");
+    }
+    if config.follow && found.sources.contains(&source::Source::Stdin) {
         anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
     }
     if config.unit_bytes == 0 {
         config.unit_bytes = DEFAULT_UNIT_BYTES;
     }
-    let plan = source::plan(sources, &stored, config.unit_bytes, config.follow)?;
+    let plan = source::plan(found, &stored, config.unit_bytes, config.follow)?;
     let rejects_file = config
         .rejects_file
         .as_ref()

@@ -12,6 +12,7 @@ use super::aggregate::Aggregator;
 use super::dataflow::{Job, Update, UpdateInput, glob_pattern};
 use super::follow::Follower;
 use super::reader::read_piece;
+use super::source::PieceEnd;
 use crate::store::FileProgress;
 
 /// Epochs a worker may run ahead of the last absorbed one (bounds memory).
@@ -54,12 +55,15 @@ impl Feeder {
                 let mut progress = Vec::new();
                 for piece in pieces {
                     let lines_before = self.aggregator.lines();
-                    read_piece(plan, piece, &mut self.aggregator, &mut |n| {
+                    let end = read_piece(plan, piece, &mut self.aggregator, &mut |n| {
                         job.bytes_read.fetch_add(n, Ordering::Relaxed);
                     })?;
                     job.lines_read
                         .fetch_add(self.aggregator.lines() - lines_before, Ordering::Relaxed);
-                    progress.extend(plan.progress_of(piece));
+                    progress.extend(plan.progress_of(piece, &end));
+                    if let PieceEnd::Broken { problem, .. } = end {
+                        input.send(Update::Unreadable(problem));
+                    }
                 }
                 self.send(input, progress);
                 input.send(Update::UnitDone(unit));

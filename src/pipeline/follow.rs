@@ -171,6 +171,8 @@ impl<'a> Follower<'a> {
                     expected_offset: committed,
                     from: if followed.restarted { 0 } else { from },
                     offset: followed.offset,
+                    decoded: 0,
+                    expected_decoded: 0,
                     head_hash: followed.head.hash,
                     head_len: followed.head.len,
                     file: followed.identity,
@@ -185,11 +187,15 @@ impl<'a> Follower<'a> {
     /// The plain files the followed paths name now: key -> (path, identity). A file reached by
     /// two names (a hard link) is followed under the first.
     fn discover(&self) -> BTreeMap<String, (PathBuf, FileId)> {
-        let sources = source::discover(&self.job.config.inputs, self.pattern.as_ref())
+        let found = source::discover(&self.job.config.inputs, self.pattern.as_ref())
             .unwrap_or_else(|error| {
                 tracing::debug!("rescanning inputs: {error:#}");
-                Vec::new()
+                source::Found::default()
             });
+        for problem in &found.problems {
+            tracing::debug!("rescanning inputs: {problem}");
+        }
+        let sources = found.sources;
         let mut seen = HashSet::new();
         sources
             .into_iter()

@@ -98,6 +98,9 @@ pub struct IngestReport {
     pub read_stdin: bool,
     /// The signal (SIGINT 2, SIGTERM 15) that stopped a batch run before the end of its input.
     pub interrupted_by: Option<i32>,
+    /// Inputs that could not be read, or not completely (`cannot read NAME: cause`): the others
+    /// were ingested.
+    pub unreadable: Vec<String>,
 }
 
 impl IngestReport {
@@ -115,6 +118,12 @@ impl IngestReport {
         if self.read_stdin {
             line.push_str("; standard input is not resumable: its progress was not recorded");
         }
+        if !self.unreadable.is_empty() {
+            line.push_str(&format!(
+                "; {} input(s) could not be read completely (listed above)",
+                self.unreadable.len()
+            ));
+        }
         if let Some(signal) = self.interrupted_by {
             let name = if signal == 2 { "SIGINT" } else { "SIGTERM" };
             line.push_str(&format!(
@@ -125,10 +134,12 @@ impl IngestReport {
         line
     }
 
-    /// The exit status this run deserves: 0 when it finished, 128 + the signal that interrupted it.
+    /// The exit status this run deserves: 0 when it read everything, 2 when some input could
+    /// not be read completely, 128 + the signal that interrupted it.
     pub fn exit_code(&self) -> u8 {
         match self.interrupted_by {
             Some(signal) => 128 + signal as u8,
+            None if !self.unreadable.is_empty() => 2,
             None => 0,
         }
     }

@@ -3,41 +3,85 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use anyhow::Context;
 use flate2::read::MultiGzDecoder;
 
 use super::aggregate::{Aggregator, Position};
-use super::source::{Piece, Plan, Source};
+use super::source::{Piece, PieceEnd, Plan, Source, plain_io_error};
 
 /// Bytes read at a time.
 const BLOCK_BYTES: usize = 1 << 20;
 
 /// Feeds every line of `piece` to `aggregator`; `on_bytes` hears how many input bytes were read.
+/// A compressed input that breaks off is not an error: its lines before the break are kept and
+/// the returned [`PieceEnd`] says where it broke.
 pub fn read_piece(
     plan: &Plan,
     piece: &Piece,
     aggregator: &mut Aggregator,
     on_bytes: &mut dyn FnMut(u64),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PieceEnd> {
     let input = &plan.inputs[piece.input];
     let name = input.source.display();
     aggregator.set_source(&name);
     match &input.source {
-        Source::Stdin => feed_lines(io::stdin().lock(), Numbering::Lines, aggregator, on_bytes),
+        Source::Stdin => {
+            let (_, result) =
+                feed_lines(io::stdin().lock(), Numbering::Lines, aggregator, on_bytes);
+            result.map(|()| PieceEnd::Whole)
+        }
         Source::File { path, gzip, .. } => {
-            let file = File::open(path).with_context(|| format!("cannot read {name}"))?;
+            let file = File::open(path)?;
             if *gzip {
-                let range = range_of(file, piece.start, piece.end)?;
-                let decoder = MultiGzDecoder::new(io::BufReader::new(range));
-                feed_lines(decoder, Numbering::Lines, aggregator, &mut |_| {})?;
+                let end = read_compressed(file, piece, input.skip, aggregator);
                 on_bytes(piece.end - piece.start);
-                Ok(())
+                end.map(|end| match end {
+                    PieceEnd::Broken { decoded, problem } => PieceEnd::Broken {
+                        decoded,
+                        problem: format!("cannot read {name} completely: {problem}"),
+                    },
+                    whole => whole,
+                })
             } else {
                 read_range(file, piece.start, piece.end, aggregator, on_bytes)
+                    .map(|()| PieceEnd::Whole)
             }
         }
     }
-    .with_context(|| format!("reading {name}"))
+    .map_err(|error| anyhow::anyhow!("cannot read {name}: {}", plain_io_error(&error)))
+}
+
+/// Feeds the lines of a compressed piece, after the `skip` decompressed bytes already ingested.
+fn read_compressed(
+    file: File,
+    piece: &Piece,
+    skip: u64,
+    aggregator: &mut Aggregator,
+) -> io::Result<PieceEnd> {
+    let range = range_of(file, piece.start, piece.end)?;
+    let mut decoder = MultiGzDecoder::new(io::BufReader::new(range));
+    let broken = |decoded: u64, error: io::Error| PieceEnd::Broken {
+        decoded,
+        problem: format!(
+            "{} (a file still being written, or damaged): the complete lines before that are kept",
+            plain_io_error(&error)
+        ),
+    };
+    match io::copy(&mut (&mut decoder).take(skip), &mut io::sink()) {
+        Err(error) => return Ok(broken(0, error)),
+        Ok(skipped) if skipped < skip => {
+            let error = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "it ends before the part already ingested",
+            );
+            return Ok(broken(0, error));
+        }
+        Ok(_) => {}
+    }
+    let (decoded, result) = feed_lines(decoder, Numbering::Lines, aggregator, &mut |_| {});
+    Ok(match result {
+        Ok(()) => PieceEnd::Whole,
+        Err(error) => broken(decoded, error),
+    })
 }
 
 /// Feeds the lines of bytes `start..end` of a plain file (the source must be set already).
@@ -47,13 +91,14 @@ pub fn read_range(
     end: u64,
     aggregator: &mut Aggregator,
     on_bytes: &mut dyn FnMut(u64),
-) -> anyhow::Result<()> {
+) -> io::Result<()> {
     feed_lines(
         range_of(file, start, end)?,
         Numbering::Bytes(start),
         aggregator,
         on_bytes,
     )
+    .1
 }
 
 fn range_of(mut file: File, start: u64, end: u64) -> io::Result<io::Take<File>> {
@@ -78,18 +123,21 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Splits `reader` into lines (a final line without newline counts too) and feeds them. A line
 /// longer than [`MAX_LINE_BYTES`] is rejected without being held whole: memory stays flat.
+/// Returns the bytes of the lines fed, and the error that stopped reading early, if one did (the
+/// unfinished line before it is not fed).
 fn feed_lines(
     mut reader: impl Read,
     numbering: Numbering,
     aggregator: &mut Aggregator,
     on_bytes: &mut dyn FnMut(u64),
-) -> anyhow::Result<()> {
+) -> (u64, io::Result<()>) {
     let mut buffer = vec![0u8; BLOCK_BYTES];
     let mut filled = 0;
-    let mut consumed_total = match numbering {
+    let first_byte = match numbering {
         Numbering::Bytes(start) => start,
         Numbering::Lines => 0,
     };
+    let mut consumed_total = first_byte;
     let mut at_input_start = consumed_total == 0;
     let mut line_number = 0u64;
     // Inside a line that is too long (already rejected): its bytes are dropped up to its newline.
@@ -103,7 +151,7 @@ fn feed_lines(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return (consumed_total - first_byte, Err(e)),
         };
         aggregator.add_bytes(read as u64);
         on_bytes(read as u64);
@@ -150,8 +198,9 @@ fn feed_lines(
         // At most MAX_LINE_BYTES: a longer rest would be skipping.
         let position = position_of(line_number + 1, consumed_total);
         aggregator.feed(&buffer[..filled], position);
+        consumed_total += filled as u64;
     }
-    Ok(())
+    (consumed_total - first_byte, Ok(()))
 }
 
 #[cfg(test)]
@@ -177,7 +226,9 @@ mod tests {
 
     fn feed(reader: impl Read, numbering: Numbering) -> (u64, Vec<(Reject, Position)>) {
         let mut aggregator = Aggregator::new(100);
-        feed_lines(reader, numbering, &mut aggregator, &mut |_| {}).unwrap();
+        feed_lines(reader, numbering, &mut aggregator, &mut |_| {})
+            .1
+            .unwrap();
         let (groups, _, rejects) = aggregator.drain();
         let accepted = groups.iter().map(|g| g.2.total()).sum();
         let reasons = rejects

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::errors::{escaped, shown_path};
 use crate::store::{FileId, FileProgress, StoredProgress};
@@ -40,10 +40,15 @@ impl Source {
     }
 
     pub fn file(path: &Path) -> anyhow::Result<Source> {
-        let absolute = std::fs::canonicalize(path)
-            .with_context(|| format!("cannot read {}", shown_path(path)))?;
-        let metadata = std::fs::metadata(&absolute)
-            .with_context(|| format!("cannot read {}", shown_path(path)))?;
+        let cannot_read = |error: std::io::Error| {
+            anyhow::anyhow!(
+                "cannot read {}: {}",
+                shown_path(path),
+                plain_io_error(&error)
+            )
+        };
+        let absolute = std::fs::canonicalize(path).map_err(cannot_read)?;
+        let metadata = std::fs::metadata(&absolute).map_err(cannot_read)?;
         let gzip = absolute.extension().is_some_and(|e| e == "gz");
         Ok(Source::File {
             key: progress_key(&absolute),
@@ -76,71 +81,119 @@ pub fn progress_key(path: &Path) -> String {
     }
 }
 
+/// What the command line's paths name: the inputs to read, and the ones that cannot be read
+/// (`NAME: cause`), which do not stop the others.
+#[derive(Clone, Debug, Default)]
+pub struct Found {
+    pub sources: Vec<Source>,
+    pub problems: Vec<String>,
+}
+
+impl Found {
+    fn add_file(&mut self, path: &Path) {
+        match Source::file(path) {
+            Ok(source) => self.sources.push(source),
+            Err(error) => self.problems.push(crate::errors::one_line(&error)),
+        }
+    }
+
+    fn add_problem(&mut self, path: &Path, cause: impl std::fmt::Display) {
+        self.problems
+            .push(format!("cannot read {}: {cause}", shown_path(path)));
+    }
+}
+
 /// Expands the command line's paths: `-` is standard input, a directory is read recursively
 /// (files whose name matches `pattern` when one is given), a glob is expanded. Sorted, no repeats.
-pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Result<Vec<Source>> {
-    let mut sources = Vec::new();
+/// Fails only on an invalid pattern; what cannot be read is listed in [`Found::problems`].
+pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Result<Found> {
+    let mut found = Found::default();
     for arg in paths {
         if arg == "-" {
-            sources.push(Source::Stdin);
+            found.sources.push(Source::Stdin);
             continue;
         }
         let path = Path::new(arg);
-        if path.is_dir() {
-            walk(path, pattern, &mut sources)?;
-        } else if path.exists() {
-            sources.push(Source::file(path)?);
-        } else if arg.contains(['*', '?', '[']) {
+        if std::fs::symlink_metadata(path).is_err() && arg.contains(['*', '?', '[']) {
             let matches = glob::glob(arg)
                 .with_context(|| format!("invalid pattern {}", escaped(arg.as_bytes())))?;
-            let before = sources.len();
+            let before = found.sources.len();
             for entry in matches {
-                let entry = entry?;
-                if entry.is_file() {
-                    sources.push(Source::file(&entry)?);
+                match entry {
+                    Ok(entry) if entry.is_file() => found.add_file(&entry),
+                    Ok(_) => {}
+                    Err(error) => found.add_problem(error.path(), error.error()),
                 }
             }
-            if sources.len() == before {
-                bail!("no file matches {}", escaped(arg.as_bytes()));
+            if found.sources.len() == before {
+                found
+                    .problems
+                    .push(format!("no file matches {}", escaped(arg.as_bytes())));
             }
-        } else {
-            bail!(
-                "cannot read {}: no such file or directory",
-                escaped(arg.as_bytes())
-            );
+            continue;
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => walk(path, pattern, &mut found),
+            Ok(meta) if meta.is_file() => found.add_file(path),
+            Ok(meta) => found.add_problem(path, not_regular(&meta)),
+            Err(error) => found.add_problem(path, plain_io_error(&error)),
         }
     }
-    sources.sort_by(|a, b| a.path().cmp(&b.path()));
-    sources.dedup();
-    Ok(sources)
+    found.sources.sort_by(|a, b| a.path().cmp(&b.path()));
+    found.sources.dedup();
+    Ok(found)
+}
+
+/// Why a path that is neither a file nor a directory is not read.
+fn not_regular(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        "a named pipe (FIFO), not a regular file: pipe it to standard input (-) instead"
+    } else if kind.is_socket() {
+        "a socket, not a regular file"
+    } else {
+        "a device, not a regular file"
+    }
+}
+
+/// An I/O error in plain words, without Rust's `(os error N)`.
+pub fn plain_io_error(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error") {
+        Some(at) => text[..at].to_lowercase(),
+        None => text,
+    }
 }
 
 /// The files below `dir` (hidden ones skipped) whose names match `pattern`, when given.
-pub fn walk(
-    dir: &Path,
-    pattern: Option<&glob::Pattern>,
-    out: &mut Vec<Source>,
-) -> anyhow::Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", shown_path(dir)))?;
+pub fn walk(dir: &Path, pattern: Option<&glob::Pattern>, found: &mut Found) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => return found.add_problem(dir, plain_io_error(&error)),
+    };
     for entry in entries {
-        let entry = entry?;
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => return found.add_problem(dir, plain_io_error(&error)),
+        };
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with('.') {
             continue;
         }
         let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            walk(&path, pattern, out)?;
-        } else if (kind.is_file() || kind.is_symlink() && path.is_file())
-            && pattern.is_none_or(|p| p.matches(&name))
-        {
-            out.push(Source::file(&path)?);
+        let wanted = pattern.is_none_or(|p| p.matches(&name));
+        // Symbolic links are followed (a loop is a problem, not "no such file").
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk(&path, pattern, found),
+            Ok(meta) if meta.is_file() && wanted => found.add_file(&path),
+            Ok(meta) if !meta.is_file() && wanted => found.add_problem(&path, not_regular(&meta)),
+            Ok(_) => {}
+            Err(error) if wanted => found.add_problem(&path, plain_io_error(&error)),
+            Err(_) => {}
         }
     }
-    Ok(())
 }
 
 impl Source {
@@ -163,9 +216,23 @@ pub struct PlannedInput {
     pub end: u64,
     /// The offset its progress row holds now (0 when there is none).
     pub expected_offset: u64,
+    /// Compressed inputs: decompressed bytes to skip after `start` (already ingested), and what
+    /// the progress row holds now.
+    pub skip: u64,
+    pub expected_decoded: u64,
     pub head: Head,
     /// Why reading restarts from 0, when it does.
     pub note: Option<String>,
+}
+
+/// How the reading of a piece ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PieceEnd {
+    /// Every byte of it was read.
+    Whole,
+    /// A compressed input broke off (truncated while being written, or damaged): `decoded`
+    /// bytes of complete lines were read (and are kept); `problem` says what happened.
+    Broken { decoded: u64, problem: String },
 }
 
 /// A byte range of one input.
@@ -184,6 +251,8 @@ pub struct Plan {
     pub units: Vec<Vec<Piece>>,
     /// Inputs left out, and why (another name of a file already planned).
     pub notes: Vec<String>,
+    /// Inputs that cannot be read (`cannot read NAME: cause`).
+    pub problems: Vec<String>,
 }
 
 impl Plan {
@@ -197,8 +266,9 @@ impl Plan {
             .sum()
     }
 
-    /// The progress to record once `piece` is committed (`None` for standard input).
-    pub fn progress_of(&self, piece: &Piece) -> Option<FileProgress> {
+    /// The progress to record once `piece`, read as `end` says, is committed (`None` for
+    /// standard input).
+    pub fn progress_of(&self, piece: &Piece, end: &PieceEnd) -> Option<FileProgress> {
         let input = &self.inputs[piece.input];
         let Source::File { key, file, .. } = &input.source else {
             return None;
@@ -211,7 +281,15 @@ impl Plan {
                 piece.start
             },
             from: piece.start,
-            offset: piece.end,
+            offset: match end {
+                PieceEnd::Whole => piece.end,
+                PieceEnd::Broken { .. } => piece.start,
+            },
+            decoded: match end {
+                PieceEnd::Whole => 0,
+                PieceEnd::Broken { decoded, .. } => input.skip + decoded,
+            },
+            expected_decoded: input.expected_decoded,
             head_hash: input.head.hash,
             head_len: input.head.len,
             file: *file,
@@ -222,12 +300,16 @@ impl Plan {
 /// Plans reading `sources`, resuming from `stored` progress, in units of about `unit_bytes`.
 /// `whole_lines_only` (follow mode) leaves a partial last line for later.
 pub fn plan(
-    sources: Vec<Source>,
+    found: Found,
     stored: &BTreeMap<String, StoredProgress>,
     unit_bytes: u64,
     whole_lines_only: bool,
 ) -> anyhow::Result<Plan> {
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        problems: found.problems,
+        ..Plan::default()
+    };
+    let sources = found.sources;
     let mut pieces = Vec::new();
     // A file reached by two names (a hard link) is read once, under the first.
     let mut names: HashMap<FileId, String> = HashMap::new();
@@ -255,6 +337,8 @@ pub fn plan(
                     start: 0,
                     end: u64::MAX,
                     expected_offset: 0,
+                    skip: 0,
+                    expected_decoded: 0,
                     head: Head::default(),
                     note: None,
                 }
@@ -265,8 +349,15 @@ pub fn plan(
                 gzip,
                 file: id,
             } => {
-                let mut file = File::open(path)
-                    .with_context(|| format!("cannot read {}", shown_path(path)))?;
+                let mut file = match File::open(path) {
+                    Ok(file) => file,
+                    Err(error) => {
+                        let cause = plain_io_error(&error);
+                        plan.problems
+                            .push(format!("cannot read {}: {cause}", shown_path(path)));
+                        continue;
+                    }
+                };
                 let size = file.metadata()?.len();
                 let resume = Resume::decide(&mut file, size, key, *id, stored)?;
                 let end = if whole_lines_only && !gzip {
@@ -290,6 +381,8 @@ pub fn plan(
                     start: resume.start,
                     end,
                     expected_offset: resume.expected_offset,
+                    skip: resume.skip,
+                    expected_decoded: resume.expected_decoded,
                     note: resume.note.map(|n| format!("{}: {n}", shown_path(path))),
                     source,
                 }
@@ -318,7 +411,10 @@ pub fn plan(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resume {
     pub start: u64,
+    /// Decompressed bytes already ingested after `start` (compressed files that broke off).
+    pub skip: u64,
     pub expected_offset: u64,
+    pub expected_decoded: u64,
     pub note: Option<String>,
 }
 
@@ -338,6 +434,7 @@ impl Resume {
     ) -> anyhow::Result<Resume> {
         let own = stored.get(key);
         let expected_offset = own.map_or(0, |p| p.offset);
+        let expected_decoded = own.map_or(0, |p| p.decoded);
         let note = match own {
             None => None,
             Some(p) if p.file.is_known() && p.file != id => {
@@ -352,7 +449,9 @@ impl Resume {
             Some(p) => {
                 return Ok(Resume {
                     start: p.offset,
+                    skip: p.decoded,
                     expected_offset,
+                    expected_decoded,
                     note: None,
                 });
             }
@@ -366,7 +465,9 @@ impl Resume {
             {
                 return Ok(Resume {
                     start: other.offset,
+                    skip: other.decoded,
                     expected_offset,
+                    expected_decoded,
                     note: Some(format!(
                         "is the file ingested as {} (renamed or linked): continues after its {} ingested bytes",
                         shown_key(path),
@@ -377,7 +478,9 @@ impl Resume {
         }
         Ok(Resume {
             start: 0,
+            skip: 0,
             expected_offset,
+            expected_decoded,
             note: note.map(str::to_string),
         })
     }
@@ -510,7 +613,7 @@ mod tests {
         let content: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         let (_dir, path) = file_with(&content);
         let sources = vec![Source::file(&path).unwrap()];
-        let plan = plan(sources, &BTreeMap::new(), 100, false).unwrap();
+        let plan = plan(found(sources), &BTreeMap::new(), 100, false).unwrap();
         let pieces: Vec<Piece> = plan.units.iter().flatten().copied().collect();
         assert!(pieces.len() > 10);
         assert_eq!(pieces[0].start, 0);
@@ -525,7 +628,7 @@ mod tests {
     fn follow_mode_leaves_a_partial_last_line() {
         let (_dir, path) = file_with("a\nb\npartial");
         let plan = plan(
-            vec![Source::file(&path).unwrap()],
+            found(vec![Source::file(&path).unwrap()]),
             &BTreeMap::new(),
             1 << 20,
             true,
@@ -533,13 +636,20 @@ mod tests {
         .unwrap();
         assert_eq!(plan.inputs[0].end, 4);
         let batch = super::plan(
-            vec![Source::file(&path).unwrap()],
+            found(vec![Source::file(&path).unwrap()]),
             &BTreeMap::new(),
             1 << 20,
             false,
         )
         .unwrap();
         assert_eq!(batch.inputs[0].end, 11);
+    }
+
+    fn found(sources: Vec<Source>) -> Found {
+        Found {
+            sources,
+            problems: Vec::new(),
+        }
     }
 
     fn id_of(path: &Path) -> FileId {
@@ -556,6 +666,7 @@ mod tests {
             offset: 11,
             head_hash: head.hash,
             head_len: head.len,
+            decoded: 0,
             file: id,
         };
         let decide = |file: &mut File, progress: StoredProgress| {
@@ -619,6 +730,7 @@ mod tests {
             offset: 11,
             head_hash: head.hash,
             head_len: head.len,
+            decoded: 0,
             file: id_of(&path),
         };
         let stored = BTreeMap::from([("app.log".to_string(), old_name)]);
@@ -638,6 +750,7 @@ mod tests {
             offset: 14,
             head_hash: head.hash,
             head_len: head.len,
+            decoded: 0,
             file: id_of(&path),
         };
         let stored = BTreeMap::from([(progress_key(&path), ingested)]);
@@ -647,7 +760,9 @@ mod tests {
             resume.unwrap(),
             Resume {
                 start: 0,
+                skip: 0,
                 expected_offset: 0,
+                expected_decoded: 0,
                 note: None
             }
         );

@@ -27,6 +27,10 @@ pub struct FileProgress {
     pub from: u64,
     /// The byte offset just past the last consumed line.
     pub offset: u64,
+    /// Compressed files that broke off: bytes of complete lines decompressed past `offset`
+    /// (0 otherwise), and what the stored row must hold now.
+    pub decoded: u64,
+    pub expected_decoded: u64,
     /// FNV-1a of the file's first `head_len` bytes: tells a replaced file from an appended one.
     pub head_hash: u64,
     pub head_len: u64,
@@ -76,14 +80,16 @@ pub struct Conflict {
 /// (memory), enough that a commit of thousands of days takes few statements.
 const UPSERT_ROWS: usize = 100;
 
-const SELECT_PROGRESS: &str = "SELECT byte_offset FROM ingest_progress WHERE path = $1";
+const SELECT_PROGRESS: &str =
+    "SELECT byte_offset, decoded_offset FROM ingest_progress WHERE path = $1";
 const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
 const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
-     (path, byte_offset, head_hash, head_len, device, inode) VALUES ($1, $2, $3, $4, $5, $6) \
+     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
      ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
      head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
-     inode = excluded.inode";
+     inode = excluded.inode, decoded_offset = excluded.decoded_offset";
 const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
      success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
      total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
@@ -147,12 +153,12 @@ impl Store {
                 sqlx::query(lock).execute(&mut *tx).await?;
             }
             for progress in &batch.progress {
-                let found: Option<i64> = sqlx::query_scalar(SELECT_PROGRESS)
+                let found: Option<(i64, i64)> = sqlx::query_as(SELECT_PROGRESS)
                     .bind(&progress.path)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let found = found.map_or(0, count);
-                if found != progress.expected_offset {
+                let (found, decoded) = found.map_or((0, 0), |(o, d)| (count(o), count(d)));
+                if (found, decoded) != (progress.expected_offset, progress.expected_decoded) {
                     return Err(Conflict {
                         path: progress.path.clone(),
                         expected: progress.expected_offset,
@@ -225,6 +231,7 @@ impl Store {
                     .bind(stored(progress.head_len))
                     .bind(progress.file.device as i64)
                     .bind(progress.file.inode as i64)
+                    .bind(stored(progress.decoded))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -243,8 +250,8 @@ impl Store {
     /// The committed progress of every input file, by path (in order: every process of a
     /// cluster that reads it decides the same).
     pub async fn progress(&self) -> anyhow::Result<BTreeMap<String, StoredProgress>> {
-        const SELECT_ALL: &str =
-            "SELECT path, byte_offset, head_hash, head_len, device, inode FROM ingest_progress";
+        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len, device, inode, decoded_offset \
+             FROM ingest_progress";
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_ALL).fetch_all(pool).await?;
             rows.iter()
@@ -255,6 +262,7 @@ impl Store {
                             offset: count(row.try_get("byte_offset")?),
                             head_hash: row.try_get::<i64, _>("head_hash")? as u64,
                             head_len: count(row.try_get("head_len")?),
+                            decoded: count(row.try_get("decoded_offset")?),
                             file: FileId {
                                 device: row.try_get::<i64, _>("device")? as u64,
                                 inode: row.try_get::<i64, _>("inode")? as u64,
@@ -272,6 +280,8 @@ impl Store {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoredProgress {
     pub offset: u64,
+    /// Bytes of complete lines decompressed past `offset` (a compressed file that broke off).
+    pub decoded: u64,
     pub head_hash: u64,
     pub head_len: u64,
     pub file: FileId,

@@ -1,6 +1,8 @@
 //! Hostile and unusual input: values that overflow naive sums, ids and days that must be refused,
 //! byte-order marks, lines too long to hold, names and bytes that must not reach a terminal raw.
 
+use std::process::Command;
+
 use logstats::pipeline::{IngestConfig, ingest};
 
 use crate::common::*;
@@ -177,4 +179,73 @@ fn nothing_from_a_log_line_or_a_file_name_reaches_the_terminal_raw() {
     assert!(stderr.contains("n\\nerror: forged.log"), "{stderr}");
     assert!(!stderr.lines().any(|l| l.starts_with("error:")), "{stderr}");
     assert_eq!(report.lines().count(), 1, "{report:?}");
+}
+
+#[test]
+fn inputs_that_cannot_be_read_are_named_and_the_others_are_ingested_exactly() {
+    use std::io::Write;
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let dir = db.dir().join("logs");
+        std::fs::create_dir(&dir).unwrap();
+        let good = std::fs::read_to_string(generated_log(&dir, "good.log", 2_000, 70)).unwrap();
+        let zipped = std::fs::read_to_string(generated_log(db.dir(), "z.log", 20_000, 71)).unwrap();
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(zipped.as_bytes()).unwrap();
+        let gz = encoder.finish().unwrap();
+        // logrotate is still writing it: half of it is there.
+        let (written, rest) = gz.split_at(gz.len() / 2);
+        std::fs::write(dir.join("rotated.log.gz"), written).unwrap();
+        let fifo = dir.join("pipe.log");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::os::unix::fs::symlink(dir.join("loop.log"), dir.join("loop.log")).unwrap();
+        let run = || {
+            Command::new(binary())
+                .args(["ingest", "--database", &db.url])
+                .arg(&dir)
+                .output()
+                .unwrap()
+        };
+        let first = run();
+        let stderr = String::from_utf8_lossy(&first.stderr);
+        assert_eq!(first.status.code(), Some(2), "{stderr}");
+        for name in [
+            "rotated.log.gz",
+            "pipe.log: a named pipe",
+            "loop.log: too many levels",
+        ] {
+            assert!(stderr.contains(name), "{name}: {stderr}");
+        }
+        assert!(
+            stderr.contains("3 input(s) could not be read completely"),
+            "{stderr}"
+        );
+        let kept = total_requests(&db.url) - 2_000;
+        assert!(
+            kept > 0 && kept < 20_000,
+            "{backend:?}: {kept} lines before the break"
+        );
+        // Nothing changed: nothing is added twice.
+        let second = run();
+        assert_eq!(second.status.code(), Some(2));
+        assert_eq!(total_requests(&db.url), 2_000 + kept, "{backend:?}");
+        // The compressed file is finished: what was kept is not counted again.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("rotated.log.gz"))
+            .unwrap()
+            .write_all(rest)
+            .unwrap();
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::remove_file(dir.join("loop.log")).unwrap();
+        let last = run();
+        assert!(last.status.success(), "{last:?}");
+        oracle::assert_rows_match_text(&all_rows(&db.url), &format!("{good}{zipped}"));
+    }
 }

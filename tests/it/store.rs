@@ -22,6 +22,8 @@ fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
         expected_offset: expected,
         from: expected,
         offset,
+        decoded: 0,
+        expected_decoded: 0,
         head_hash: 1,
         head_len: 10,
         file: FileId::default(),
