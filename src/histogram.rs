@@ -233,6 +233,24 @@ impl Histogram {
         self.add(&other.counts().collect::<Vec<_>>());
     }
 
+    /// Takes back one count of `value` (a request counted before its line was complete); false,
+    /// and nothing changed, when the histogram holds no such value. Rare: it rebuilds the entries.
+    pub fn remove(&mut self, value: u64) -> bool {
+        self.compact();
+        let mut counts: Vec<(u64, u64)> = self.counts().collect();
+        let Some(at) = counts.iter().position(|&(v, _)| v == value) else {
+            return false;
+        };
+        counts[at].1 -= 1;
+        if counts[at].1 == 0 {
+            counts.remove(at);
+        }
+        let mut rebuilt = Histogram::default();
+        rebuilt.add(&counts);
+        *self = rebuilt;
+        true
+    }
+
     /// The sorted `(value, count)` pairs. Call [`Histogram::compact`] first.
     pub fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         debug_assert!(self.pending.is_empty(), "compact() before reading counts");

@@ -41,6 +41,27 @@ impl DayStats {
         self.histogram.merge(other.histogram);
     }
 
+    /// Takes back one request counted before (its line was not complete yet); false, and nothing
+    /// changed, when this state holds no such request.
+    pub fn remove(&mut self, status: u16, duration_us: u64) -> bool {
+        let class = usize::from(status / 100 - 1);
+        let duration = u128::from(duration_us);
+        let success = class == 1;
+        if self.by_class[class] == 0
+            || self.duration_sum_us < duration
+            || (success && self.success_duration_sum_us < duration)
+            || !self.histogram.remove(duration_us)
+        {
+            return false;
+        }
+        self.by_class[class] -= 1;
+        self.duration_sum_us -= duration;
+        if success {
+            self.success_duration_sum_us -= duration;
+        }
+        true
+    }
+
     /// Folds buffered durations into the histogram; call before serializing for storage.
     pub fn compact(&mut self) {
         self.histogram.compact();
@@ -283,6 +304,33 @@ mod tests {
         let statistics = stats_of(&requests).statistics();
         assert_eq!(statistics.uptime_percentage, 50.0);
         assert_eq!(statistics.duration_mean, epoch as f64 / 1e6);
+    }
+
+    proptest! {
+        #[test]
+        fn removing_a_request_equals_never_recording_it(
+            requests in requests(500),
+            index in any::<prop::sample::Index>(),
+        ) {
+            let removed = requests[index.index(requests.len())];
+            let mut stats = stats_of(&requests);
+            prop_assert!(stats.remove(removed.0, removed.1));
+            let mut rest = requests.clone();
+            rest.remove(index.index(requests.len()));
+            let mut expected = stats_of(&rest);
+            prop_assert_eq!(stats.statistics(), expected.statistics());
+            prop_assert_eq!(stats.histogram.to_bytes(), expected.histogram.to_bytes());
+        }
+    }
+
+    #[test]
+    fn a_request_never_recorded_cannot_be_removed() {
+        let mut stats = stats_of(&[(200, 5), (500, 7)]);
+        let before = stats.clone();
+        assert!(!stats.remove(200, 7), "no 2xx of 7 us");
+        assert!(!stats.remove(404, 5));
+        assert!(!stats.remove(200, 6));
+        assert_eq!(stats.statistics(), before.clone().statistics());
     }
 
     #[test]

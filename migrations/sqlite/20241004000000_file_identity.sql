@@ -5,3 +5,6 @@ ALTER TABLE ingest_progress ADD COLUMN inode BIGINT NOT NULL DEFAULT 0;
 -- For a compressed file that broke off (being written, or damaged): bytes of complete lines
 -- decompressed past byte_offset, so a later run continues after them and counts nothing twice.
 ALTER TABLE ingest_progress ADD COLUMN decoded_offset BIGINT NOT NULL DEFAULT 0;
+-- A last line without a newline, counted by a batch run: its length, so that when the line turns
+-- out to continue, the next run takes it back and reads it whole.
+ALTER TABLE ingest_progress ADD COLUMN tail_len BIGINT NOT NULL DEFAULT 0;

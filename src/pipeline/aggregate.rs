@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::day::Day;
 use crate::record::{Reject, parse_line};
 use crate::stats::DayStats;
+use crate::store::Retraction;
 
 /// Where a rejected line was found: a byte offset (plain files, turned into a line number when
 /// reported) or a line number already (compressed files and standard input).
@@ -55,6 +56,14 @@ impl Tally {
     }
 }
 
+/// Lines counted by an earlier run before they were complete, taken back now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retracted {
+    pub requests: Vec<Retraction>,
+    /// The lines taken back, rejected ones by reason (as they were counted).
+    pub tally: Tally,
+}
+
 /// How many characters of a rejected line are kept.
 const REJECT_TEXT_CHARS: usize = 200;
 
@@ -66,6 +75,7 @@ pub struct Aggregator {
     groups: Vec<(u32, Day, DayStats)>,
     tally: Tally,
     rejects: Vec<Rejected>,
+    retracted: Retracted,
     /// The input being read, named in rejects.
     source: String,
     /// How many rejected lines to keep (others are only counted).
@@ -81,6 +91,7 @@ impl Aggregator {
             groups: Vec::new(),
             tally: Tally::default(),
             rejects: Vec::new(),
+            retracted: Retracted::default(),
             source: String::new(),
             reject_limit,
         }
@@ -114,6 +125,38 @@ impl Aggregator {
             Ok(None) => {}
             Err(reason) => self.reject(reason, line, position),
         }
+    }
+
+    /// Takes back a line an earlier run counted before it was complete.
+    pub fn retract(&mut self, line: &[u8]) {
+        let tally = &mut self.retracted.tally;
+        match parse_line(line) {
+            Ok(Some(request)) => {
+                tally.lines += 1;
+                self.retracted.requests.push(Retraction {
+                    customer: request.customer.to_string(),
+                    day: request.day,
+                    status: request.status,
+                    duration_us: request.duration_us,
+                });
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                tally.lines += 1;
+                tally.rejected[reason.index()] += 1;
+            }
+        }
+    }
+
+    /// Takes back a line too long to keep that an earlier run counted before it was complete.
+    pub fn retract_too_long(&mut self) {
+        self.retracted.tally.lines += 1;
+        self.retracted.tally.rejected[Reject::LineTooLong.index()] += 1;
+    }
+
+    /// Takes the lines taken back since the last call.
+    pub fn take_retracted(&mut self) -> Retracted {
+        std::mem::take(&mut self.retracted)
     }
 
     /// Counts a line longer than the reader keeps (only its start is given).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::aggregate::{Position, Rejected, Tally};
+use super::aggregate::{Position, Rejected, Retracted, Tally};
 use super::dataflow::{Job, Merged, Update};
 use super::{IngestConfig, IngestReport};
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
@@ -84,6 +84,7 @@ struct Absorbed {
     progress: BTreeMap<String, FileProgress>,
     tally: Tally,
     rejects: Vec<Rejected>,
+    retracted: Retracted,
     epochs: u64,
     last_epoch: Option<u64>,
 }
@@ -149,6 +150,10 @@ impl Committer {
                     Update::Tally(t) => absorbed.tally.add(&t),
                     Update::Rejected(r) => absorbed.rejects.push(r),
                     Update::Unreadable(problem) => self.report.unreadable.push(problem),
+                    Update::Retracted(r) => {
+                        absorbed.retracted.requests.extend(r.requests);
+                        absorbed.retracted.tally.add(&r.tally);
+                    }
                     Update::Group { .. } | Update::UnitDone(_) => {}
                 }
             }
@@ -188,6 +193,9 @@ impl Committer {
             progress: absorbed.progress.into_values().collect(),
             lines: absorbed.tally.lines,
             rejected: absorbed.tally.rejected_total(),
+            retractions: absorbed.retracted.requests,
+            retracted_lines: absorbed.retracted.tally.lines,
+            retracted_rejected: absorbed.retracted.tally.rejected_total(),
         };
         let groups = batch.groups.len() as u64;
         let started = Instant::now();

@@ -19,7 +19,7 @@ use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use super::aggregate::{Aggregator, Rejected, Tally};
+use super::aggregate::{Aggregator, Rejected, Retracted, Tally};
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
@@ -43,6 +43,8 @@ pub enum Update {
     UnitDone(usize),
     /// An input that could not be read completely, and why.
     Unreadable(String),
+    /// Lines counted before they were complete, taken back.
+    Retracted(Retracted),
 }
 
 impl Update {

@@ -128,6 +128,10 @@ impl Feeder {
             input.send(Update::Rejected(rejected));
         }
         input.send(Update::Tally(tally));
+        let retracted = self.aggregator.take_retracted();
+        if retracted != Default::default() {
+            input.send(Update::Retracted(retracted));
+        }
     }
 
     fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput) {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::aggregate::Aggregator;
 use super::dataflow::Job;
-use super::reader::read_range;
+use super::reader::{read_range, retract_tail};
 use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line};
 use crate::errors::shown_path;
 use crate::store::{FileId, FileProgress};
@@ -34,6 +34,9 @@ struct Followed {
     head: Head,
     /// Read from a new start since the last progress record (rotation, truncation).
     restarted: bool,
+    /// A last line an earlier batch run counted without its newline, at `offset`: taken back
+    /// when the rest of it comes (until then, no progress is recorded).
+    retract: u64,
 }
 
 impl Followed {
@@ -45,6 +48,10 @@ impl Followed {
         on_bytes: &mut dyn FnMut(u64),
     ) -> anyhow::Result<()> {
         if end > self.offset {
+            if self.retract > 0 {
+                retract_tail(&self.file, self.offset, self.retract, aggregator)?;
+                self.retract = 0;
+            }
             read_range(
                 self.file.try_clone()?,
                 self.offset,
@@ -88,6 +95,12 @@ impl<'a> Follower<'a> {
                 offset: input.end,
                 head: input.head,
                 restarted: false,
+                // Taken back by the backlog's reading when it read anything.
+                retract: if input.end > input.start {
+                    0
+                } else {
+                    input.retract
+                },
             };
             files.insert(key.clone(), followed);
         }
@@ -156,6 +169,7 @@ impl<'a> Follower<'a> {
                     shown_path(&followed.path)
                 );
                 followed.offset = 0;
+                followed.retract = 0;
                 followed.head = Head::default();
                 followed.restarted = true;
             }
@@ -165,7 +179,7 @@ impl<'a> Follower<'a> {
                 followed.head = Head::of(&mut followed.file, followed.offset)?;
             }
             let committed = self.committed.get(key).copied().unwrap_or(0);
-            if followed.offset != committed || followed.restarted {
+            if (followed.offset != committed || followed.restarted) && followed.retract == 0 {
                 progress.push(FileProgress {
                     path: key.clone(),
                     expected_offset: committed,
@@ -173,6 +187,7 @@ impl<'a> Follower<'a> {
                     offset: followed.offset,
                     decoded: 0,
                     expected_decoded: 0,
+                    tail: 0,
                     head_hash: followed.head.hash,
                     head_len: followed.head.len,
                     file: followed.identity,
@@ -231,6 +246,7 @@ impl<'a> Follower<'a> {
             file,
             identity,
             offset: resume.start,
+            retract: resume.retract,
             head: Head::default(),
             restarted: resume.start == 0 && self.committed.get(key).is_some_and(|&c| c > 0),
         };

@@ -24,11 +24,9 @@ pub fn read_piece(
     let name = input.source.display();
     aggregator.set_source(&name);
     match &input.source {
-        Source::Stdin => {
-            let (_, result) =
-                feed_lines(io::stdin().lock(), Numbering::Lines, aggregator, on_bytes);
-            result.map(|()| PieceEnd::Whole)
-        }
+        Source::Stdin => feed_lines(io::stdin().lock(), Numbering::Lines, aggregator, on_bytes)
+            .result
+            .map(|()| PieceEnd::Whole { tail: 0 }),
         Source::File { path, gzip, .. } => {
             let file = File::open(path)?;
             if *gzip {
@@ -42,8 +40,11 @@ pub fn read_piece(
                     whole => whole,
                 })
             } else {
+                if piece.start == input.start && input.retract > 0 {
+                    retract_tail(&file, input.start, input.retract, aggregator)?;
+                }
                 read_range(file, piece.start, piece.end, aggregator, on_bytes)
-                    .map(|()| PieceEnd::Whole)
+                    .map(|tail| PieceEnd::Whole { tail })
             }
         }
     }
@@ -77,28 +78,47 @@ fn read_compressed(
         }
         Ok(_) => {}
     }
-    let (decoded, result) = feed_lines(decoder, Numbering::Lines, aggregator, &mut |_| {});
-    Ok(match result {
-        Ok(()) => PieceEnd::Whole,
-        Err(error) => broken(decoded, error),
+    let fed = feed_lines(decoder, Numbering::Lines, aggregator, &mut |_| {});
+    Ok(match fed.result {
+        Ok(()) => PieceEnd::Whole { tail: 0 },
+        Err(error) => broken(fed.bytes, error),
     })
 }
 
-/// Feeds the lines of bytes `start..end` of a plain file (the source must be set already).
+/// Takes back the last line of an earlier run that had no newline then (`len` bytes at `start`):
+/// it is about to be read again, whole.
+pub fn retract_tail(
+    file: &File,
+    start: u64,
+    len: u64,
+    aggregator: &mut Aggregator,
+) -> io::Result<()> {
+    if len > MAX_LINE_BYTES as u64 {
+        aggregator.retract_too_long();
+        return Ok(());
+    }
+    let mut line = vec![0; len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut line, start)?;
+    aggregator.retract(&line);
+    Ok(())
+}
+
+/// Feeds the lines of bytes `start..end` of a plain file (the source must be set already);
+/// returns the length of a last line without a newline (0 when there is none).
 pub fn read_range(
     file: File,
     start: u64,
     end: u64,
     aggregator: &mut Aggregator,
     on_bytes: &mut dyn FnMut(u64),
-) -> io::Result<()> {
-    feed_lines(
+) -> io::Result<u64> {
+    let fed = feed_lines(
         range_of(file, start, end)?,
         Numbering::Bytes(start),
         aggregator,
         on_bytes,
-    )
-    .1
+    );
+    fed.result.map(|()| fed.tail)
 }
 
 fn range_of(mut file: File, start: u64, end: u64) -> io::Result<io::Take<File>> {
@@ -121,16 +141,25 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// The UTF-8 byte-order mark, skipped at the start of an input.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// What [`feed_lines`] fed.
+struct Fed {
+    /// Bytes of the lines fed.
+    bytes: u64,
+    /// Of those, the bytes of a last line that had no newline (0 when there was none).
+    tail: u64,
+    /// The error that stopped reading early, if one did (the unfinished line before it was not
+    /// fed).
+    result: io::Result<()>,
+}
+
 /// Splits `reader` into lines (a final line without newline counts too) and feeds them. A line
 /// longer than [`MAX_LINE_BYTES`] is rejected without being held whole: memory stays flat.
-/// Returns the bytes of the lines fed, and the error that stopped reading early, if one did (the
-/// unfinished line before it is not fed).
 fn feed_lines(
     mut reader: impl Read,
     numbering: Numbering,
     aggregator: &mut Aggregator,
     on_bytes: &mut dyn FnMut(u64),
-) -> (u64, io::Result<()>) {
+) -> Fed {
     let mut buffer = vec![0u8; BLOCK_BYTES];
     let mut filled = 0;
     let first_byte = match numbering {
@@ -142,6 +171,7 @@ fn feed_lines(
     let mut line_number = 0u64;
     // Inside a line that is too long (already rejected): its bytes are dropped up to its newline.
     let mut skipping = false;
+    let mut skipped_line_start = 0;
     let position_of = |line_number: u64, offset: u64| match numbering {
         Numbering::Bytes(_) => Position::Byte(offset),
         Numbering::Lines => Position::Line(line_number),
@@ -151,7 +181,18 @@ fn feed_lines(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return (consumed_total - first_byte, Err(e)),
+            Err(e) => {
+                let bytes = if skipping {
+                    skipped_line_start
+                } else {
+                    consumed_total
+                } - first_byte;
+                return Fed {
+                    bytes,
+                    tail: 0,
+                    result: Err(e),
+                };
+            }
         };
         aggregator.add_bytes(read as u64);
         on_bytes(read as u64);
@@ -186,6 +227,7 @@ fn feed_lines(
             let position = position_of(line_number, consumed_total + start as u64);
             aggregator.reject_too_long(&buffer[start..filled], position);
             skipping = true;
+            skipped_line_start = consumed_total + start as u64;
         }
         if skipping {
             start = filled;
@@ -194,13 +236,21 @@ fn feed_lines(
         filled -= start;
         consumed_total += start as u64;
     }
-    if filled > 0 && !skipping {
+    let mut tail = 0;
+    if skipping {
+        tail = consumed_total - skipped_line_start;
+    } else if filled > 0 {
         // At most MAX_LINE_BYTES: a longer rest would be skipping.
         let position = position_of(line_number + 1, consumed_total);
         aggregator.feed(&buffer[..filled], position);
         consumed_total += filled as u64;
+        tail = filled as u64;
     }
-    (consumed_total - first_byte, Ok(()))
+    Fed {
+        bytes: consumed_total - first_byte,
+        tail,
+        result: Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -227,7 +277,7 @@ mod tests {
     fn feed(reader: impl Read, numbering: Numbering) -> (u64, Vec<(Reject, Position)>) {
         let mut aggregator = Aggregator::new(100);
         feed_lines(reader, numbering, &mut aggregator, &mut |_| {})
-            .1
+            .result
             .unwrap();
         let (groups, _, rejects) = aggregator.drain();
         let accepted = groups.iter().map(|g| g.2.total()).sum();

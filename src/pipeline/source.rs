@@ -219,6 +219,9 @@ pub struct PlannedInput {
     /// Compressed inputs: decompressed bytes to skip after `start` (already ingested), and what
     /// the progress row holds now.
     pub skip: u64,
+    /// Plain files: the bytes at `start` of a last line counted without its newline by an earlier
+    /// run, taken back before the line is read again whole.
+    pub retract: u64,
     pub expected_decoded: u64,
     pub head: Head,
     /// Why reading restarts from 0, when it does.
@@ -228,8 +231,8 @@ pub struct PlannedInput {
 /// How the reading of a piece ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PieceEnd {
-    /// Every byte of it was read.
-    Whole,
+    /// Every byte of it was read; its last `tail` bytes are a last line without a newline.
+    Whole { tail: u64 },
     /// A compressed input broke off (truncated while being written, or damaged): `decoded`
     /// bytes of complete lines were read (and are kept); `problem` says what happened.
     Broken { decoded: u64, problem: String },
@@ -282,12 +285,16 @@ impl Plan {
             },
             from: piece.start,
             offset: match end {
-                PieceEnd::Whole => piece.end,
+                PieceEnd::Whole { .. } => piece.end,
                 PieceEnd::Broken { .. } => piece.start,
             },
             decoded: match end {
-                PieceEnd::Whole => 0,
+                PieceEnd::Whole { .. } => 0,
                 PieceEnd::Broken { decoded, .. } => input.skip + decoded,
+            },
+            tail: match end {
+                PieceEnd::Whole { tail } => *tail,
+                PieceEnd::Broken { .. } => 0,
             },
             expected_decoded: input.expected_decoded,
             head_hash: input.head.hash,
@@ -338,6 +345,7 @@ pub fn plan(
                     end: u64::MAX,
                     expected_offset: 0,
                     skip: 0,
+                    retract: 0,
                     expected_decoded: 0,
                     head: Head::default(),
                     note: None,
@@ -359,7 +367,11 @@ pub fn plan(
                     }
                 };
                 let size = file.metadata()?.len();
-                let resume = Resume::decide(&mut file, size, key, *id, stored)?;
+                let mut resume = Resume::decide(&mut file, size, key, *id, stored)?;
+                if !whole_lines_only && resume.start + resume.retract == size {
+                    // The last line counted without a newline has not gone on: nothing to do.
+                    (resume.start, resume.retract) = (size, 0);
+                }
                 let end = if whole_lines_only && !gzip {
                     end_of_last_line(&file, resume.start, size)?
                 } else {
@@ -382,6 +394,7 @@ pub fn plan(
                     end,
                     expected_offset: resume.expected_offset,
                     skip: resume.skip,
+                    retract: resume.retract,
                     expected_decoded: resume.expected_decoded,
                     note: resume.note.map(|n| format!("{}: {n}", shown_path(path))),
                     source,
@@ -411,6 +424,8 @@ pub fn plan(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resume {
     pub start: u64,
+    /// A last line counted without its newline, at `start`: taken back, then read again whole.
+    pub retract: u64,
     /// Decompressed bytes already ingested after `start` (compressed files that broke off).
     pub skip: u64,
     pub expected_offset: u64,
@@ -448,7 +463,8 @@ impl Resume {
             }
             Some(p) => {
                 return Ok(Resume {
-                    start: p.offset,
+                    start: p.offset - p.tail,
+                    retract: p.tail,
                     skip: p.decoded,
                     expected_offset,
                     expected_decoded,
@@ -464,7 +480,8 @@ impl Resume {
                 && Head::of(file, other.head_len)?.is(other)
             {
                 return Ok(Resume {
-                    start: other.offset,
+                    start: other.offset - other.tail,
+                    retract: other.tail,
                     skip: other.decoded,
                     expected_offset,
                     expected_decoded,
@@ -478,6 +495,7 @@ impl Resume {
         }
         Ok(Resume {
             start: 0,
+            retract: 0,
             skip: 0,
             expected_offset,
             expected_decoded,
@@ -667,6 +685,7 @@ mod tests {
             head_hash: head.hash,
             head_len: head.len,
             decoded: 0,
+            tail: 0,
             file: id,
         };
         let decide = |file: &mut File, progress: StoredProgress| {
@@ -731,6 +750,7 @@ mod tests {
             head_hash: head.hash,
             head_len: head.len,
             decoded: 0,
+            tail: 0,
             file: id_of(&path),
         };
         let stored = BTreeMap::from([("app.log".to_string(), old_name)]);
@@ -751,6 +771,7 @@ mod tests {
             head_hash: head.hash,
             head_len: head.len,
             decoded: 0,
+            tail: 0,
             file: id_of(&path),
         };
         let stored = BTreeMap::from([(progress_key(&path), ingested)]);
@@ -760,6 +781,7 @@ mod tests {
             resume.unwrap(),
             Resume {
                 start: 0,
+                retract: 0,
                 skip: 0,
                 expected_offset: 0,
                 expected_decoded: 0,

@@ -16,6 +16,16 @@ pub struct GroupDelta {
     pub stats: DayStats,
 }
 
+/// A request counted before its line was complete (a last line without a newline, which then
+/// went on): taken back from its stored day before the whole line is counted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retraction {
+    pub customer: String,
+    pub day: Day,
+    pub status: u16,
+    pub duration_us: u64,
+}
+
 /// How far one input file has now been consumed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileProgress {
@@ -31,6 +41,9 @@ pub struct FileProgress {
     /// (0 otherwise), and what the stored row must hold now.
     pub decoded: u64,
     pub expected_decoded: u64,
+    /// Of the bytes before `offset`, those of a last line without a newline (0 when it ends
+    /// with one): if the line goes on, the next run takes it back and reads it whole.
+    pub tail: u64,
     /// FNV-1a of the file's first `head_len` bytes: tells a replaced file from an appended one.
     pub head_hash: u64,
     pub head_len: u64,
@@ -62,6 +75,11 @@ pub struct CommitBatch {
     /// Lines read and rejected for this batch (added to the stored totals).
     pub lines: u64,
     pub rejected: u64,
+    /// Requests counted by an earlier commit whose lines were not complete then.
+    pub retractions: Vec<Retraction>,
+    /// Lines (and of them, rejected ones) counted earlier and taken back now.
+    pub retracted_lines: u64,
+    pub retracted_rejected: u64,
 }
 
 /// Another writer advanced a file this commit meant to advance.
@@ -80,16 +98,19 @@ pub struct Conflict {
 /// (memory), enough that a commit of thousands of days takes few statements.
 const UPSERT_ROWS: usize = 100;
 
+const DELETE_DAY: &str =
+    "DELETE FROM resource_statistics_by_day WHERE customer_id = $1 AND date = $2";
 const SELECT_PROGRESS: &str =
     "SELECT byte_offset, decoded_offset FROM ingest_progress WHERE path = $1";
 const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
 const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
-     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
      head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
-     inode = excluded.inode, decoded_offset = excluded.decoded_offset";
+     inode = excluded.inode, decoded_offset = excluded.decoded_offset, \
+     tail_len = excluded.tail_len";
 const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
      success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
      total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
@@ -147,6 +168,19 @@ impl Store {
                 .or_default()
                 .merge(delta.stats);
         }
+        // A day with a retraction is read and written even when nothing new came for it.
+        let mut retractions: HashMap<(String, Day), Vec<(u16, u64)>> = HashMap::new();
+        for r in batch.retractions {
+            by_customer
+                .entry(r.customer.clone())
+                .or_default()
+                .entry(r.day)
+                .or_default();
+            retractions
+                .entry((r.customer, r.day))
+                .or_default()
+                .push((r.status, r.duration_us));
+        }
         let written = with_pool!(self, pool => {
             let mut tx = pool.begin_with(dialect.begin_write).await?;
             if let Some(lock) = dialect.writer_lock {
@@ -168,6 +202,7 @@ impl Store {
                 }
             }
             let mut merged = Vec::new();
+            let mut emptied = Vec::new();
             for (customer, days) in by_customer {
                 let (Some(first), Some(last)) = (days.keys().next().copied(), days.keys().next_back().copied()) else {
                     continue;
@@ -186,7 +221,16 @@ impl Store {
                 for (day, delta) in days {
                     let mut stats = existing.remove(&day).unwrap_or_default();
                     stats.merge(delta);
-                    merged.push(MergedDay { customer: customer.clone(), day, stats });
+                    for (status, duration_us) in retractions.remove(&(customer.clone(), day)).unwrap_or_default() {
+                        if !stats.remove(status, duration_us) {
+                            tracing::warn!("{customer} {day}: the stored day does not hold the request being taken back (the database was changed by hand?)");
+                        }
+                    }
+                    if stats.total() == 0 {
+                        emptied.push((customer.clone(), day));
+                    } else {
+                        merged.push(MergedDay { customer: customer.clone(), day, stats });
+                    }
                 }
             }
             for rows in merged.chunks_mut(UPSERT_ROWS) {
@@ -223,6 +267,13 @@ impl Store {
                 insert.push(ON_CONFLICT_DAYS);
                 insert.build().execute(&mut *tx).await?;
             }
+            for (customer, day) in &emptied {
+                sqlx::query(DELETE_DAY)
+                    .bind(customer)
+                    .bind(day.to_naive_date())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for progress in &batch.progress {
                 sqlx::query(UPSERT_PROGRESS)
                     .bind(&progress.path)
@@ -232,12 +283,13 @@ impl Store {
                     .bind(progress.file.device as i64)
                     .bind(progress.file.inode as i64)
                     .bind(stored(progress.decoded))
+                    .bind(stored(progress.tail))
                     .execute(&mut *tx)
                     .await?;
             }
             sqlx::query(ADD_TOTALS)
-                .bind(stored(batch.lines))
-                .bind(stored(batch.rejected))
+                .bind(stored(batch.lines) - stored(batch.retracted_lines))
+                .bind(stored(batch.rejected) - stored(batch.retracted_rejected))
                 .bind(unix_now())
                 .execute(&mut *tx)
                 .await?;
@@ -250,7 +302,7 @@ impl Store {
     /// The committed progress of every input file, by path (in order: every process of a
     /// cluster that reads it decides the same).
     pub async fn progress(&self) -> anyhow::Result<BTreeMap<String, StoredProgress>> {
-        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len, device, inode, decoded_offset \
+        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len \
              FROM ingest_progress";
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_ALL).fetch_all(pool).await?;
@@ -263,6 +315,7 @@ impl Store {
                             head_hash: row.try_get::<i64, _>("head_hash")? as u64,
                             head_len: count(row.try_get("head_len")?),
                             decoded: count(row.try_get("decoded_offset")?),
+                            tail: count(row.try_get("tail_len")?),
                             file: FileId {
                                 device: row.try_get::<i64, _>("device")? as u64,
                                 inode: row.try_get::<i64, _>("inode")? as u64,
@@ -282,6 +335,8 @@ pub struct StoredProgress {
     pub offset: u64,
     /// Bytes of complete lines decompressed past `offset` (a compressed file that broke off).
     pub decoded: u64,
+    /// Bytes before `offset` of a last line counted without its newline.
+    pub tail: u64,
     pub head_hash: u64,
     pub head_len: u64,
     pub file: FileId,

@@ -19,7 +19,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use commit::{CommitBatch, Conflict, FileId, FileProgress, GroupDelta, StoredProgress};
+pub use commit::{
+    CommitBatch, Conflict, FileId, FileProgress, GroupDelta, Retraction, StoredProgress,
+};
 pub use read::{CustomerSummary, DayRow};
 
 /// Statements slower than this are logged, at debug level: a commit's large multi-row insert under

@@ -249,3 +249,59 @@ fn inputs_that_cannot_be_read_are_named_and_the_others_are_ingested_exactly() {
         oracle::assert_rows_match_text(&all_rows(&db.url), &format!("{good}{zipped}"));
     }
 }
+
+/// Runs a batch ingestion of `log` as it is now.
+fn ingest_file(url: &str, log: &std::path::Path) -> logstats::pipeline::IngestReport {
+    let mut config = IngestConfig::new(url, vec![log.display().to_string()]);
+    config.unit_bytes = 300; // several pieces: the last line may fall in any of them
+    ingest(config).unwrap()
+}
+
+#[test]
+fn batch_runs_interleaved_with_a_writer_end_as_one_run_over_the_finished_file() {
+    let good = |i: usize| {
+        format!(
+            "2024-09-1{} 10:00:00 cust_{} /x {} 0.{:03}\n",
+            i % 3,
+            i % 2,
+            200 + 300 * (i % 2),
+            100 + i
+        )
+    };
+    let mut text: String = (0..40).map(good).collect();
+    // The case: a duration cut after its first digit, and lines that are bad while cut.
+    text.push_str("2024-09-15 20:51:37 cust_27 /api/v1/resource1 200 0.488\n");
+    text.push_str("2024-09-15 20:51:40 cust_27 /api/v1/resource1 500 0.104\n");
+    let cut_in_duration = text.len() - 5 - 57;
+    for backend in backends() {
+        for (round, finished) in [(0u64, text.clone()), (1, text.trim_end().to_string())] {
+            let db = TestDb::new(backend);
+            let log = db.dir().join("app.log");
+            // Writes arrive in pieces; a batch run after each, however they fall.
+            let mut cuts: Vec<usize> = (0..12)
+                .map(|i| (i as u64 * 7_919 + round * 104_729) as usize % finished.len())
+                .chain([cut_in_duration, cut_in_duration + 2, finished.len() - 1])
+                .collect();
+            cuts.sort_unstable();
+            cuts.push(finished.len());
+            std::fs::write(&log, "").unwrap();
+            let mut written = 0;
+            for cut in cuts {
+                let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+                std::io::Write::write_all(&mut file, &finished.as_bytes()[written..cut]).unwrap();
+                written = cut;
+                ingest_file(&db.url, &log);
+            }
+            let context = format!("{backend:?}, ends with a newline: {}", round == 0);
+            oracle::assert_rows_match_text(&all_rows(&db.url), &finished);
+            let totals = block_on(db.store().totals()).unwrap();
+            assert_eq!(totals.ingested_lines, 42, "{context}");
+            assert_eq!(totals.rejected_lines, 0, "{context}");
+            assert_eq!(
+                ingest_file(&db.url, &log).lines,
+                0,
+                "{context}: nothing left"
+            );
+        }
+    }
+}

@@ -415,3 +415,30 @@ fn sigint_during_a_batch_commits_what_was_read_says_so_and_exits_130() {
     assert!(again.status.success(), "{again:?}");
     oracle::assert_rows_match_text(&all_rows(&db.url), &std::fs::read_to_string(&log).unwrap());
 }
+
+#[test]
+fn following_a_file_whose_last_line_a_batch_run_counted_takes_it_back_when_it_goes_on() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = db.dir().join("app.log");
+    let first = "2024-09-15 20:51:37 cust_27 /api/v1/resource1 200 0.4";
+    std::fs::write(
+        &log,
+        format!("2024-09-15 10:00:00 cust_27 /x 500 0.104\n{first}"),
+    )
+    .unwrap();
+    let batch = ingest_command(&db.url).arg(&log).output().unwrap();
+    assert!(batch.status.success(), "{batch:?}");
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.2"])
+        .arg(&log)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    append(&log, "88\n2024-09-16 00:00:01 cust_27 /x 200 1.5\n");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let settled = eventually_matches(&db.url, &text, PATIENCE);
+    unsafe_sigterm(follower.id());
+    assert!(follower.wait().unwrap().success());
+    settled.expect("the completed line replaces the part counted before");
+}

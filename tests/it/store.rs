@@ -24,6 +24,7 @@ fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
         offset,
         decoded: 0,
         expected_decoded: 0,
+        tail: 0,
         head_hash: 1,
         head_len: 10,
         file: FileId::default(),
@@ -44,6 +45,7 @@ fn commits_merge_into_stored_days_never_overwrite_them() {
             progress: vec![progress("/logs/x", 0, 100)],
             lines: 4,
             rejected: 1,
+            ..CommitBatch::default()
         };
         block_on(store.commit(first)).unwrap();
         let second = CommitBatch {
@@ -51,6 +53,7 @@ fn commits_merge_into_stored_days_never_overwrite_them() {
             progress: vec![progress("/logs/x", 100, 200)],
             lines: 1,
             rejected: 0,
+            ..CommitBatch::default()
         };
         block_on(store.commit(second)).unwrap();
         let rows = block_on(store.days("a", day.to_naive_date(), day.to_naive_date())).unwrap();
@@ -96,6 +99,7 @@ fn a_commit_expecting_an_offset_another_writer_moved_is_refused_whole() {
             progress: vec![progress("/logs/x", 0, 50)],
             lines: 1,
             rejected: 0,
+            ..CommitBatch::default()
         };
         let error = block_on(store.commit(stale)).unwrap_err();
         assert!(error.to_string().contains("another process"), "{error}");
