@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{QueryBuilder, Row};
 
-use super::{STATE_COLUMNS, Store, count, state_from_row, stored, stored_wide, with_pool};
+use super::{
+    STATE_COLUMNS, Store, count, say_when_waiting_for_the_lock, state_from_row, stored,
+    stored_wide, with_pool,
+};
 use crate::day::Day;
 use crate::stats::DayStats;
 
@@ -182,10 +185,14 @@ impl Store {
                 .push((r.status, r.duration_us));
         }
         let written = with_pool!(self, pool => {
-            let mut tx = pool.begin_with(dialect.begin_write).await?;
-            if let Some(lock) = dialect.writer_lock {
-                sqlx::query(lock).execute(&mut *tx).await?;
-            }
+            let mut tx = say_when_waiting_for_the_lock(async {
+                let mut tx = pool.begin_with(dialect.begin_write).await?;
+                if let Some(lock) = dialect.writer_lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                Ok::<_, sqlx::Error>(tx)
+            })
+            .await?;
             for progress in &batch.progress {
                 let found: Option<(i64, i64)> = sqlx::query_as(SELECT_PROGRESS)
                     .bind(&progress.path)

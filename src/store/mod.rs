@@ -252,6 +252,25 @@ impl Store {
     }
 }
 
+/// How long taking the write lock may take before the wait is reported.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `take_lock`, saying once per process on stderr when it waits for the write lock: another
+/// program's write transaction (SQLite allows one writer) or another ingestion's commit holds it.
+pub(crate) async fn say_when_waiting_for_the_lock<T>(take_lock: impl Future<Output = T>) -> T {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let mut take_lock = std::pin::pin!(take_lock);
+    if let Ok(done) = tokio::time::timeout(LOCK_PATIENCE, &mut take_lock).await {
+        return done;
+    }
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "waiting for the database's write lock: another program holds a write transaction              on it (SQLite allows one writer at a time; logstats waits up to 60 s), or another              ingestion is committing"
+        );
+    }
+    take_lock.await
+}
+
 /// How often opening a new SQLite database retries after SQLITE_BUSY (about 0.5 s in all).
 const BUSY_RETRIES: u64 = 10;
 
@@ -261,7 +280,7 @@ const BUSY_RETRIES: u64 = 10;
 /// then finds every migration applied. (`run(&mut *tx)` would make the future fail the `Send`
 /// check, sqlx issue #2016; `run_direct` is the entry point sqlx keeps for that case.)
 async fn migrate_sqlite(pool: &SqlitePool) -> anyhow::Result<()> {
-    let mut tx = pool.begin_with(SQLITE.begin_write).await?;
+    let mut tx = say_when_waiting_for_the_lock(pool.begin_with(SQLITE.begin_write)).await?;
     sqlx::migrate!("migrations/sqlite")
         .run_direct(None, &mut *tx, false)
         .await

@@ -557,3 +557,58 @@ fn ingest_and_migrate_with_an_unreachable_or_wrong_database_url_fail_with_one_li
         eprintln!("{what}: {}", stderr.trim_end());
     }
 }
+
+#[test]
+fn an_ingestion_waiting_for_a_locked_sqlite_database_says_so_once_then_finishes() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 1_000, 80);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(db.store().close());
+    // Another program holds a write transaction.
+    let mut holder = runtime
+        .block_on(sqlx::SqliteConnection::connect(&db.url))
+        .unwrap();
+    runtime
+        .block_on(sqlx::query("BEGIN IMMEDIATE").execute(&mut holder))
+        .unwrap();
+    let mut child = Command::new(binary())
+        .args(["ingest", "--database", &db.url])
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("waiting for the database's write lock"))
+    {
+        seen.push(
+            received
+                .recv_timeout(PATIENCE)
+                .expect("a line saying why it waits"),
+        );
+    }
+    runtime
+        .block_on(sqlx::query("COMMIT").execute(&mut holder))
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    seen.extend(received.iter());
+    let said = seen.iter().filter(|l| l.contains("write lock")).count();
+    assert_eq!(said, 1, "{seen:?}");
+    assert!(
+        seen.last().unwrap().starts_with("ingested 1000 lines"),
+        "{seen:?}"
+    );
+}
