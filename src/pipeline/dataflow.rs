@@ -348,7 +348,15 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     let mut feeder = Feeder::new(index, peers, Aggregator::new(reject_limit(job)));
     let result = match failure {
         Some(error) => Err(error),
-        None => feeder.run(worker, &mut input, &probe, job),
+        // A panic is a bug, but the other workers must still be able to end: it becomes an error.
+        None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            feeder.run(worker, &mut input, &probe, job)
+        }))
+        .unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "worker {index} failed (a bug: please report it)"
+            ))
+        }),
     };
     if result.is_err() {
         job.stop.store(true, Ordering::SeqCst);
