@@ -674,20 +674,25 @@ mod tests {
         file_id(&std::fs::metadata(path).unwrap())
     }
 
-    #[test]
-    fn stored_progress_resumes_unless_the_file_shrank_or_was_replaced() {
-        let (_dir, path) = file_with("first line\nsecond line\n");
-        let mut file = File::open(&path).unwrap();
-        let head = Head::of(&mut file, 11).unwrap();
-        let id = id_of(&path);
-        let stored = StoredProgress {
-            offset: 11,
+    /// The progress row of `path` ingested up to `offset`, fingerprinted over `head_len` bytes.
+    fn ingested(path: &Path, offset: u64, head_len: u64) -> StoredProgress {
+        let head = Head::of(&mut File::open(path).unwrap(), head_len).unwrap();
+        StoredProgress {
+            offset,
             head_hash: head.hash,
             head_len: head.len,
             decoded: 0,
             tail: 0,
-            file: id,
-        };
+            file: id_of(path),
+        }
+    }
+
+    #[test]
+    fn stored_progress_resumes_unless_the_file_shrank_or_was_replaced() {
+        let (_dir, path) = file_with("first line\nsecond line\n");
+        let mut file = File::open(&path).unwrap();
+        let id = id_of(&path);
+        let stored = ingested(&path, 11, 11);
         let decide = |file: &mut File, progress: StoredProgress| {
             Resume::decide(
                 file,
@@ -720,7 +725,7 @@ mod tests {
         let resume = decide(
             &mut file,
             StoredProgress {
-                head_hash: head.hash ^ 1,
+                head_hash: stored.head_hash ^ 1,
                 ..stored
             },
         );
@@ -744,15 +749,7 @@ mod tests {
     fn a_file_renamed_by_rotation_continues_where_its_old_name_left_off() {
         let (_dir, path) = file_with("first line\nsecond line\n");
         let mut file = File::open(&path).unwrap();
-        let head = Head::of(&mut file, 11).unwrap();
-        let old_name = StoredProgress {
-            offset: 11,
-            head_hash: head.hash,
-            head_len: head.len,
-            decoded: 0,
-            tail: 0,
-            file: id_of(&path),
-        };
+        let old_name = ingested(&path, 11, 11);
         let stored = BTreeMap::from([("app.log".to_string(), old_name)]);
         let resume = Resume::decide(&mut file, 23, "app.log.1", id_of(&path), &stored).unwrap();
         assert_eq!((resume.start, resume.expected_offset), (11, 0));
@@ -764,16 +761,7 @@ mod tests {
         let (dir, path) = file_with("the same line\n");
         let other = dir.path().join("b.log");
         std::fs::copy(&path, &other).unwrap();
-        let mut file = File::open(&path).unwrap();
-        let head = Head::of(&mut file, 100).unwrap();
-        let ingested = StoredProgress {
-            offset: 14,
-            head_hash: head.hash,
-            head_len: head.len,
-            decoded: 0,
-            tail: 0,
-            file: id_of(&path),
-        };
+        let ingested = ingested(&path, 14, 100);
         let stored = BTreeMap::from([(progress_key(&path), ingested)]);
         let mut copy = File::open(&other).unwrap();
         let resume = Resume::decide(&mut copy, 14, &progress_key(&other), id_of(&other), &stored);

@@ -236,16 +236,17 @@ fn follow_mode_reads_appends_partial_lines_rotations_truncations_new_files_and_l
     // SIGTERM: what was read is committed and the process exits cleanly.
     append(&log, &chunk(4000..4100));
     seen.push_str(&chunk(4000..4100));
-    unsafe_sigterm(follower.id());
+    signal(follower.id(), "TERM");
     let status = follower.wait().unwrap();
     assert!(status.success(), "{status:?}");
     eventually_matches(&db.url, &seen, Duration::ZERO)
         .expect("everything read before SIGTERM is committed");
 }
 
-fn unsafe_sigterm(pid: u32) {
+/// Sends `signal` (`TERM`, `INT`) to the process `pid`.
+fn signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -392,11 +393,7 @@ fn sigint_during_a_batch_commits_what_was_read_says_so_and_exits_130() {
         .unwrap();
     let mut watch = CommitWatch::new(&mut child);
     assert!(watch.until_commits(1, PATIENCE), "the run commits");
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child.id(), "INT");
     let status = child.wait().unwrap();
     let mut rest = Vec::new();
     while let Ok(line) = watch.lines.recv_timeout(PATIENCE) {
@@ -438,7 +435,7 @@ fn following_a_file_whose_last_line_a_batch_run_counted_takes_it_back_when_it_go
     append(&log, "88\n2024-09-16 00:00:01 cust_27 /x 200 1.5\n");
     let text = std::fs::read_to_string(&log).unwrap();
     let settled = eventually_matches(&db.url, &text, PATIENCE);
-    unsafe_sigterm(follower.id());
+    signal(follower.id(), "TERM");
     assert!(follower.wait().unwrap().success());
     settled.expect("the completed line replaces the part counted before");
 }
