@@ -434,9 +434,10 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// Continues where the stored progress of `key` left off when it is the same file (same
-    /// device and inode, where the row has them), not shorter than the offset, with the same first
-    /// bytes. Otherwise the file is new, read from 0 — unless a row under another path is this very
+    /// Continues where the stored progress of `key` left off when it is the same file: not
+    /// shorter than the offset, with the same first bytes, and the same device and inode where the
+    /// row has them (a file of 4 KiB or more whose fingerprint matches may have moved: a restored
+    /// copy, a renumbered device). Otherwise the file is new, read from 0 — unless a row under another path is this very
     /// file (same device and inode, same first bytes): a file renamed by log rotation, or a hard
     /// link, which continues where that path left off (and is not read twice). Two files that
     /// merely begin alike are two files.
@@ -452,14 +453,17 @@ impl Resume {
         let expected_decoded = own.map_or(0, |p| p.decoded);
         let note = match own {
             None => None,
-            Some(p) if p.file.is_known() && p.file != id => {
-                Some("is another file than the one ingested under this name; read as a new file")
-            }
             Some(p) if size < p.offset => {
                 Some("shrank below the bytes already ingested; read again as a new file")
             }
             Some(p) if !Head::of(file, p.head_len)?.is(p) => {
                 Some("its first bytes changed since the last ingestion; read again as a new file")
+            }
+            // Same first bytes, another inode: with a full fingerprint, the same file moved to
+            // another device or restored from a copy; with a shorter one, a short file replaced
+            // by another that begins alike.
+            Some(p) if p.file.is_known() && p.file != id && p.head_len < HEAD_BYTES => {
+                Some("is another file than the one ingested under this name; read as a new file")
             }
             Some(p) => {
                 return Ok(Resume {
@@ -743,6 +747,26 @@ mod tests {
         );
         assert_eq!(resume.start, 0);
         assert!(resume.note.unwrap().contains("another file"));
+    }
+
+    #[test]
+    fn a_file_with_a_full_fingerprint_that_moved_to_another_inode_continues() {
+        let content: String = (0..200)
+            .map(|i| format!("line {i} of a restored log\n"))
+            .collect();
+        let (_dir, path) = file_with(&content);
+        let moved = StoredProgress {
+            file: FileId {
+                device: 1,
+                inode: 2,
+            },
+            ..ingested(&path, 3000, HEAD_BYTES)
+        };
+        let stored = BTreeMap::from([(progress_key(&path), moved)]);
+        let mut file = File::open(&path).unwrap();
+        let size = content.len() as u64;
+        let resume = Resume::decide(&mut file, size, &progress_key(&path), id_of(&path), &stored);
+        assert_eq!(resume.unwrap().start, 3000);
     }
 
     #[test]
