@@ -417,9 +417,12 @@ fn read_varint(bytes: &mut &[u8]) -> Result<u64, CorruptHistogram> {
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = bytes.split_first().ok_or(CorruptHistogram)?;
         *bytes = rest;
-        value |= u64::from(byte & 0x7f)
-            .checked_shl(shift)
-            .ok_or(CorruptHistogram)?;
+        let bits = u64::from(byte & 0x7f);
+        // The tenth byte may carry one bit only: more would not fit in 64 bits.
+        if (bits << shift) >> shift != bits {
+            return Err(CorruptHistogram);
+        }
+        value |= bits << shift;
         if byte & 0x80 == 0 {
             return Ok(value);
         }
@@ -567,5 +570,12 @@ mod tests {
         assert!(Histogram::from_bytes(&[1, 5]).is_err());
         assert!(Histogram::from_bytes(&[1, 5, 0]).is_err());
         assert!(Histogram::from_bytes(&[1, 5, 1, 0, 1]).is_err());
+        // Varints past 64 bits: a tenth byte with more than one bit (2^64 would read as 0).
+        let too_wide = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02];
+        assert!(Histogram::from_bytes(&[&[1][..], &too_wide, &[1]].concat()).is_err());
+        assert!(Histogram::from_bytes(&[&[1, 5][..], &too_wide].concat()).is_err());
+        let largest = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let decoded = Histogram::from_bytes(&[&[1][..], &largest, &[1]].concat()).unwrap();
+        assert_eq!(decoded.counts().collect::<Vec<_>>(), [(u64::MAX, 1)]);
     }
 }
