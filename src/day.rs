@@ -58,7 +58,11 @@ impl Day {
         let year = digits(&[y1, y2, y3, y4])?;
         let month = digits(&[m1, m2])?;
         let day = digits(&[d1, d2])?;
-        Day::from_ymd(year as i32, month as u32, day as u32).filter(|d| d.is_storable())
+        // Four digits: only year 0 lies outside the storable days.
+        if year == 0 {
+            return None;
+        }
+        Day::from_ymd(year as i32, month as u32, day as u32)
     }
 
     /// The same day as a `chrono` date, for SQL parameters and JSON.

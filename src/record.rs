@@ -75,6 +75,7 @@ pub const MAX_CUSTOMER_LEN: usize = 255;
 const SECONDS_PER_DAY: i32 = 86_400;
 
 /// Parses one line (without its `\n`). `Ok(None)` means the line is empty or blank.
+#[inline]
 pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut fields = [&line[..0]; 6];
@@ -209,6 +210,7 @@ fn parse_customer(field: &[u8]) -> Result<&str, Reject> {
 
 /// Characters that would let two ids look alike: white space and separators (Zs, Zl, Zp),
 /// controls (Cc) and invisible format characters (Cf).
+#[cold]
 fn is_hidden(c: char) -> bool {
     c.is_whitespace() || c.is_control() || is_format(c)
 }

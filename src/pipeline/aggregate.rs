@@ -164,6 +164,8 @@ impl Aggregator {
         self.reject(Reject::LineTooLong, start, position);
     }
 
+    #[cold]
+    #[inline(never)]
     fn reject(&mut self, reason: Reject, line: &[u8], position: Position) {
         self.tally.lines += 1;
         self.tally.rejected[reason.index()] += 1;
