@@ -6,6 +6,8 @@ mod browser;
 mod cli;
 mod common;
 mod concurrency;
+mod fuzz_checks;
+mod fuzz_regressions;
 mod hostile;
 mod oracle;
 mod pipeline;
