@@ -52,16 +52,17 @@ impl Day {
 
     /// Parses `YYYY-MM-DD` exactly: a real date from 0001-01-01 on (year 0000 is `None`).
     pub fn parse(text: &[u8]) -> Option<Day> {
+        Day::parse_any_year(text).filter(|_| text[..4] != *b"0000")
+    }
+
+    /// Parses `YYYY-MM-DD` exactly, year 0000 included (a local date whose UTC day may be later).
+    pub fn parse_any_year(text: &[u8]) -> Option<Day> {
         let &[y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2] = text else {
             return None;
         };
         let year = digits(&[y1, y2, y3, y4])?;
         let month = digits(&[m1, m2])?;
         let day = digits(&[d1, d2])?;
-        // Four digits: only year 0 lies outside the storable days.
-        if year == 0 {
-            return None;
-        }
         Day::from_ymd(year as i32, month as u32, day as u32)
     }
 
@@ -133,6 +134,10 @@ mod tests {
         assert_eq!(Day::FIRST.to_string(), "0001-01-01");
         assert_eq!(Day::LAST.to_string(), "9999-12-31");
         assert_eq!(Day::parse(b"0000-12-31"), None);
+        assert_eq!(
+            Day::parse_any_year(b"0000-12-31"),
+            Some(Day::FIRST.plus(-1))
+        );
         assert!(!Day::LAST.plus(1).is_storable());
         assert!(!Day::FIRST.plus(-1).is_storable());
     }

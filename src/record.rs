@@ -155,7 +155,8 @@ fn parse_iso8601(field: &[u8]) -> Result<Day, Reject> {
     if field.len() < 19 || field[10] != b'T' {
         return Err(bad);
     }
-    let day = Day::parse(&field[..10]).ok_or(bad)?;
+    // The local date may lie a day outside the storable range when its UTC day does not.
+    let day = Day::parse_any_year(&field[..10]).ok_or(bad)?;
     let seconds = parse_time_of_day(&field[11..19]).ok_or(bad)?;
     let mut rest = &field[19..];
     if let Some(fraction) = rest.strip_prefix(b".") {
@@ -403,6 +404,7 @@ mod tests {
                 MAX_DURATION_US,
             ),
             ("0001-01-01 00:00:00 cust_1 /x 200 0", "0001-01-01", 0),
+            ("0000-12-31T23:30:00-01:00 cust_1 /x 200 0", "0001-01-01", 0),
         ];
         for (line, expected_day, expected_us) in table {
             let request = parse_line(line.as_bytes()).unwrap().unwrap();
