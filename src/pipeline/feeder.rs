@@ -61,7 +61,7 @@ impl Feeder {
                     job.lines_read
                         .fetch_add(self.aggregator.lines() - lines_before, Ordering::Relaxed);
                     progress.extend(plan.progress_of(piece, &end));
-                    if let PieceEnd::Broken { problem, .. } = end {
+                    if let PieceEnd::Broken { problem, .. } | PieceEnd::Lost { problem } = end {
                         input.send(Update::Unreadable(problem));
                     }
                 }

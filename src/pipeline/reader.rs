@@ -6,7 +6,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use flate2::read::MultiGzDecoder;
 
 use super::aggregate::{Aggregator, Position};
-use super::source::{Piece, PieceEnd, Plan, Source, plain_io_error};
+use super::source::{Piece, PieceEnd, Plan, Source, file_id, plain_io_error};
+use crate::store::FileId;
 
 /// Bytes read at a time.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -27,8 +28,20 @@ pub fn read_piece(
         Source::Stdin => feed_lines(io::stdin().lock(), Numbering::Lines, aggregator, on_bytes)
             .result
             .map(|()| PieceEnd::Whole { tail: 0 }),
-        Source::File { path, gzip, .. } => {
-            let file = File::open(path)?;
+        Source::File {
+            path,
+            gzip,
+            file: planned,
+            ..
+        } => {
+            let file = match open_planned(path, *planned) {
+                Ok(file) => file,
+                Err(why) => {
+                    return Ok(PieceEnd::Lost {
+                        problem: format!("cannot read {name}: {why}; the next run reads it"),
+                    });
+                }
+            };
             if *gzip {
                 let end = read_compressed(file, piece, input.skip, aggregator);
                 on_bytes(piece.end - piece.start);
@@ -49,6 +62,16 @@ pub fn read_piece(
         }
     }
     .map_err(|error| anyhow::anyhow!("cannot read {name}: {}", plain_io_error(&error)))
+}
+
+/// Opens the file the plan found at `path`, unless it was removed or replaced since.
+fn open_planned(path: &std::path::Path, planned: FileId) -> Result<File, String> {
+    let file = File::open(path).map_err(|error| plain_io_error(&error))?;
+    let metadata = file.metadata().map_err(|error| plain_io_error(&error))?;
+    if file_id(&metadata) != planned {
+        return Err("it was replaced while this run went on (log rotation?)".to_string());
+    }
+    Ok(file)
 }
 
 /// Feeds the lines of a compressed piece, after the `skip` decompressed bytes already ingested.
@@ -289,6 +312,31 @@ mod tests {
             })
             .collect();
         (accepted, reasons)
+    }
+
+    #[test]
+    fn a_file_removed_or_replaced_after_planning_is_lost_not_misread() {
+        use crate::pipeline::source::{Found, Source, plan};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.log");
+        std::fs::write(&path, [GOOD, b"\n"].concat()).unwrap();
+        let found = Found {
+            sources: vec![Source::file(&path).unwrap()],
+            problems: Vec::new(),
+        };
+        let plan = plan(found, &Default::default(), 1 << 20, false).unwrap();
+        let piece = plan.units[0][0];
+        // Rotated: the planned file has another name, a new one took its place.
+        std::fs::rename(&path, dir.path().join("z.log.1")).unwrap();
+        std::fs::write(&path, b"new\n").unwrap();
+        let mut aggregator = Aggregator::new(10);
+        let end = read_piece(&plan, &piece, &mut aggregator, &mut |_| {}).unwrap();
+        assert!(matches!(&end, PieceEnd::Lost { problem } if problem.contains("replaced")));
+        assert_eq!(plan.progress_of(&piece, &end), None, "nothing is recorded");
+        assert_eq!(aggregator.lines(), 0, "nothing of the new file is read");
+        std::fs::remove_file(&path).unwrap();
+        let end = read_piece(&plan, &piece, &mut aggregator, &mut |_| {}).unwrap();
+        assert!(matches!(&end, PieceEnd::Lost { problem } if problem.contains("no such file")));
     }
 
     #[test]

@@ -236,6 +236,9 @@ pub enum PieceEnd {
     /// A compressed input broke off (truncated while being written, or damaged): `decoded`
     /// bytes of complete lines were read (and are kept); `problem` says what happened.
     Broken { decoded: u64, problem: String },
+    /// The file was removed or replaced after it was planned: nothing was read, nothing is
+    /// recorded, and the next run reads it (under whatever name it has then).
+    Lost { problem: String },
 }
 
 /// A byte range of one input.
@@ -276,6 +279,9 @@ impl Plan {
         let Source::File { key, file, .. } = &input.source else {
             return None;
         };
+        if let PieceEnd::Lost { .. } = end {
+            return None;
+        }
         Some(FileProgress {
             path: key.clone(),
             expected_offset: if piece.start == input.start {
@@ -286,15 +292,16 @@ impl Plan {
             from: piece.start,
             offset: match end {
                 PieceEnd::Whole { .. } => piece.end,
-                PieceEnd::Broken { .. } => piece.start,
+                PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => piece.start,
             },
             decoded: match end {
                 PieceEnd::Whole { .. } => 0,
                 PieceEnd::Broken { decoded, .. } => input.skip + decoded,
+                PieceEnd::Lost { .. } => 0,
             },
             tail: match end {
                 PieceEnd::Whole { tail } => *tail,
-                PieceEnd::Broken { .. } => 0,
+                PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => 0,
             },
             expected_decoded: input.expected_decoded,
             head_hash: input.head.hash,
