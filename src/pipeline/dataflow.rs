@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,8 @@ pub(super) struct Job {
     pub stop: Arc<AtomicBool>,
     /// The signal that stopped the run (0 for none).
     pub signal: Arc<AtomicUsize>,
+    /// What this run writes (its database, the rejects file): never read as logs when following.
+    pub own_files: Vec<(PathBuf, &'static str)>,
     /// The file every rejected line goes to, opened before the workers start (the committer
     /// takes it).
     pub rejects_file: Mutex<Option<std::fs::File>>,
@@ -95,8 +98,24 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         .build()?;
     let store = runtime.block_on(Store::connect(&config.database_url))?;
     let stored = runtime.block_on(store.progress())?;
-    runtime.block_on(store.close());
-    let found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
+    let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
+    let mut own_files: Vec<(PathBuf, &'static str)> = store
+        .own_files()
+        .into_iter()
+        .map(|path| (path, "this run's database"))
+        .collect();
+    found.leave_out(&own_files);
+    let rejects_file = config
+        .rejects_file
+        .as_ref()
+        .map(|path| create_rejects_file(path, &found))
+        .transpose()?;
+    own_files.extend(
+        config
+            .rejects_file
+            .clone()
+            .map(|p| (p, "the --rejects file")),
+    );
     if found.sources.is_empty()
         && let Some(problem) = found.problems.first()
         && !config.follow
@@ -109,15 +128,9 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     if config.unit_bytes == 0 {
         config.unit_bytes = DEFAULT_UNIT_BYTES;
     }
+    runtime.block_on(store.close());
     let plan = source::plan(found, &stored, config.unit_bytes, config.follow)?;
-    let rejects_file = config
-        .rejects_file
-        .as_ref()
-        .map(|path| {
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write the rejects file {}", path.display()))
-        })
-        .transpose()?;
+
     let (stop, signal) = stop_on_signals()?;
     let job = Arc::new(Job {
         config,
@@ -125,6 +138,7 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         stored,
         stop,
         signal,
+        own_files,
         rejects_file: Mutex::new(rejects_file),
         bytes_read: AtomicU64::new(0),
         lines_read: AtomicU64::new(0),
@@ -174,6 +188,24 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     report.seconds = started.elapsed().as_secs_f64();
     report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
     Ok(report)
+}
+
+/// Creates (empties) the file every rejected line goes to, unless it is one of the inputs.
+fn create_rejects_file(path: &Path, found: &source::Found) -> anyhow::Result<std::fs::File> {
+    let shown = crate::errors::shown_path(path);
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let id = source::file_id(&metadata);
+        let is_input = found
+            .sources
+            .iter()
+            .any(|s| matches!(s, source::Source::File { file, .. } if *file == id));
+        anyhow::ensure!(
+            !is_input,
+            "--rejects {shown} is one of the inputs: it would be overwritten; write rejected lines \
+             outside the inputs"
+        );
+    }
+    std::fs::File::create(path).with_context(|| format!("cannot write the rejects file {shown}"))
 }
 
 /// SIGINT and SIGTERM set the returned stop flag (and record which signal came); a second signal

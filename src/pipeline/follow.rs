@@ -202,11 +202,12 @@ impl<'a> Follower<'a> {
     /// The plain files the followed paths name now: key -> (path, identity). A file reached by
     /// two names (a hard link) is followed under the first.
     fn discover(&self) -> BTreeMap<String, (PathBuf, FileId)> {
-        let found = source::discover(&self.job.config.inputs, self.pattern.as_ref())
+        let mut found = source::discover(&self.job.config.inputs, self.pattern.as_ref())
             .unwrap_or_else(|error| {
                 tracing::debug!("rescanning inputs: {error:#}");
                 source::Found::default()
             });
+        found.leave_out(&self.job.own_files);
         for problem in &found.problems {
             tracing::debug!("rescanning inputs: {problem}");
         }

@@ -322,7 +322,7 @@ mod tests {
         std::fs::write(&path, [GOOD, b"\n"].concat()).unwrap();
         let found = Found {
             sources: vec![Source::file(&path).unwrap()],
-            problems: Vec::new(),
+            ..Found::default()
         };
         let plan = plan(found, &Default::default(), 1 << 20, false).unwrap();
         let piece = plan.units[0][0];

@@ -87,9 +87,33 @@ pub fn progress_key(path: &Path) -> String {
 pub struct Found {
     pub sources: Vec<Source>,
     pub problems: Vec<String>,
+    /// Files found but left out, and why.
+    pub notes: Vec<String>,
 }
 
 impl Found {
+    /// Leaves out the given files (what logstats itself writes: its database, the rejects file),
+    /// whatever names they were found under.
+    pub fn leave_out(&mut self, files: &[(PathBuf, &str)]) {
+        let own: Vec<(FileId, &str)> = files
+            .iter()
+            .filter_map(|(path, what)| Some((file_id(&std::fs::metadata(path).ok()?), *what)))
+            .collect();
+        let notes = &mut self.notes;
+        self.sources.retain(|source| {
+            let Source::File { file, .. } = source else {
+                return true;
+            };
+            match own.iter().find(|(id, _)| id == file) {
+                Some((_, what)) => {
+                    notes.push(format!("{} is {what}: not read as a log", source.display()));
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
     fn add_file(&mut self, path: &Path) {
         match Source::file(path) {
             Ok(source) => self.sources.push(source),
@@ -321,6 +345,7 @@ pub fn plan(
 ) -> anyhow::Result<Plan> {
     let mut plan = Plan {
         problems: found.problems,
+        notes: found.notes,
         ..Plan::default()
     };
     let sources = found.sources;
@@ -677,7 +702,7 @@ mod tests {
     fn found(sources: Vec<Source>) -> Found {
         Found {
             sources,
-            problems: Vec::new(),
+            ..Found::default()
         }
     }
 

@@ -231,6 +231,23 @@ impl Store {
         Ok(())
     }
 
+    /// The files this store keeps its data in (a SQLite database, its WAL and shared memory),
+    /// which must never be read as logs.
+    pub fn own_files(&self) -> Vec<std::path::PathBuf> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                let database = pool.connect_options().get_filename().to_path_buf();
+                let with_suffix = |suffix: &str| {
+                    let mut name = database.clone().into_os_string();
+                    name.push(suffix);
+                    std::path::PathBuf::from(name)
+                };
+                vec![with_suffix("-wal"), with_suffix("-shm"), database]
+            }
+            Backend::Postgres(_) => Vec::new(),
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {

@@ -305,3 +305,42 @@ fn batch_runs_interleaved_with_a_writer_end_as_one_run_over_the_finished_file() 
         }
     }
 }
+
+#[test]
+fn the_database_and_the_rejects_file_are_never_read_or_overwritten_as_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated_log(dir.path(), "a.log", 1_000, 90);
+    let other = generated_log(dir.path(), "b.log", 1_000, 91);
+    let url = format!("sqlite://{}", dir.path().join("logstats.db").display());
+    let run = |extra: &[&str]| {
+        Command::new(binary())
+            .args(["ingest", "--json", "--database", &url])
+            .args(extra)
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let output = run(&[]);
+        assert!(output.status.success(), "{output:?}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["rejected"], 0, "{report}");
+        assert!(report["notes"].to_string().contains("database"), "{report}");
+    }
+    let before = std::fs::read(&other).unwrap();
+    let output = run(&["--rejects", other.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is one of the inputs"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&other).unwrap(),
+        before,
+        "the input is untouched"
+    );
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&log).unwrap(),
+        String::from_utf8(before).unwrap()
+    );
+    oracle::assert_rows_match_text(&all_rows(&url), &text);
+}
