@@ -8,3 +8,5 @@ ALTER TABLE ingest_progress ADD COLUMN decoded_offset BIGINT NOT NULL DEFAULT 0;
 -- A last line without a newline, counted by a batch run: its length, so that when the line turns
 -- out to continue, the next run takes it back and reads it whole.
 ALTER TABLE ingest_progress ADD COLUMN tail_len BIGINT NOT NULL DEFAULT 0;
+-- Every name (row) of one file is found by its identity at each commit.
+CREATE INDEX ingest_progress_by_file ON ingest_progress (device, inode);

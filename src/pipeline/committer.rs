@@ -303,6 +303,8 @@ fn merge_progress(all: &mut BTreeMap<String, FileProgress>, record: FileProgress
         Some(existing) => {
             *existing = FileProgress {
                 expected_offset: existing.expected_offset,
+                expected_decoded: existing.expected_decoded,
+                other_names: std::mem::take(&mut existing.other_names),
                 ..record
             }
         }

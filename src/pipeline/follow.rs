@@ -15,7 +15,7 @@ use super::dataflow::Job;
 use super::reader::{read_range, retract_tail};
 use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line};
 use crate::errors::shown_path;
-use crate::store::{FileId, FileProgress};
+use crate::store::{FileId, FileProgress, OtherName};
 
 /// Every followed file, by the path its progress is recorded under.
 pub(super) struct Follower<'a> {
@@ -37,6 +37,9 @@ struct Followed {
     /// A last line an earlier batch run counted without its newline, at `offset`: taken back
     /// when the rest of it comes (until then, no progress is recorded).
     retract: u64,
+    /// The other progress rows of this file, with the offsets they hold once the epochs sent so
+    /// far commit.
+    other_names: Vec<OtherName>,
 }
 
 impl Followed {
@@ -101,6 +104,7 @@ impl<'a> Follower<'a> {
                 } else {
                     input.retract
                 },
+                other_names: moved_along(&input.other_names, input.end > input.start, input.end),
             };
             files.insert(key.clone(), followed);
         }
@@ -146,6 +150,12 @@ impl<'a> Follower<'a> {
                 );
                 followed.path = new_path.clone();
                 followed.restarted = true;
+                // The name it had keeps its row (until a new file there takes it over).
+                followed.other_names.push(OtherName {
+                    path: key.clone(),
+                    offset: self.committed.get(&key).copied().unwrap_or(0),
+                    linked: false,
+                });
                 self.files.insert(new_key.clone(), followed);
             }
         }
@@ -188,12 +198,14 @@ impl<'a> Follower<'a> {
                     decoded: 0,
                     expected_decoded: 0,
                     tail: 0,
+                    other_names: followed.other_names.clone(),
                     head_hash: followed.head.hash,
                     head_len: followed.head.len,
                     file: followed.identity,
                 });
                 self.committed.insert(key.clone(), followed.offset);
                 followed.restarted = false;
+                followed.other_names = moved_along(&followed.other_names, true, followed.offset);
             }
         }
         Ok(progress)
@@ -248,10 +260,27 @@ impl<'a> Follower<'a> {
             identity,
             offset: resume.start,
             retract: resume.retract,
+            other_names: resume.other_names,
             head: Head::default(),
             restarted: resume.start == 0 && self.committed.get(key).is_some_and(|&c| c > 0),
         };
         self.files.insert(key.to_string(), followed);
         Ok(())
     }
+}
+
+/// `names` once a record of the file at `offset` commits, when one does (`moved`): linked names
+/// move with it, the others stay.
+fn moved_along(names: &[OtherName], moved: bool, offset: u64) -> Vec<OtherName> {
+    names
+        .iter()
+        .map(|name| OtherName {
+            offset: if moved && name.linked {
+                offset
+            } else {
+                name.offset
+            },
+            ..name.clone()
+        })
+        .collect()
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::errors::{escaped, shown_path};
-use crate::store::{FileId, FileProgress, StoredProgress};
+use crate::store::{FileId, FileProgress, OtherName, StoredProgress};
 
 /// One input of an ingestion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,6 +246,8 @@ pub struct PlannedInput {
     /// Plain files: the bytes at `start` of a last line counted without its newline by an earlier
     /// run, taken back before the line is read again whole.
     pub retract: u64,
+    /// The other progress rows of this file when planned (hard links, names it was renamed from).
+    pub other_names: Vec<OtherName>,
     pub expected_decoded: u64,
     pub head: Head,
     /// Why reading restarts from 0, when it does.
@@ -328,6 +330,19 @@ impl Plan {
                 PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => 0,
             },
             expected_decoded: input.expected_decoded,
+            // Linked names move with this row: after the first piece they hold where it ended.
+            other_names: input
+                .other_names
+                .iter()
+                .map(|name| OtherName {
+                    offset: if name.linked && piece.start != input.start {
+                        piece.start
+                    } else {
+                        name.offset
+                    },
+                    ..name.clone()
+                })
+                .collect(),
             head_hash: input.head.hash,
             head_len: input.head.len,
             file: *file,
@@ -378,6 +393,7 @@ pub fn plan(
                     expected_offset: 0,
                     skip: 0,
                     retract: 0,
+                    other_names: Vec::new(),
                     expected_decoded: 0,
                     head: Head::default(),
                     note: None,
@@ -427,6 +443,7 @@ pub fn plan(
                     expected_offset: resume.expected_offset,
                     skip: resume.skip,
                     retract: resume.retract,
+                    other_names: resume.other_names,
                     expected_decoded: resume.expected_decoded,
                     note: resume.note.map(|n| format!("{}: {n}", shown_path(path))),
                     source,
@@ -463,6 +480,8 @@ pub struct Resume {
     pub expected_offset: u64,
     pub expected_decoded: u64,
     pub note: Option<String>,
+    /// The other rows of this file (same device and inode).
+    pub other_names: Vec<OtherName>,
 }
 
 impl Resume {
@@ -480,6 +499,7 @@ impl Resume {
         id: FileId,
         stored: &BTreeMap<String, StoredProgress>,
     ) -> anyhow::Result<Resume> {
+        let other_names = other_names(key, id, stored);
         let own = stored.get(key);
         let expected_offset = own.map_or(0, |p| p.offset);
         let expected_decoded = own.map_or(0, |p| p.decoded);
@@ -505,6 +525,7 @@ impl Resume {
                     expected_offset,
                     expected_decoded,
                     note: None,
+                    other_names,
                 });
             }
         };
@@ -526,6 +547,7 @@ impl Resume {
                         shown_key(path),
                         other.offset
                     )),
+                    other_names,
                 });
             }
         }
@@ -536,12 +558,30 @@ impl Resume {
             expected_offset,
             expected_decoded,
             note: note.map(str::to_string),
+            other_names,
         })
     }
 }
 
-/// A progress key as people see it.
-fn shown_key(key: &str) -> String {
+/// The rows of `stored` other than `key`'s that belong to the file `id`: linked when their path
+/// still names that file.
+fn other_names(key: &str, id: FileId, stored: &BTreeMap<String, StoredProgress>) -> Vec<OtherName> {
+    if !id.is_known() {
+        return Vec::new();
+    }
+    stored
+        .iter()
+        .filter(|(path, row)| *path != key && row.file == id)
+        .map(|(path, row)| OtherName {
+            path: path.clone(),
+            offset: row.offset,
+            linked: std::fs::metadata(key_path(path)).is_ok_and(|m| file_id(&m) == id),
+        })
+        .collect()
+}
+
+/// The path a progress key stands for (see [`progress_key`]).
+fn key_path(key: &str) -> PathBuf {
     let bytes = key
         .strip_prefix("bytes:")
         .and_then(|hex| {
@@ -551,7 +591,12 @@ fn shown_key(key: &str) -> String {
                 .collect::<Option<Vec<u8>>>()
         })
         .unwrap_or_else(|| key.as_bytes().to_vec());
-    crate::errors::escaped(&bytes)
+    PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+}
+
+/// A progress key as people see it.
+fn shown_key(key: &str) -> String {
+    shown_path(&key_path(key))
 }
 
 /// A fingerprint of a file's first bytes (FNV-1a, stable across versions and platforms).
@@ -829,7 +874,8 @@ mod tests {
                 skip: 0,
                 expected_offset: 0,
                 expected_decoded: 0,
-                note: None
+                note: None,
+                other_names: Vec::new(),
             }
         );
         // Rows written before identities were recorded are never matched by first bytes alone.

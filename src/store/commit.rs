@@ -52,6 +52,20 @@ pub struct FileProgress {
     pub head_len: u64,
     /// Which file this is, whatever its name.
     pub file: FileId,
+    /// The other rows of this file (same device and inode) the plan saw, each with the offset it
+    /// must hold now: any other row of it means another process got there meanwhile.
+    pub other_names: Vec<OtherName>,
+}
+
+/// Another progress row of the same file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OtherName {
+    pub path: String,
+    pub offset: u64,
+    /// The path is still a name of this file (a hard link): its row moves with this one, so that
+    /// a later run under that name does not read the same bytes again. Otherwise the name is
+    /// left behind (the file was renamed) and its row stays as it is.
+    pub linked: bool,
 }
 
 /// A file's identity on its filesystem: device and inode (both 0 when unknown).
@@ -103,8 +117,9 @@ const UPSERT_ROWS: usize = 100;
 
 const DELETE_DAY: &str =
     "DELETE FROM resource_statistics_by_day WHERE customer_id = $1 AND date = $2";
-const SELECT_PROGRESS: &str =
-    "SELECT byte_offset, decoded_offset FROM ingest_progress WHERE path = $1";
+/// Every row of one file: under its path, or under another name with the same identity.
+const SELECT_PROGRESS: &str = "SELECT path, byte_offset, decoded_offset FROM ingest_progress \
+     WHERE path = $1 OR (device = $2 AND inode = $3 AND (device <> 0 OR inode <> 0))";
 const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
 const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
@@ -141,6 +156,36 @@ pub(super) fn select_state(extra: &str) -> String {
         "SELECT {extra}{STATE_COLUMNS} FROM resource_statistics_by_day \
          WHERE customer_id = $1 AND date >= $2 AND date <= $3"
     )
+}
+
+/// Refuses a commit when a row of the file no longer holds what the plan saw: another process
+/// ingested it (under this name or another) meanwhile.
+fn check_progress(progress: &FileProgress, rows: &[(String, i64, i64)]) -> Result<(), Conflict> {
+    if !rows.iter().any(|(path, ..)| *path == progress.path) && progress.expected_offset != 0 {
+        return Err(Conflict {
+            path: progress.path.clone(),
+            expected: progress.expected_offset,
+            found: 0,
+        });
+    }
+    for (path, offset, decoded) in rows {
+        let (offset, decoded) = (count(*offset), count(*decoded));
+        let expected = if *path == progress.path {
+            Some((progress.expected_offset, progress.expected_decoded))
+        } else {
+            let name = progress.other_names.iter().find(|name| name.path == *path);
+            name.map(|name| (name.offset, decoded))
+        };
+        let expected = expected.unwrap_or((0, 0));
+        if (offset, decoded) != expected {
+            return Err(Conflict {
+                path: path.clone(),
+                expected: expected.0,
+                found: offset,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn unix_now() -> f64 {
@@ -194,19 +239,13 @@ impl Store {
             })
             .await?;
             for progress in &batch.progress {
-                let found: Option<(i64, i64)> = sqlx::query_as(SELECT_PROGRESS)
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(SELECT_PROGRESS)
                     .bind(&progress.path)
-                    .fetch_optional(&mut *tx)
+                    .bind(progress.file.device as i64)
+                    .bind(progress.file.inode as i64)
+                    .fetch_all(&mut *tx)
                     .await?;
-                let (found, decoded) = found.map_or((0, 0), |(o, d)| (count(o), count(d)));
-                if (found, decoded) != (progress.expected_offset, progress.expected_decoded) {
-                    return Err(Conflict {
-                        path: progress.path.clone(),
-                        expected: progress.expected_offset,
-                        found,
-                    }
-                    .into());
-                }
+                check_progress(progress, &rows)?;
             }
             let mut merged = Vec::new();
             let mut emptied = Vec::new();
@@ -281,9 +320,14 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for progress in &batch.progress {
+            let linked = batch.progress.iter().flat_map(|progress| {
+                let links = progress.other_names.iter().filter(|name| name.linked);
+                std::iter::once((&progress.path, progress))
+                    .chain(links.map(move |name| (&name.path, progress)))
+            });
+            for (path, progress) in linked {
                 sqlx::query(UPSERT_PROGRESS)
-                    .bind(&progress.path)
+                    .bind(path)
                     .bind(stored(progress.offset))
                     .bind(progress.head_hash as i64)
                     .bind(stored(progress.head_len))

@@ -20,7 +20,7 @@ use sqlx::sqlite::{
 };
 
 pub use commit::{
-    CommitBatch, Conflict, FileId, FileProgress, GroupDelta, Retraction, StoredProgress,
+    CommitBatch, Conflict, FileId, FileProgress, GroupDelta, OtherName, Retraction, StoredProgress,
 };
 pub use read::{CustomerSummary, DayRow};
 

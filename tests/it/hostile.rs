@@ -344,3 +344,52 @@ fn the_database_and_the_rejects_file_are_never_read_or_overwritten_as_logs() {
     );
     oracle::assert_rows_match_text(&all_rows(&url), &text);
 }
+
+#[test]
+fn a_file_ingested_under_two_names_is_counted_once_in_any_order_and_at_once() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let a = generated_log(db.dir(), "a.log", 1_000, 95);
+        let b = db.dir().join("b.log");
+        std::fs::hard_link(&a, &b).unwrap();
+        ingest_file(&db.url, &a);
+        let more = std::fs::read_to_string(generated_log(db.dir(), "more.log", 10, 96)).unwrap();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&a).unwrap();
+        std::io::Write::write_all(&mut file, more.as_bytes()).unwrap();
+        assert_eq!(ingest_file(&db.url, &b).lines, 10, "{backend:?}");
+        assert_eq!(
+            ingest_file(&db.url, &a).lines,
+            0,
+            "{backend:?}: a.log moved with b.log"
+        );
+        oracle::assert_rows_match_text(&all_rows(&db.url), &std::fs::read_to_string(&a).unwrap());
+
+        // Two processes at once, each under one name, on a fresh database: one of them commits,
+        // the other is refused (and a rerun adds nothing).
+        let fresh = TestDb::new(backend);
+        let spawn = |path: &std::path::Path| {
+            Command::new(binary())
+                .args(["ingest", "--database", &fresh.url])
+                .arg(path)
+                .env("LOGSTATS_UNIT_BYTES", "2000")
+                .env("LOGSTATS_COMMIT_INTERVAL", "0.001")
+                .output()
+        };
+        let (first, second) = std::thread::scope(|s| {
+            let first = s.spawn(|| spawn(&a).unwrap());
+            let second = s.spawn(|| spawn(&b).unwrap());
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        assert!(first.status.success() || second.status.success());
+        for path in [&a, &b] {
+            let rerun = Command::new(binary())
+                .args(["ingest", "--database", &fresh.url])
+                .arg(path)
+                .output()
+                .unwrap();
+            assert!(rerun.status.success(), "{rerun:?}");
+        }
+        let text = std::fs::read_to_string(&a).unwrap();
+        oracle::assert_rows_match_text(&all_rows(&fresh.url), &text);
+    }
+}

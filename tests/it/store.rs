@@ -28,6 +28,7 @@ fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
         head_hash: 1,
         head_len: 10,
         file: FileId::default(),
+        other_names: Vec::new(),
     }
 }
 
