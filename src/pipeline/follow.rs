@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::aggregate::Aggregator;
 use super::dataflow::Job;
 use super::reader::{read_range, retract_tail};
-use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line};
+use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line, progress_key};
 use crate::errors::shown_path;
 use crate::store::{FileId, FileProgress, OtherName};
 
@@ -66,6 +66,36 @@ impl Followed {
         }
         Ok(())
     }
+}
+
+impl Followed {
+    /// The progress record of this file under `key`, whose row holds `committed` now.
+    fn progress(&self, key: String, committed: u64, from: u64) -> FileProgress {
+        FileProgress {
+            path: key,
+            expected_offset: committed,
+            from,
+            offset: self.offset,
+            decoded: 0,
+            expected_decoded: 0,
+            tail: 0,
+            other_names: self.other_names.clone(),
+            head_hash: self.head.hash,
+            head_len: self.head.len,
+            file: self.identity,
+        }
+    }
+}
+
+/// The name a followed file has now, when it was renamed within its directory.
+fn renamed_beside(followed: &Followed) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(followed.path.parent()?).ok()?;
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            std::fs::metadata(path).is_ok_and(|m| source::file_id(&m) == followed.identity)
+        })
 }
 
 impl<'a> Follower<'a> {
@@ -128,17 +158,33 @@ impl<'a> Follower<'a> {
         let present = self.discover();
         // Files whose path now names another file (or nothing): rotated or removed. Drain them
         // (nobody appends to a rotated file any more), then follow them under their new name.
-        let moved: Vec<String> = self
+        // All of them leave their names first: in a numbered rotation (app.log.1 -> app.log.2,
+        // app.log -> app.log.1) a new name may be the old name of another.
+        let moved: Vec<(String, Followed)> = self
             .files
             .iter()
             .filter(|(key, f)| present.get(*key).map(|(_, identity)| *identity) != Some(f.identity))
             .map(|(key, _)| key.clone())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|key| {
+                let followed = self.files.remove(&key).expect("a followed file");
+                (key, followed)
+            })
             .collect();
-        for key in moved {
-            let mut followed = self.files.remove(&key).expect("a followed file");
+        let mut progress = Vec::new();
+        for (key, mut followed) in moved {
             aggregator.set_source(&shown_path(&followed.path));
-            let end = followed.file.metadata()?.len();
+            // Whole lines only: a writer that still holds the file may finish its last line.
+            let size = followed.file.metadata()?.len();
+            let end = end_of_last_line(&followed.file, followed.offset, size)?;
             followed.read_to(end, aggregator, &mut on_bytes)?;
+            // The name it had keeps its row (until a new file there takes it over).
+            followed.other_names.push(OtherName {
+                path: key.clone(),
+                offset: self.committed.get(&key).copied().unwrap_or(0),
+                linked: false,
+            });
             let renamed = present.iter().find(|(k, (_, identity))| {
                 *identity == followed.identity && !self.files.contains_key(*k)
             });
@@ -150,13 +196,14 @@ impl<'a> Follower<'a> {
                 );
                 followed.path = new_path.clone();
                 followed.restarted = true;
-                // The name it had keeps its row (until a new file there takes it over).
-                followed.other_names.push(OtherName {
-                    path: key.clone(),
-                    offset: self.committed.get(&key).copied().unwrap_or(0),
-                    linked: false,
-                });
                 self.files.insert(new_key.clone(), followed);
+            } else if let Some(new_path) = renamed_beside(&followed) {
+                // Renamed out of the followed names: how far it was read is recorded under the
+                // name it has now, so that a later run over that name does not read it again.
+                let new_key = progress_key(&new_path);
+                let committed = self.committed.get(&new_key).copied().unwrap_or(0);
+                progress.push(followed.progress(new_key.clone(), committed, 0));
+                self.committed.insert(new_key, followed.offset);
             }
         }
         for (key, (path, identity)) in &present {
@@ -164,7 +211,6 @@ impl<'a> Follower<'a> {
                 self.start_following(key, path, *identity)?;
             }
         }
-        let mut progress = Vec::new();
         for (key, followed) in &mut self.files {
             aggregator.set_source(&shown_path(&followed.path));
             let from = followed.offset;
@@ -190,19 +236,8 @@ impl<'a> Follower<'a> {
             }
             let committed = self.committed.get(key).copied().unwrap_or(0);
             if (followed.offset != committed || followed.restarted) && followed.retract == 0 {
-                progress.push(FileProgress {
-                    path: key.clone(),
-                    expected_offset: committed,
-                    from: if followed.restarted { 0 } else { from },
-                    offset: followed.offset,
-                    decoded: 0,
-                    expected_decoded: 0,
-                    tail: 0,
-                    other_names: followed.other_names.clone(),
-                    head_hash: followed.head.hash,
-                    head_len: followed.head.len,
-                    file: followed.identity,
-                });
+                let from = if followed.restarted { 0 } else { from };
+                progress.push(followed.progress(key.clone(), committed, from));
                 self.committed.insert(key.clone(), followed.offset);
                 followed.restarted = false;
                 followed.other_names = moved_along(&followed.other_names, true, followed.offset);

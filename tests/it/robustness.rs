@@ -439,3 +439,95 @@ fn following_a_file_whose_last_line_a_batch_run_counted_takes_it_back_when_it_go
     assert!(follower.wait().unwrap().success());
     settled.expect("the completed line replaces the part counted before");
 }
+
+/// Every line of the files in `paths`, as one text.
+fn text_of(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_numbered_rotation_while_following_reads_every_line_once_even_a_line_finished_after_it() {
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = db.dir().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let source = std::fs::read_to_string(generated_log(db.dir(), "source.log", 600, 100)).unwrap();
+    let lines: Vec<&str> = source.lines().collect();
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        lines[range].iter().map(|l| format!("{l}\n")).collect()
+    };
+    let (log, log1, log2) = (
+        dir.join("app.log"),
+        dir.join("app.log.1"),
+        dir.join("app.log.2"),
+    );
+    append(&log1, &chunk(0..200));
+    append(&log, &chunk(200..500));
+    assert!(
+        ingest_command(&db.url)
+            .arg(&dir)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.2"])
+        .arg(&dir)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    append(&log, &chunk(500..550));
+    eventually_matches(&db.url, &text_of(&[&log1, &log]), PATIENCE).expect("appended lines");
+    // A last line begun before the rotation, finished after it by a writer that kept the file.
+    let last = chunk(550..551);
+    let (begun, rest) = last.split_at(30);
+    append(&log, begun);
+    std::fs::rename(&log1, &log2).unwrap();
+    std::fs::rename(&log, &log1).unwrap();
+    append(&log, &chunk(551..571));
+    append(&log1, rest);
+    append(&log1, &chunk(571..578));
+    let all = || text_of(&[&log2, &log1, &log]);
+    let settled = eventually_matches(&db.url, &all(), PATIENCE);
+    signal(follower.id(), "TERM");
+    assert!(follower.wait().unwrap().success());
+    settled.expect("every line once after the rotation");
+    let again = ingest_command(&db.url).arg(&dir).output().unwrap();
+    assert!(again.status.success(), "{again:?}");
+    oracle::assert_rows_match_text(&all_rows(&db.url), &all());
+}
+
+#[test]
+fn a_followed_file_rotated_out_of_the_inputs_keeps_its_progress_under_its_new_name() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "app.log", 300, 101);
+    let log1 = db.dir().join("app.log.1");
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.2"])
+        .arg(&log)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    let more = std::fs::read_to_string(generated_log(db.dir(), "more.log", 70, 102)).unwrap();
+    let half = more[..more.len() / 2].rfind('\n').unwrap() + 1;
+    append(&log, &more[..half]);
+    eventually_matches(&db.url, &text_of(&[&log]), PATIENCE).expect("appended lines");
+    std::fs::rename(&log, &log1).unwrap();
+    append(&log, &more[half..]);
+    let settled = eventually_matches(&db.url, &text_of(&[&log1, &log]), PATIENCE);
+    signal(follower.id(), "TERM");
+    assert!(follower.wait().unwrap().success());
+    settled.expect("the rotated file drained, the new one read");
+    let again = ingest_command(&db.url)
+        .arg(&log)
+        .arg(&log1)
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&log1, &log]));
+}
