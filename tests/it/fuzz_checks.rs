@@ -1,23 +1,11 @@
 //! The checks behind the fuzz targets (`fuzz/fuzz_targets/*.rs` include this file) and behind the
 //! regression tests over the inputs they saved (`fuzz_regressions.rs`). Each check takes raw bytes,
 //! decodes its input from them by hand, and panics when logstats disagrees with SPEC.md.
-//!
-//! Setting `LOGSTATS_FUZZ_SKIP_KNOWN=1` makes the checks return early on inputs of the classes of
-//! known, reported findings (see [`skip_known`]), so that a fuzz run can look for other things
-//! while those are being fixed. The regression tests never set it.
-
-use std::sync::OnceLock;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 use logstats::histogram::Histogram;
 use logstats::record::{Reject, parse_line};
 use logstats::stats::{DayStats, Statistics};
-
-/// Whether to skip inputs of already reported findings (`LOGSTATS_FUZZ_SKIP_KNOWN=1`).
-fn skip_known() -> bool {
-    static SKIP: OnceLock<bool> = OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var_os("LOGSTATS_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // parse_line against a reference parser written from SPEC.md section 1
@@ -43,12 +31,8 @@ enum Expected {
 /// `parse_line` and the reference agree: on blank, on accept (same customer, UTC day, status and
 /// microseconds) or reject (with a reason that names a field that really is wrong).
 pub fn check_parse_line(line: &[u8]) {
-    let expected = reference_parse_line(line, Rules::SPEC);
-    compare_parse_line(line, &expected, &mut |message| {
-        if !(skip_known() && is_known_parse_line_finding(line)) {
-            panic!("{message}");
-        }
-    });
+    let expected = reference_parse_line(line);
+    compare_parse_line(line, &expected, &mut |message| panic!("{message}"));
 }
 
 /// Calls `disagree` with a description when `parse_line` does not give what `expected` says.
@@ -86,37 +70,7 @@ fn compare_parse_line(line: &[u8], expected: &Expected, disagree: &mut dyn FnMut
     }
 }
 
-/// The classes of reported `parse_line` findings (skipped only with `LOGSTATS_FUZZ_SKIP_KNOWN=1`):
-/// logstats disagrees with the reference, but would agree if the reference did not yet apply the
-/// rules being implemented (the UTC day within 0001-01-01..=9999-12-31; no Cf, Zs, Zl or Zp
-/// characters in customer ids beyond what `char::is_whitespace` and `char::is_control` exclude).
-fn is_known_parse_line_finding(line: &[u8]) -> bool {
-    let pending = reference_parse_line(line, Rules::PENDING);
-    let mut agrees = true;
-    compare_parse_line(line, &pending, &mut |_| agrees = false);
-    agrees
-}
-
-/// Which of the rules of SPEC.md section 1 the reference applies.
-#[derive(Clone, Copy)]
-struct Rules {
-    day_range: bool,
-    customer_categories: bool,
-}
-
-impl Rules {
-    const SPEC: Rules = Rules {
-        day_range: true,
-        customer_categories: true,
-    };
-    /// Without the rules whose implementation is pending (see [`is_known_parse_line_finding`]).
-    const PENDING: Rules = Rules {
-        day_range: false,
-        customer_categories: false,
-    };
-}
-
-fn reference_parse_line(line: &[u8], rules: Rules) -> Expected {
+fn reference_parse_line(line: &[u8]) -> Expected {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let fields: Vec<&[u8]> = line
         .split(|&b| b == b' ' || b == b'\t')
@@ -129,14 +83,11 @@ fn reference_parse_line(line: &[u8], rules: Rules) -> Expected {
         _ => return Expected::Rejected(vec![Reject::FieldCount]),
     };
     let day = day.filter(|day| {
-        if !rules.day_range {
-            return true;
-        }
         let first = NaiveDate::from_ymd_opt(1, 1, 1).expect("a date");
         let last = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a date");
         (first..=last).contains(day)
     });
-    let customer = reference_customer(rest[0], rules);
+    let customer = reference_customer(rest[0]);
     let path_ok = rest[1].first() == Some(&b'/');
     let status = reference_status(rest[2]);
     let duration_us = reference_duration_us(rest[3]);
@@ -249,15 +200,13 @@ fn reference_iso8601(field: &[u8]) -> Option<NaiveDate> {
 }
 
 /// 1 to 255 bytes of UTF-8 without whitespace or characters of categories Cc, Cf, Zs, Zl, Zp.
-fn reference_customer(field: &[u8], rules: Rules) -> Option<&str> {
+fn reference_customer(field: &[u8]) -> Option<&str> {
     if field.is_empty() || field.len() > 255 {
         return None;
     }
     let text = std::str::from_utf8(field).ok()?;
     let forbidden = |c: char| {
-        c.is_whitespace()
-            || c.is_control()
-            || (rules.customer_categories && (in_ranges(c, FORMAT) || in_ranges(c, SEPARATORS)))
+        c.is_whitespace() || c.is_control() || in_ranges(c, FORMAT) || in_ranges(c, SEPARATORS)
     };
     (!text.chars().any(forbidden)).then_some(text)
 }
@@ -350,15 +299,13 @@ pub fn check_histogram_decode(bytes: &[u8]) {
     };
     let counts: Vec<(u64, u64)> = histogram.counts().collect();
     let spelled = reference_histogram_pairs(bytes);
-    if !(skip_known() && spelled.is_none()) {
-        assert_eq!(
-            Some(&counts),
-            spelled.as_ref(),
-            "b\"{}\" decoded to other pairs than it spells (None: the bytes are not a valid \
-             encoding, e.g. a varint beyond 64 bits)",
-            bytes.escape_ascii(),
-        );
-    }
+    assert_eq!(
+        Some(&counts),
+        spelled.as_ref(),
+        "b\"{}\" decoded to other pairs than it spells (None: the bytes are not a valid \
+         encoding, e.g. a varint beyond 64 bits)",
+        bytes.escape_ascii(),
+    );
     let encoded = histogram.to_bytes();
     let again = Histogram::from_bytes(&encoded).unwrap_or_else(|_| {
         panic!(
@@ -484,12 +431,6 @@ pub fn check_merge(data: &[u8]) {
         };
         let repeat = repeat.min(MAX_REQUESTS - requests.len());
         requests.extend(std::iter::repeat_n((status, duration_us), repeat));
-    }
-
-    let sum: u128 = requests.iter().map(|r| u128::from(r.1)).sum();
-    if skip_known() && sum > u128::from(u64::MAX) {
-        // Known finding: duration sums beyond 64 bits wrap (or overflow-panic in debug builds).
-        return;
     }
 
     // Split at the cuts, record each piece into its own state.
