@@ -10,3 +10,6 @@ ALTER TABLE ingest_progress ADD COLUMN decoded_offset BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE ingest_progress ADD COLUMN tail_len BIGINT NOT NULL DEFAULT 0;
 -- Every name (row) of one file is found by its identity at each commit.
 CREATE INDEX ingest_progress_by_file ON ingest_progress (device, inode);
+-- FNV-1a of the 4 KiB before byte_offset (0: not recorded): a file rewritten in place behind
+-- an unchanged beginning is a new file, not an append.
+ALTER TABLE ingest_progress ADD COLUMN end_hash BIGINT NOT NULL DEFAULT 0;

@@ -82,6 +82,7 @@ impl Followed {
             other_names: self.other_names.clone(),
             head_hash: self.head.hash,
             head_len: self.head.len,
+            end_hash: Head::before(&self.file, self.offset).unwrap_or(0),
             file: self.identity,
         }
     }

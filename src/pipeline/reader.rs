@@ -6,7 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use flate2::read::MultiGzDecoder;
 
 use super::aggregate::{Aggregator, Position};
-use super::source::{Piece, PieceEnd, Plan, Source, file_id, plain_io_error};
+use super::source::{Head, Piece, PieceEnd, Plan, Source, file_id, plain_io_error};
 use crate::store::FileId;
 
 /// Bytes read at a time.
@@ -27,7 +27,10 @@ pub fn read_piece(
     match &input.source {
         Source::Stdin => feed_lines(io::stdin().lock(), Numbering::Lines, aggregator, on_bytes)
             .result
-            .map(|()| PieceEnd::Whole { tail: 0 }),
+            .map(|()| PieceEnd::Whole {
+                tail: 0,
+                end_hash: 0,
+            }),
         Source::File {
             path,
             gzip,
@@ -56,8 +59,16 @@ pub fn read_piece(
                 if piece.start == input.start && input.retract > 0 {
                     retract_tail(&file, input.start, input.retract, aggregator)?;
                 }
-                read_range(file, piece.start, piece.end, aggregator, on_bytes)
-                    .map(|tail| PieceEnd::Whole { tail })
+                let tail = read_range(
+                    file.try_clone()?,
+                    piece.start,
+                    piece.end,
+                    aggregator,
+                    on_bytes,
+                )?;
+                // Not recorded (0) when the file was cut short meanwhile.
+                let end_hash = Head::before(&file, piece.end).unwrap_or(0);
+                Ok(PieceEnd::Whole { tail, end_hash })
             }
         }
     }
@@ -103,7 +114,10 @@ fn read_compressed(
     }
     let fed = feed_lines(decoder, Numbering::Lines, aggregator, &mut |_| {});
     Ok(match fed.result {
-        Ok(()) => PieceEnd::Whole { tail: 0 },
+        Ok(()) => PieceEnd::Whole {
+            tail: 0,
+            end_hash: 0,
+        },
         Err(error) => broken(fed.bytes, error),
     })
 }

@@ -257,8 +257,9 @@ pub struct PlannedInput {
 /// How the reading of a piece ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PieceEnd {
-    /// Every byte of it was read; its last `tail` bytes are a last line without a newline.
-    Whole { tail: u64 },
+    /// Every byte of it was read; its last `tail` bytes are a last line without a newline, and
+    /// `end_hash` fingerprints the bytes before its end (0 for compressed files).
+    Whole { tail: u64, end_hash: u64 },
     /// A compressed input broke off (truncated while being written, or damaged): `decoded`
     /// bytes of complete lines were read (and are kept); `problem` says what happened.
     Broken { decoded: u64, problem: String },
@@ -326,7 +327,7 @@ impl Plan {
                 PieceEnd::Lost { .. } => 0,
             },
             tail: match end {
-                PieceEnd::Whole { tail } => *tail,
+                PieceEnd::Whole { tail, .. } => *tail,
                 PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => 0,
             },
             expected_decoded: input.expected_decoded,
@@ -345,6 +346,10 @@ impl Plan {
                 .collect(),
             head_hash: input.head.hash,
             head_len: input.head.len,
+            end_hash: match end {
+                PieceEnd::Whole { end_hash, .. } => *end_hash,
+                PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => 0,
+            },
             file: *file,
         })
     }
@@ -511,6 +516,10 @@ impl Resume {
             Some(p) if !Head::of(file, p.head_len)?.is(p) => {
                 Some("its first bytes changed since the last ingestion; read again as a new file")
             }
+            Some(p) if p.end_hash != 0 && Head::before(file, p.offset)? != p.end_hash => Some(
+                "its bytes before the part already ingested changed (rewritten in place); read \
+                 again as a new file",
+            ),
             // Same first bytes, another inode: with a full fingerprint, the same file moved to
             // another device or restored from a copy; with a shorter one, a short file replaced
             // by another that begins alike.
@@ -535,6 +544,7 @@ impl Resume {
                 && other.file == id
                 && other.offset <= size
                 && Head::of(file, other.head_len)?.is(other)
+                && (other.end_hash == 0 || Head::before(file, other.offset)? == other.end_hash)
             {
                 return Ok(Resume {
                     start: other.offset - other.tail,
@@ -599,6 +609,13 @@ fn shown_key(key: &str) -> String {
     shown_path(&key_path(key))
 }
 
+/// FNV-1a: stable across versions and platforms.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A fingerprint of a file's first bytes (FNV-1a, stable across versions and platforms).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Head {
@@ -618,13 +635,18 @@ impl Head {
         file.by_ref()
             .take(limit.min(HEAD_BYTES))
             .read_to_end(&mut bytes)?;
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
-            (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
         Ok(Head {
-            hash,
+            hash: fnv1a(&bytes),
             len: bytes.len() as u64,
         })
+    }
+
+    /// The fingerprint of the (up to) [`HEAD_BYTES`] bytes before `offset` of a plain file.
+    pub fn before(file: &File, offset: u64) -> std::io::Result<u64> {
+        let len = offset.min(HEAD_BYTES);
+        let mut bytes = vec![0; len as usize];
+        file.read_exact_at(&mut bytes, offset - len)?;
+        Ok(fnv1a(&bytes))
     }
 
     /// Whether this is the fingerprint `stored` holds.
@@ -764,6 +786,7 @@ mod tests {
             head_len: head.len,
             decoded: 0,
             tail: 0,
+            end_hash: 0,
             file: id_of(path),
         }
     }

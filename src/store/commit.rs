@@ -50,6 +50,9 @@ pub struct FileProgress {
     /// FNV-1a of the file's first `head_len` bytes: tells a replaced file from an appended one.
     pub head_hash: u64,
     pub head_len: u64,
+    /// FNV-1a of the 4 KiB before `offset` (0 when not recorded): tells a file rewritten in place
+    /// behind an unchanged beginning from an appended one.
+    pub end_hash: u64,
     /// Which file this is, whatever its name.
     pub file: FileId,
     /// The other rows of this file (same device and inode) the plan saw, each with the offset it
@@ -123,12 +126,12 @@ const SELECT_PROGRESS: &str = "SELECT path, byte_offset, decoded_offset FROM ing
 const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
 const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
-     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len, end_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
      head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
      inode = excluded.inode, decoded_offset = excluded.decoded_offset, \
-     tail_len = excluded.tail_len";
+     tail_len = excluded.tail_len, end_hash = excluded.end_hash";
 const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
      success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
      total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
@@ -335,6 +338,7 @@ impl Store {
                     .bind(progress.file.inode as i64)
                     .bind(stored(progress.decoded))
                     .bind(stored(progress.tail))
+                    .bind(progress.end_hash as i64)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -353,7 +357,7 @@ impl Store {
     /// The committed progress of every input file, by path (in order: every process of a
     /// cluster that reads it decides the same).
     pub async fn progress(&self) -> anyhow::Result<BTreeMap<String, StoredProgress>> {
-        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len \
+        const SELECT_ALL: &str = "SELECT path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len, end_hash \
              FROM ingest_progress";
         let rows = with_pool!(self, pool => {
             let rows = sqlx::query(SELECT_ALL).fetch_all(pool).await?;
@@ -367,6 +371,7 @@ impl Store {
                             head_len: count(row.try_get("head_len")?),
                             decoded: count(row.try_get("decoded_offset")?),
                             tail: count(row.try_get("tail_len")?),
+                            end_hash: row.try_get::<i64, _>("end_hash")? as u64,
                             file: FileId {
                                 device: row.try_get::<i64, _>("device")? as u64,
                                 inode: row.try_get::<i64, _>("inode")? as u64,
@@ -388,6 +393,8 @@ pub struct StoredProgress {
     pub decoded: u64,
     /// Bytes before `offset` of a last line counted without its newline.
     pub tail: u64,
+    /// FNV-1a of the 4 KiB before `offset` (0 when not recorded).
+    pub end_hash: u64,
     pub head_hash: u64,
     pub head_len: u64,
     pub file: FileId,

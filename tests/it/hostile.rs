@@ -393,3 +393,28 @@ fn a_file_ingested_under_two_names_is_counted_once_in_any_order_and_at_once() {
         oracle::assert_rows_match_text(&all_rows(&fresh.url), &text);
     }
 }
+
+#[test]
+fn a_file_rewritten_in_place_behind_an_unchanged_beginning_is_a_new_file() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 1_000, 97);
+    let old = std::fs::read_to_string(&log).unwrap();
+    ingest_file(&db.url, &log);
+    // The first 100 lines (over 4 KiB) again, then other lines: not an append.
+    let head: String = old.lines().take(100).map(|l| format!("{l}\n")).collect();
+    let new = std::fs::read_to_string(generated_log(db.dir(), "b.log", 1_000, 98)).unwrap();
+    std::fs::write(&log, format!("{head}{new}")).unwrap();
+    let report = ingest_file(&db.url, &log);
+    assert_eq!(
+        (report.lines, report.rejected),
+        (1_100, 0),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report.notes[0].contains("rewritten in place"),
+        "{:?}",
+        report.notes
+    );
+    oracle::assert_rows_match_text(&all_rows(&db.url), &format!("{old}{head}{new}"));
+}

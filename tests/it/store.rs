@@ -27,6 +27,7 @@ fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
         tail: 0,
         head_hash: 1,
         head_len: 10,
+        end_hash: 0,
         file: FileId::default(),
         other_names: Vec::new(),
     }
