@@ -127,6 +127,18 @@ fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
     }
 }
 
+/// `ingest --follow` of `path`, once it has committed twice (it is following).
+fn follow(url: &str, path: &Path) -> (std::process::Child, CommitWatch) {
+    let mut follower = watched_ingest(url)
+        .args(["--follow", "--flush-interval", "0.2"])
+        .arg(path)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    (follower, watch)
+}
+
 /// Polls the stored rows until they equal the oracle over `text` (or gives up after `patience`).
 fn eventually_matches(url: &str, text: &str, patience: Duration) -> Result<(), String> {
     let deadline = Instant::now() + patience;
@@ -178,12 +190,7 @@ fn follow_mode_reads_appends_partial_lines_rotations_truncations_new_files_and_l
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("app.log");
     append(&log, &chunk(0..1000));
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .arg(&dir)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
+    let (mut follower, mut watch) = follow(&db.url, &dir);
     let mut seen = chunk(0..1000);
     let patience = PATIENCE;
     eventually_matches(&db.url, &seen, patience).expect("the backlog is ingested");
@@ -425,13 +432,7 @@ fn following_a_file_whose_last_line_a_batch_run_counted_takes_it_back_when_it_go
     .unwrap();
     let batch = ingest_command(&db.url).arg(&log).output().unwrap();
     assert!(batch.status.success(), "{batch:?}");
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .arg(&log)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    let (mut follower, _watch) = follow(&db.url, &log);
     append(&log, "88\n2024-09-16 00:00:01 cust_27 /x 200 1.5\n");
     let text = std::fs::read_to_string(&log).unwrap();
     let settled = eventually_matches(&db.url, &text, PATIENCE);
@@ -473,13 +474,7 @@ fn a_numbered_rotation_while_following_reads_every_line_once_even_a_line_finishe
             .status
             .success()
     );
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .arg(&dir)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    let (mut follower, _watch) = follow(&db.url, &dir);
     append(&log, &chunk(500..550));
     eventually_matches(&db.url, &text_of(&[&log1, &log]), PATIENCE).expect("appended lines");
     // A last line begun before the rotation, finished after it by a writer that kept the file.
@@ -506,13 +501,7 @@ fn a_followed_file_rotated_out_of_the_inputs_keeps_its_progress_under_its_new_na
     let db = TestDb::new(Backend::Sqlite);
     let log = generated_log(db.dir(), "app.log", 300, 101);
     let log1 = db.dir().join("app.log.1");
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .arg(&log)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    let (mut follower, _watch) = follow(&db.url, &log);
     let more = std::fs::read_to_string(generated_log(db.dir(), "more.log", 70, 102)).unwrap();
     let half = more[..more.len() / 2].rfind('\n').unwrap() + 1;
     append(&log, &more[..half]);
