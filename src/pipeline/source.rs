@@ -306,37 +306,31 @@ impl Plan {
         let Source::File { key, file, .. } = &input.source else {
             return None;
         };
-        if let PieceEnd::Lost { .. } = end {
-            return None;
-        }
+        // Where the row ends up: (offset, decoded bytes past it, tail, fingerprint before it).
+        let (offset, decoded, tail, end_hash) = match end {
+            PieceEnd::Whole { tail, end_hash } => (piece.end, 0, *tail, *end_hash),
+            PieceEnd::Broken { decoded, .. } => (piece.start, input.skip + decoded, 0, 0),
+            PieceEnd::Lost { .. } => return None,
+        };
+        let first_piece = piece.start == input.start;
         Some(FileProgress {
             path: key.clone(),
-            expected_offset: if piece.start == input.start {
+            expected_offset: if first_piece {
                 input.expected_offset
             } else {
                 piece.start
             },
             from: piece.start,
-            offset: match end {
-                PieceEnd::Whole { .. } => piece.end,
-                PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => piece.start,
-            },
-            decoded: match end {
-                PieceEnd::Whole { .. } => 0,
-                PieceEnd::Broken { decoded, .. } => input.skip + decoded,
-                PieceEnd::Lost { .. } => 0,
-            },
-            tail: match end {
-                PieceEnd::Whole { tail, .. } => *tail,
-                PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => 0,
-            },
+            offset,
+            decoded,
+            tail,
             expected_decoded: input.expected_decoded,
             // Linked names move with this row: after the first piece they hold where it ended.
             other_names: input
                 .other_names
                 .iter()
                 .map(|name| OtherName {
-                    offset: if name.linked && piece.start != input.start {
+                    offset: if name.linked && !first_piece {
                         piece.start
                     } else {
                         name.offset
@@ -346,10 +340,7 @@ impl Plan {
                 .collect(),
             head_hash: input.head.hash,
             head_len: input.head.len,
-            end_hash: match end {
-                PieceEnd::Whole { end_hash, .. } => *end_hash,
-                PieceEnd::Broken { .. } | PieceEnd::Lost { .. } => 0,
-            },
+            end_hash,
             file: *file,
         })
     }
