@@ -96,12 +96,7 @@ fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
         for attempt in 0..6u64 {
             // About 55 units of work, two per epoch: a run has many commits to be killed between
             // (or during), and the first attempt is killed right after its first one.
-            let mut child = watched_ingest(&db.url)
-                .env("LOGSTATS_UNIT_BYTES", "300000")
-                .args(&logs)
-                .spawn()
-                .unwrap();
-            let mut watch = CommitWatch::new(&mut child);
+            let (mut child, mut watch) = watched_batch(&db.url, &logs);
             if watch.until_commits(1 + attempt % 3, PATIENCE) {
                 std::thread::sleep(delay_ms(attempt + 1, 0, 30));
                 child.kill().unwrap(); // SIGKILL, unless the run has just ended
@@ -125,6 +120,17 @@ fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
             .collect();
         oracle::assert_rows_match_text(&all_rows(&db.url), &text);
     }
+}
+
+/// A batch ingestion of `logs` in units of 300 KB (many epochs, a commit after each), watched.
+fn watched_batch(url: &str, logs: &[std::path::PathBuf]) -> (std::process::Child, CommitWatch) {
+    let mut child = watched_ingest(url)
+        .env("LOGSTATS_UNIT_BYTES", "300000")
+        .args(logs)
+        .spawn()
+        .unwrap();
+    let watch = CommitWatch::new(&mut child);
+    (child, watch)
 }
 
 /// `ingest --follow` of `path`, once it has committed twice (it is following).
@@ -393,12 +399,7 @@ fn a_rejects_file_that_cannot_be_written_ends_the_run_at_once_with_one_error_lin
 fn sigint_during_a_batch_commits_what_was_read_says_so_and_exits_130() {
     let db = TestDb::new(Backend::Sqlite);
     let log = generated_log(db.dir(), "a.log", 300_000, 60);
-    let mut child = watched_ingest(&db.url)
-        .env("LOGSTATS_UNIT_BYTES", "300000")
-        .arg(&log)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut child);
+    let (mut child, mut watch) = watched_batch(&db.url, std::slice::from_ref(&log));
     assert!(watch.until_commits(1, PATIENCE), "the run commits");
     signal(child.id(), "INT");
     let status = child.wait().unwrap();
