@@ -77,6 +77,35 @@ impl GenerateArgs {
     }
 }
 
+/// The smallest memory limit accepted: below it the process's own needs leave nothing for data.
+const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+
+/// A size such as `64MB`, `1.5GB`, `512KiB` or a number of bytes (KB, MB, GB, TB count in
+/// powers of 1024, as most tools' memory limits do; KiB, MiB... are accepted too).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("expected a size such as 64MB or 1GB, got '{text}'")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as 64MB or 1GB, got '{text}'"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < MIN_MEMORY_LIMIT as f64 || bytes > u64::MAX as f64 {
+        return Err(format!("'{text}' is not a memory limit of at least 16MB"));
+    }
+    Ok(bytes as u64)
+}
+
 fn parse_day(text: &str) -> Result<Day, String> {
     Day::parse(text.as_bytes()).ok_or_else(|| format!("expected a date YYYY-MM-DD, got '{text}'"))
 }
@@ -94,9 +123,16 @@ pub struct IngestArgs {
     /// How often follow mode commits, in seconds.
     #[arg(long, env = "LOGSTATS_FLUSH_INTERVAL", default_value_t = 1.0)]
     pub flush_interval: f64,
-    /// How often progress through a backlog is committed, in seconds (a killed run redoes at most this much).
-    #[arg(long, env = "LOGSTATS_COMMIT_INTERVAL", default_value_t = 5.0)]
+    /// How often progress through a backlog is committed, in seconds (a killed run redoes at most this
+    /// much; each commit rewrites every group changed since the last).
+    #[arg(long, env = "LOGSTATS_COMMIT_INTERVAL", default_value_t = 60.0)]
     pub commit_interval: f64,
+    /// Memory the ingestion stays within (e.g. 64MB, 1GB); groups beyond it spill to disk.
+    #[arg(long, env = "LOGSTATS_MEMORY_LIMIT", default_value = "256MB", value_parser = parse_size)]
+    pub memory_limit: u64,
+    /// Directory for spill files (default: the system's temporary directory).
+    #[arg(long, env = "LOGSTATS_SPILL_DIR")]
+    pub spill_dir: Option<PathBuf>,
     /// Only files whose name matches this pattern, in directories (e.g. '*.log*').
     #[arg(long, env = "LOGSTATS_GLOB")]
     pub glob: Option<String>,
@@ -147,6 +183,10 @@ impl IngestArgs {
         config.glob = self.glob.clone();
         config.rejects_file = self.rejects.clone();
         config.unit_bytes = self.unit_bytes.unwrap_or(0);
+        config.memory_limit = self.memory_limit;
+        if let Some(dir) = &self.spill_dir {
+            config.spill_dir = dir.clone();
+        }
         config.cluster = self.cluster()?;
         Ok(config)
     }

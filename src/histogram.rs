@@ -292,6 +292,22 @@ impl Histogram {
         values
     }
 
+    /// How many values were counted.
+    pub fn total(&self) -> u64 {
+        self.total + self.pending.len() as u64
+    }
+
+    /// Bytes held on the heap (an estimate of what the allocator gives out for them).
+    pub fn heap_bytes(&self) -> usize {
+        let entries = match &self.entries {
+            Entries::Narrow(entries) => entries.capacity() * size_of::<(u32, u32)>(),
+            Entries::Wide(entries) => entries.capacity() * size_of::<(u64, u64)>(),
+            Entries::Dense(dense) => dense.counts.capacity() * size_of::<u32>(),
+        };
+        let pending = self.pending.capacity() * size_of::<u64>();
+        allocated(entries) + allocated(pending)
+    }
+
     /// A compact binary form: a version byte, then LEB128 (value delta, count) pairs.
     pub fn to_bytes(&self) -> Vec<u8> {
         let len = match &self.entries {
@@ -404,7 +420,16 @@ fn merge_from<E: Entry>(a: &[E], start: usize, b: &[(u64, u64)]) -> Vec<E> {
     merged
 }
 
-fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
+/// What the allocator takes for `bytes` asked (a header and rounding; nothing for nothing).
+pub(crate) fn allocated(bytes: usize) -> usize {
+    if bytes == 0 {
+        0
+    } else {
+        (bytes + 16).next_multiple_of(16)
+    }
+}
+
+pub(crate) fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         bytes.push((value as u8) | 0x80);
         value >>= 7;
@@ -412,7 +437,7 @@ fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
     bytes.push(value as u8);
 }
 
-fn read_varint(bytes: &mut &[u8]) -> Result<u64, CorruptHistogram> {
+pub(crate) fn read_varint(bytes: &mut &[u8]) -> Result<u64, CorruptHistogram> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let (&byte, rest) = bytes.split_first().ok_or(CorruptHistogram)?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::histogram::Histogram;
+use crate::histogram::{Histogram, read_varint, write_varint};
 
 /// Counts by status class, integer-microsecond sums and an exact duration histogram.
 /// Two `DayStats` merge exactly; merging is associative and commutative.
@@ -67,6 +67,54 @@ impl DayStats {
         self.histogram.compact();
     }
 
+    /// Appends a compact form of this state (read back by [`DayStats::decode`]). Compacts first.
+    pub fn encode(&mut self, bytes: &mut Vec<u8>) {
+        self.compact();
+        for count in self.by_class {
+            write_varint(bytes, count);
+        }
+        for sum in [self.duration_sum_us, self.success_duration_sum_us] {
+            write_varint(bytes, sum as u64);
+            write_varint(bytes, (sum >> 64) as u64);
+        }
+        let histogram = self.histogram.to_bytes();
+        write_varint(bytes, histogram.len() as u64);
+        bytes.extend_from_slice(&histogram);
+    }
+
+    /// Reads one state written by [`DayStats::encode`] from the front of `bytes`.
+    pub fn decode(bytes: &mut &[u8]) -> Result<DayStats, CorruptState> {
+        let mut stats = DayStats::default();
+        for count in &mut stats.by_class {
+            *count = read_varint(bytes)?;
+        }
+        let mut wide = || -> Result<u128, CorruptState> {
+            let low = read_varint(bytes)?;
+            let high = read_varint(bytes)?;
+            Ok(u128::from(low) | u128::from(high) << 64)
+        };
+        stats.duration_sum_us = wide()?;
+        stats.success_duration_sum_us = wide()?;
+        let len = usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?;
+        let histogram = bytes.get(..len).ok_or(CorruptState)?;
+        stats.histogram = Histogram::from_bytes(histogram)?;
+        *bytes = &bytes[len..];
+        let total = stats
+            .by_class
+            .iter()
+            .try_fold(0u64, |sum, &c| sum.checked_add(c))
+            .ok_or(CorruptState)?;
+        if total != stats.histogram.total() {
+            return Err(CorruptState);
+        }
+        Ok(stats)
+    }
+
+    /// Bytes held on the heap besides the value itself.
+    pub fn heap_bytes(&self) -> usize {
+        self.histogram.heap_bytes()
+    }
+
     /// The number of requests.
     pub fn total(&self) -> u64 {
         self.by_class.iter().sum()
@@ -106,6 +154,17 @@ impl DayStats {
             duration_p95: seconds(p95),
             duration_max: seconds(max),
         }
+    }
+}
+
+/// Encoded group state that does not decode (a damaged spill file).
+#[derive(Debug, thiserror::Error)]
+#[error("group state is corrupt")]
+pub struct CorruptState;
+
+impl From<crate::histogram::CorruptHistogram> for CorruptState {
+    fn from(_: crate::histogram::CorruptHistogram) -> CorruptState {
+        CorruptState
     }
 }
 

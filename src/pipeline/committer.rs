@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::aggregate::{Position, Rejected, Retracted, Tally};
-use super::dataflow::{Job, Merged, Update};
+use super::dataflow::{Job, Update};
+use super::spill::GroupTable;
 use super::{IngestConfig, IngestReport};
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
 
@@ -19,7 +20,9 @@ struct Committer {
     store: Store,
     report: IngestReport,
     rejects_file: Option<std::io::BufWriter<std::fs::File>>,
-    /// Finished epochs not committed yet, merged: bounded by groups x distinct durations.
+    /// The groups of finished epochs not committed yet, merged, within the memory limit.
+    groups: GroupTable,
+    /// Everything else of those epochs.
     absorbed: Absorbed,
     last_commit: Instant,
     /// Once a commit failed or an epoch came incomplete, nothing later may commit.
@@ -77,10 +80,9 @@ impl CommitterThread {
     }
 }
 
-/// The merged content of finished, uncommitted epochs.
+/// What finished, uncommitted epochs said besides their groups.
 #[derive(Default)]
 struct Absorbed {
-    merged: Merged,
     progress: BTreeMap<String, FileProgress>,
     tally: Tally,
     rejects: Vec<Rejected>,
@@ -115,7 +117,12 @@ impl Committer {
         report
             .notes
             .extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
+        let groups = GroupTable::new(
+            group_budget(job.config.memory_limit),
+            job.config.spill_dir.clone(),
+        );
         let committer = Committer {
+            groups,
             job,
             runtime,
             store,
@@ -142,10 +149,21 @@ impl Committer {
                 return;
             }
             let absorbed = &mut self.absorbed;
-            absorbed.merged.absorb(updates.into_iter());
             let mut records = Vec::new();
-            for update in absorbed.merged.others.drain(..) {
+            for update in updates {
                 match update {
+                    Update::Group {
+                        customer,
+                        day,
+                        stats,
+                    } => {
+                        if let Err(error) = self.groups.add(&customer, day, stats) {
+                            self.job.stop.store(true, Ordering::SeqCst);
+                            self.halted = Some(error);
+                            self.publish();
+                            return;
+                        }
+                    }
                     Update::Progress(p) => records.push(p),
                     Update::Tally(t) => absorbed.tally.add(&t),
                     Update::Rejected(r) => absorbed.rejects.push(r),
@@ -154,7 +172,7 @@ impl Committer {
                         absorbed.retracted.requests.extend(r.requests);
                         absorbed.retracted.tally.add(&r.tally);
                     }
-                    Update::Group { .. } | Update::UnitDone(_) => {}
+                    Update::UnitDone(_) => {}
                 }
             }
             records.sort_by_key(|p| p.from);
@@ -179,17 +197,24 @@ impl Committer {
             return;
         }
         let absorbed = std::mem::take(&mut self.absorbed);
-        let batch = CommitBatch {
-            groups: absorbed
-                .merged
-                .groups
-                .into_iter()
-                .map(|((customer, day), stats)| GroupDelta {
+        let spilled = (self.groups.runs(), self.groups.spilled_bytes());
+        let groups = match self.groups.take_sorted() {
+            Ok(groups) => groups.map(|group| {
+                group.map(|(customer, day, stats)| GroupDelta {
                     customer,
                     day,
                     stats,
                 })
-                .collect(),
+            }),
+            Err(error) => {
+                self.job.stop.store(true, Ordering::SeqCst);
+                self.halted = Some(error);
+                self.publish();
+                return;
+            }
+        };
+        let batch = CommitBatch {
+            groups: Vec::new(),
             progress: absorbed.progress.into_values().collect(),
             lines: absorbed.tally.lines,
             rejected: absorbed.tally.rejected_total(),
@@ -197,11 +222,15 @@ impl Committer {
             retracted_lines: absorbed.retracted.tally.lines,
             retracted_rejected: absorbed.retracted.tally.rejected_total(),
         };
-        let groups = batch.groups.len() as u64;
         let started = Instant::now();
-        match self.runtime.block_on(self.store.commit(batch)) {
-            Ok(_) => {
+        match self
+            .runtime
+            .block_on(self.store.commit_sorted(batch, groups))
+        {
+            Ok(groups) => {
+                let groups = groups as u64;
                 self.report.groups_changed += groups;
+                self.report.spilled_bytes = self.groups.spilled_bytes();
                 self.report.commits += 1;
                 self.report.add_tally(&absorbed.tally);
                 let mut rejects = absorbed.rejects;
@@ -211,6 +240,8 @@ impl Committer {
                 }
                 tracing::debug!(
                     groups,
+                    spilled_runs = spilled.0,
+                    spilled_bytes = spilled.1,
                     ms = started.elapsed().as_millis() as u64,
                     "committed"
                 );
@@ -287,6 +318,13 @@ impl Committer {
         };
         *self.job.report.lock().expect("report lock") = Some(report);
     }
+}
+
+/// The share of the memory limit the committer's groups may hold before they spill: the rest is
+/// for the epochs in flight (an eighth, see the unit size), reading, the allocator's slack and the
+/// process itself.
+fn group_budget(memory_limit: u64) -> usize {
+    (memory_limit / 8 * 3) as usize
 }
 
 fn is_stop(error: &anyhow::Error) -> bool {

@@ -13,6 +13,7 @@ mod feeder;
 mod follow;
 mod reader;
 pub mod source;
+mod spill;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,7 +47,14 @@ pub struct IngestConfig {
     pub reject_samples: usize,
     pub cluster: Option<Cluster>,
     pub progress_bar: bool,
+    /// Bytes of memory the whole process should stay within; groups past it spill to disk.
+    pub memory_limit: u64,
+    /// Where spill files are written (in a directory of their own, removed at the end).
+    pub spill_dir: PathBuf,
 }
+
+/// The memory limit when none is given.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 
 /// A cluster of processes running the same ingestion over TCP.
 #[derive(Clone, Debug)]
@@ -73,6 +81,8 @@ impl IngestConfig {
             reject_samples: 10,
             cluster: None,
             progress_bar: false,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            spill_dir: std::env::temp_dir(),
         }
     }
 }
@@ -88,6 +98,8 @@ pub struct IngestReport {
     pub rejected_by_reason: Vec<(String, u64)>,
     pub groups_changed: u64,
     pub commits: u64,
+    /// Bytes of group state written to spill files (0 when everything fit in memory).
+    pub spilled_bytes: u64,
     pub seconds: f64,
     pub lines_per_second: f64,
     /// A sample of rejected lines: `file:line: reason: text`.

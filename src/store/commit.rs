@@ -114,9 +114,12 @@ pub struct Conflict {
     pub found: u64,
 }
 
-/// Rows per multi-row upsert: few enough that the encoded histograms of one statement stay small
-/// (memory), enough that a commit of thousands of days takes few statements.
-const UPSERT_ROWS: usize = 100;
+/// Groups read, merged and written together: one statement reads their stored state and one
+/// writes them (1,000 rows of 23 values stay under both backends' limit on bound values).
+const CHUNK_ROWS: usize = 1000;
+
+/// Whether the table holds any day at all.
+const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
 
 const DELETE_DAY: &str =
     "DELETE FROM resource_statistics_by_day WHERE customer_id = $1 AND date = $2";
@@ -159,6 +162,80 @@ pub(super) fn select_state(extra: &str) -> String {
         "SELECT {extra}{STATE_COLUMNS} FROM resource_statistics_by_day \
          WHERE customer_id = $1 AND date >= $2 AND date <= $3"
     )
+}
+
+/// Selects the stored state of the (customer, day) keys that follow in a tuple list and a `)`.
+fn select_keys() -> String {
+    format!(
+        "SELECT customer_id, date, {STATE_COLUMNS} FROM resource_statistics_by_day \
+         WHERE (customer_id, date) IN ("
+    )
+}
+
+/// One multi-row upsert of merged days.
+fn upsert_days<DB: sqlx::Database>(rows: &mut [MergedDay]) -> QueryBuilder<DB>
+where
+    DB::Arguments: Default,
+    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    chrono::NaiveDate: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    f64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Vec<u8>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut insert = QueryBuilder::new(INSERT_DAYS);
+    insert.push_values(rows.iter_mut(), |mut values, row| {
+        let s = row.stats.statistics();
+        let sum = stored_wide(row.stats.duration_sum_us);
+        let success_sum = stored_wide(row.stats.success_duration_sum_us);
+        values
+            .push_bind(std::mem::take(&mut row.customer))
+            .push_bind(row.day.to_naive_date())
+            .push_bind(stored(s.success_requests))
+            .push_bind(stored(s.failed_requests))
+            .push_bind(s.uptime_percentage)
+            .push_bind(s.duration_mean)
+            .push_bind(s.duration_p50)
+            .push_bind(s.duration_p99)
+            .push_bind(stored(s.total_requests))
+            .push_bind(stored(s.status_1xx))
+            .push_bind(stored(s.status_2xx))
+            .push_bind(stored(s.status_3xx))
+            .push_bind(stored(s.status_4xx))
+            .push_bind(stored(s.status_5xx))
+            .push_bind(s.availability_percentage)
+            .push_bind(s.duration_p90)
+            .push_bind(s.duration_p95)
+            .push_bind(s.duration_max)
+            .push_bind(sum.0)
+            .push_bind(sum.1)
+            .push_bind(success_sum.0)
+            .push_bind(success_sum.1)
+            .push_bind(row.stats.histogram.to_bytes());
+    });
+    insert.push(ON_CONFLICT_DAYS);
+    insert
+}
+
+/// Two ascending streams of groups as one, equal keys merged.
+fn merge_sorted(
+    a: impl Iterator<Item = anyhow::Result<GroupDelta>>,
+    b: impl Iterator<Item = GroupDelta>,
+) -> impl Iterator<Item = anyhow::Result<GroupDelta>> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    fn key(group: &GroupDelta) -> (&str, Day) {
+        (&group.customer, group.day)
+    }
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(Ok(x)), Some(y)) if key(y) < key(x) => b.next().map(Ok),
+        (Some(Ok(x)), Some(y)) if key(y) == key(x) => {
+            let mut group = a.next()?.ok()?;
+            group.stats.merge(b.next()?.stats);
+            Some(Ok(group))
+        }
+        (Some(_), _) => a.next(),
+        (None, _) => b.next().map(Ok),
+    })
 }
 
 /// Refuses a commit when a row of the file no longer holds what the plan saw: another process
@@ -207,31 +284,53 @@ struct MergedDay {
 impl Store {
     /// Merges `batch.groups` into the stored days and records `batch.progress`, in one
     /// transaction under the writer lock. Returns the number of groups written.
-    pub async fn commit(&self, batch: CommitBatch) -> anyhow::Result<usize> {
-        let dialect = self.dialect();
-        // Deltas for the same day (from several epochs) merge first: each day is written once.
-        let mut by_customer: HashMap<String, BTreeMap<Day, DayStats>> = HashMap::new();
-        for delta in batch.groups {
-            by_customer
-                .entry(delta.customer)
-                .or_default()
-                .entry(delta.day)
+    pub async fn commit(&self, mut batch: CommitBatch) -> anyhow::Result<usize> {
+        // Deltas for the same day merge first: each day is written once.
+        let mut sorted: BTreeMap<(String, Day), DayStats> = BTreeMap::new();
+        for delta in std::mem::take(&mut batch.groups) {
+            sorted
+                .entry((delta.customer, delta.day))
                 .or_default()
                 .merge(delta.stats);
         }
-        // A day with a retraction is read and written even when nothing new came for it.
+        let groups = sorted.into_iter().map(|((customer, day), stats)| {
+            Ok(GroupDelta {
+                customer,
+                day,
+                stats,
+            })
+        });
+        self.commit_sorted(batch, groups).await
+    }
+
+    /// [`Store::commit`] for groups given apart from `batch` (whose own `groups` must be empty),
+    /// strictly ascending by (customer, day): they are read, merged and written a chunk at a time,
+    /// so a commit of millions of groups holds only a chunk of them in memory.
+    pub async fn commit_sorted(
+        &self,
+        batch: CommitBatch,
+        groups: impl Iterator<Item = anyhow::Result<GroupDelta>>,
+    ) -> anyhow::Result<usize> {
+        debug_assert!(batch.groups.is_empty(), "groups come apart from the batch");
+        let dialect = self.dialect();
         let mut retractions: HashMap<(String, Day), Vec<(u16, u64)>> = HashMap::new();
-        for r in batch.retractions {
-            by_customer
-                .entry(r.customer.clone())
-                .or_default()
-                .entry(r.day)
-                .or_default();
+        for r in &batch.retractions {
             retractions
-                .entry((r.customer, r.day))
+                .entry((r.customer.clone(), r.day))
                 .or_default()
                 .push((r.status, r.duration_us));
         }
+        // A day with a retraction is read and written even when nothing new came for it.
+        let mut retracted: Vec<GroupDelta> = retractions
+            .keys()
+            .map(|(customer, day)| GroupDelta {
+                customer: customer.clone(),
+                day: *day,
+                stats: DayStats::default(),
+            })
+            .collect();
+        retracted.sort_by(|a, b| (&a.customer, a.day).cmp(&(&b.customer, b.day)));
+        let mut groups = merge_sorted(groups, retracted.into_iter());
         let written = with_pool!(self, pool => {
             let mut tx = say_when_waiting_for_the_lock(async {
                 let mut tx = pool.begin_with(dialect.begin_write).await?;
@@ -250,78 +349,60 @@ impl Store {
                     .await?;
                 check_progress(progress, &rows)?;
             }
-            let mut merged = Vec::new();
-            let mut emptied = Vec::new();
-            for (customer, days) in by_customer {
-                let (Some(first), Some(last)) = (days.keys().next().copied(), days.keys().next_back().copied()) else {
-                    continue;
-                };
-                let rows = sqlx::query(sqlx::AssertSqlSafe(select_state("date, ")))
-                    .bind(&customer)
-                    .bind(first.to_naive_date())
-                    .bind(last.to_naive_date())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let mut existing = HashMap::with_capacity(rows.len());
-                for row in rows {
-                    let date: chrono::NaiveDate = row.try_get("date")?;
-                    existing.insert(Day::from_naive_date(date), state_from_row!(&row));
+            // In an empty table no group exists yet: nothing to read back.
+            let stored_days = sqlx::query(ANY_DAY).fetch_optional(&mut *tx).await?.is_some();
+            let mut written = 0;
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+            loop {
+                chunk.clear();
+                for group in groups.by_ref().take(CHUNK_ROWS) {
+                    chunk.push(group?);
                 }
-                for (day, delta) in days {
-                    let mut stats = existing.remove(&day).unwrap_or_default();
-                    stats.merge(delta);
-                    for (status, duration_us) in retractions.remove(&(customer.clone(), day)).unwrap_or_default() {
+                if chunk.is_empty() {
+                    break;
+                }
+                let mut existing = HashMap::new();
+                if stored_days {
+                    let mut select = QueryBuilder::new(select_keys());
+                    select.push_tuples(chunk.iter(), |mut key, group| {
+                        key.push_bind(group.customer.clone()).push_bind(group.day.to_naive_date());
+                    });
+                    select.push(")");
+                    for row in select.build().fetch_all(&mut *tx).await? {
+                        let customer: String = row.try_get("customer_id")?;
+                        let date: chrono::NaiveDate = row.try_get("date")?;
+                        existing.insert((customer, Day::from_naive_date(date)), state_from_row!(&row));
+                    }
+                }
+                let mut merged = Vec::with_capacity(chunk.len());
+                let mut emptied = Vec::new();
+                for group in chunk.drain(..) {
+                    let key = (group.customer, group.day);
+                    let mut stats = existing.remove(&key).unwrap_or_default();
+                    stats.merge(group.stats);
+                    for (status, duration_us) in retractions.remove(&key).unwrap_or_default() {
                         if !stats.remove(status, duration_us) {
-                            tracing::warn!("{customer} {day}: the stored day does not hold the request being taken back (the database was changed by hand?)");
+                            tracing::warn!("{} {}: the stored day does not hold the request being taken back (the database was changed by hand?)", key.0, key.1);
                         }
                     }
+                    let (customer, day) = key;
                     if stats.total() == 0 {
-                        emptied.push((customer.clone(), day));
+                        emptied.push((customer, day));
                     } else {
-                        merged.push(MergedDay { customer: customer.clone(), day, stats });
+                        merged.push(MergedDay { customer, day, stats });
                     }
                 }
-            }
-            for rows in merged.chunks_mut(UPSERT_ROWS) {
-                let mut insert = QueryBuilder::new(INSERT_DAYS);
-                insert.push_values(rows.iter_mut(), |mut values, row| {
-                    let s = row.stats.statistics();
-                    let sum = stored_wide(row.stats.duration_sum_us);
-                    let success_sum = stored_wide(row.stats.success_duration_sum_us);
-                    values
-                        .push_bind(row.customer.clone())
-                        .push_bind(row.day.to_naive_date())
-                        .push_bind(stored(s.success_requests))
-                        .push_bind(stored(s.failed_requests))
-                        .push_bind(s.uptime_percentage)
-                        .push_bind(s.duration_mean)
-                        .push_bind(s.duration_p50)
-                        .push_bind(s.duration_p99)
-                        .push_bind(stored(s.total_requests))
-                        .push_bind(stored(s.status_1xx))
-                        .push_bind(stored(s.status_2xx))
-                        .push_bind(stored(s.status_3xx))
-                        .push_bind(stored(s.status_4xx))
-                        .push_bind(stored(s.status_5xx))
-                        .push_bind(s.availability_percentage)
-                        .push_bind(s.duration_p90)
-                        .push_bind(s.duration_p95)
-                        .push_bind(s.duration_max)
-                        .push_bind(sum.0)
-                        .push_bind(sum.1)
-                        .push_bind(success_sum.0)
-                        .push_bind(success_sum.1)
-                        .push_bind(row.stats.histogram.to_bytes());
-                });
-                insert.push(ON_CONFLICT_DAYS);
-                insert.build().execute(&mut *tx).await?;
-            }
-            for (customer, day) in &emptied {
-                sqlx::query(DELETE_DAY)
-                    .bind(customer)
-                    .bind(day.to_naive_date())
-                    .execute(&mut *tx)
-                    .await?;
+                if !merged.is_empty() {
+                    upsert_days(&mut merged).build().execute(&mut *tx).await?;
+                }
+                for (customer, day) in &emptied {
+                    sqlx::query(DELETE_DAY)
+                        .bind(customer)
+                        .bind(day.to_naive_date())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                written += merged.len();
             }
             let linked = batch.progress.iter().flat_map(|progress| {
                 let links = progress.other_names.iter().filter(|name| name.linked);
@@ -349,7 +430,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            merged.len()
+            written
         });
         Ok(written)
     }

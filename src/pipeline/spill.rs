@@ -1,0 +1,515 @@
+//! The groups of finished, uncommitted epochs, merged and held within a memory budget.
+//!
+//! Past the budget they are sorted by (customer, day) and written to a run file in a private spill
+//! directory, and memory starts empty again (external aggregation, as DuckDB and ClickHouse do it:
+//! group states merge exactly, so sorted runs merge back in one pass). A commit reads every run and
+//! what is still in memory in (customer, day) order, each group once, merged: the database writes
+//! each group once per commit, in primary-key order, however many times it spilled.
+//!
+//! A spill directory belongs to the process that holds the lock file beside it; a directory whose
+//! lock nobody holds is left over from a crash and is removed by the next run.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rustc_hash::FxHashMap;
+
+use crate::day::Day;
+use crate::histogram::{allocated, read_varint, write_varint};
+use crate::stats::DayStats;
+
+/// Groups by (customer, day), within `budget` bytes of memory.
+pub struct GroupTable {
+    names: FxHashMap<Box<str>, u32>,
+    customers: Vec<Box<str>>,
+    index: FxHashMap<(u32, Day), u32>,
+    groups: Vec<(u32, Day, DayStats)>,
+    /// Heap bytes of the names and the groups' histograms.
+    heap_bytes: usize,
+    budget: usize,
+    spill: Spill,
+}
+
+/// One group, as a commit receives it.
+pub type Group = (String, Day, DayStats);
+
+impl GroupTable {
+    /// An empty table that spills to a directory made under `spill_root` past `budget` bytes.
+    pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
+        GroupTable {
+            names: FxHashMap::default(),
+            customers: Vec::new(),
+            index: FxHashMap::default(),
+            groups: Vec::new(),
+            heap_bytes: 0,
+            budget,
+            spill: Spill {
+                root: spill_root,
+                dir: None,
+                runs: Vec::new(),
+                bytes: 0,
+            },
+        }
+    }
+
+    /// Merges `stats` into the group of (`customer`, `day`); spills first when the table would
+    /// outgrow its budget.
+    pub fn add(&mut self, customer: &str, day: Day, stats: DayStats) -> anyhow::Result<()> {
+        if self.groups.len() == self.groups.capacity() && self.bytes_when_grown() > self.budget {
+            self.spill()?;
+        }
+        let customer = self.intern(customer);
+        let next = self.groups.len() as u32;
+        let slot = *self.index.entry((customer, day)).or_insert(next);
+        if slot == next {
+            self.heap_bytes += stats.heap_bytes();
+            self.groups.push((customer, day, stats));
+        } else {
+            let group = &mut self.groups[slot as usize].2;
+            let before = group.heap_bytes();
+            group.merge(stats);
+            self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
+        }
+        if self.bytes() > self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Run files written since the last [`GroupTable::take_sorted`].
+    pub fn runs(&self) -> usize {
+        self.spill.runs.len()
+    }
+
+    /// Bytes written to run files since this table was made.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spill.bytes
+    }
+
+    /// Memory held, estimated from capacities (what the allocator gave out, not what is used).
+    pub fn bytes(&self) -> usize {
+        self.bytes_with_capacity(self.groups.capacity())
+    }
+
+    fn bytes_when_grown(&self) -> usize {
+        self.bytes_with_capacity((self.groups.capacity() * 2).max(4))
+    }
+
+    fn bytes_with_capacity(&self, groups: usize) -> usize {
+        let group = size_of::<(u32, Day, DayStats)>();
+        // A hash table holds one control byte per bucket and 1/8 of its buckets free.
+        let table = |capacity: usize, entry: usize| capacity * 8 / 7 * (entry + 1);
+        let names = table(self.names.capacity(), size_of::<(Box<str>, u32)>())
+            + allocated(self.customers.capacity() * size_of::<Box<str>>());
+        allocated(groups * group)
+            + table(self.index.capacity(), size_of::<((u32, Day), u32)>())
+            + names
+            + self.heap_bytes
+    }
+
+    fn intern(&mut self, customer: &str) -> u32 {
+        if let Some(&id) = self.names.get(customer) {
+            return id;
+        }
+        let id = self.customers.len() as u32;
+        // Two copies of the name: the map's key and the list's entry.
+        self.heap_bytes += 2 * allocated(customer.len());
+        self.customers.push(customer.into());
+        self.names.insert(customer.into(), id);
+        id
+    }
+
+    /// The groups in memory in (customer, day) order, leaving the table empty.
+    fn drain_sorted(&mut self) -> InMemory {
+        let mut groups = std::mem::take(&mut self.groups);
+        let customers = std::mem::take(&mut self.customers);
+        self.names = FxHashMap::default();
+        self.index = FxHashMap::default();
+        self.heap_bytes = 0;
+        // Sorting by rank compares two integers instead of two strings.
+        let mut by_name: Vec<u32> = (0..customers.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| customers[a as usize].cmp(&customers[b as usize]));
+        let mut rank = vec![0u32; customers.len()];
+        for (position, &id) in by_name.iter().enumerate() {
+            rank[id as usize] = position as u32;
+        }
+        groups.sort_unstable_by_key(|&(customer, day, _)| (rank[customer as usize], day));
+        InMemory {
+            groups: groups.into_iter(),
+            customers,
+        }
+    }
+
+    /// Writes the groups in memory to a new sorted run file and empties the table.
+    fn spill(&mut self) -> anyhow::Result<()> {
+        if self.groups.is_empty() {
+            return Ok(());
+        }
+        let groups = self.drain_sorted();
+        self.spill.write_run(groups)
+    }
+
+    /// Every group, in memory and spilled, in (customer, day) order, each once; the table is
+    /// empty afterwards (its run files are removed once read).
+    pub fn take_sorted(&mut self) -> anyhow::Result<SortedGroups> {
+        let mut sources = vec![Source::Memory(self.drain_sorted())];
+        for path in self.spill.runs.drain(..) {
+            sources.push(Source::Run(RunReader::open(path)?));
+        }
+        SortedGroups::new(sources)
+    }
+}
+
+/// The spill directory and the runs written to it.
+struct Spill {
+    root: PathBuf,
+    dir: Option<SpillDir>,
+    runs: Vec<PathBuf>,
+    bytes: u64,
+}
+
+impl Spill {
+    fn write_run(&mut self, groups: InMemory) -> anyhow::Result<()> {
+        if self.dir.is_none() {
+            self.dir = Some(SpillDir::create(&self.root)?);
+        }
+        let dir = self.dir.as_ref().expect("created above");
+        let path = dir.path.join(format!("run-{}", dir.next_run()));
+        let shown = path.display().to_string();
+        let write = || -> io::Result<u64> {
+            let mut file = BufWriter::with_capacity(1 << 16, File::create(&path)?);
+            let mut record = Vec::new();
+            let mut written = 0;
+            for (customer, day, mut stats) in groups {
+                record.clear();
+                encode(&mut record, &customer, day, &mut stats);
+                let mut length = Vec::with_capacity(5);
+                write_varint(&mut length, record.len() as u64);
+                file.write_all(&length)?;
+                file.write_all(&record)?;
+                written += (length.len() + record.len()) as u64;
+            }
+            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            Ok(written)
+        };
+        let written = write().with_context(|| {
+            format!("spilling groups to {shown} (see --memory-limit and --spill-dir)")
+        })?;
+        self.bytes += written;
+        self.runs.push(path);
+        Ok(())
+    }
+}
+
+fn encode(record: &mut Vec<u8>, customer: &str, day: Day, stats: &mut DayStats) {
+    write_varint(record, customer.len() as u64);
+    record.extend_from_slice(customer.as_bytes());
+    write_varint(record, u64::from(day.0 as u32));
+    stats.encode(record);
+}
+
+fn decode(mut record: &[u8]) -> Option<Group> {
+    let bytes = &mut record;
+    let len = usize::try_from(read_varint(bytes).ok()?).ok()?;
+    let customer = std::str::from_utf8(bytes.get(..len)?).ok()?.to_string();
+    *bytes = &bytes[len..];
+    let day = Day(u32::try_from(read_varint(bytes).ok()?).ok()? as i32);
+    let stats = DayStats::decode(bytes).ok()?;
+    bytes.is_empty().then_some((customer, day, stats))
+}
+
+/// A directory of this process's run files, removed when dropped.
+struct SpillDir {
+    path: PathBuf,
+    lock_path: PathBuf,
+    /// Held (locked) while the directory is in use.
+    _lock: File,
+    runs: std::cell::Cell<u64>,
+}
+
+const SPILL_PREFIX: &str = "logstats-spill-";
+
+impl SpillDir {
+    /// Removes what crashed runs left under `root`, then makes a directory of this process's own.
+    fn create(root: &Path) -> anyhow::Result<SpillDir> {
+        let shown = crate::errors::shown_path(root);
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create the spill directory {shown}"))?;
+        remove_abandoned(root);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("{SPILL_PREFIX}{}-{nanos}", std::process::id());
+        let lock_path = root.join(format!("{name}.lock"));
+        let lock = File::create(&lock_path)
+            .with_context(|| format!("cannot write in the spill directory {shown}"))?;
+        anyhow::ensure!(
+            try_lock(&lock),
+            "cannot lock {}",
+            crate::errors::shown_path(&lock_path)
+        );
+        let path = root.join(name);
+        std::fs::create_dir(&path)
+            .with_context(|| format!("cannot create {}", crate::errors::shown_path(&path)))?;
+        Ok(SpillDir {
+            path,
+            lock_path,
+            _lock: lock,
+            runs: std::cell::Cell::new(0),
+        })
+    }
+
+    fn next_run(&self) -> u64 {
+        let run = self.runs.get();
+        self.runs.set(run + 1);
+        run
+    }
+}
+
+impl Drop for SpillDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Removes the spill directories under `root` whose lock nobody holds (their process died).
+pub fn remove_abandoned(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(stem) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPILL_PREFIX))
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        let Ok(lock) = File::open(entry.path()) else {
+            continue;
+        };
+        if try_lock(&lock) {
+            let _ = std::fs::remove_dir_all(root.join(format!("{SPILL_PREFIX}{stem}")));
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Takes an exclusive lock on `file` if nobody holds one (released when the file is closed).
+fn try_lock(file: &File) -> bool {
+    // SAFETY: flock on a descriptor this function borrows; it changes no memory.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Groups of the table in (customer, day) order.
+struct InMemory {
+    groups: std::vec::IntoIter<(u32, Day, DayStats)>,
+    customers: Vec<Box<str>>,
+}
+
+impl Iterator for InMemory {
+    type Item = Group;
+
+    fn next(&mut self) -> Option<Group> {
+        let (customer, day, stats) = self.groups.next()?;
+        Some((self.customers[customer as usize].to_string(), day, stats))
+    }
+}
+
+/// Reads back a run file, which it removes when done.
+struct RunReader {
+    path: PathBuf,
+    file: BufReader<File>,
+    record: Vec<u8>,
+}
+
+impl RunReader {
+    fn open(path: PathBuf) -> anyhow::Result<RunReader> {
+        let file = File::open(&path)
+            .with_context(|| format!("reading back {}", crate::errors::shown_path(&path)))?;
+        Ok(RunReader {
+            path,
+            file: BufReader::with_capacity(1 << 16, file),
+            record: Vec::new(),
+        })
+    }
+
+    fn next(&mut self) -> anyhow::Result<Option<Group>> {
+        let Some(len) = self.read_length()? else {
+            return Ok(None);
+        };
+        self.record.resize(len, 0);
+        self.file.read_exact(&mut self.record)?;
+        let group = decode(&self.record);
+        group.map(Some).with_context(|| {
+            format!(
+                "the spill file {} is damaged",
+                crate::errors::shown_path(&self.path)
+            )
+        })
+    }
+
+    /// A record's length, or `None` at the end of the file.
+    fn read_length(&mut self) -> anyhow::Result<Option<usize>> {
+        let mut value = 0u64;
+        for shift in (0..35).step_by(7) {
+            let mut byte = [0u8];
+            if self.file.read(&mut byte)? == 0 {
+                anyhow::ensure!(shift == 0, "a spill file ends inside a record");
+                return Ok(None);
+            }
+            value |= u64::from(byte[0] & 0x7f) << shift;
+            if byte[0] & 0x80 == 0 {
+                return Ok(Some(value as usize));
+            }
+        }
+        anyhow::bail!("a spill file holds a record too long to be one")
+    }
+}
+
+impl Drop for RunReader {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+enum Source {
+    Memory(InMemory),
+    Run(RunReader),
+}
+
+impl Source {
+    fn next(&mut self) -> anyhow::Result<Option<Group>> {
+        match self {
+            Source::Memory(groups) => Ok(groups.next()),
+            Source::Run(run) => run.next(),
+        }
+    }
+}
+
+/// The k-way merge of sorted sources, equal keys merged into one group.
+pub struct SortedGroups {
+    sources: Vec<Source>,
+    /// The next group of each source, by source index.
+    heads: Vec<Option<Group>>,
+    /// (customer, day, source index) of every source's next group, least first.
+    order: BinaryHeap<Reverse<(String, Day, usize)>>,
+}
+
+impl SortedGroups {
+    fn new(mut sources: Vec<Source>) -> anyhow::Result<SortedGroups> {
+        let mut heads = Vec::with_capacity(sources.len());
+        let mut order = BinaryHeap::new();
+        for (i, source) in sources.iter_mut().enumerate() {
+            let head = source.next()?;
+            if let Some((customer, day, _)) = &head {
+                order.push(Reverse((customer.clone(), *day, i)));
+            }
+            heads.push(head);
+        }
+        Ok(SortedGroups {
+            sources,
+            heads,
+            order,
+        })
+    }
+
+    /// The next group of source `i`, replacing its head.
+    fn advance(&mut self, i: usize) -> anyhow::Result<Group> {
+        let next = self.sources[i].next()?;
+        if let Some((customer, day, _)) = &next {
+            self.order.push(Reverse((customer.clone(), *day, i)));
+        }
+        Ok(std::mem::replace(&mut self.heads[i], next).expect("a source in the heap has a head"))
+    }
+
+    fn next_group(&mut self) -> anyhow::Result<Option<Group>> {
+        let Some(Reverse((_, _, i))) = self.order.pop() else {
+            return Ok(None);
+        };
+        let mut group = self.advance(i)?;
+        while let Some(Reverse((customer, day, j))) = self.order.peek()
+            && (customer.as_str(), *day) == (group.0.as_str(), group.1)
+        {
+            let j = *j;
+            self.order.pop();
+            let (_, _, stats) = self.advance(j)?;
+            group.2.merge(stats);
+        }
+        Ok(Some(group))
+    }
+}
+
+impl Iterator for SortedGroups {
+    type Item = anyhow::Result<Group>;
+
+    fn next(&mut self) -> Option<anyhow::Result<Group>> {
+        self.next_group().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(requests: &[(u16, u64)]) -> DayStats {
+        let mut stats = DayStats::default();
+        for &(status, duration) in requests {
+            stats.record(status, duration);
+        }
+        stats
+    }
+
+    #[test]
+    fn groups_come_back_sorted_and_merged_however_often_they_spilled() {
+        let root = tempfile::tempdir().unwrap();
+        let mut expected: std::collections::BTreeMap<(String, Day), DayStats> = Default::default();
+        // A budget this small spills every few groups.
+        let mut table = GroupTable::new(4096, root.path().to_path_buf());
+        for i in 0..2000u64 {
+            let customer = format!("c{}", (i * 7919) % 37);
+            let day = Day((i % 5) as i32);
+            let delta = stats(&[(200 + (i % 4) as u16 * 100, i % 13)]);
+            expected
+                .entry((customer.clone(), day))
+                .or_default()
+                .merge(delta.clone());
+            table.add(&customer, day, delta).unwrap();
+        }
+        assert!(table.runs() > 10, "the budget forces spills");
+        let got: Vec<Group> = table.take_sorted().unwrap().map(Result::unwrap).collect();
+        let want: Vec<Group> = expected
+            .into_iter()
+            .map(|((c, d), mut s)| {
+                s.compact();
+                (c, d, s)
+            })
+            .collect();
+        assert_eq!(got, want);
+        drop(table);
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+        assert!(left.is_empty(), "spill files are removed: {left:?}");
+    }
+
+    #[test]
+    fn a_spill_directory_left_by_a_dead_process_is_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let abandoned = root.path().join(format!("{SPILL_PREFIX}1-2"));
+        std::fs::create_dir(&abandoned).unwrap();
+        std::fs::write(abandoned.join("run-0"), b"x").unwrap();
+        std::fs::write(root.path().join(format!("{SPILL_PREFIX}1-2.lock")), b"").unwrap();
+        let live = SpillDir::create(root.path()).unwrap();
+        assert!(!abandoned.exists());
+        remove_abandoned(root.path());
+        assert!(live.path.exists(), "a directory in use is kept");
+        drop(live);
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+}
