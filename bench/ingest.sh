@@ -3,6 +3,12 @@
 #
 #   bench/ingest.sh [LINES]          (default 10,000,000; PostgreSQL too when it answers)
 #
+# Then a cardinality table (BENCH_CARDINALITY=0 skips it): LINES lines at 50 x 30, 10,000 x 30,
+# 100,000 x 30 and 20,000 x 365 customers x days, random order, fresh database, default memory limit:
+# seconds, lines/s, peak RSS, groups written, bytes spilled, database size, and DuckDB computing
+# the same groups (counts, mean, quantile_disc p50/p99, uptime) from the same file into a table on
+# disk, in the same run (DuckDB from PyPI, in a venv under target/).
+#
 # Prints lines/s (process start to exit, committed), peak RSS, and the ratio of ingest time to
 # `wc -l` time, for a 1,000,000-line file and the big one (flat memory: peak RSS at LINES should
 # stay close to the 1M figure). BENCH_RUNS (default 3) runs each; the median is shown.
@@ -56,3 +62,50 @@ if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     run postgres "$pg_admin/logstats_bench_ingest" "$work/gen-$n.log" "$n" reset_postgres
   done
 fi
+
+[ "${BENCH_CARDINALITY:-1}" = 1 ] || exit 0
+venv=target/bench-venv
+[ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import duckdb' 2>/dev/null ||
+  { python3 -m venv "$venv" && "$venv/bin/pip" install -q duckdb==2.0.1; }
+
+# peak RSS in MB, wall seconds, and the --json report of one ingestion
+measure() { # url file
+  local out
+  out=$( { /usr/bin/time -f 'peak_rss_kb=%M wall=%e' $bin ingest --json --database "$1" "$2" >"$work/report.json"; } 2>&1 )
+  echo "$(($(grep -o 'peak_rss_kb=[0-9]*' <<<"$out" | cut -d= -f2) / 1024)) $(grep -o 'wall=[0-9.]*' <<<"$out" | cut -d= -f2)"
+}
+field() { "$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/report.json" "$1"; }
+
+echo
+echo "cardinality: $lines lines, random order, fresh database, default --memory-limit (256MB)"
+printf '| customers x days | backend | seconds | lines/s | peak RSS MB | groups written | spilled MB | database MB | DuckDB s | DuckDB RSS MB | time / DuckDB |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+for shape in 50x30 10000x30 100000x30 20000x365; do
+  customers=${shape%x*} days=${shape#*x}
+  log="$work/card-$shape.log"
+  [ -f "$log" ] || $bin generate --lines "$lines" --customers "$customers" --days "$days" -o "$log"
+  cat "$log" >/dev/null
+  rm -f "$work/duck.db"*
+  duck=$( { /usr/bin/time -f 'peak_rss_kb=%M' "$venv/bin/python" bench/duckdb_groups.py "$log" "$work/duck.db"; } 2>&1 )
+  duck_s=$(head -n 1 <<<"$duck" | cut -d' ' -f2)
+  duck_mb=$(($(grep -o 'peak_rss_kb=[0-9]*' <<<"$duck" | cut -d= -f2) / 1024))
+  backends=(sqlite)
+  pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && backends+=(postgres)
+  for backend in "${backends[@]}"; do
+    if [ "$backend" = sqlite ]; then
+      reset_sqlite; url="sqlite://$work/bench.db"
+    else
+      reset_postgres; url="$pg_admin/logstats_bench_ingest"
+    fi
+    read -r rss wall < <(measure "$url" "$log")
+    if [ "$backend" = sqlite ]; then
+      size=$(( $(cat "$work/bench.db"* | wc -c) / 1048576 ))
+    else
+      size=$(psql "$pg_admin/postgres" -tAc "SELECT pg_database_size('logstats_bench_ingest') / 1048576")
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shape" "$backend" "$wall" \
+      "$(awk -v n="$lines" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')" "$rss" "$(field groups_changed)" \
+      "$(( $(field spilled_bytes) / 1048576 ))" "$size" "$duck_s" "$duck_mb" \
+      "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')"
+  done
+done

@@ -498,6 +498,29 @@ mod tests {
         assert!(left.is_empty(), "spill files are removed: {left:?}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_budget_gives_the_same_groups(
+            deltas in proptest::collection::vec(
+                (0u8..40, 0i32..4, 1u16..6, 0u64..50), 1..400),
+            budget in 0usize..20_000,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let mut table = GroupTable::new(budget, root.path().to_path_buf());
+            let mut expected: std::collections::BTreeMap<(String, Day), DayStats> =
+                Default::default();
+            for &(customer, day, class, duration) in &deltas {
+                let customer = format!("c{customer}");
+                let delta = stats(&[(class * 100, duration)]);
+                expected.entry((customer.clone(), Day(day))).or_default().merge(delta.clone());
+                table.add(&customer, Day(day), delta).unwrap();
+            }
+            let got: Vec<Group> = table.take_sorted().unwrap().map(Result::unwrap).collect();
+            let want: Vec<Group> = expected.into_iter().map(|((c, d), s)| (c, d, s)).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn a_spill_directory_left_by_a_dead_process_is_removed() {
         let root = tempfile::tempdir().unwrap();

@@ -164,13 +164,15 @@ pub(super) fn select_state(extra: &str) -> String {
     )
 }
 
-/// Selects the stored state of the (customer, day) keys that follow in a tuple list and a `)`.
+/// Selects the stored state of the (customer, day) keys of a `VALUES` list that follows, closed by
+/// [`KEYS_JOIN`] (a join, so that both backends look each key up in the primary key: SQLite scans
+/// the whole table for a row-value `IN` list).
 fn select_keys() -> String {
-    format!(
-        "SELECT customer_id, date, {STATE_COLUMNS} FROM resource_statistics_by_day \
-         WHERE (customer_id, date) IN ("
-    )
+    format!("SELECT customer_id, date, {STATE_COLUMNS} FROM (")
 }
+
+const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \
+     ON customer_id = k.column1 AND date = k.column2";
 
 /// One multi-row upsert of merged days.
 fn upsert_days<DB: sqlx::Database>(rows: &mut [MergedDay]) -> QueryBuilder<DB>
@@ -364,10 +366,10 @@ impl Store {
                 let mut existing = HashMap::new();
                 if stored_days {
                     let mut select = QueryBuilder::new(select_keys());
-                    select.push_tuples(chunk.iter(), |mut key, group| {
+                    select.push_values(chunk.iter(), |mut key, group| {
                         key.push_bind(group.customer.clone()).push_bind(group.day.to_naive_date());
                     });
-                    select.push(")");
+                    select.push(KEYS_JOIN);
                     for row in select.build().fetch_all(&mut *tx).await? {
                         let customer: String = row.try_get("customer_id")?;
                         let date: chrono::NaiveDate = row.try_get("date")?;

@@ -151,11 +151,16 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// Writes a generated log and returns its path.
 pub fn generated_log(dir: &Path, name: &str, lines: u64, seed: u64) -> PathBuf {
+    generated_log_of(dir, name, lines, seed, 20)
+}
+
+/// [`generated_log`] with `customers` customers (over the same 10 days).
+pub fn generated_log_of(dir: &Path, name: &str, lines: u64, seed: u64, customers: u32) -> PathBuf {
     let path = dir.join(name);
     let config = GenerateConfig {
         lines,
         seed,
-        customers: 20,
+        customers,
         days: 10,
         ..GenerateConfig::default()
     };
@@ -279,4 +284,32 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[size + 2..];
     }
     out
+}
+
+/// The lines of `text` in a pseudo-random order (deterministic per seed).
+pub fn shuffled_lines(text: &str, seed: u64) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    let mut state = seed;
+    for i in (1..lines.len()).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lines.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    lines
+}
+
+pub fn write_lines(path: &std::path::Path, lines: &[&str]) {
+    let mut file = std::fs::File::create(path).unwrap();
+    for line in lines {
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+/// Equal row for row, showing only the first difference.
+pub fn assert_rows_equal(got: &[serde_json::Value], want: &[serde_json::Value], context: &str) {
+    assert_eq!(got.len(), want.len(), "{context}: number of rows");
+    if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
+        panic!("{context}: first different row:\n got {g}\nwant {w}");
+    }
 }

@@ -13,4 +13,5 @@ mod oracle;
 mod pipeline;
 mod robustness;
 mod serving;
+mod spilling;
 mod store;

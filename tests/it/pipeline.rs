@@ -7,33 +7,6 @@ use logstats::pipeline::{IngestConfig, ingest};
 use crate::common::*;
 use crate::oracle;
 
-fn shuffled_lines(text: &str, seed: u64) -> Vec<&str> {
-    let mut lines: Vec<&str> = text.lines().collect();
-    let mut state = seed;
-    for i in (1..lines.len()).rev() {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        lines.swap(i, (state >> 33) as usize % (i + 1));
-    }
-    lines
-}
-
-fn write_lines(path: &std::path::Path, lines: &[&str]) {
-    let mut file = std::fs::File::create(path).unwrap();
-    for line in lines {
-        writeln!(file, "{line}").unwrap();
-    }
-}
-
-/// Equal row for row, showing only the first difference.
-fn assert_rows_equal(got: &[serde_json::Value], want: &[serde_json::Value], context: &str) {
-    assert_eq!(got.len(), want.len(), "{context}: number of rows");
-    if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
-        panic!("{context}: first different row:\n got {g}\nwant {w}");
-    }
-}
-
 #[test]
 fn stored_days_equal_the_naive_oracle_on_both_backends() {
     for backend in backends() {

@@ -1,0 +1,159 @@
+//! Ingestion past its memory limit: groups spill to disk, and no number changes for it, whatever
+//! the limit, the order of the lines, how they are split over runs, or a kill in the middle.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use logstats::pipeline::{IngestConfig, IngestReport, ingest};
+
+use crate::common::*;
+use crate::oracle;
+
+const MIB: u64 = 1 << 20;
+
+/// Ingests `paths` in process with `memory_limit`, spilling under `spill_dir`.
+fn ingest_within(url: &str, paths: &[&Path], memory_limit: u64, spill_dir: &Path) -> IngestReport {
+    let mut config =
+        IngestConfig::new(url, paths.iter().map(|p| p.display().to_string()).collect());
+    config.workers = 2;
+    config.memory_limit = memory_limit;
+    config.spill_dir = spill_dir.to_path_buf();
+    ingest(config).expect("ingestion succeeds")
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+}
+
+#[test]
+fn numbers_do_not_depend_on_the_memory_limit_the_order_or_the_runs() {
+    for backend in backends() {
+        let mut reference = None;
+        let scratch = tempfile::tempdir().unwrap();
+        let log = generated_log_of(scratch.path(), "many.log", 60_000, 5, 3_000);
+        let text = std::fs::read_to_string(&log).unwrap();
+        for (limit, seed) in [(MIB, 1), (3 * MIB, 2), (256 * MIB, 3)] {
+            let db = TestDb::new(backend);
+            let spill = db.dir().join("spill");
+            // The lines shuffled and cut in three: one file, then two more in a second run.
+            let lines = shuffled_lines(&text, seed);
+            let third = lines.len() / 3;
+            let parts: Vec<_> = (0..3)
+                .map(|i| {
+                    let path = db.dir().join(format!("part{i}.log"));
+                    let end = if i == 2 { lines.len() } else { (i + 1) * third };
+                    write_lines(&path, &lines[i * third..end]);
+                    path
+                })
+                .collect();
+            let first = ingest_within(&db.url, &[&parts[0]], limit, &spill);
+            let rest = ingest_within(&db.url, &[&parts[1], &parts[2]], limit, &spill);
+            let again = ingest_within(&db.url, &[&parts[0], &parts[1], &parts[2]], limit, &spill);
+            assert_eq!(again.lines, 0, "{backend:?}: nothing is read twice");
+            if limit < 4 * MIB {
+                assert!(
+                    first.spilled_bytes > 0 && rest.spilled_bytes > 0,
+                    "{backend:?}, {limit} bytes: groups spilled"
+                );
+            } else {
+                assert_eq!(rest.spilled_bytes, 0, "{backend:?}: everything fit");
+            }
+            assert!(is_empty_dir(&spill), "{backend:?}: spill files are removed");
+            let rows = all_rows(&db.url);
+            oracle::assert_rows_match_text(&rows, &text);
+            match &reference {
+                None => reference = Some(rows),
+                Some(want) => {
+                    assert_rows_equal(&rows, want, &format!("{backend:?}, limit {limit}"))
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_spilling_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let log = generated_log_of(db.dir(), "many.log", 120_000, 9, 20_000);
+        let spill = db.dir().join("spill");
+        let ingest = |watched: bool| {
+            let mut command = Command::new(binary());
+            command
+                .args(["ingest", "--database", &db.url, "--memory-limit", "1MB"])
+                .arg("--spill-dir")
+                .arg(&spill)
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            if watched {
+                // A commit after every epoch, each epoch spilling several times.
+                command
+                    .env("LOGSTATS_LOG", "logstats=debug")
+                    .env("LOGSTATS_COMMIT_INTERVAL", "0.001");
+            }
+            command
+        };
+        let mut kills = 0;
+        for attempt in 0..4u64 {
+            let mut child = ingest(true).spawn().unwrap();
+            let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+            // Killed right after its first, second or third commit, while later epochs spill.
+            let wanted = 1 + attempt % 3;
+            let mut seen = 0;
+            let mut line = String::new();
+            while seen < wanted {
+                line.clear();
+                if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+                    break;
+                }
+                seen += u64::from(line.contains("committed"));
+            }
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            kills += u64::from(status.signal() == Some(9));
+        }
+        assert!(
+            kills > 0,
+            "{backend:?}: at least one run was killed mid-way"
+        );
+        let last = ingest(false).output().unwrap();
+        assert!(last.status.success(), "{backend:?}: {last:?}");
+        assert!(
+            is_empty_dir(&spill),
+            "{backend:?}: the last run removed what killed runs left"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+    }
+}
+
+#[test]
+fn a_spill_directory_that_cannot_be_written_stops_the_run_with_nothing_committed() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log_of(db.dir(), "many.log", 20_000, 3, 5_000);
+    let not_a_dir = db.dir().join("a-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let output = Command::new(binary())
+        .args(["ingest", "--database", &db.url, "--memory-limit", "1MB"])
+        .arg("--spill-dir")
+        .arg(not_a_dir.join("spill"))
+        .arg(&log)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("spill directory"), "{stderr}");
+    assert!(all_rows(&db.url).is_empty(), "nothing was committed");
+    let rerun = Command::new(binary())
+        .args(["ingest", "--database", &db.url, "--memory-limit", "1MB"])
+        .arg("--spill-dir")
+        .arg(db.dir().join("spill"))
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(rerun.status.success(), "{rerun:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+}
