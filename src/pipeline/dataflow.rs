@@ -1,10 +1,10 @@
 //! The timely dataflow: workers read their units (and, when following, their files) epoch by
-//! epoch; groups are exchanged by customer and merged; everything of an epoch goes to worker 0,
-//! whose committer writes it in one transaction once the frontier has passed the epoch.
+//! epoch and pre-aggregate them; everything of an epoch goes to worker 0, whose committer thread
+//! merges it into its group table and, once the frontier has passed the epoch and a commit is due,
+//! writes everything absorbed since the last commit in one transaction.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rustc_hash::{FxHashMap, FxHasher};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -46,20 +45,6 @@ pub enum Update {
     Unreadable(String),
     /// Lines counted before they were complete, taken back.
     Retracted(Retracted),
-}
-
-impl Update {
-    /// Groups spread by customer; everything else goes to worker 0.
-    fn route(&self) -> u64 {
-        match self {
-            Update::Group { customer, .. } => {
-                let mut hasher = FxHasher::default();
-                customer.hash(&mut hasher);
-                hasher.finish()
-            }
-            _ => 0,
-        }
-    }
 }
 
 /// The dataflow's input, as each worker holds it.
@@ -343,34 +328,6 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     worker.dataflow::<u64, _, _>(|scope| {
         input
             .to_stream(scope)
-            .unary_frontier(Exchange::new(Update::route), "Merge", |_, _| {
-                let mut pending: FxHashMap<u64, (Capability<u64>, Merged)> = FxHashMap::default();
-                move |(input, frontier), output| {
-                    input.for_each(|cap, data: &mut Vec<Update>| {
-                        let Some(&time) = cap.least() else { return };
-                        let entry = pending.entry(time).or_insert_with(|| {
-                            (
-                                cap.retain_least(0).expect("a non-empty stamp"),
-                                Merged::default(),
-                            )
-                        });
-                        entry.1.absorb(data.drain(..));
-                    });
-                    let ready: Vec<u64> = pending
-                        .keys()
-                        .copied()
-                        .filter(|t| !frontier.less_equal(t))
-                        .collect();
-                    for time in ready {
-                        let (cap, merged) = pending.remove(&time).expect("a pending epoch");
-                        let mut session = output.session(&cap);
-                        for update in merged.into_updates() {
-                            session.give(update);
-                        }
-                    }
-                }
-            })
-            .container::<Vec<Update>>()
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Exchange::new(|_: &Update| 0),
                 "Commit",
@@ -446,40 +403,5 @@ fn reject_limit(job: &Job) -> usize {
         usize::MAX
     } else {
         job.config.reject_samples
-    }
-}
-
-/// Groups merged by (customer, day), and everything else set aside.
-#[derive(Default)]
-pub(super) struct Merged {
-    pub groups: FxHashMap<(String, Day), DayStats>,
-    pub others: Vec<Update>,
-}
-
-impl Merged {
-    pub fn absorb(&mut self, updates: impl Iterator<Item = Update>) {
-        for update in updates {
-            match update {
-                Update::Group {
-                    customer,
-                    day,
-                    stats,
-                } => {
-                    self.groups.entry((customer, day)).or_default().merge(stats);
-                }
-                other => self.others.push(other),
-            }
-        }
-    }
-
-    fn into_updates(self) -> impl Iterator<Item = Update> {
-        self.groups
-            .into_iter()
-            .map(|((customer, day), stats)| Update::Group {
-                customer,
-                day,
-                stats,
-            })
-            .chain(self.others)
     }
 }

@@ -1,9 +1,10 @@
 //! Ingestion on timely dataflow: inputs are planned into units, read and pre-aggregated by every
-//! worker, merged by customer, and committed by one committer per epoch (DESIGN.md).
+//! worker, and merged and committed by one committer (DESIGN.md).
 //!
 //! ```text
-//! plan -> [read + aggregate, per worker] -> exchange by customer -> [merge per epoch]
-//!      -> exchange to worker 0 -> [commit: groups + file offsets, one transaction]
+//! plan -> [read + aggregate, per worker, unit by unit] -> exchange to worker 0
+//!      -> [committer: merge into the group table, spill past the memory limit]
+//!      -> [commit: every group once, in key order, + file offsets, one transaction]
 //! ```
 
 mod aggregate;
