@@ -199,7 +199,7 @@ impl Committer {
         let absorbed = std::mem::take(&mut self.absorbed);
         let spilled = (self.groups.runs(), self.groups.spilled_bytes());
         let groups = match self.groups.take_sorted() {
-            Ok(groups) => groups.map(|group| {
+            Ok(groups) => groups.read_ahead().map(|group| {
                 group.map(|(customer, day, stats)| GroupDelta {
                     customer,
                     day,

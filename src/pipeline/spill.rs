@@ -126,7 +126,7 @@ impl GroupTable {
 
     /// The groups in memory in (customer, day) order, leaving the table empty.
     fn drain_sorted(&mut self) -> InMemory {
-        let mut groups = std::mem::take(&mut self.groups);
+        let groups = std::mem::take(&mut self.groups);
         let customers = std::mem::take(&mut self.customers);
         self.names = FxHashMap::default();
         self.index = FxHashMap::default();
@@ -138,9 +138,16 @@ impl GroupTable {
         for (position, &id) in by_name.iter().enumerate() {
             rank[id as usize] = position as u32;
         }
-        groups.sort_unstable_by_key(|&(customer, day, _)| (rank[customer as usize], day));
+        // Sorting small keys, not the groups themselves (large values, moved at every swap).
+        let mut order: Vec<(u32, Day, u32)> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, &(customer, day, _))| (rank[customer as usize], day, i as u32))
+            .collect();
+        order.sort_unstable();
         InMemory {
-            groups: groups.into_iter(),
+            order: order.into_iter(),
+            groups,
             customers,
         }
     }
@@ -310,7 +317,9 @@ fn try_lock(file: &File) -> bool {
 
 /// Groups of the table in (customer, day) order.
 struct InMemory {
-    groups: std::vec::IntoIter<(u32, Day, DayStats)>,
+    /// Indexes into `groups`, in (customer, day) order.
+    order: std::vec::IntoIter<(u32, Day, u32)>,
+    groups: Vec<(u32, Day, DayStats)>,
     customers: Vec<Box<str>>,
 }
 
@@ -318,8 +327,10 @@ impl Iterator for InMemory {
     type Item = Group;
 
     fn next(&mut self) -> Option<Group> {
-        let (customer, day, stats) = self.groups.next()?;
-        Some((self.customers[customer as usize].to_string(), day, stats))
+        let (_, _, index) = self.order.next()?;
+        let (customer, day, stats) = &mut self.groups[index as usize];
+        let stats = std::mem::take(stats);
+        Some((self.customers[*customer as usize].to_string(), *day, stats))
     }
 }
 
@@ -444,6 +455,61 @@ impl SortedGroups {
             group.2.merge(stats);
         }
         Ok(Some(group))
+    }
+}
+
+/// Groups per chunk handed over by [`SortedGroups::read_ahead`].
+const READ_AHEAD_CHUNK: usize = 1024;
+
+impl SortedGroups {
+    /// The same groups, merged on a thread of their own a few chunks ahead, so that reading and
+    /// merging the runs overlaps with writing them to the database.
+    pub fn read_ahead(mut self) -> ReadAhead {
+        let (chunks, received) = std::sync::mpsc::sync_channel(4);
+        let merger = std::thread::spawn(move || {
+            loop {
+                let chunk: Vec<_> = self.by_ref().take(READ_AHEAD_CHUNK).collect();
+                // Ends when the groups do, or when the reader was dropped.
+                if chunk.is_empty() || chunks.send(chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        ReadAhead {
+            chunks: received,
+            current: Vec::new().into_iter(),
+            merger: Some(merger),
+        }
+    }
+}
+
+/// Groups merged ahead on another thread (see [`SortedGroups::read_ahead`]).
+pub struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<Vec<anyhow::Result<Group>>>,
+    current: std::vec::IntoIter<anyhow::Result<Group>>,
+    /// Joined at the end: a merger that died must not look like the end of the groups.
+    merger: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Iterator for ReadAhead {
+    type Item = anyhow::Result<Group>;
+
+    fn next(&mut self) -> Option<anyhow::Result<Group>> {
+        loop {
+            if let Some(group) = self.current.next() {
+                return Some(group);
+            }
+            match self.chunks.recv() {
+                Ok(chunk) => self.current = chunk.into_iter(),
+                Err(_) => {
+                    let merger = self.merger.take()?;
+                    return merger
+                        .join()
+                        .is_err()
+                        .then(|| Err(anyhow::anyhow!("merging the groups failed (a bug)")));
+                }
+            }
+        }
     }
 }
 
