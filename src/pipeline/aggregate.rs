@@ -56,6 +56,18 @@ impl Tally {
     }
 }
 
+/// One worker's groups, keyed by its own customer numbers: each name is sent once, with the first
+/// groups that use it, so that groups travel without their customer's name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberedGroups {
+    /// The worker (its index in the whole cluster) whose numbers these are.
+    pub worker: usize,
+    /// The number of `names[0]`; the names of lower numbers came in earlier groups.
+    pub first_name: u32,
+    pub names: Vec<String>,
+    pub groups: Vec<(u32, Day, DayStats)>,
+}
+
 /// Lines counted by an earlier run before they were complete, taken back now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retracted {
@@ -69,6 +81,10 @@ const REJECT_TEXT_CHARS: usize = 200;
 
 /// Accumulates the groups of the lines fed to it until drained.
 pub struct Aggregator {
+    /// Which worker this is (named in its groups).
+    worker: usize,
+    /// Customer names already sent with earlier groups.
+    names_sent: usize,
     customer_ids: FxHashMap<Box<str>, u32>,
     customer_names: Vec<Box<str>>,
     group_index: FxHashMap<(u32, Day), u32>,
@@ -83,8 +99,10 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(reject_limit: usize) -> Aggregator {
+    pub fn new(worker: usize, reject_limit: usize) -> Aggregator {
         Aggregator {
+            worker,
+            names_sent: 0,
             customer_ids: FxHashMap::default(),
             customer_names: Vec::new(),
             group_index: FxHashMap::default(),
@@ -208,22 +226,26 @@ impl Aggregator {
     }
 
     /// Takes everything accumulated since the last drain.
-    pub fn drain(&mut self) -> (Vec<(String, Day, DayStats)>, Tally, Vec<Rejected>) {
+    pub fn drain(&mut self) -> (NumberedGroups, Tally, Vec<Rejected>) {
         self.group_index.clear();
-        let groups = self
-            .groups
-            .drain(..)
-            .map(|(customer, day, mut stats)| {
-                stats.compact();
-                (
-                    self.customer_names[customer as usize].to_string(),
-                    day,
-                    stats,
-                )
-            })
+        let mut groups = std::mem::take(&mut self.groups);
+        for (_, _, stats) in &mut groups {
+            stats.compact();
+        }
+        let first_name = self.names_sent as u32;
+        let names = self.customer_names[self.names_sent..]
+            .iter()
+            .map(|name| name.to_string())
             .collect();
-        (
+        self.names_sent = self.customer_names.len();
+        let numbered = NumberedGroups {
+            worker: self.worker,
+            first_name,
+            names,
             groups,
+        };
+        (
+            numbered,
             std::mem::take(&mut self.tally),
             std::mem::take(&mut self.rejects),
         )
@@ -236,7 +258,7 @@ mod tests {
 
     #[test]
     fn lines_are_grouped_by_customer_and_day_and_rejects_are_counted() {
-        let mut aggregator = Aggregator::new(1);
+        let mut aggregator = Aggregator::new(0, 1);
         let lines = [
             "2024-09-15 20:51:37 a /x 200 1.0",
             "2024-09-15 10:00:00 a /x 500 2.0",
@@ -249,15 +271,28 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             aggregator.feed(line.as_bytes(), Position::Line(i as u64 + 1));
         }
-        let (mut groups, tally, rejects) = aggregator.drain();
-        groups.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        let totals: Vec<(&str, u64)> = groups.iter().map(|g| (g.0.as_str(), g.2.total())).collect();
+        let (numbered, tally, rejects) = aggregator.drain();
+        assert_eq!(numbered.names, ["a", "b"]);
+        let mut groups = numbered.groups;
+        groups.sort_by_key(|g| (g.0, g.1));
+        let totals: Vec<(&str, u64)> = groups
+            .iter()
+            .map(|g| (numbered.names[g.0 as usize].as_str(), g.2.total()))
+            .collect();
         assert_eq!(totals, [("a", 2), ("a", 1), ("b", 1)]);
         assert_eq!(tally.lines, 6);
         assert_eq!(tally.rejected_total(), 2);
         assert_eq!(tally.rejected[Reject::Status.index()], 1);
         assert_eq!(rejects.len(), 1, "only the sample limit is kept");
         assert_eq!(rejects[0].position, Position::Line(5));
-        assert!(aggregator.drain().0.is_empty());
+        let (next, _, _) = aggregator.drain();
+        assert!(next.groups.is_empty() && next.names.is_empty());
+        aggregator.feed(b"2024-09-15 10:00:00 c /x 200 1.0", Position::Line(8));
+        aggregator.feed(b"2024-09-15 10:00:00 a /x 200 1.0", Position::Line(9));
+        let (last, _, _) = aggregator.drain();
+        assert_eq!(
+            (last.first_name, last.names.as_slice()),
+            (2, &["c".to_string()][..])
+        );
     }
 }

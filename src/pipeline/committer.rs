@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::aggregate::{Position, Rejected, Retracted, Tally};
+use anyhow::Context;
+
+use super::aggregate::{NumberedGroups, Position, Rejected, Retracted, Tally};
 use super::dataflow::{Job, Update};
 use super::spill::GroupTable;
 use super::{IngestConfig, IngestReport};
@@ -22,6 +24,8 @@ struct Committer {
     rejects_file: Option<std::io::BufWriter<std::fs::File>>,
     /// The groups of finished epochs not committed yet, merged, within the memory limit.
     groups: GroupTable,
+    /// By worker: the table's number of each of the worker's customer numbers.
+    numbers: Vec<Vec<u32>>,
     /// Everything else of those epochs.
     absorbed: Absorbed,
     last_commit: Instant,
@@ -123,6 +127,7 @@ impl Committer {
         );
         let committer = Committer {
             groups,
+            numbers: Vec::new(),
             job,
             runtime,
             store,
@@ -152,12 +157,10 @@ impl Committer {
             let mut records = Vec::new();
             for update in updates {
                 match update {
-                    Update::Group {
-                        customer,
-                        day,
-                        stats,
-                    } => {
-                        if let Err(error) = self.groups.add(&customer, day, stats) {
+                    Update::Groups(groups) => {
+                        if let Err(error) =
+                            absorb_groups(&mut self.groups, &mut self.numbers, groups)
+                        {
                             self.job.stop.store(true, Ordering::SeqCst);
                             self.halted = Some(error);
                             self.publish();
@@ -320,11 +323,38 @@ impl Committer {
     }
 }
 
+/// Merges a worker's groups into the table, its customer numbers mapped to the table's.
+fn absorb_groups(
+    table: &mut GroupTable,
+    numbers: &mut Vec<Vec<u32>>,
+    numbered: NumberedGroups,
+) -> anyhow::Result<()> {
+    if numbers.len() <= numbered.worker {
+        numbers.resize_with(numbered.worker + 1, Vec::new);
+    }
+    let numbers = &mut numbers[numbered.worker];
+    anyhow::ensure!(
+        numbered.first_name as usize == numbers.len(),
+        "worker {}'s customer names came out of order (a bug: please report it)",
+        numbered.worker
+    );
+    for name in &numbered.names {
+        numbers.push(table.intern(name));
+    }
+    for (customer, day, stats) in numbered.groups {
+        let customer = *numbers
+            .get(customer as usize)
+            .context("a group of a customer never named (a bug: please report it)")?;
+        table.add_numbered(customer, day, stats)?;
+    }
+    Ok(())
+}
+
 /// The share of the memory limit the committer's groups may hold before they spill: the rest is
 /// for the epochs in flight (an eighth, see the unit size), reading, the allocator's slack and the
 /// process itself.
 fn group_budget(memory_limit: u64) -> usize {
-    (memory_limit / 8 * 3) as usize
+    (memory_limit / 2) as usize
 }
 
 fn is_stop(error: &anyhow::Error) -> bool {

@@ -19,23 +19,17 @@ use timely::dataflow::operators::{Capability, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use super::aggregate::{Aggregator, Rejected, Retracted, Tally};
+use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
 use super::{IngestConfig, IngestReport};
-use crate::day::Day;
-use crate::stats::DayStats;
 use crate::store::{FileProgress, Store};
 
 /// What flows through the dataflow.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Update {
-    Group {
-        customer: String,
-        day: Day,
-        stats: DayStats,
-    },
+    Groups(NumberedGroups),
     Progress(FileProgress),
     Tally(Tally),
     Rejected(Rejected),
@@ -373,7 +367,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
             .probe_with(&probe);
     });
 
-    let mut feeder = Feeder::new(index, peers, Aggregator::new(reject_limit(job)));
+    let mut feeder = Feeder::new(index, peers, Aggregator::new(index, reject_limit(job)));
     let result = match failure {
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.

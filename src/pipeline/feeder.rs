@@ -114,12 +114,8 @@ impl Feeder {
 
     fn send(&mut self, input: &mut UpdateInput, progress: Vec<FileProgress>) {
         let (groups, tally, rejects) = self.aggregator.drain();
-        for (customer, day, stats) in groups {
-            input.send(Update::Group {
-                customer,
-                day,
-                stats,
-            });
+        if !groups.groups.is_empty() {
+            input.send(Update::Groups(groups));
         }
         for record in progress {
             input.send(Update::Progress(record));

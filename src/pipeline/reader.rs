@@ -312,12 +312,12 @@ mod tests {
     }
 
     fn feed(reader: impl Read, numbering: Numbering) -> (u64, Vec<(Reject, Position)>) {
-        let mut aggregator = Aggregator::new(100);
+        let mut aggregator = Aggregator::new(0, 100);
         feed_lines(reader, numbering, &mut aggregator, &mut |_| {})
             .result
             .unwrap();
         let (groups, _, rejects) = aggregator.drain();
-        let accepted = groups.iter().map(|g| g.2.total()).sum();
+        let accepted = groups.groups.iter().map(|g| g.2.total()).sum();
         let reasons = rejects
             .iter()
             .map(|r| {
@@ -343,7 +343,7 @@ mod tests {
         // Rotated: the planned file has another name, a new one took its place.
         std::fs::rename(&path, dir.path().join("z.log.1")).unwrap();
         std::fs::write(&path, b"new\n").unwrap();
-        let mut aggregator = Aggregator::new(10);
+        let mut aggregator = Aggregator::new(0, 10);
         let end = read_piece(&plan, &piece, &mut aggregator, &mut |_| {}).unwrap();
         assert!(matches!(&end, PieceEnd::Lost { problem } if problem.contains("replaced")));
         assert_eq!(plan.progress_of(&piece, &end), None, "nothing is recorded");

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use rustc_hash::FxHashMap;
@@ -23,14 +24,18 @@ use crate::day::Day;
 use crate::histogram::{allocated, read_varint, write_varint};
 use crate::stats::DayStats;
 
-/// Groups by (customer, day), within `budget` bytes of memory.
+/// Groups by (customer, day), within `budget` bytes of memory. Customers are numbered once and
+/// keep their numbers for the table's life (spilling empties the groups, not the names), so the
+/// committer can map each worker's customer numbers to the table's without hashing names.
 pub struct GroupTable {
     names: FxHashMap<Box<str>, u32>,
-    customers: Vec<Box<str>>,
+    customers: Arc<Vec<Box<str>>>,
     index: FxHashMap<(u32, Day), u32>,
     groups: Vec<(u32, Day, DayStats)>,
-    /// Heap bytes of the names and the groups' histograms.
+    /// Heap bytes of the groups' histograms.
     heap_bytes: usize,
+    /// Heap bytes of the names.
+    names_heap: usize,
     budget: usize,
     spill: Spill,
 }
@@ -43,10 +48,11 @@ impl GroupTable {
     pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
         GroupTable {
             names: FxHashMap::default(),
-            customers: Vec::new(),
+            customers: Arc::default(),
             index: FxHashMap::default(),
             groups: Vec::new(),
             heap_bytes: 0,
+            names_heap: 0,
             budget,
             spill: Spill {
                 root: spill_root,
@@ -57,13 +63,19 @@ impl GroupTable {
         }
     }
 
-    /// Merges `stats` into the group of (`customer`, `day`); spills first when the table would
-    /// outgrow its budget.
+    /// Merges `stats` into the group of (`customer`, `day`).
+    #[cfg(test)]
     pub fn add(&mut self, customer: &str, day: Day, stats: DayStats) -> anyhow::Result<()> {
-        if self.groups.len() == self.groups.capacity() && self.bytes_when_grown() > self.budget {
+        let customer = self.intern(customer);
+        self.add_numbered(customer, day, stats)
+    }
+
+    /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when the
+    /// table would outgrow its budget.
+    pub fn add_numbered(&mut self, customer: u32, day: Day, stats: DayStats) -> anyhow::Result<()> {
+        if self.groups.len() == self.groups.capacity() && self.bytes_when_grown() > self.limit() {
             self.spill()?;
         }
-        let customer = self.intern(customer);
         let next = self.groups.len() as u32;
         let slot = *self.index.entry((customer, day)).or_insert(next);
         if slot == next {
@@ -75,10 +87,22 @@ impl GroupTable {
             group.merge(stats);
             self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
         }
-        if self.bytes() > self.budget {
+        if self.bytes() > self.limit() {
             self.spill()?;
         }
         Ok(())
+    }
+
+    /// The bytes past which the groups spill: the budget, names included; when the names alone
+    /// come near it (they are never spilled), the names and a quarter of the budget.
+    fn limit(&self) -> usize {
+        self.budget.max(self.names_bytes() + self.budget / 4)
+    }
+
+    fn names_bytes(&self) -> usize {
+        self.names.capacity() * 8 / 7 * (size_of::<(Box<str>, u32)>() + 1)
+            + allocated(self.customers.capacity() * size_of::<Box<str>>())
+            + self.names_heap
     }
 
     /// Run files written since the last [`GroupTable::take_sorted`].
@@ -104,22 +128,21 @@ impl GroupTable {
         let group = size_of::<(u32, Day, DayStats)>();
         // A hash table holds one control byte per bucket and 1/8 of its buckets free.
         let table = |capacity: usize, entry: usize| capacity * 8 / 7 * (entry + 1);
-        let names = table(self.names.capacity(), size_of::<(Box<str>, u32)>())
-            + allocated(self.customers.capacity() * size_of::<Box<str>>());
         allocated(groups * group)
             + table(self.index.capacity(), size_of::<((u32, Day), u32)>())
-            + names
+            + self.names_bytes()
             + self.heap_bytes
     }
 
-    fn intern(&mut self, customer: &str) -> u32 {
+    /// The table's number for `customer`.
+    pub fn intern(&mut self, customer: &str) -> u32 {
         if let Some(&id) = self.names.get(customer) {
             return id;
         }
         let id = self.customers.len() as u32;
         // Two copies of the name: the map's key and the list's entry.
-        self.heap_bytes += 2 * allocated(customer.len());
-        self.customers.push(customer.into());
+        self.names_heap += 2 * allocated(customer.len());
+        Arc::make_mut(&mut self.customers).push(customer.into());
         self.names.insert(customer.into(), id);
         id
     }
@@ -127,8 +150,7 @@ impl GroupTable {
     /// The groups in memory in (customer, day) order, leaving the table empty.
     fn drain_sorted(&mut self) -> InMemory {
         let groups = std::mem::take(&mut self.groups);
-        let customers = std::mem::take(&mut self.customers);
-        self.names = FxHashMap::default();
+        let customers = Arc::clone(&self.customers);
         self.index = FxHashMap::default();
         self.heap_bytes = 0;
         // Sorting by rank compares two integers instead of two strings.
@@ -320,7 +342,7 @@ struct InMemory {
     /// Indexes into `groups`, in (customer, day) order.
     order: std::vec::IntoIter<(u32, Day, u32)>,
     groups: Vec<(u32, Day, DayStats)>,
-    customers: Vec<Box<str>>,
+    customers: Arc<Vec<Box<str>>>,
 }
 
 impl Iterator for InMemory {
