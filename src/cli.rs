@@ -52,10 +52,12 @@ pub struct GenerateArgs {
     #[arg(long, env = "LOGSTATS_LINES", default_value_t = 10_000)]
     pub lines: u64,
     /// Number of customers (cust_1..cust_N).
-    #[arg(long, env = "LOGSTATS_CUSTOMERS", default_value_t = 50)]
+    #[arg(long, env = "LOGSTATS_CUSTOMERS", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub customers: u32,
     /// Number of days, ending at --end.
-    #[arg(long, env = "LOGSTATS_DAYS", default_value_t = 30)]
+    #[arg(long, env = "LOGSTATS_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
     /// Last day of the range (YYYY-MM-DD).
     #[arg(long, env = "LOGSTATS_END", default_value = "2024-10-02", value_parser = parse_day)]

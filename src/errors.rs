@@ -9,7 +9,7 @@ use std::path::Path;
 pub fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
-        let message = cause.to_string();
+        let message = without_source_position(cause.to_string());
         if line.contains(&message) {
             continue;
         }
@@ -19,6 +19,18 @@ pub fn one_line(error: &anyhow::Error) -> String {
         line.push_str(&message);
     }
     escaped(line.replace('\n', " ").as_bytes())
+}
+
+/// PostgreSQL's errors end in the line of the server's C source that raised them
+/// (`... does not exist at line 768`): noise to a user.
+fn without_source_position(mut message: String) -> String {
+    if let Some(at) = message.rfind(" at line ")
+        && message[at + 9..].bytes().all(|b| b.is_ascii_digit())
+        && message.len() > at + 9
+    {
+        message.truncate(at);
+    }
+    message
 }
 
 /// `bytes` as text a terminal shows as it is: invalid UTF-8 as `\xHH`, control and invisible
@@ -80,5 +92,7 @@ mod tests {
         assert_eq!(one_line(&error), "committing: deadlock detected");
         let error = anyhow::anyhow!("refused\nby peer").context("connecting");
         assert_eq!(one_line(&error), "connecting: refused by peer");
+        let error = anyhow::anyhow!("role \"x\" does not exist at line 768").context("connecting");
+        assert_eq!(one_line(&error), "connecting: role \"x\" does not exist");
     }
 }

@@ -115,7 +115,22 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
         let store = Store::connect_lazy(url)?;
-        if let Err(error) = store.migrate().await {
+        let mut migrated = store.migrate().await;
+        if migrated.is_err() && store.database_is_missing().await {
+            use sqlx::migrate::MigrateDatabase;
+            sqlx::Postgres::create_database(url)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "the database at {shown} does not exist and could not be created ({}): \
+                     create it first, e.g. with createdb",
+                        crate::errors::one_line(&error.into())
+                    )
+                })?;
+            tracing::info!("created the database at {shown}");
+            migrated = store.migrate().await;
+        }
+        if let Err(error) = migrated {
             // A pool that cannot connect only says it timed out: one direct connection says why.
             if let Some(cause) = store.connection_error().await {
                 anyhow::bail!(
@@ -129,6 +144,20 @@ impl Store {
             );
         }
         Ok(store)
+    }
+
+    /// Whether PostgreSQL answers that the database does not exist (SQLSTATE 3D000).
+    async fn database_is_missing(&self) -> bool {
+        let Backend::Postgres(_) = &self.backend else {
+            return false;
+        };
+        self.connection_error().await.is_some_and(|error| {
+            error
+                .downcast_ref::<sqlx::Error>()
+                .and_then(|e| e.as_database_error())
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "3D000")
+        })
     }
 
     /// Why a new connection fails, if it does (within the pool's acquire timeout).
@@ -163,7 +192,19 @@ impl Store {
             )
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
-                .with_context(|| format!("invalid database URL {shown}"))?
+                .with_context(|| format!("invalid database URL {shown}"))?;
+            // Like `generate -o`, a database in a directory not made yet makes it.
+            if let Some(parent) = options.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!(
+                        "cannot create the directory {} for the database",
+                        crate::errors::shown_path(parent)
+                    )
+                })?;
+            }
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)

@@ -121,3 +121,40 @@ fn rejected_lines_do_not_fail_the_run_and_are_reported_with_file_and_line() {
         (Some(2), Some(1))
     );
 }
+
+#[test]
+fn a_database_that_does_not_exist_yet_is_created_with_its_directories() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", db.dir().join("a/b/new.db").display()),
+            Backend::Postgres => {
+                let name = db.url.rsplit('/').next().unwrap();
+                admin(&format!("DROP DATABASE {name} WITH (FORCE)"));
+                db.url.clone()
+            }
+        };
+        let migrated = Command::new(binary())
+            .args(["migrate", "--database", &url])
+            .output()
+            .unwrap();
+        assert!(migrated.status.success(), "{backend:?}: {migrated:?}");
+        assert!(
+            all_rows(&url).is_empty(),
+            "{backend:?}: a usable, empty database"
+        );
+    }
+}
+
+#[test]
+fn generate_refuses_zero_customers_or_days() {
+    for flag in ["--customers", "--days"] {
+        let output = Command::new(binary())
+            .args(["generate", flag, "0", "-o", "/dev/null"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag} 0: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+}

@@ -127,7 +127,7 @@ impl Drop for TestDb {
     }
 }
 
-fn admin(sql: &str) {
+pub fn admin(sql: &str) {
     let sql = sql.to_string();
     block_on(async move {
         use sqlx::Connection;

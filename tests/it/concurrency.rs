@@ -522,11 +522,12 @@ fn serve_answers_503_while_postgres_is_down_and_recovers_by_itself() {
 fn ingest_and_migrate_with_an_unreachable_or_wrong_database_url_fail_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let log = generated_log(dir.path(), "a.log", 10, 1);
-    // Nothing listens on port 1; the second server exists but has no such database.
+    // Nothing listens on port 1; the second server exists but has no such user (a missing
+    // database is created: see the cli tests).
     let mut urls = vec!["postgres://alice:s3cret@127.0.0.1:1/none".to_string()];
     if backends().contains(&Backend::Postgres) {
         let mut wrong = url::Url::parse(&TestDb::new(Backend::Postgres).url).unwrap();
-        wrong.set_path("/no_such_database_here");
+        wrong.set_username("no_such_role_here").unwrap();
         if wrong.password().is_none() {
             wrong.set_password(Some("s3cret")).unwrap();
         }
