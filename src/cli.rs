@@ -145,7 +145,8 @@ pub struct IngestArgs {
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,
-    /// Target bytes per unit of work (default: about four epochs for the input, 8 to 256 MiB).
+    /// Target bytes per unit of work (default: from --memory-limit and a sample of the first file,
+    /// 256 KiB to 16 MiB).
     #[arg(long, env = "LOGSTATS_UNIT_BYTES", hide = true)]
     pub unit_bytes: Option<u64>,
     /// Processes in the cluster (with --process-id and --hostfile).

@@ -212,12 +212,12 @@ impl Spill {
         let shown = path.display().to_string();
         let write = || -> io::Result<u64> {
             let mut file = BufWriter::with_capacity(1 << 16, File::create(&path)?);
-            let mut record = Vec::new();
+            let (mut record, mut length) = (Vec::new(), Vec::with_capacity(10));
             let mut written = 0;
             for (customer, day, mut stats) in groups {
                 record.clear();
+                length.clear();
                 encode(&mut record, &customer, day, &mut stats);
-                let mut length = Vec::with_capacity(5);
                 write_varint(&mut length, record.len() as u64);
                 file.write_all(&length)?;
                 file.write_all(&record)?;
