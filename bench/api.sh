@@ -18,12 +18,12 @@ PORT=${PORT:-18888}
 PG_ADMIN=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_URL=${PG_ADMIN%/*}/logstats_bench
 WORK=target/bench-api
-BIN=${CARGO_TARGET_DIR:-target}/release/logstats
+BIN=${CARGO_TARGET_DIR:-target}/dist/logstats
 # The generator's default last day is 2024-10-02: 30 days back gives 31 days of data.
 FROM=2024-09-02
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --bin logstats
+cargo build --profile dist --bin logstats
 mkdir -p "$WORK"
 if [ ! -s "$WORK/api-$LINES.log" ]; then
   "$BIN" generate -o "$WORK/api-$LINES.log" --lines "$LINES"

@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 lines=${1:-10000000}
 work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
-cargo build --release --quiet
-bin=target/release/logstats
+cargo build --profile dist --quiet
+bin=target/dist/logstats
 pg_admin=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 
 for n in 1000000 "$lines"; do

@@ -33,6 +33,11 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             runtime()?.block_on(serve(&args.db.url, args.bind, options))
         }
         Command::Demo(args) => demo(&args),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "logstats", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line (SPEC.md section 6): one `Args` struct per subcommand, each flag also read
+//! The command line (docs/spec.md section 6): one `Args` struct per subcommand, each flag also read
 //! from the environment. Converted to plain configuration before use.
 
 use std::net::SocketAddr;
@@ -33,37 +33,46 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a sample log if there is none, ingest it into SQLite, and serve it: no set-up.
     Demo(DemoArgs),
+    /// Print a completion script for a shell (e.g. `logstats completions bash > /etc/bash_completion.d/logstats`).
+    Completions(CompletionsArgs),
 }
 
 /// Where the statistics live.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// `sqlite://PATH` (created on first use) or `postgres://USER@HOST/DB`.
-    #[arg(long = "database", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    // `--help` never shows the environment's value: it may hold a password.
+    #[arg(long = "database", env = "DATABASE_URL", value_name = "URL", default_value = DEFAULT_DATABASE_URL,
+          hide_env_values = true)]
     pub url: String,
 }
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// Output file (standard output when absent).
-    #[arg(short, long, env = "LOGSTATS_OUTPUT")]
+    #[arg(short, long, env = "LOGSTATS_OUTPUT", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Number of lines.
-    #[arg(long, env = "LOGSTATS_LINES", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "LOGSTATS_LINES",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
     pub lines: u64,
     /// Number of customers (cust_1..cust_N).
-    #[arg(long, env = "LOGSTATS_CUSTOMERS", default_value_t = 50,
+    #[arg(long, env = "LOGSTATS_CUSTOMERS", value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub customers: u32,
     /// Number of days, ending at --end.
-    #[arg(long, env = "LOGSTATS_DAYS", default_value_t = 30,
+    #[arg(long, env = "LOGSTATS_DAYS", value_name = "N", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub days: u32,
     /// Last day of the range (YYYY-MM-DD).
-    #[arg(long, env = "LOGSTATS_END", default_value = "2024-10-02", value_parser = parse_day)]
+    #[arg(long, env = "LOGSTATS_END", value_name = "YYYY-MM-DD", default_value = "2024-10-02", value_parser = parse_day)]
     pub end: Day,
     /// Random seed: the same seed gives the same file.
-    #[arg(long, env = "LOGSTATS_SEED", default_value_t = 42)]
+    #[arg(long, env = "LOGSTATS_SEED", value_name = "N", default_value_t = 42)]
     pub seed: u64,
 }
 
@@ -118,29 +127,39 @@ pub struct IngestArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Worker threads (default: the number of cores).
-    #[arg(long, env = "LOGSTATS_WORKERS")]
+    #[arg(long, env = "LOGSTATS_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
     /// Keep running: read appended lines, new, rotated and truncated files; commit every --flush-interval.
     #[arg(long, env = "LOGSTATS_FOLLOW")]
     pub follow: bool,
     /// How often follow mode commits, in seconds.
-    #[arg(long, env = "LOGSTATS_FLUSH_INTERVAL", default_value_t = 1.0)]
+    #[arg(
+        long,
+        env = "LOGSTATS_FLUSH_INTERVAL",
+        value_name = "S",
+        default_value_t = 1.0
+    )]
     pub flush_interval: f64,
     /// How often progress through a backlog is committed, in seconds (a killed run redoes at most this
     /// much; each commit rewrites every group changed since the last).
-    #[arg(long, env = "LOGSTATS_COMMIT_INTERVAL", default_value_t = 60.0)]
+    #[arg(
+        long,
+        env = "LOGSTATS_COMMIT_INTERVAL",
+        value_name = "S",
+        default_value_t = 60.0
+    )]
     pub commit_interval: f64,
     /// Memory the ingestion stays within (e.g. 64MB, 1GB); groups beyond it spill to disk.
-    #[arg(long, env = "LOGSTATS_MEMORY_LIMIT", default_value = "256MB", value_parser = parse_size)]
+    #[arg(long, env = "LOGSTATS_MEMORY_LIMIT", value_name = "SIZE", default_value = "256MB", value_parser = parse_size)]
     pub memory_limit: u64,
     /// Directory for spill files (default: the system's temporary directory).
-    #[arg(long, env = "LOGSTATS_SPILL_DIR")]
+    #[arg(long, env = "LOGSTATS_SPILL_DIR", value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
     /// Only files whose name matches this pattern, in directories (e.g. '*.log*').
-    #[arg(long, env = "LOGSTATS_GLOB")]
+    #[arg(long, env = "LOGSTATS_GLOB", value_name = "PATTERN")]
     pub glob: Option<String>,
     /// Write every rejected line here (file:line, reason, text; tab-separated).
-    #[arg(long, env = "LOGSTATS_REJECTS")]
+    #[arg(long, env = "LOGSTATS_REJECTS", value_name = "FILE")]
     pub rejects: Option<PathBuf>,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
@@ -150,19 +169,24 @@ pub struct IngestArgs {
     #[arg(long, env = "LOGSTATS_UNIT_BYTES", hide = true)]
     pub unit_bytes: Option<u64>,
     /// Processes in the cluster (with --process-id and --hostfile).
-    #[arg(long, env = "LOGSTATS_PROCESSES", default_value_t = 1, requires_all = ["process_id", "hostfile"])]
+    #[arg(long, env = "LOGSTATS_PROCESSES", value_name = "N", default_value_t = 1, requires_all = ["process_id", "hostfile"])]
     pub processes: usize,
     /// This process's index in the hostfile, from 0.
-    #[arg(long, env = "LOGSTATS_PROCESS_ID")]
+    #[arg(long, env = "LOGSTATS_PROCESS_ID", value_name = "I")]
     pub process_id: Option<usize>,
     /// A file with one host:port per line, one per process.
-    #[arg(long, env = "LOGSTATS_HOSTFILE")]
+    #[arg(long, env = "LOGSTATS_HOSTFILE", value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
     /// Seconds to wait for every process of the cluster to connect.
-    #[arg(long, env = "LOGSTATS_CONNECT_TIMEOUT", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "LOGSTATS_CONNECT_TIMEOUT",
+        value_name = "S",
+        default_value_t = 30
+    )]
     pub connect_timeout: u64,
     /// Files, directories (read recursively), globs, or - for standard input.
-    #[arg(required = true)]
+    #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
 }
 
@@ -231,17 +255,32 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// Address to listen on.
-    #[arg(long, env = "LOGSTATS_BIND", default_value = "127.0.0.1:8888")]
+    #[arg(
+        long,
+        env = "LOGSTATS_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8888"
+    )]
     pub bind: SocketAddr,
     /// A TOML file of `"KEY" = "CUSTOMER_ID"` pairs (`"*"`: every customer). With it, every
     /// /customers request needs `Authorization: Bearer KEY`; without it the API is open.
-    #[arg(long, env = "LOGSTATS_API_KEYS")]
+    #[arg(long, env = "LOGSTATS_API_KEYS", value_name = "FILE")]
     pub api_keys: Option<PathBuf>,
     /// Seconds a request may take before it is answered 503.
-    #[arg(long, env = "LOGSTATS_REQUEST_TIMEOUT", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "LOGSTATS_REQUEST_TIMEOUT",
+        value_name = "S",
+        default_value_t = 10
+    )]
     pub request_timeout: u64,
     /// Requests handled at once; more are answered 503 at once.
-    #[arg(long, env = "LOGSTATS_MAX_CONCURRENT", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "LOGSTATS_MAX_CONCURRENT",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub max_concurrent: usize,
     /// Milliseconds a stats answer is reused (0 to 1000; 0 turns the cache off).
     #[arg(
@@ -284,14 +323,27 @@ pub struct DemoArgs {
     #[arg(
         long,
         env = "LOGSTATS_DEMO_LOG",
+        value_name = "FILE",
         default_value = "logs/api_requests.log"
     )]
     pub log: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,
     /// Address to listen on.
-    #[arg(long, env = "LOGSTATS_BIND", default_value = "127.0.0.1:8888")]
+    #[arg(
+        long,
+        env = "LOGSTATS_BIND",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8888"
+    )]
     pub bind: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[cfg(test)]

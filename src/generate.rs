@@ -1,4 +1,4 @@
-//! A seeded generator of log lines in the reference's format (SPEC.md sections 1 and 6).
+//! A seeded generator of log lines in the reference's format (docs/spec.md sections 1 and 6).
 //!
 //! Lines come in random time order over the chosen days, from `cust_1..cust_N`, with the
 //! reference's paths, statuses and 3-decimal durations. The same settings and seed always give the

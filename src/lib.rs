@@ -4,7 +4,7 @@
 //!
 //! - [`record`] parses a log line (bytes) into a request, or a reason to reject it;
 //! - [`stats`] keeps a (customer, day) group as exact, mergeable state ([`stats::DayStats`]:
-//!   counts, integer sums, a [`histogram`] of durations) and derives SPEC.md's statistics;
+//!   counts, integer sums, a [`histogram`] of durations) and derives docs/spec.md's statistics;
 //! - [`pipeline`] runs ingestion on timely dataflow: plan inputs into units, read and pre-aggregate
 //!   per worker, merge by customer, commit each epoch with its file offsets in one transaction;
 //! - [`store`] holds the only SQL (SQLite or PostgreSQL): merge-commits, progress, queries;

@@ -1,4 +1,4 @@
-//! One log line to one [`Request`], over bytes (SPEC.md section 1).
+//! One log line to one [`Request`], over bytes (docs/spec.md section 1).
 //!
 //! Pure and allocation-free: the parser borrows from the line it is given and either returns the
 //! request, `Ok(None)` for an empty line, or the [`Reject`] reason. It does no I/O and never panics.

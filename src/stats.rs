@@ -1,5 +1,5 @@
 //! [`DayStats`]: the exact, mergeable state of one (customer, day) group, and the
-//! [`Statistics`] derived from it (SPEC.md section 3). Pure: no I/O.
+//! [`Statistics`] derived from it (docs/spec.md section 3). Pure: no I/O.
 
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +120,7 @@ impl DayStats {
         self.by_class.iter().sum()
     }
 
-    /// Every derived field of SPEC.md section 3. Compacts the histogram first.
+    /// Every derived field of docs/spec.md section 3. Compacts the histogram first.
     pub fn statistics(&mut self) -> Statistics {
         self.compact();
         let n = self.total();

@@ -1,4 +1,4 @@
-//! Every failure of the API as JSON, mapped to a status code in one place (SPEC.md section 5).
+//! Every failure of the API as JSON, mapped to a status code in one place (docs/spec.md section 5).
 
 use axum::Json;
 use axum::http::{StatusCode, header};

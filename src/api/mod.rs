@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC.md section 5) on axum: thin handlers over [`Store`], JSON errors for every
+//! The HTTP API (docs/spec.md section 5) on axum: thin handlers over [`Store`], JSON errors for every
 //! failure, tenants kept apart by API keys, a cache of fresh answers, Prometheus metrics, the
 //! OpenAPI document generated from the handlers, Swagger UI and the dashboard served from the
 //! binary.

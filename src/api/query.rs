@@ -1,4 +1,4 @@
-//! The date range of a query string, validated into SPEC.md's 422 errors.
+//! The date range of a query string, validated into docs/spec.md's 422 errors.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -23,7 +23,7 @@ use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
-use super::{IngestConfig, IngestReport};
+use super::{ClusterPart, IngestConfig, IngestReport};
 use crate::store::{FileProgress, Store};
 
 /// What flows through the dataflow.
@@ -160,6 +160,10 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         // Not the committing process of a cluster: it reports nothing of its own.
         None => IngestReport::default(),
     };
+    report.cluster = job.config.cluster.as_ref().map(|cluster| ClusterPart {
+        process_id: cluster.process_id,
+        processes: cluster.addresses.len(),
+    });
     let signal = job.signal.load(Ordering::SeqCst);
     if signal != 0 && !job.config.follow {
         report.interrupted_by = Some(signal as i32);

@@ -114,13 +114,33 @@ pub struct IngestReport {
     /// Inputs that could not be read, or not completely (`cannot read NAME: cause`): the others
     /// were ingested.
     pub unreadable: Vec<String>,
+    /// In a cluster, which process this is: process 0 commits, and its report counts the whole
+    /// cluster; the others' reports count nothing of their own.
+    pub cluster: Option<ClusterPart>,
+}
+
+/// One process's place in a cluster.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ClusterPart {
+    pub process_id: usize,
+    pub processes: usize,
 }
 
 impl IngestReport {
-    /// The one-line summary printed on stderr (SPEC.md section 6).
+    /// The one-line summary printed on stderr (docs/spec.md section 6).
     pub fn summary_line(&self) -> String {
+        let cluster = match self.cluster {
+            Some(part) if part.process_id > 0 => {
+                return format!(
+                    "process {} of the cluster's {} is done: process 0 prints the cluster's summary",
+                    part.process_id, part.processes
+                );
+            }
+            Some(part) => format!(" by a cluster of {} processes", part.processes),
+            None => String::new(),
+        };
         let mut line = format!(
-            "ingested {} lines ({} rejected) from {} input(s), {} groups changed, in {:.2} s ({:.0} lines/s)",
+            "ingested {} lines ({} rejected) from {} input(s){cluster}, {} groups changed, in {:.2} s ({:.0} lines/s)",
             self.lines,
             self.rejected,
             self.files,

@@ -172,7 +172,7 @@ enum Numbering {
     Lines,
 }
 
-/// The longest line kept (SPEC.md section 1): longer ones are rejected as they stream past.
+/// The longest line kept (docs/spec.md section 1): longer ones are rejected as they stream past.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// The UTF-8 byte-order mark, skipped at the start of an input.

@@ -5,6 +5,7 @@
 //! stored days under one writer lock per transaction, so concurrent ingestions lose nothing.
 
 mod commit;
+mod migrations;
 mod read;
 
 use std::str::FromStr;
@@ -247,7 +248,7 @@ impl Store {
                 }
             }
             // sqlx holds an advisory lock while it migrates PostgreSQL.
-            Backend::Postgres(pool) => sqlx::migrate!("migrations/postgres")
+            Backend::Postgres(pool) => migrations::postgres()
                 .run(pool)
                 .await
                 .map_err(unwrap_migrate_error)?,
@@ -339,7 +340,7 @@ const BUSY_RETRIES: u64 = 10;
 /// check, sqlx issue #2016; `run_direct` is the entry point sqlx keeps for that case.)
 async fn migrate_sqlite(pool: &SqlitePool) -> anyhow::Result<()> {
     let mut tx = say_when_waiting_for_the_lock(pool.begin_with(SQLITE.begin_write)).await?;
-    sqlx::migrate!("migrations/sqlite")
+    migrations::sqlite()
         .run_direct(None, &mut *tx, false)
         .await
         .map_err(unwrap_migrate_error)?;

@@ -17,6 +17,9 @@ use crate::common::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// Lets the page run until it is idle: virtual time, which ends as soon as nothing is pending.
+const SETTLE: &str = "--virtual-time-budget=10000";
+
 /// How long one browser run may take before it is killed.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -150,6 +153,50 @@ fn a_screenshot_of_the_dashboard_is_written_to_target() {
     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
     assert!(size > 0, "{} exists and is not empty", path.display());
     eprintln!("dashboard screenshot: {} ({size} bytes)", path.display());
+}
+
+#[test]
+fn while_the_api_has_not_answered_the_page_says_what_it_is_loading() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let log = generated_log(db.dir(), "access.log", 1_000, 7);
+    ingest_paths(&db.url, &[&log], 1);
+    let server = Server::start(&db.url, &["--request-timeout", "300"]);
+
+    // Every read of the statistics waits behind this lock until the page has been captured.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut lock = runtime
+        .block_on(<sqlx::PgConnection as sqlx::Connection>::connect(&db.url))
+        .unwrap();
+    runtime
+        .block_on(
+            sqlx::raw_sql("BEGIN; LOCK TABLE resource_statistics_by_day IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut lock),
+        )
+        .unwrap();
+
+    let url = format!("http://{}/?customer=cust_1", server.address);
+    let page = browser.dump_dom_at_load(&url);
+    page.assert_console_is_silent();
+    let dom = page.stdout.as_str();
+    assert_eq!(body_state(dom), Some("loading"), "{dom}");
+    assert_eq!(
+        text_of_id(dom, "loading-text"),
+        Some("Loading the customer list…"),
+        "{dom}"
+    );
+    assert_eq!(attribute_of_id(dom, "loading", "hidden"), None, "{dom}");
+    runtime
+        .block_on(sqlx::raw_sql("ROLLBACK").execute(&mut lock))
+        .unwrap();
 }
 
 /// The other tests trust a silent console; this one shows that errors do reach it.
@@ -376,17 +423,23 @@ impl Browser {
         }
     }
 
+    /// The DOM once the page is idle (10 s of virtual time, which ends as soon as nothing is
+    /// pending).
     fn dump_dom(&self, url: &str) -> Run {
+        self.run(&["--dump-dom", SETTLE], url)
+    }
+
+    /// The DOM as soon as the page has loaded, whatever its requests are still waiting for.
+    fn dump_dom_at_load(&self, url: &str) -> Run {
         self.run(&["--dump-dom"], url)
     }
 
     fn screenshot(&self, url: &str, path: &Path) -> Run {
         let screenshot = format!("--screenshot={}", path.display());
-        self.run(&[&screenshot, "--window-size=1280,1800"], url)
+        self.run(&[&screenshot, SETTLE, "--window-size=1280,1800"], url)
     }
 
-    /// Runs headless Chromium on `url` with a fresh profile and 10 s of virtual time (it ends as
-    /// soon as the page is idle), killed after [`BROWSER_TIMEOUT`].
+    /// Runs headless Chromium on `url` with a fresh profile, killed after [`BROWSER_TIMEOUT`].
     fn run(&self, action: &[&str], url: &str) -> Run {
         let scratch = tempfile::tempdir().expect("a temp dir");
         let (stdout_path, stderr_path) = (scratch.path().join("out"), scratch.path().join("err"));
@@ -399,7 +452,6 @@ impl Browser {
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
-                "--virtual-time-budget=10000",
                 "--enable-logging=stderr",
                 "--v=0",
             ])

@@ -1,6 +1,6 @@
 //! The checks behind the fuzz targets (`fuzz/fuzz_targets/*.rs` include this file) and behind the
 //! regression tests over the inputs they saved (`fuzz_regressions.rs`). Each check takes raw bytes,
-//! decodes its input from them by hand, and panics when logstats disagrees with SPEC.md.
+//! decodes its input from them by hand, and panics when logstats disagrees with docs/spec.md.
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 use logstats::histogram::Histogram;
@@ -8,7 +8,7 @@ use logstats::record::{Reject, parse_line};
 use logstats::stats::{DayStats, Statistics};
 
 // ---------------------------------------------------------------------------------------------
-// parse_line against a reference parser written from SPEC.md section 1
+// parse_line against a reference parser written from docs/spec.md section 1
 // ---------------------------------------------------------------------------------------------
 
 /// What the reference parser makes of a line.
@@ -397,7 +397,7 @@ impl Reader<'_> {
 
 /// Requests split into pieces at chosen points, each recorded into its own `DayStats`, merged in a
 /// chosen order (optionally through the histogram's byte form): the statistics equal those the
-/// definitions of SPEC.md section 3 give for all the requests.
+/// definitions of docs/spec.md section 3 give for all the requests.
 ///
 /// Input: `cuts` (1 byte, 0..=6), each cut (2 bytes, an index into the requests), a flags byte
 /// (bit k: piece k's histogram goes through `to_bytes`/`from_bytes`; bit 7: so does the merged
@@ -501,7 +501,7 @@ fn round_trip_histogram(state: &mut DayStats) {
     state.histogram = Histogram::from_bytes(&bytes).expect("an encoded histogram decodes");
 }
 
-/// SPEC.md section 3, computed naively from every request (sums in 128 bits: they never wrap).
+/// docs/spec.md section 3, computed naively from every request (sums in 128 bits: they never wrap).
 fn oracle_statistics(requests: &[(u16, u64)]) -> Statistics {
     let n = requests.len() as u64;
     let mut durations: Vec<u64> = requests.iter().map(|r| r.1).collect();

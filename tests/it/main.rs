@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod common;
 mod concurrency;
+mod docs;
 mod fuzz_checks;
 mod fuzz_regressions;
 mod hostile;

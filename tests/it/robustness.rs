@@ -308,16 +308,31 @@ fn two_processes_on_loopback_give_the_numbers_of_one_process_and_print_nothing_o
                 .unwrap()
         })
         .collect();
-    for process in processes {
-        let output = process.wait_with_output().unwrap();
-        assert!(output.status.success(), "{output:?}");
-        assert!(
-            output.stdout.is_empty(),
-            "stdout stays clean: {:?}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-    }
+    let summaries: Vec<String> = processes
+        .into_iter()
+        .map(|process| {
+            let output = process.wait_with_output().unwrap();
+            assert!(output.status.success(), "{output:?}");
+            assert!(
+                output.stdout.is_empty(),
+                "stdout stays clean: {:?}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            let stderr = String::from_utf8(output.stderr).unwrap();
+            stderr.lines().last().unwrap_or_default().to_string()
+        })
+        .collect();
     assert_eq!(all_rows(&cluster.url), all_rows(&single.url));
+    assert!(
+        summaries[0].starts_with(
+            "ingested 60000 lines (0 rejected) from 3 input(s) by a cluster of 2 processes"
+        ),
+        "process 0 sums up the cluster: {summaries:?}"
+    );
+    assert_eq!(
+        summaries[1],
+        "process 1 of the cluster's 2 is done: process 0 prints the cluster's summary"
+    );
 }
 
 #[test]

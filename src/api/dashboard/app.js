@@ -87,6 +87,8 @@ function askForKey(rejected) {
         ? 'The API key was rejected. Enter a valid API key.'
         : 'This server requires an API key.';
       form.hidden = false;
+      const waiting = document.body.dataset.state;
+      document.body.dataset.state = 'auth';
       $('api-key').value = '';
       $('api-key').focus();
       form.onsubmit = (ev) => {
@@ -95,6 +97,7 @@ function askForKey(rejected) {
         if (!key) return;
         sessionStorage.setItem(KEY_STORAGE, key);
         form.hidden = true;
+        document.body.dataset.state = waiting;
         keyWaiter = null;
         resolve();
       };
@@ -173,6 +176,7 @@ function defaultRange(c) {
 // ---------- main flow ----------
 async function init() {
   const params = new URLSearchParams(location.search);
+  setLoading('Loading the customer list…');
   try {
     const list = await api('/customers');
     state.customers = Array.isArray(list) ? list : [];
@@ -212,13 +216,25 @@ function syncInputs() {
   $('to').value = DATE_RE.test(state.to) ? state.to : '';
 }
 
+// The page says what it waits for; whatever was shown last stays on screen (dimmed) meanwhile.
+function setLoading(text) {
+  document.body.dataset.state = 'loading';
+  $('loading-text').textContent = text;
+}
+
+// A failed refresh keeps the last good data on screen and says which data that is.
 function fail(err) {
   document.body.dataset.state = 'error';
-  $('content').hidden = true;
   const text = err instanceof ApiError
     ? `API error ${err.message}`
     : `Unexpected error: ${err && err.message ? err.message : err}`;
-  showMessage('api-error', text);
+  const shown = state.shown;
+  if (shown && !$('content').hidden) {
+    showMessage('api-error', `${text}. Still showing ${shown.customer}, ${shown.from} → ${shown.to}.`);
+  } else {
+    $('content').hidden = true;
+    showMessage('api-error', text);
+  }
 }
 
 async function load() {
@@ -230,7 +246,7 @@ async function load() {
     $('content').hidden = true;
     return showMessage('unknown-customer', `Unknown customer "${customer}": no such customer in /customers.`);
   }
-  document.body.dataset.state = 'loading';
+  setLoading(`Loading ${customer}, ${from} → ${to}…`);
   const q = new URLSearchParams({ from, to });
   const base = `/customers/${encodeURIComponent(customer)}/stats`;
   let rows, summary;
@@ -251,6 +267,7 @@ async function load() {
     $('content').hidden = false;
     renderCharts();
     renderTable();
+    state.shown = { customer, from, to };
   }
   document.body.dataset.state = 'ready';
 }
