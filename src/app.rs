@@ -1,7 +1,6 @@
 //! What each subcommand does, given its parsed arguments.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 
 use anyhow::Context;
 
@@ -30,7 +29,10 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Ingest(args) => run_ingest(&args).map(|_| ()),
         Command::Serve(args) => {
             let options = args.options()?;
-            runtime()?.block_on(serve(&args.db.url, args.bind, options))
+            runtime()?.block_on(async {
+                let listener = bind(&args.bind).await?;
+                serve(&args.db.url, listener, options).await
+            })
         }
         Command::Demo(args) => demo(&args),
         Command::Completions(args) => {
@@ -99,11 +101,18 @@ fn print_report(report: &IngestReport) {
     eprintln!("{}", report.summary_line());
 }
 
-/// Serves the API until SIGINT/SIGTERM (requests in flight finish); starts even when the database
-/// is down (answers 503).
+/// Listens on `address` (`host:port`; a host name is resolved).
+pub async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))
+}
+
+/// Serves the API on `listener` until SIGINT/SIGTERM (requests in flight finish); starts even
+/// when the database is down (answers 503).
 pub async fn serve(
     database_url: &str,
-    bind: SocketAddr,
+    listener: tokio::net::TcpListener,
     options: ApiOptions,
 ) -> anyhow::Result<()> {
     let store = Store::connect_lazy(database_url)?;
@@ -111,9 +120,6 @@ pub async fn serve(
     if let Err(error) = store.migrate().await {
         tracing::warn!("database not ready, serving 503 until it is: {error:#}");
     }
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("binding {bind}"))?;
     let address = listener.local_addr()?;
     match &options.api_keys {
         Some(keys) => eprintln!("API keys required for /customers ({} keys)", keys.len()),
@@ -152,10 +158,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let mut config = IngestConfig::new(&args.db.url, vec![args.log.display().to_string()]);
     config.progress_bar = std::io::stderr().is_terminal();
     print_report(&ingest(config)?);
-    eprintln!(
-        "try: curl 'http://{}/customers/cust_1/stats?from=2024-09-03'",
-        args.bind
-    );
-    eprintln!("dashboard: http://{}/?customer=cust_1", args.bind);
-    runtime()?.block_on(serve(&args.db.url, args.bind, ApiOptions::default()))
+    runtime()?.block_on(async {
+        // Bound first: a port that is taken fails before any hint is printed.
+        let listener = bind(&args.bind).await?;
+        let address = listener.local_addr()?;
+        eprintln!("try: curl 'http://{address}/customers/cust_1/stats?from=2024-09-03'");
+        eprintln!("dashboard: http://{address}/?customer=cust_1");
+        serve(&args.db.url, listener, ApiOptions::default()).await
+    })
 }

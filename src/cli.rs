@@ -1,7 +1,6 @@
 //! The command line (docs/spec.md section 6): one `Args` struct per subcommand, each flag also read
 //! from the environment. Converted to plain configuration before use.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -254,14 +253,14 @@ impl IngestArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub db: DbArgs,
-    /// Address to listen on.
+    /// Address to listen on: host:port (127.0.0.1:8888, localhost:8888, [::1]:8888, 0.0.0.0:8888).
     #[arg(
         long,
         env = "LOGSTATS_BIND",
         value_name = "ADDR",
         default_value = "127.0.0.1:8888"
     )]
-    pub bind: SocketAddr,
+    pub bind: String,
     /// A TOML file of `"KEY" = "CUSTOMER_ID"` pairs (`"*"`: every customer). With it, every
     /// /customers request needs `Authorization: Bearer KEY`; without it the API is open.
     #[arg(long, env = "LOGSTATS_API_KEYS", value_name = "FILE")]
@@ -329,14 +328,14 @@ pub struct DemoArgs {
     pub log: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,
-    /// Address to listen on.
+    /// Address to listen on: host:port (127.0.0.1:8888, localhost:8888, [::1]:8888, 0.0.0.0:8888).
     #[arg(
         long,
         env = "LOGSTATS_BIND",
         value_name = "ADDR",
         default_value = "127.0.0.1:8888"
     )]
-    pub bind: SocketAddr,
+    pub bind: String,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,10 @@
 //! 1 s the API promises, and a hot key costs the database one query per TTL whatever the request
 //! rate. The cache is per process: each server instance keeps its own, with the same guarantee.
 //!
-//! Entries are whole JSON bodies (`Bytes`, shared, never copied); memory is bounded by
-//! [`MAX_BYTES`]: when full, expired entries are dropped, then everything.
+//! Entries are whole JSON bodies (`Bytes`, shared, never copied). Expired entries are dropped at
+//! least once a TTL, so the cache holds about one TTL's distinct requests; it is also bounded by
+//! [`MAX_ENTRIES`] and by [`MAX_BYTES`], counting each entry's key and bookkeeping as well as its
+//! body: when either is reached, expired entries go, then everything.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,8 +29,15 @@ pub const TTL: Duration = Duration::from_millis(500);
 /// The longest reuse allowed: the API promises a commit is visible within 1 s.
 pub const MAX_TTL: Duration = Duration::from_secs(1);
 
-/// The most bytes of answers kept.
-const MAX_BYTES: usize = 64 << 20;
+/// The most bytes kept: answers, keys and bookkeeping.
+const MAX_BYTES: usize = 32 << 20;
+
+/// The most entries kept.
+const MAX_ENTRIES: usize = 100_000;
+
+/// What an entry costs besides its customer id and its answer: the key, the entry, the map's slot
+/// and the channel its answer is published through.
+const ENTRY_OVERHEAD: usize = 256;
 
 /// Which answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -67,9 +76,36 @@ struct Entry {
     answer: Slot,
 }
 
+impl Entry {
+    fn bytes(&self, key: &Key) -> usize {
+        ENTRY_OVERHEAD + key.customer.len() + self.answer.borrow().as_ref().map_or(0, Bytes::len)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entries {
     map: HashMap<Key, Entry>,
+    bytes: usize,
+    /// When expired entries were last dropped.
+    swept: Option<Instant>,
+}
+
+impl Entries {
+    /// Drops the entries older than `ttl`.
+    fn sweep(&mut self, ttl: Duration) {
+        self.map.retain(|_, entry| entry.started.elapsed() < ttl);
+        self.bytes = self.map.iter().map(|(key, entry)| entry.bytes(key)).sum();
+        self.swept = Some(Instant::now());
+    }
+
+    fn full(&self, limits: Limits) -> bool {
+        self.map.len() >= limits.entries || self.bytes > limits.bytes
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    entries: usize,
     bytes: usize,
 }
 
@@ -77,6 +113,7 @@ struct Entries {
 #[derive(Debug)]
 pub struct AnswerCache {
     ttl: Duration,
+    limits: Limits,
     entries: RwLock<Entries>,
 }
 
@@ -89,10 +126,31 @@ impl Default for AnswerCache {
 impl AnswerCache {
     /// A cache whose answers live `ttl` (at most [`MAX_TTL`]; zero turns caching off).
     pub fn new(ttl: Duration) -> AnswerCache {
+        AnswerCache::with_limits(
+            ttl,
+            Limits {
+                entries: MAX_ENTRIES,
+                bytes: MAX_BYTES,
+            },
+        )
+    }
+
+    fn with_limits(ttl: Duration, limits: Limits) -> AnswerCache {
         AnswerCache {
             ttl: ttl.min(MAX_TTL),
+            limits,
             entries: RwLock::default(),
         }
+    }
+
+    /// Entries held (fresh or not yet swept).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .len()
     }
 
     /// The fresh answer for `key`, or the one `compute` makes now (then kept).
@@ -156,25 +214,24 @@ impl AnswerCache {
         if entries.map.get(key).is_some_and(live) {
             return None;
         }
-        if entries.bytes > MAX_BYTES {
-            let ttl = self.ttl;
-            entries.map.retain(|_, entry| entry.started.elapsed() < ttl);
-            entries.bytes = entries
-                .map
-                .values()
-                .map(|entry| entry.answer.borrow().as_ref().map_or(0, Bytes::len))
-                .sum();
-            if entries.bytes > MAX_BYTES {
+        let sweep_due = entries
+            .swept
+            .is_none_or(|swept| swept.elapsed() >= self.ttl);
+        if sweep_due || entries.full(self.limits) {
+            entries.sweep(self.ttl);
+            if entries.full(self.limits) {
                 entries.map.clear();
                 entries.bytes = 0;
             }
         }
         let (sender, answer) = tokio::sync::watch::channel(None);
-        let started = Instant::now();
-        if let Some(old) = entries.map.insert(key.clone(), Entry { started, answer }) {
-            entries.bytes = entries
-                .bytes
-                .saturating_sub(old.answer.borrow().as_ref().map_or(0, Bytes::len));
+        let entry = Entry {
+            started: Instant::now(),
+            answer,
+        };
+        entries.bytes += entry.bytes(key);
+        if let Some(old) = entries.map.insert(key.clone(), entry) {
+            entries.bytes = entries.bytes.saturating_sub(old.bytes(key));
         }
         Some(sender)
     }
@@ -263,6 +320,65 @@ mod tests {
             cache.get_or_compute(key(), answer("ok")).await,
             Ok("ok".into())
         );
+    }
+
+    fn key_of(customer: usize) -> Key {
+        Key {
+            customer: format!("customer-{customer}"),
+            ..key()
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_dropped_within_a_ttl() {
+        let ttl = Duration::from_millis(50);
+        let cache = AnswerCache::new(ttl);
+        for customer in 0..100 {
+            cache
+                .get_or_compute(key_of(customer), answer("[]"))
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 100);
+        tokio::time::sleep(ttl).await;
+        cache
+            .get_or_compute(key_of(100), answer("[]"))
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 1, "only the fresh entry is left");
+    }
+
+    #[tokio::test]
+    async fn the_cache_never_holds_more_than_its_entry_limit() {
+        let limits = Limits {
+            entries: 10,
+            bytes: usize::MAX,
+        };
+        let cache = AnswerCache::with_limits(MAX_TTL, limits);
+        for customer in 0..1_000 {
+            cache
+                .get_or_compute(key_of(customer), answer("[]"))
+                .await
+                .unwrap();
+            assert!(cache.len() <= 10);
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_and_bookkeeping_count_against_the_byte_limit() {
+        let limits = Limits {
+            entries: usize::MAX,
+            bytes: 100 * ENTRY_OVERHEAD,
+        };
+        let cache = AnswerCache::with_limits(MAX_TTL, limits);
+        // Empty answers: only the keys and the bookkeeping weigh anything.
+        for customer in 0..1_000 {
+            cache
+                .get_or_compute(key_of(customer), answer(""))
+                .await
+                .unwrap();
+            assert!(cache.len() <= 101, "{}", cache.len());
+        }
     }
 
     #[tokio::test]

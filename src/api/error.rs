@@ -53,30 +53,29 @@ impl Detail {
     }
 }
 
-/// The body of every error response.
+/// The body of every error response, whatever the status: a code, a sentence, and the problems
+/// with each parameter (a 422's; empty otherwise).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// A stable code: `invalid_query`, `not_found`, `database_unavailable`...
     #[schema(example = "invalid_query")]
     pub error: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// What went wrong, for people.
+    #[schema(example = "invalid query parameters")]
+    pub message: String,
+    /// One entry per invalid parameter (422 only).
     pub detail: Vec<Detail>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
 }
 
 impl From<anyhow::Error> for ApiError {
-    /// Storage errors: connection trouble is 503, anything else 500.
+    /// Storage errors are 503, whatever their cause (no connection, a database or user that does
+    /// not exist, a file that is not a database, a schema it cannot migrate): the queries are
+    /// fixed, so a failing one means the database cannot serve. Anything else is 500.
     fn from(error: anyhow::Error) -> ApiError {
         let unavailable = error.chain().any(|cause| {
-            cause.downcast_ref::<sqlx::Error>().is_some_and(|e| {
-                matches!(
-                    e,
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Tls(_)
-                )
-            }) || cause.downcast_ref::<std::io::Error>().is_some()
+            cause.is::<sqlx::Error>()
+                || cause.is::<sqlx::migrate::MigrateError>()
+                || cause.is::<std::io::Error>()
         });
         if unavailable {
             ApiError::DatabaseUnavailable(error)
@@ -93,25 +92,25 @@ impl IntoResponse for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_query",
                 detail,
-                None,
+                "invalid query parameters",
             ),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 "not_found",
                 vec![],
-                Some("no route for this path"),
+                "no route for this path",
             ),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 vec![],
-                Some("method not allowed here"),
+                "method not allowed here",
             ),
             ApiError::Unauthorized => {
                 let body = ErrorBody {
                     error: "unauthorized",
+                    message: "a valid API key is required: Authorization: Bearer KEY".into(),
                     detail: vec![],
-                    message: Some("a valid API key is required: Authorization: Bearer KEY".into()),
                 };
                 return (
                     StatusCode::UNAUTHORIZED,
@@ -124,25 +123,25 @@ impl IntoResponse for ApiError {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 vec![],
-                Some("this API key may not read this customer"),
+                "this API key may not read this customer",
             ),
             ApiError::UriTooLong => (
                 StatusCode::URI_TOO_LONG,
                 "uri_too_long",
                 vec![],
-                Some("the URI is too long"),
+                "the URI is too long",
             ),
             ApiError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 vec![],
-                Some("too many requests in flight; try again shortly"),
+                "too many requests in flight; try again shortly",
             ),
             ApiError::Timeout => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 vec![],
-                Some("the request took too long; try again shortly"),
+                "the request took too long; try again shortly",
             ),
             ApiError::Panic => {
                 tracing::error!("a request handler panicked");
@@ -150,14 +149,14 @@ impl IntoResponse for ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
                     vec![],
-                    Some("internal error"),
+                    "internal error",
                 )
             }
             ApiError::Status(status) => (
                 status,
                 status_name(status),
                 vec![],
-                Some(status.canonical_reason().unwrap_or("error")),
+                status.canonical_reason().unwrap_or("error"),
             ),
             ApiError::DatabaseUnavailable(cause) => {
                 tracing::warn!("database unavailable: {cause:#}");
@@ -165,7 +164,7 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",
                     vec![],
-                    Some("the database is unavailable; try again shortly"),
+                    "the database is unavailable; try again shortly",
                 )
             }
             ApiError::Internal(cause) => {
@@ -174,14 +173,14 @@ impl IntoResponse for ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
                     vec![],
-                    Some("internal error"),
+                    "internal error",
                 )
             }
         };
         let body = ErrorBody {
             error,
+            message: message.to_string(),
             detail,
-            message: message.map(str::to_string),
         };
         (status, Json(body)).into_response()
     }

@@ -77,7 +77,9 @@ pub struct RangeSummary {
     #[schema(example = "cust_1")]
     pub customer_id: String,
     pub from: chrono::NaiveDate,
-    pub to: chrono::NaiveDate,
+    /// The last day asked for; absent when the request gave no `to` (an open range).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<chrono::NaiveDate>,
     #[serde(flatten)]
     pub statistics: Statistics,
 }
@@ -115,7 +117,7 @@ pub async fn range_summary(
         let summary = RangeSummary {
             customer_id: key.customer.clone(),
             from: key.from,
-            to: key.to,
+            to: (key.to != super::query::LAST_DATE).then_some(key.to),
             statistics: merged.statistics(),
         };
         to_bytes(&summary, 640)

@@ -109,6 +109,15 @@ fn the_range_summary_has_exact_percentiles_over_all_raw_durations() {
             .flat_map(|(_, requests)| requests)
             .collect();
         oracle::assert_row_matches(&body, &oracle::statistics(&all));
+        assert_eq!(body["to"], to.to_string().as_str());
+        let open = format!("/customers/cust_2/stats/summary?from={from}");
+        let (status, body) = call(&db.url, Method::GET, &open);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["from"], from.to_string().as_str());
+        assert!(
+            body.get("to").is_none(),
+            "an open range has no 'to': {body}"
+        );
     }
 }
 
@@ -229,4 +238,73 @@ fn an_unreachable_database_gives_503_as_json() {
         router(AppState { store }).oneshot(request).await.unwrap()
     });
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[test]
+fn every_error_has_one_shape() {
+    let db = TestDb::new(Backend::Sqlite);
+    for (method, uri, status) in [
+        (Method::GET, "/nope", StatusCode::NOT_FOUND),
+        (Method::POST, "/customers", StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Method::GET,
+            "/customers/c/stats",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (got, body) = call(&db.url, method, uri);
+        assert_eq!(got, status, "{uri}: {body}");
+        assert_error_shape(&body);
+        assert_eq!(
+            body["detail"].as_array().unwrap().is_empty(),
+            status != StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+    }
+}
+
+/// `{"error": code, "message": text, "detail": [...]}`, nothing else.
+fn assert_error_shape(body: &serde_json::Value) {
+    let object = body
+        .as_object()
+        .unwrap_or_else(|| panic!("an object: {body}"));
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["detail", "error", "message"], "{body}");
+    assert!(
+        body["error"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+    assert!(body["detail"].is_array(), "{body}");
+}
+
+#[test]
+fn a_database_that_cannot_serve_answers_503_on_every_data_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_database = dir.path().join("notes.db");
+    std::fs::write(
+        &not_a_database,
+        "these are notes, not a database\n".repeat(200),
+    )
+    .unwrap();
+    let mut urls = vec![format!("sqlite://{}", not_a_database.display())];
+    if backends().contains(&Backend::Postgres) {
+        urls.push("postgres://no_such_user_here@127.0.0.1:5432/postgres".to_string());
+    }
+    for url in urls {
+        let server = Server::start(&url, &[]);
+        for path in [
+            "/customers",
+            "/customers/cust_1/stats?from=2024-09-03",
+            "/customers/cust_1/stats/summary?from=2024-09-03",
+            "/metrics",
+            "/readyz",
+        ] {
+            let (status, body) = server.get(path);
+            assert_eq!(status, 503, "{url} {path}: {body}");
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_error_shape(&body);
+            assert_eq!(body["error"], "database_unavailable", "{url} {path}");
+        }
+    }
 }

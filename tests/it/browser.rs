@@ -199,6 +199,63 @@ fn while_the_api_has_not_answered_the_page_says_what_it_is_loading() {
         .unwrap();
 }
 
+#[test]
+fn csv_cells_that_a_spreadsheet_would_run_as_formulas_are_defused() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+    // The page's own script, loaded into an empty page, its CSV function called on hostile ids.
+    let cells =
+        r#"["=1+2","+1","-1","@SUM(A1)","\tx","\rx","plain","a,b","say \"hi\"",5,1.5,null]"#;
+    let page = format!(
+        "data:text/html,<script src=\"{}\"></script><script>document.write('<pre id=\"o' + 'ut\">' + \
+         encodeURIComponent(JSON.stringify({cells}.map(csvCell))) + '</pre>')</script>",
+        site.url("/dashboard/app.js")
+    );
+    // A data: page may load a script from the loopback server only with Chromium's local network
+    // access checks off.
+    let local = "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests";
+    let run = browser.run(&["--dump-dom", SETTLE, local], &page);
+    // (The script's own text spells the id in two pieces, so only the written element matches.)
+    let out = text_of_id(&run.stdout, "out")
+        .unwrap_or_else(|| panic!("the page wrote its output: {}", run.stdout));
+    let cells: Vec<String> = serde_json::from_str(&percent_decoded(out)).unwrap();
+    assert_eq!(
+        cells,
+        [
+            "\"'=1+2\"",
+            "\"'+1\"",
+            "\"'-1\"",
+            "\"'@SUM(A1)\"",
+            "\"'\tx\"",
+            "\"'\rx\"",
+            "plain",
+            "\"a,b\"",
+            "\"say \"\"hi\"\"\"",
+            "5",
+            "1.5",
+            "",
+        ]
+    );
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 /// The other tests trust a silent console; this one shows that errors do reach it.
 #[test]
 fn the_console_check_sees_errors_and_uncaught_exceptions() {

@@ -158,3 +158,28 @@ fn generate_refuses_zero_customers_or_days() {
         assert!(stderr.contains(flag), "{stderr}");
     }
 }
+
+#[test]
+fn serve_accepts_a_host_name_to_bind() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start(&db.url, &["--bind", "localhost:0"]);
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
+#[test]
+fn demo_on_a_port_that_is_taken_fails_before_printing_its_hints() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(binary())
+        .args(["demo", "--bind", &address, "--log"])
+        .arg(dir.path().join("sample.log"))
+        .arg("--database")
+        .arg(format!("sqlite://{}", dir.path().join("demo.db").display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("binding {address}")), "{stderr}");
+    assert!(!stderr.contains("try: curl"), "{stderr}");
+}

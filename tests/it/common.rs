@@ -209,8 +209,9 @@ pub struct Server {
 impl Server {
     pub fn start(database_url: &str, extra_args: &[&str]) -> Server {
         let mut child = Command::new(binary())
-            .args(["serve", "--database", database_url, "--bind", "127.0.0.1:0"])
+            .args(["serve", "--database", database_url])
             .args(extra_args)
+            .env("LOGSTATS_BIND", "127.0.0.1:0")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -27,11 +27,7 @@ fn the_readme_synopsis_lists_every_flag_of_every_command() {
         std::fs::write(&readme_path, updated).unwrap();
         return;
     }
-    assert_eq!(
-        readme[start..end],
-        expected,
-        "the README's synopsis differs from the command line (LOGSTATS_BLESS=1 rewrites it)"
-    );
+    assert_same_text(&readme[start..end], &expected, "the README's synopsis");
 }
 
 #[test]
@@ -43,10 +39,7 @@ fn docs_cli_md_is_the_help_of_every_command() {
         std::fs::write(&path, expected).unwrap();
         return;
     }
-    assert_eq!(
-        current, expected,
-        "docs/cli.md differs from --help (LOGSTATS_BLESS=1 rewrites it)"
-    );
+    assert_same_text(&current, &expected, "docs/cli.md");
 }
 
 #[test]
@@ -72,6 +65,22 @@ fn completions_are_printed_for_every_shell() {
         "an unknown shell is a usage error"
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("possible values"));
+}
+
+/// Fails at the first line that differs, showing both versions of it.
+#[track_caller]
+fn assert_same_text(current: &str, expected: &str, what: &str) {
+    let mut current_lines = current.lines();
+    for (number, want) in expected.lines().enumerate() {
+        let got = current_lines.next();
+        assert_eq!(
+            got,
+            Some(want),
+            "{what} differs from the command line at line {} (LOGSTATS_BLESS=1 rewrites it)",
+            number + 1
+        );
+    }
+    assert_eq!(current_lines.next(), None, "{what} has extra lines");
 }
 
 fn blessing() -> bool {

@@ -146,6 +146,30 @@ fn metrics_count_requests_by_route_pattern_and_read_totals_from_the_database() {
 }
 
 #[test]
+fn invented_methods_count_under_one_label_and_metrics_stay_small() {
+    let db = TestDb::new(Backend::Sqlite);
+    let app = app(&db.url);
+    for i in 0..2_000 {
+        let request = Request::builder()
+            .method(format!("INVENTED{i}").as_str())
+            .uri("/healthz")
+            .body(Body::empty())
+            .unwrap();
+        block_on(app.clone().oneshot(request)).unwrap();
+    }
+    let (status, _, text) = send(&app, "/metrics", &[]);
+    assert_eq!(status, StatusCode::OK);
+    assert!(!text.contains("INVENTED"), "no invented method is a label");
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("logstats_http_requests_total{")
+                && line.contains("method=\"other\"")),
+        "{text}"
+    );
+    assert!(text.len() < 64 << 10, "{} bytes", text.len());
+}
+
+#[test]
 fn requests_the_framework_rejects_still_get_json() {
     let db = TestDb::new(Backend::Sqlite);
     let app = app(&db.url);

@@ -132,10 +132,10 @@ async function api(path) {
 function errorText(body) {
   if (!body || typeof body !== 'object') return 'unexpected response';
   let text = String(body.error || 'error');
-  if (Array.isArray(body.detail)) {
+  if (Array.isArray(body.detail) && body.detail.length) {
     const parts = body.detail.map((d) =>
       (Array.isArray(d.loc) ? d.loc.join('.') + ': ' : '') + (d.msg || ''));
-    if (parts.length) text += ' (' + parts.join('; ') + ')';
+    text += ' (' + parts.join('; ') + ')';
   } else if (typeof body.detail === 'string') {
     text += ' (' + body.detail + ')';
   } else if (typeof body.message === 'string') {
@@ -502,12 +502,27 @@ function sortBy(f) {
   renderTable();
 }
 
-function downloadCsv() {
+// A CSV cell. Text that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or
+// a carriage return) gets a leading apostrophe and quotes, as OWASP's CSV injection guidance says;
+// text with quotes, commas or line breaks is quoted.
+function csvCell(v) {
+  if (v == null) return '';
+  if (typeof v !== 'string') return String(v);
+  const text = /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
+  return text !== v || /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+// The table as CSV, in the table's order.
+function csvText() {
   const fields = COLUMNS.map((c) => c[0]);
-  const esc = (v) => (v == null ? '' : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
   const lines = [['customer_id', ...fields].join(',')];
-  for (const r of sortedRows()) lines.push([state.customer, ...fields.map((f) => r[f])].map(esc).join(','));
-  const url = URL.createObjectURL(new Blob([lines.join('\n') + '\n'], { type: 'text/csv' }));
+  for (const r of sortedRows()) lines.push([state.customer, ...fields.map((f) => r[f])].map(csvCell).join(','));
+  return lines.join('\n') + '\n';
+}
+
+function downloadCsv() {
+  const csv = csvText();
+  const url = URL.createObjectURL(new Blob([csv], { type: 'text/csv' }));
   const a = document.createElement('a');
   a.href = url;
   a.download = `${state.customer}_${state.from}_${state.to}.csv`;
