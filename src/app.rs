@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 
-use crate::api::{ApiOptions, AppState, router_with};
+use crate::api::{ApiOptions, AppState, ConnectionLimits, router_with};
 use crate::cli::{Cli, Command, DemoArgs, GenerateArgs, IngestArgs};
 use crate::generate::{GenerateConfig, generate};
 use crate::pipeline::{IngestConfig, IngestReport, ingest};
@@ -29,9 +29,10 @@ fn run_command(command: Command) -> anyhow::Result<()> {
         Command::Ingest(args) => run_ingest(&args).map(|_| ()),
         Command::Serve(args) => {
             let options = args.options()?;
+            let limits = args.connection_limits()?;
             runtime()?.block_on(async {
                 let listener = bind(&args.bind).await?;
-                serve(&args.db.url, listener, options).await
+                serve(&args.db.url, listener, options, limits).await
             })
         }
         Command::Demo(args) => demo(&args),
@@ -114,7 +115,9 @@ pub async fn serve(
     database_url: &str,
     listener: tokio::net::TcpListener,
     options: ApiOptions,
+    limits: ConnectionLimits,
 ) -> anyhow::Result<()> {
+    crate::api::raise_open_file_limit();
     let store = Store::connect_lazy(database_url)?;
     // Until the database answers, requests get 503; the store migrates on its first good read.
     if let Err(error) = store.migrate().await {
@@ -132,9 +135,7 @@ pub async fn serve(
         },
         options,
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::api::serve_connections(listener, app, limits, shutdown_signal()).await;
     store.close().await;
     Ok(())
 }
@@ -164,6 +165,12 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         eprintln!("try: curl 'http://{address}/customers/cust_1/stats?from=2024-09-03'");
         eprintln!("dashboard: http://{address}/?customer=cust_1");
-        serve(&args.db.url, listener, ApiOptions::default()).await
+        serve(
+            &args.db.url,
+            listener,
+            ApiOptions::default(),
+            ConnectionLimits::default(),
+        )
+        .await
     })
 }

@@ -281,6 +281,23 @@ pub struct ServeArgs {
         default_value_t = 1024
     )]
     pub max_concurrent: usize,
+    /// Seconds a client may take to send a request head, or stay idle between requests, before
+    /// its connection is closed.
+    #[arg(
+        long,
+        env = "LOGSTATS_HEADER_TIMEOUT",
+        value_name = "S",
+        default_value_t = 10
+    )]
+    pub header_timeout: u64,
+    /// Connections open at once; more wait to be accepted until one closes.
+    #[arg(
+        long,
+        env = "LOGSTATS_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 4096
+    )]
+    pub max_connections: usize,
     /// Milliseconds a stats answer is reused (0 to 1000; 0 turns the cache off).
     #[arg(
         long,
@@ -292,6 +309,22 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Limits on the connections themselves.
+    pub fn connection_limits(&self) -> anyhow::Result<crate::api::ConnectionLimits> {
+        anyhow::ensure!(
+            self.header_timeout > 0,
+            "--header-timeout must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "--max-connections must be at least 1"
+        );
+        Ok(crate::api::ConnectionLimits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            max_connections: self.max_connections,
+        })
+    }
+
     /// The API's options, with the key file read and checked.
     pub fn options(&self) -> anyhow::Result<crate::api::ApiOptions> {
         anyhow::ensure!(

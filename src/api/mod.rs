@@ -11,6 +11,7 @@ mod handlers;
 mod layers;
 mod metrics;
 mod query;
+mod server;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use auth::{ApiKeys, Grant};
 pub use error::{ApiError, Detail, ErrorBody};
 pub use handlers::RangeSummary;
 pub use query::DateRange;
+pub use server::{ConnectionLimits, raise_open_file_limit, serve as serve_connections};
 
 use crate::store::Store;
 

@@ -185,3 +185,84 @@ fn requests_the_framework_rejects_still_get_json() {
     assert_eq!(status, StatusCode::URI_TOO_LONG);
     assert!(body.contains("uri_too_long"));
 }
+
+/// Reads until the server closes the connection (a guard of 60 s fails a server that never does);
+/// returns what it sent.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[test]
+fn connections_that_never_finish_a_request_head_are_closed_while_others_are_served() {
+    use std::io::Write;
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start(&db.url, &["--header-timeout", "2"]);
+    let mut stalled: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&server.address).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: logstats\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    for _ in 0..20 {
+        assert_eq!(server.get("/healthz").0, 200);
+    }
+    for stream in &mut stalled {
+        let answer = read_until_closed(stream);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+    }
+    // A kept-alive connection that goes quiet after its request is closed too.
+    let mut idle = std::net::TcpStream::connect(&server.address).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: logstats\r\n\r\n")
+        .unwrap();
+    let answer = read_until_closed(&mut idle);
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer}");
+    assert_eq!(server.get("/healthz").0, 200, "the server is still up");
+}
+
+#[test]
+fn past_max_connections_new_ones_wait_for_a_free_slot() {
+    use std::io::{Read, Write};
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start(
+        &db.url,
+        &["--max-connections", "2", "--header-timeout", "300"],
+    );
+    let holders: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(&server.address).unwrap())
+        .collect();
+    let mut waiting = std::net::TcpStream::connect(&server.address).unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: logstats\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        waiting.read(&mut byte).is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(holders);
+    let answer = read_until_closed(&mut waiting);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
