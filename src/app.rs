@@ -119,10 +119,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     crate::api::raise_open_file_limit();
     let store = Store::connect_lazy(database_url)?;
-    // Until the database answers, requests get 503; the store migrates on its first good read.
-    if let Err(error) = store.migrate().await {
-        tracing::warn!("database not ready, serving 503 until it is: {error:#}");
-    }
+    // Listening already: a database that is down is found (and logged once) in the background,
+    // and requests get 503 until it answers. The store migrates on its first good read.
+    let probe = store.clone();
+    tokio::spawn(async move { probe.ping().await });
     let address = listener.local_addr()?;
     match &options.api_keys {
         Some(keys) => eprintln!("API keys required for /customers ({} keys)", keys.len()),

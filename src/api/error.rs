@@ -74,6 +74,7 @@ impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
         let unavailable = error.chain().any(|cause| {
             cause.is::<sqlx::Error>()
+                || cause.is::<crate::store::DatabaseDown>()
                 || cause.is::<sqlx::migrate::MigrateError>()
                 || cause.is::<std::io::Error>()
         });
@@ -159,7 +160,8 @@ impl IntoResponse for ApiError {
                 status.canonical_reason().unwrap_or("error"),
             ),
             ApiError::DatabaseUnavailable(cause) => {
-                tracing::warn!("database unavailable: {cause:#}");
+                // The store logs the outage and the recovery once each.
+                tracing::debug!("database unavailable: {cause:#}");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",

@@ -41,7 +41,17 @@ pub struct Store {
     backend: Backend,
     /// Set once this store has applied (or found applied) every migration.
     migrated: Arc<AtomicBool>,
+    /// Set while the database is known to be down (see [`Store::guarded`]).
+    down: Arc<AtomicBool>,
 }
+
+/// How often a store whose database is down tries it again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The database is known to be down: a read was refused without trying it.
+#[derive(Debug, thiserror::Error)]
+#[error("the database is unavailable (it is being retried in the background)")]
+pub struct DatabaseDown;
 
 #[derive(Clone, Debug)]
 enum Backend {
@@ -225,6 +235,7 @@ impl Store {
         Ok(Store {
             backend,
             migrated: Arc::new(AtomicBool::new(false)),
+            down: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -268,9 +279,44 @@ impl Store {
 
     /// Whether the database answers a trivial query (and has the schema).
     pub async fn ping(&self) -> anyhow::Result<()> {
+        self.guarded(self.probe()).await
+    }
+
+    async fn probe(&self) -> anyhow::Result<()> {
         self.ready().await?;
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
+    }
+
+    /// Runs a read for the API behind the circuit breaker: while the database is known to be
+    /// down, fails at once with [`DatabaseDown`] instead of waiting for a connection; the first
+    /// failure opens the breaker, logs the outage once, and starts a task that probes the
+    /// database every [`PROBE_INTERVAL`] until it answers (then logs the recovery once).
+    pub(crate) async fn guarded<T>(
+        &self,
+        read: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(DatabaseDown.into());
+        }
+        let result = read.await;
+        if let Err(error) = &result
+            && !self.down.swap(true, Ordering::SeqCst)
+        {
+            tracing::warn!("database unavailable, answering 503 until it is back: {error:#}");
+            let store = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PROBE_INTERVAL).await;
+                    if store.probe().await.is_ok() {
+                        store.down.store(false, Ordering::SeqCst);
+                        tracing::warn!("database available again");
+                        return;
+                    }
+                }
+            });
+        }
+        result
     }
 
     /// The files this store keeps its data in (a SQLite database, its WAL and shared memory),

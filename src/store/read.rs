@@ -71,42 +71,45 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<DayRow>> {
-        self.ready().await?;
-        let rows = with_pool!(self, pool => {
-            let rows = sqlx::query(SELECT_DAYS)
-                .bind(customer)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(DayRow {
-                        customer_id: row.try_get("customer_id")?,
-                        date: row.try_get("date")?,
-                        statistics: Statistics {
-                            success_requests: count(row.try_get("success_requests")?),
-                            failed_requests: count(row.try_get("failed_requests")?),
-                            uptime_percentage: row.try_get("uptime_percentage")?,
-                            duration_mean: row.try_get("duration_mean")?,
-                            duration_p50: row.try_get("duration_p50")?,
-                            duration_p99: row.try_get("duration_p99")?,
-                            total_requests: count(row.try_get("total_requests")?),
-                            status_1xx: count(row.try_get("status_1xx")?),
-                            status_2xx: count(row.try_get("status_2xx")?),
-                            status_3xx: count(row.try_get("status_3xx")?),
-                            status_4xx: count(row.try_get("status_4xx")?),
-                            status_5xx: count(row.try_get("status_5xx")?),
-                            availability_percentage: row.try_get("availability_percentage")?,
-                            duration_p90: row.try_get("duration_p90")?,
-                            duration_p95: row.try_get("duration_p95")?,
-                            duration_max: row.try_get("duration_max")?,
-                        },
+        self.guarded(async {
+            self.ready().await?;
+            let rows = with_pool!(self, pool => {
+                let rows = sqlx::query(SELECT_DAYS)
+                    .bind(customer)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DayRow {
+                            customer_id: row.try_get("customer_id")?,
+                            date: row.try_get("date")?,
+                            statistics: Statistics {
+                                success_requests: count(row.try_get("success_requests")?),
+                                failed_requests: count(row.try_get("failed_requests")?),
+                                uptime_percentage: row.try_get("uptime_percentage")?,
+                                duration_mean: row.try_get("duration_mean")?,
+                                duration_p50: row.try_get("duration_p50")?,
+                                duration_p99: row.try_get("duration_p99")?,
+                                total_requests: count(row.try_get("total_requests")?),
+                                status_1xx: count(row.try_get("status_1xx")?),
+                                status_2xx: count(row.try_get("status_2xx")?),
+                                status_3xx: count(row.try_get("status_3xx")?),
+                                status_4xx: count(row.try_get("status_4xx")?),
+                                status_5xx: count(row.try_get("status_5xx")?),
+                                availability_percentage: row.try_get("availability_percentage")?,
+                                duration_p90: row.try_get("duration_p90")?,
+                                duration_p95: row.try_get("duration_p95")?,
+                                duration_max: row.try_get("duration_max")?,
+                            },
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
-        });
-        Ok(rows)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            Ok(rows)
+        })
+        .await
     }
 
     /// The exact merged state of every day of `customer` in the range (empty when there is none).
@@ -116,59 +119,68 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<DayStats> {
-        self.ready().await?;
-        let mut merged = DayStats::default();
-        with_pool!(self, pool => {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))
-                .bind(customer)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?;
-            for row in rows {
-                merged.merge(state_from_row!(&row));
-            }
-        });
-        Ok(merged)
+        self.guarded(async {
+            self.ready().await?;
+            let mut merged = DayStats::default();
+            with_pool!(self, pool => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))
+                    .bind(customer)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await?;
+                for row in rows {
+                    merged.merge(state_from_row!(&row));
+                }
+            });
+            Ok(merged)
+        })
+        .await
     }
 
     /// Whole-database figures (two aggregate queries).
     pub async fn totals(&self) -> anyhow::Result<StoreTotals> {
-        self.ready().await?;
-        let totals = with_pool!(self, pool => {
-            let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
-            let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
-            let ingest = sqlx::query(SELECT_INGEST_TOTALS).fetch_one(pool).await?;
-            StoreTotals {
-                requests: count(row.try_get("requests")?),
-                days: count(row.try_get("days")?),
-                customers: count(row.try_get("customers")?),
-                files: count(progress.try_get("files")?),
-                ingested_bytes: count(progress.try_get("bytes")?),
-                ingested_lines: count(ingest.try_get("lines")?),
-                rejected_lines: count(ingest.try_get("rejected")?),
-                last_commit_unix: ingest.try_get("last_commit_unix")?,
-            }
-        });
-        Ok(totals)
+        self.guarded(async {
+            self.ready().await?;
+            let totals = with_pool!(self, pool => {
+                let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
+                let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
+                let ingest = sqlx::query(SELECT_INGEST_TOTALS).fetch_one(pool).await?;
+                StoreTotals {
+                    requests: count(row.try_get("requests")?),
+                    days: count(row.try_get("days")?),
+                    customers: count(row.try_get("customers")?),
+                    files: count(progress.try_get("files")?),
+                    ingested_bytes: count(progress.try_get("bytes")?),
+                    ingested_lines: count(ingest.try_get("lines")?),
+                    rejected_lines: count(ingest.try_get("rejected")?),
+                    last_commit_unix: ingest.try_get("last_commit_unix")?,
+                }
+            });
+            Ok(totals)
+        })
+        .await
     }
 
     /// Every customer with its first and last day and total requests, by id.
     pub async fn customers(&self) -> anyhow::Result<Vec<CustomerSummary>> {
-        self.ready().await?;
-        let rows = with_pool!(self, pool => {
-            let rows = sqlx::query(SELECT_CUSTOMERS).fetch_all(pool).await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(CustomerSummary {
-                        customer_id: row.try_get("customer_id")?,
-                        first_day: row.try_get("first_day")?,
-                        last_day: row.try_get("last_day")?,
-                        total_requests: count(row.try_get("total_requests")?),
+        self.guarded(async {
+            self.ready().await?;
+            let rows = with_pool!(self, pool => {
+                let rows = sqlx::query(SELECT_CUSTOMERS).fetch_all(pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(CustomerSummary {
+                            customer_id: row.try_get("customer_id")?,
+                            first_day: row.try_get("first_day")?,
+                            last_day: row.try_get("last_day")?,
+                            total_requests: count(row.try_get("total_requests")?),
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?
-        });
-        Ok(rows)
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+            });
+            Ok(rows)
+        })
+        .await
     }
 }

@@ -508,9 +508,15 @@ fn serve_answers_503_while_postgres_is_down_and_recovers_by_itself() {
     assert_eq!(status, 200);
 
     let logs = server.stop();
-    assert!(
-        logs.contains("database unavailable"),
-        "the outage is reported: {logs}"
+    assert_eq!(
+        logs.matches("database unavailable, answering 503").count(),
+        3,
+        "each of the three outages is reported once: {logs}"
+    );
+    assert_eq!(
+        logs.matches("database available again").count(),
+        3,
+        "each recovery is reported once: {logs}"
     );
     assert!(
         !logs.contains(&secret),
