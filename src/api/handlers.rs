@@ -9,10 +9,10 @@ use axum::{Json, response};
 use serde::Serialize;
 
 use super::Ctx;
-use super::auth::{Access, Customer};
+use super::auth::{Access, Customer, Grant};
 use super::cache::{Key, Kind};
 use super::error::{ApiError, ErrorBody};
-use super::query::DateRange;
+use super::query::{CustomerPage, DateRange};
 use crate::stats::Statistics;
 use crate::store::{CustomerSummary, DayRow};
 
@@ -125,24 +125,48 @@ pub async fn range_summary(
     .await
 }
 
-/// Every customer with data that the request's key may read: first and last day, total requests.
+/// The customers with data that the request's key may read, by id, a page at a time: first and
+/// last day, total requests. While more remain, a `Link` header gives the next page.
 #[utoipa::path(
     get,
     path = "/customers",
+    params(
+        ("limit" = Option<usize>, Query, description = "Customers per page, 1 to 10000 (default 1000)", minimum = 1, maximum = 10000, example = 1000),
+        ("after" = Option<String>, Query, description = "Only ids after this one (the last id of the previous page)", max_length = 255, example = "cust_1"),
+    ),
     security((), ("api_key" = [])),
     responses(
-        (status = 200, description = "Customers by id (with a customer's key: that customer only)", body = [CustomerSummary]),
+        (status = 200, description = "Customers by id (with a customer's key: that customer only)", body = [CustomerSummary],
+         headers(("Link" = String, description = "`</customers?limit=N&after=ID>; rel=\"next\"` while more customers remain (RFC 8288)"))),
         (status = 401, description = "API keys are configured and the request has no known key", body = ErrorBody),
+        (status = 422, description = "A limit outside 1..10000 or an id over 255 bytes", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
 pub async fn customers(
     State(ctx): State<Ctx>,
     Access(grant): Access,
-) -> Result<Json<Vec<CustomerSummary>>, ApiError> {
-    let mut customers = ctx.store.customers().await?;
-    customers.retain(|c| grant.allows(&c.customer_id));
-    Ok(Json(customers))
+    page: CustomerPage,
+) -> Result<Response, ApiError> {
+    let only = match &grant {
+        Grant::All => None,
+        Grant::Customer(own) => Some(own.as_str()),
+    };
+    let after = page.after.as_deref().unwrap_or("");
+    // One more than asked: whether it comes back says whether a next page exists.
+    let mut customers = ctx.store.customers(after, only, page.limit + 1).await?;
+    let next = (customers.len() > page.limit).then(|| {
+        customers.truncate(page.limit);
+        let last = &customers[page.limit - 1].customer_id;
+        format!("</customers?{}>; rel=\"next\"", page.next_query(last))
+    });
+    let mut response = Json(customers).into_response();
+    if let Some(link) = next {
+        let value = header::HeaderValue::from_str(&link)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("a Link header: {e}")))?;
+        response.headers_mut().insert(header::LINK, value);
+    }
+    Ok(response)
 }
 
 /// Liveness: the process answers.

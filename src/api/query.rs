@@ -79,6 +79,72 @@ impl<S: Send + Sync> FromRequestParts<S> for DateRange {
     }
 }
 
+/// Customers listed per page by default, and at most.
+pub const DEFAULT_PAGE: usize = 1_000;
+pub const MAX_PAGE: usize = 10_000;
+
+/// A page of `/customers`: at most `limit` customers whose id comes after `after`, by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerPage {
+    pub limit: usize,
+    pub after: Option<String>,
+}
+
+impl CustomerPage {
+    /// Parses `limit=N&after=ID` (both optional; unknown parameters are ignored).
+    pub fn parse(query: &str) -> Result<CustomerPage, ApiError> {
+        let mut page = CustomerPage {
+            limit: DEFAULT_PAGE,
+            after: None,
+        };
+        let mut problems = Vec::new();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "limit" => match value.parse::<usize>() {
+                    Ok(limit) if (1..=MAX_PAGE).contains(&limit) => page.limit = limit,
+                    _ => {
+                        let shown: String = value.chars().take(40).collect();
+                        problems.push(Detail::new(
+                            "query",
+                            "limit",
+                            format!("expected a number from 1 to {MAX_PAGE}, got '{shown}'"),
+                        ));
+                    }
+                },
+                "after" if value.len() > MAX_CUSTOMER_LEN => problems.push(Detail::new(
+                    "query",
+                    "after",
+                    format!(
+                        "expected at most {MAX_CUSTOMER_LEN} bytes, got {}",
+                        value.len()
+                    ),
+                )),
+                "after" => page.after = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(page)
+        } else {
+            Err(ApiError::InvalidQuery(problems))
+        }
+    }
+
+    /// The query string of the page after this one, which ended at `last`.
+    pub fn next_query(&self, last: &str) -> String {
+        let after: String = url::form_urlencoded::byte_serialize(last.as_bytes()).collect();
+        format!("limit={}&after={after}", self.limit)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CustomerPage {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<CustomerPage, ApiError> {
+        CustomerPage::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
 /// Checks a customer id from the path: 1 to 255 bytes.
 pub fn check_customer(customer_id: &str) -> Result<(), ApiError> {
     if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_LEN {
@@ -112,6 +178,29 @@ mod tests {
         assert_eq!(range.to, LAST_DATE);
         let range = DateRange::parse("to=2024-09-05&from=2024-09-05&x=1").unwrap();
         assert_eq!(range.from, range.to);
+    }
+
+    #[test]
+    fn customer_pages_default_to_a_thousand_and_refuse_bad_limits() {
+        assert_eq!(
+            CustomerPage::parse("").unwrap(),
+            CustomerPage {
+                limit: DEFAULT_PAGE,
+                after: None
+            }
+        );
+        let page = CustomerPage::parse("limit=2&after=cust_1%262").unwrap();
+        assert_eq!((page.limit, page.after.as_deref()), (2, Some("cust_1&2")));
+        assert_eq!(page.next_query("a b&c"), "limit=2&after=a+b%26c");
+        for bad in ["limit=0", "limit=10001", "limit=x", "limit=-1"] {
+            match CustomerPage::parse(bad) {
+                Err(ApiError::InvalidQuery(detail)) => {
+                    assert_eq!(detail[0].loc, ["query", "limit"])
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(CustomerPage::parse(&format!("after={}", "x".repeat(256))).is_err());
     }
 
     #[test]

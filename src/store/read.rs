@@ -59,9 +59,11 @@ const SELECT_DAYS: &str = "SELECT customer_id, date, success_requests, failed_re
      status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, availability_percentage, \
      duration_p90, duration_p95, duration_max FROM resource_statistics_by_day \
      WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date";
+/// A page of customers after `$1`, or only customer `$2` when it is not null; `$3` at most.
 const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(date) AS last_day, \
      CAST(SUM(total_requests) AS BIGINT) AS total_requests FROM resource_statistics_by_day \
-     GROUP BY customer_id ORDER BY customer_id";
+     WHERE customer_id > $1 AND ($2 IS NULL OR customer_id = $2) \
+     GROUP BY customer_id ORDER BY customer_id LIMIT $3";
 
 impl Store {
     /// The days of `customer` with `from <= date <= to`, ascending.
@@ -162,12 +164,23 @@ impl Store {
         .await
     }
 
-    /// Every customer with its first and last day and total requests, by id.
-    pub async fn customers(&self) -> anyhow::Result<Vec<CustomerSummary>> {
+    /// Customers with their first and last day and total requests, by id: at most `limit`, with
+    /// ids after `after` (all when empty), and only customer `only` when given.
+    pub async fn customers(
+        &self,
+        after: &str,
+        only: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<CustomerSummary>> {
         self.guarded(async {
             self.ready().await?;
             let rows = with_pool!(self, pool => {
-                let rows = sqlx::query(SELECT_CUSTOMERS).fetch_all(pool).await?;
+                let rows = sqlx::query(SELECT_CUSTOMERS)
+                    .bind(after)
+                    .bind(only)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(pool)
+                    .await?;
                 rows.iter()
                     .map(|row| {
                         Ok(CustomerSummary {

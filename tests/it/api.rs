@@ -308,3 +308,78 @@ fn a_database_that_cannot_serve_answers_503_on_every_data_route() {
         }
     }
 }
+
+#[test]
+fn walking_the_link_headers_lists_every_customer_exactly_once() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let log = generated_log_of(db.dir(), "many.log", 12_000, 3, 2_500);
+        ingest_paths(&db.url, &[&log], 2);
+        let store = db.store();
+        let everyone: Vec<String> = block_on(store.customers("", None, usize::MAX))
+            .unwrap()
+            .into_iter()
+            .map(|c| c.customer_id)
+            .collect();
+        assert!(everyone.len() > 2_000, "{}", everyone.len());
+
+        let mut listed = Vec::new();
+        let mut next = Some("/customers?limit=333".to_string());
+        let mut pages = 0;
+        while let Some(uri) = next.take() {
+            let (status, headers, body) = get_with_headers(&db.url, &uri);
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+            let page: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+            assert!(page.len() <= 333);
+            listed.extend(
+                page.iter()
+                    .map(|c| c["customer_id"].as_str().unwrap().to_string()),
+            );
+            next = headers.get("link").map(|link| {
+                let link = link.to_str().unwrap();
+                let target = link
+                    .strip_prefix('<')
+                    .and_then(|rest| rest.split_once(">; rel=\"next\""))
+                    .unwrap_or_else(|| panic!("a next link: {link}"))
+                    .0;
+                target.to_string()
+            });
+            pages += 1;
+        }
+        assert_eq!(
+            listed, everyone,
+            "{backend:?}: every customer once, in id order"
+        );
+        assert_eq!(pages, everyone.len().div_ceil(333), "{backend:?}");
+
+        let (_, headers, body) = get_with_headers(&db.url, "/customers");
+        let first: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(first.len(), 1_000, "the default page");
+        assert!(headers.get("link").is_some());
+        for bad in [
+            "/customers?limit=0",
+            "/customers?limit=10001",
+            "/customers?limit=many",
+        ] {
+            assert_eq!(
+                get_with_headers(&db.url, bad).0,
+                StatusCode::UNPROCESSABLE_ENTITY
+            );
+        }
+    }
+}
+
+fn get_with_headers(url: &str, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    block_on(async {
+        let store = logstats::store::Store::connect(url).await.unwrap();
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let response = router(AppState { store }).oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 10 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    })
+}

@@ -156,6 +156,42 @@ fn a_screenshot_of_the_dashboard_is_written_to_target() {
 }
 
 #[test]
+fn a_customer_past_the_first_page_is_found_and_the_picker_never_loads_everyone() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log_of(db.dir(), "access.log", 6_000, 9, 200);
+    ingest_paths(&db.url, &[&log], 2);
+    let server = Server::start(&db.url, &[]);
+    let first = first_generated_day();
+    let range = format!("from={first}&to={}", first.plus(9));
+
+    // By id, cust_99 comes after cust_1..cust_98 and cust_100..cust_199: far past the first page.
+    let page = browser.dump_dom(&format!(
+        "http://{}/?customer=cust_99&{range}",
+        server.address
+    ));
+    page.assert_console_is_silent();
+    let dom = page.stdout.as_str();
+    assert_eq!(body_state(dom), Some("ready"), "{dom}");
+    assert_eq!(attribute_of_id(dom, "message", "data-kind"), None, "{dom}");
+    let choices = opening_tags(between(dom, "<datalist", "</datalist>").unwrap(), "option").len();
+    assert!((1..=50).contains(&choices), "{choices} choices");
+
+    let page = browser.dump_dom(&format!(
+        "http://{}/?customer=cust_999&{range}",
+        server.address
+    ));
+    assert_eq!(
+        attribute_of_id(&page.stdout, "message", "data-kind"),
+        Some("unknown-customer"),
+        "{}",
+        page.stdout
+    );
+}
+
+#[test]
 fn while_the_api_has_not_answered_the_page_says_what_it_is_loading() {
     let Some(browser) = Browser::find() else {
         return;

@@ -188,7 +188,7 @@ pub fn all_rows(url: &str) -> Vec<serde_json::Value> {
     block_on(async {
         let store = logstats::store::Store::connect(url).await.unwrap();
         let mut rows = Vec::new();
-        for customer in store.customers().await.unwrap() {
+        for customer in store.customers("", None, usize::MAX).await.unwrap() {
             let days = store
                 .days(&customer.customer_id, customer.first_day, customer.last_day)
                 .await

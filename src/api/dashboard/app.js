@@ -60,7 +60,7 @@ const COLORS = {
 
 // ---------- state ----------
 const state = {
-  customers: [],
+  customers: new Map(),
   customer: '',
   from: '',
   to: '',
@@ -177,24 +177,19 @@ function defaultRange(c) {
 async function init() {
   const params = new URLSearchParams(location.search);
   setLoading('Loading the customer list…');
+  let first;
   try {
-    const list = await api('/customers');
-    state.customers = Array.isArray(list) ? list : [];
+    first = await customersAfter('', CHOICES);
+    if (params.get('customer')) await lookupCustomer(params.get('customer'));
   } catch (e) {
     return fail(e);
   }
-  const dl = $('customer-list');
-  dl.replaceChildren(...state.customers.map((c) => {
-    const o = document.createElement('option');
-    o.value = c.customer_id;
-    o.label = `${c.customer_id} · ${c.first_day} → ${c.last_day} · ${fmt.int(c.total_requests)} requests`;
-    return o;
-  }));
-  if (!state.customers.length && !params.get('customer')) {
+  showChoices(first);
+  if (!first.length && !params.get('customer')) {
     document.body.dataset.state = 'ready';
     return showMessage('empty', 'No customers have any data yet.');
   }
-  state.customer = params.get('customer') || state.customers[0].customer_id;
+  state.customer = params.get('customer') || first[0].customer_id;
   state.from = params.get('from') || '';
   state.to = params.get('to') || '';
   const c = findCustomer(state.customer);
@@ -208,7 +203,51 @@ async function init() {
   load();
 }
 
-const findCustomer = (id) => state.customers.find((c) => c.customer_id === id);
+// ---------- customers: a page at a time, never the whole list ----------
+const CHOICES = 50;
+
+// Every customer some page has shown, by id.
+const findCustomer = (id) => state.customers.get(id);
+
+// A page of at most `limit` customers whose ids come after `after` (remembered for findCustomer).
+async function customersAfter(after, limit) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (after) q.set('after', after);
+  const list = await api(`/customers?${q}`);
+  const page = Array.isArray(list) ? list : [];
+  for (const c of page) state.customers.set(c.customer_id, c);
+  return page;
+}
+
+// Nearly the greatest string below `id` (its last character one lower, then the highest code
+// point): a page after it begins with `id`, or with the first id above it.
+function justBefore(id) {
+  const chars = Array.from(id);
+  let last = chars.pop().codePointAt(0) - 1;
+  if (last >= 0xD800 && last <= 0xDFFF) last = 0xD7FF;
+  return last < 0 ? chars.join('') : chars.join('') + String.fromCodePoint(last) + '\u{10FFFF}';
+}
+
+// The customer `id`, asked of the API when no page has shown it yet.
+async function lookupCustomer(id) {
+  if (!findCustomer(id) && id) await customersAfter(justBefore(id), 1);
+  return findCustomer(id);
+}
+
+// The customers whose id starts with what was typed, for the picker.
+async function searchCustomers(text) {
+  const page = await customersAfter(text ? justBefore(text) : '', CHOICES);
+  return page.filter((c) => c.customer_id.startsWith(text));
+}
+
+function showChoices(list) {
+  $('customer-list').replaceChildren(...list.map((c) => {
+    const o = document.createElement('option');
+    o.value = c.customer_id;
+    o.label = `${c.customer_id} · ${c.first_day} → ${c.last_day} · ${fmt.int(c.total_requests)} requests`;
+    return o;
+  }));
+}
 
 function syncInputs() {
   $('customer').value = state.customer;
@@ -241,6 +280,13 @@ async function load() {
   const seq = ++state.loadSeq;
   const { customer, from, to } = state;
   hideTooltip();
+  try {
+    await lookupCustomer(customer);
+  } catch (e) {
+    if (seq === state.loadSeq) fail(e);
+    return;
+  }
+  if (seq !== state.loadSeq) return;
   if (!findCustomer(customer)) {
     document.body.dataset.state = 'ready';
     $('content').hidden = true;
@@ -533,11 +579,12 @@ function downloadCsv() {
 }
 
 // ---------- events ----------
-function onCustomerChange() {
+async function onCustomerChange() {
   const id = $('customer').value.trim();
   if (!id || id === state.customer) return;
   state.customer = id;
-  const c = findCustomer(id);
+  const c = await lookupCustomer(id).catch(() => undefined);
+  if (id !== state.customer) return; // another choice came meanwhile
   if (c) Object.assign(state, defaultRange(c));
   state.sort = { field: 'date', dir: 1 };
   syncInputs();
@@ -559,8 +606,17 @@ function onDateChange() {
 document.addEventListener('DOMContentLoaded', () => {
   $('controls').addEventListener('submit', (e) => e.preventDefault());
   $('customer').addEventListener('change', onCustomerChange);
-  $('customer').addEventListener('input', () => { // picking a datalist entry: switch at once
-    if (findCustomer($('customer').value.trim())) onCustomerChange();
+  let typing = 0;
+  let searched = '';
+  $('customer').addEventListener('input', () => {
+    const text = $('customer').value.trim();
+    if (findCustomer(text)) onCustomerChange(); // picking a datalist entry: switch at once
+    clearTimeout(typing);
+    typing = setTimeout(async () => { // typing searches the API, a page at a time
+      searched = text;
+      const found = await searchCustomers(text).catch(() => null);
+      if (found && searched === text) showChoices(found);
+    }, 200);
   });
   $('from').addEventListener('change', onDateChange);
   $('to').addEventListener('change', onDateChange);
