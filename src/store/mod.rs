@@ -215,12 +215,21 @@ impl Store {
                     )
                 })?;
             }
-            let options = options
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(60))
-                .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
+            let options = if read_only_file(options.get_filename()) {
+                // An archive on read-only storage: served as it is, never locked or written
+                // (immutable, unless a write-ahead log beside it holds data to read as well).
+                let mut wal = options.get_filename().as_os_str().to_owned();
+                wal.push("-wal");
+                let pending_log = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+                options.read_only(true).immutable(!pending_log)
+            } else {
+                options
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(60))
+            }
+            .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
             Backend::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(8)
@@ -242,6 +251,10 @@ impl Store {
     /// Applies pending migrations; safe to run any number of times, also concurrently (by other
     /// processes too).
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        if self.nothing_pending().await {
+            self.migrated.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         match &self.backend {
             Backend::Sqlite(pool) => {
                 // Two processes opening a new database at once can meet SQLITE_BUSY before the
@@ -266,6 +279,25 @@ impl Store {
         }
         self.migrated.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether every migration is applied already, found by reading (so that a read-only
+    /// database is served without taking a write lock).
+    async fn nothing_pending(&self) -> bool {
+        let migrator = match &self.backend {
+            Backend::Sqlite(_) => migrations::sqlite(),
+            Backend::Postgres(_) => migrations::postgres(),
+        };
+        const APPLIED: &str = "SELECT version, checksum FROM _sqlx_migrations WHERE success";
+        let applied: Result<Vec<(i64, Vec<u8>)>, sqlx::Error> =
+            with_pool!(self, pool => sqlx::query_as(APPLIED).fetch_all(pool).await);
+        applied.is_ok_and(|applied| {
+            migrator.iter().all(|m| {
+                applied
+                    .iter()
+                    .any(|(v, c)| *v == m.version && **c == *m.checksum)
+            })
+        })
     }
 
     /// Migrates first if this store has not yet (a server started while the database was down):
@@ -392,6 +424,23 @@ async fn migrate_sqlite(pool: &SqlitePool) -> anyhow::Result<()> {
         .map_err(unwrap_migrate_error)?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Whether `path` is a file this process may not write (read-only storage, permissions, an
+/// immutable file).
+fn read_only_file(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads the NUL-terminated path and changes nothing.
+    let (exists, writable) = unsafe {
+        (
+            libc::access(path.as_ptr(), libc::F_OK) == 0,
+            libc::access(path.as_ptr(), libc::W_OK) == 0,
+        )
+    };
+    exists && !writable
 }
 
 /// Whether SQLite answered SQLITE_BUSY ("database is locked"; extended codes included).

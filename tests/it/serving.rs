@@ -266,3 +266,73 @@ fn past_max_connections_new_ones_wait_for_a_free_slot() {
     let answer = read_until_closed(&mut waiting);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// `chattr +i` for as long as it lives: not even root may write the file.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &std::path::Path) -> Option<Immutable> {
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status();
+        if status.is_ok_and(|s| s.success()) {
+            Some(Immutable(path.to_path_buf()))
+        } else {
+            eprintln!("chattr +i is not available here: skipping");
+            None
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_read_only_sqlite_database_is_served() {
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 3_000, 8);
+    ingest_paths(&db.url, &[&log], 1);
+    let uri = format!("/customers/cust_3/stats?from={}", first_generated_day());
+    let before = Server::start(&db.url, &[]).get(&uri);
+    assert_eq!(before.0, 200);
+    // Archived as one file: the write-ahead log folded in, the journal mode back to a rollback
+    // journal (what `sqlite3 stats.db 'PRAGMA journal_mode=DELETE'` does).
+    block_on(async {
+        use sqlx::Connection;
+        let mut connection = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+    });
+    let file = db.dir().join("stats.db");
+    for companion in ["stats.db-wal", "stats.db-shm"] {
+        let path = db.dir().join(companion);
+        assert!(!path.exists(), "{} is left", path.display());
+    }
+    let Some(_frozen) = Immutable::set(&file) else {
+        return;
+    };
+    assert!(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .is_err()
+    );
+    let server = Server::start(&db.url, &[]);
+    assert_eq!(
+        server.get(&uri),
+        before,
+        "the same answer from the read-only file"
+    );
+    assert_eq!(server.get("/readyz").0, 200);
+    assert_eq!(server.get("/customers").0, 200);
+}
