@@ -11,6 +11,7 @@ mod handlers;
 mod layers;
 mod metrics;
 mod query;
+mod revalidate;
 mod server;
 
 use std::sync::Arc;
@@ -83,13 +84,16 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
         keys: options.api_keys.clone().map(Arc::new),
         cache: Arc::new(cache::AnswerCache::new(options.cache_ttl)),
     };
-    let routes = Router::new()
+    let data = Router::new()
         .route("/customers", get(handlers::customers))
         .route("/customers/{customer_id}/stats", get(handlers::daily_stats))
         .route(
             "/customers/{customer_id}/stats/summary",
             get(handlers::range_summary),
         )
+        .route_layer(axum::middleware::from_fn(revalidate::revalidate));
+    let routes = Router::new()
+        .merge(data)
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(metrics::scrape))

@@ -336,3 +336,43 @@ fn a_read_only_sqlite_database_is_served() {
     assert_eq!(server.get("/readyz").0, 200);
     assert_eq!(server.get("/customers").0, 200);
 }
+
+#[test]
+fn an_unchanged_answer_revalidates_to_304_and_a_commit_changes_its_tag() {
+    let db = TestDb::new(Backend::Sqlite);
+    let first_log = generated_log(db.dir(), "a.log", 2_000, 21);
+    ingest_paths(&db.url, &[&first_log], 1);
+    let store = block_on(logstats::store::Store::connect(&db.url)).unwrap();
+    let options = logstats::api::ApiOptions {
+        cache_ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    let app = logstats::api::router_with(AppState { store }, options);
+    let first = first_generated_day();
+    for uri in [
+        format!("/customers/cust_2/stats?from={first}"),
+        format!("/customers/cust_2/stats/summary?from={first}"),
+        "/customers".to_string(),
+    ] {
+        let (status, headers, body) = send(&app, &uri, &[]);
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache", "{uri}");
+        let tag = headers[header::ETAG].to_str().unwrap().to_string();
+
+        let (status, again, unchanged) = send(&app, &uri, &[(header::IF_NONE_MATCH, &tag)]);
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{uri}");
+        assert!(unchanged.is_empty(), "{uri}: a 304 has no body");
+        assert_eq!(again[header::ETAG], tag.as_str(), "{uri}");
+        let (status, ..) = send(&app, &uri, &[(header::IF_NONE_MATCH, "W/\"other\"")]);
+        assert_eq!(status, StatusCode::OK, "{uri}");
+
+        // New requests for the customer: a new answer, a new tag.
+        let more = db.dir().join(format!("more-{}.log", tag.len() + uri.len()));
+        std::fs::write(&more, format!("{first} 12:00:00 cust_2 /x 200 0.25\n")).unwrap();
+        ingest_paths(&db.url, &[&more], 1);
+        let (status, headers, changed) = send(&app, &uri, &[(header::IF_NONE_MATCH, &tag)]);
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_ne!(headers[header::ETAG], tag.as_str(), "{uri}");
+        assert_ne!(changed, body, "{uri}");
+    }
+}
