@@ -7,6 +7,7 @@
 mod commit;
 mod migrations;
 mod read;
+mod sqlite_reads;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct Store {
     migrated: Arc<AtomicBool>,
     /// Set while the database is known to be down (see [`Store::guarded`]).
     down: Arc<AtomicBool>,
+    /// SQLite: the API's read connections.
+    readers: Option<Arc<sqlite_reads::Readers>>,
 }
 
 /// How often a store whose database is down tries it again.
@@ -191,6 +194,7 @@ impl Store {
     /// A store that connects on first use (the API server starts even while the database is down).
     pub fn connect_lazy(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
+        let mut readers = None;
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)
                 .with_context(|| format!("invalid database URL {shown}"))?
@@ -215,13 +219,18 @@ impl Store {
                     )
                 })?;
             }
-            let options = if read_only_file(options.get_filename()) {
-                // An archive on read-only storage: served as it is, never locked or written
-                // (immutable, unless a write-ahead log beside it holds data to read as well).
-                let mut wal = options.get_filename().as_os_str().to_owned();
-                wal.push("-wal");
-                let pending_log = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-                options.read_only(true).immutable(!pending_log)
+            let path = options.get_filename().to_path_buf();
+            let read_only = read_only_file(&path);
+            // An archive on read-only storage: served as it is, never locked or written
+            // (immutable, unless a write-ahead log beside it holds data to read as well).
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            let immutable = read_only && !std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+            readers = Some(Arc::new(sqlite_reads::Readers::new(
+                path, read_only, immutable,
+            )));
+            let options = if read_only {
+                options.read_only(true).immutable(immutable)
             } else {
                 options
                     .create_if_missing(true)
@@ -245,6 +254,7 @@ impl Store {
             backend,
             migrated: Arc::new(AtomicBool::new(false)),
             down: Arc::new(AtomicBool::new(false)),
+            readers,
         })
     }
 

@@ -65,6 +65,36 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
      WHERE customer_id > $1 AND ($2 IS NULL OR customer_id = $2) \
      GROUP BY customer_id ORDER BY customer_id LIMIT $3";
 
+/// A [`DayRow`] from a row of [`SELECT_DAYS`] (an sqlx row, or a rusqlite one with `try_get`), by
+/// column position: looking 18 columns up by name was a sixth of a request's time.
+macro_rules! day_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        DayRow {
+            customer_id: row.try_get(0usize)?,
+            date: row.try_get(1usize)?,
+            statistics: Statistics {
+                success_requests: count(row.try_get(2usize)?),
+                failed_requests: count(row.try_get(3usize)?),
+                uptime_percentage: row.try_get(4usize)?,
+                duration_mean: row.try_get(5usize)?,
+                duration_p50: row.try_get(6usize)?,
+                duration_p99: row.try_get(7usize)?,
+                total_requests: count(row.try_get(8usize)?),
+                status_1xx: count(row.try_get(9usize)?),
+                status_2xx: count(row.try_get(10usize)?),
+                status_3xx: count(row.try_get(11usize)?),
+                status_4xx: count(row.try_get(12usize)?),
+                status_5xx: count(row.try_get(13usize)?),
+                availability_percentage: row.try_get(14usize)?,
+                duration_p90: row.try_get(15usize)?,
+                duration_p95: row.try_get(16usize)?,
+                duration_max: row.try_get(17usize)?,
+            },
+        }
+    }};
+}
+
 impl Store {
     /// The days of `customer` with `from <= date <= to`, ascending.
     pub async fn days(
@@ -75,6 +105,17 @@ impl Store {
     ) -> anyhow::Result<Vec<DayRow>> {
         self.guarded(async {
             self.ready().await?;
+            if let Some(readers) = &self.readers {
+                return readers.with(|connection| {
+                    let mut statement = connection.prepare_cached(SELECT_DAYS)?;
+                    let mut rows = statement.query((customer, from, to))?;
+                    let mut days = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        days.push(day_from_row!(&super::sqlite_reads::Row(row)));
+                    }
+                    Ok(days)
+                });
+            }
             let rows = with_pool!(self, pool => {
                 let rows = sqlx::query(SELECT_DAYS)
                     .bind(customer)
@@ -83,30 +124,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 rows.iter()
-                    .map(|row| {
-                        Ok(DayRow {
-                            customer_id: row.try_get("customer_id")?,
-                            date: row.try_get("date")?,
-                            statistics: Statistics {
-                                success_requests: count(row.try_get("success_requests")?),
-                                failed_requests: count(row.try_get("failed_requests")?),
-                                uptime_percentage: row.try_get("uptime_percentage")?,
-                                duration_mean: row.try_get("duration_mean")?,
-                                duration_p50: row.try_get("duration_p50")?,
-                                duration_p99: row.try_get("duration_p99")?,
-                                total_requests: count(row.try_get("total_requests")?),
-                                status_1xx: count(row.try_get("status_1xx")?),
-                                status_2xx: count(row.try_get("status_2xx")?),
-                                status_3xx: count(row.try_get("status_3xx")?),
-                                status_4xx: count(row.try_get("status_4xx")?),
-                                status_5xx: count(row.try_get("status_5xx")?),
-                                availability_percentage: row.try_get("availability_percentage")?,
-                                duration_p90: row.try_get("duration_p90")?,
-                                duration_p95: row.try_get("duration_p95")?,
-                                duration_max: row.try_get("duration_max")?,
-                            },
-                        })
-                    })
+                    .map(|row| Ok(day_from_row!(row)))
                     .collect::<Result<Vec<_>, sqlx::Error>>()?
             });
             Ok(rows)
@@ -123,9 +141,20 @@ impl Store {
     ) -> anyhow::Result<DayStats> {
         self.guarded(async {
             self.ready().await?;
+            let select = super::commit::select_state("");
             let mut merged = DayStats::default();
+            if let Some(readers) = &self.readers {
+                return readers.with(|connection| {
+                    let mut statement = connection.prepare_cached(&select)?;
+                    let mut rows = statement.query((customer, from, to))?;
+                    while let Some(row) = rows.next()? {
+                        merged.merge(state_from_row!(&super::sqlite_reads::Row(row)));
+                    }
+                    Ok(merged)
+                });
+            }
             with_pool!(self, pool => {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(super::commit::select_state("")))
+                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
                     .bind(customer)
                     .bind(from)
                     .bind(to)
