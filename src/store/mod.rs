@@ -261,7 +261,7 @@ impl Store {
     /// Applies pending migrations; safe to run any number of times, also concurrently (by other
     /// processes too).
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        if self.nothing_pending().await {
+        if self.nothing_pending().await? {
             self.migrated.store(true, Ordering::SeqCst);
             return Ok(());
         }
@@ -292,8 +292,9 @@ impl Store {
     }
 
     /// Whether every migration is applied already, found by reading (so that a read-only
-    /// database is served without taking a write lock).
-    async fn nothing_pending(&self) -> bool {
+    /// database is served without taking a write lock). A database that cannot be reached is an
+    /// error at once (not a second wait in the migration).
+    async fn nothing_pending(&self) -> anyhow::Result<bool> {
         let migrator = match &self.backend {
             Backend::Sqlite(_) => migrations::sqlite(),
             Backend::Postgres(_) => migrations::postgres(),
@@ -301,13 +302,16 @@ impl Store {
         const APPLIED: &str = "SELECT version, checksum FROM _sqlx_migrations WHERE success";
         let applied: Result<Vec<(i64, Vec<u8>)>, sqlx::Error> =
             with_pool!(self, pool => sqlx::query_as(APPLIED).fetch_all(pool).await);
-        applied.is_ok_and(|applied| {
-            migrator.iter().all(|m| {
+        match applied {
+            Ok(applied) => Ok(migrator.iter().all(|m| {
                 applied
                     .iter()
                     .any(|(v, c)| *v == m.version && **c == *m.checksum)
-            })
-        })
+            })),
+            // No migration table yet (a new database): the migration makes it.
+            Err(sqlx::Error::Database(_)) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Migrates first if this store has not yet (a server started while the database was down):
