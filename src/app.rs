@@ -31,7 +31,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             let options = args.options()?;
             let limits = args.connection_limits()?;
             runtime()?.block_on(async {
-                let listener = bind(&args.bind).await?;
+                let listener = bind(&args.listen.bind).await?;
                 serve(&args.db.url, listener, options, limits).await
             })
         }
@@ -161,7 +161,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     print_report(&ingest(config)?);
     runtime()?.block_on(async {
         // Bound first: a port that is taken fails before any hint is printed.
-        let listener = bind(&args.bind).await?;
+        let listener = bind(&args.listen.bind).await?;
         let address = listener.local_addr()?;
         eprintln!("try: curl 'http://{address}/customers/cust_1/stats?from=2024-09-03'");
         eprintln!("dashboard: http://{address}/?customer=cust_1");

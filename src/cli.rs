@@ -249,10 +249,9 @@ impl IngestArgs {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    pub db: DbArgs,
+/// Where the server listens.
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
     /// Address to listen on: host:port (127.0.0.1:8888, localhost:8888, [::1]:8888, 0.0.0.0:8888).
     #[arg(
         long,
@@ -261,6 +260,14 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8888"
     )]
     pub bind: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// A TOML file of `"KEY" = "CUSTOMER_ID"` pairs (`"*"`: every customer). With it, every
     /// /customers request needs `Authorization: Bearer KEY`; without it the API is open.
     #[arg(long, env = "LOGSTATS_API_KEYS", value_name = "FILE")]
@@ -361,14 +368,8 @@ pub struct DemoArgs {
     pub log: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,
-    /// Address to listen on: host:port (127.0.0.1:8888, localhost:8888, [::1]:8888, 0.0.0.0:8888).
-    #[arg(
-        long,
-        env = "LOGSTATS_BIND",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:8888"
-    )]
-    pub bind: String,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 }
 
 #[derive(Debug, Args)]
