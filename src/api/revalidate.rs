@@ -44,9 +44,11 @@ fn set_validators(headers: &mut HeaderMap, tag: &str) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-/// A weak tag (`W/"..."`: the same for the gzipped and the plain body) of a body's bytes.
+/// A weak tag (`W/"..."`: the same for the gzipped and the plain body) of a body's bytes. A fast
+/// hash, not a cryptographic one: it runs on every answer (the cached ones too), and a client
+/// that made two bodies collide would only confuse its own cache.
 fn entity_tag(body: &[u8]) -> String {
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = rustc_hash::FxHasher::default();
     body.hash(&mut hasher);
     format!("W/\"{:016x}{:08x}\"", hasher.finish(), body.len())
 }
