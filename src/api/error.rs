@@ -74,6 +74,7 @@ impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
         let unavailable = error.chain().any(|cause| {
             cause.is::<sqlx::Error>()
+                || cause.is::<rusqlite::Error>()
                 || cause.is::<crate::store::DatabaseDown>()
                 || cause.is::<sqlx::migrate::MigrateError>()
                 || cause.is::<std::io::Error>()

@@ -59,11 +59,15 @@ fn matches(value: &HeaderValue, tag: &str) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
     value.trim() == "*"
         || value
             .split(',')
             .any(|candidate| opaque(candidate) == opaque(tag))
+}
+
+/// A tag without its weakness mark.
+fn opaque(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/")
 }
 
 #[cfg(test)]

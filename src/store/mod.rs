@@ -328,8 +328,12 @@ impl Store {
         self.guarded(self.probe()).await
     }
 
+    /// Asks the database what the API's reads ask it through: the readers on SQLite.
     async fn probe(&self) -> anyhow::Result<()> {
         self.ready().await?;
+        if let Some(readers) = &self.readers {
+            return readers.with(|connection| Ok(connection.execute_batch("SELECT 1")?));
+        }
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
     }

@@ -65,6 +65,10 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
      WHERE customer_id > $1 AND ($2 IS NULL OR customer_id = $2) \
      GROUP BY customer_id ORDER BY customer_id LIMIT $3";
 
+/// The stored states of a customer's days in a range (built once: it is on every summary's path).
+static SELECT_RANGE_STATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::commit::select_state(""));
+
 /// A [`DayRow`] from a row of [`SELECT_DAYS`] (an sqlx row, or a rusqlite one with `try_get`), by
 /// column position: looking 18 columns up by name was a sixth of a request's time.
 macro_rules! day_from_row {
@@ -141,11 +145,11 @@ impl Store {
     ) -> anyhow::Result<DayStats> {
         self.guarded(async {
             self.ready().await?;
-            let select = super::commit::select_state("");
+            let select = SELECT_RANGE_STATE.as_str();
             let mut merged = DayStats::default();
             if let Some(readers) = &self.readers {
                 return readers.with(|connection| {
-                    let mut statement = connection.prepare_cached(&select)?;
+                    let mut statement = connection.prepare_cached(select)?;
                     let mut rows = statement.query((customer, from, to))?;
                     while let Some(row) = rows.next()? {
                         merged.merge(state_from_row!(&super::sqlite_reads::Row(row)));
