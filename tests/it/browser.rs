@@ -205,19 +205,12 @@ fn while_the_api_has_not_answered_the_page_says_what_it_is_loading() {
     let server = Server::start(&db.url, &["--request-timeout", "300"]);
 
     // Every read of the statistics waits behind this lock until the page has been captured.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut lock = runtime
-        .block_on(<sqlx::PgConnection as sqlx::Connection>::connect(&db.url))
-        .unwrap();
-    runtime
-        .block_on(
-            sqlx::raw_sql("BEGIN; LOCK TABLE resource_statistics_by_day IN ACCESS EXCLUSIVE MODE")
-                .execute(&mut lock),
-        )
-        .unwrap();
+    let mut lock = block_on(<sqlx::PgConnection as sqlx::Connection>::connect(&db.url)).unwrap();
+    block_on(
+        sqlx::raw_sql("BEGIN; LOCK TABLE resource_statistics_by_day IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut lock),
+    )
+    .unwrap();
 
     let url = format!("http://{}/?customer=cust_1", server.address);
     let page = browser.dump_dom_at_load(&url);
@@ -230,9 +223,7 @@ fn while_the_api_has_not_answered_the_page_says_what_it_is_loading() {
         "{dom}"
     );
     assert_eq!(attribute_of_id(dom, "loading", "hidden"), None, "{dom}");
-    runtime
-        .block_on(sqlx::raw_sql("ROLLBACK").execute(&mut lock))
-        .unwrap();
+    block_on(sqlx::raw_sql("ROLLBACK").execute(&mut lock)).unwrap();
 }
 
 #[test]

@@ -140,13 +140,18 @@ pub fn admin(sql: &str) {
     .expect("administering the test PostgreSQL server");
 }
 
-/// Runs a future to completion on a fresh runtime.
+/// Runs a future to completion on the tests' one runtime. One runtime for every call, as in the
+/// product: a store's pooled connections belong to the runtime that opened them, and a runtime
+/// dropped between two calls would leave the next call a connection whose driver is shutting down.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(future)
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    });
+    RUNTIME.block_on(future)
 }
 
 /// Writes a generated log and returns its path.

@@ -570,18 +570,10 @@ fn an_ingestion_waiting_for_a_locked_sqlite_database_says_so_once_then_finishes(
     use sqlx::Connection;
     let db = TestDb::new(Backend::Sqlite);
     let log = generated_log(db.dir(), "a.log", 1_000, 80);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(db.store().close());
+    block_on(db.store().close());
     // Another program holds a write transaction.
-    let mut holder = runtime
-        .block_on(sqlx::SqliteConnection::connect(&db.url))
-        .unwrap();
-    runtime
-        .block_on(sqlx::query("BEGIN IMMEDIATE").execute(&mut holder))
-        .unwrap();
+    let mut holder = block_on(sqlx::SqliteConnection::connect(&db.url)).unwrap();
+    block_on(sqlx::query("BEGIN IMMEDIATE").execute(&mut holder)).unwrap();
     let mut child = Command::new(binary())
         .args(["ingest", "--database", &db.url])
         .arg(&log)
@@ -607,9 +599,7 @@ fn an_ingestion_waiting_for_a_locked_sqlite_database_says_so_once_then_finishes(
                 .expect("a line saying why it waits"),
         );
     }
-    runtime
-        .block_on(sqlx::query("COMMIT").execute(&mut holder))
-        .unwrap();
+    block_on(sqlx::query("COMMIT").execute(&mut holder)).unwrap();
     assert!(child.wait().unwrap().success());
     seen.extend(received.iter());
     let said = seen.iter().filter(|l| l.contains("write lock")).count();
