@@ -27,6 +27,18 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Ingest(args) => run_ingest(&args).map(|_| ()),
+        Command::Ship(args) => {
+            let config = args.config()?;
+            let report = crate::ship::ship(&config)?;
+            for problem in report.problems.iter() {
+                eprintln!("warning: {problem}");
+            }
+            for path in &report.waiting {
+                eprintln!("note: {path} ends in a line without a newline: it is shipped once complete");
+            }
+            eprintln!("{}", report.summary_line(&config.url));
+            Ok(())
+        }
         Command::Serve(args) => {
             let options = args.options()?;
             let limits = args.connection_limits()?;
@@ -53,6 +65,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn generate_log(args: &GenerateArgs) -> anyhow::Result<()> {
     let config = args.config();
     match &args.output {
+        Some(path) if crate::nats::StreamUrl::is_stream(&path.to_string_lossy()) => {
+            let url = crate::nats::StreamUrl::parse(&path.to_string_lossy())?;
+            let published = crate::generate::publish(&config, &url)?;
+            eprintln!(
+                "published {} lines in {published} messages to {}",
+                config.lines,
+                url.key()
+            );
+            Ok(())
+        }
         Some(path) => write_log(&config, path),
         None => Ok(generate(&config, &mut std::io::stdout().lock())?),
     }

@@ -28,6 +28,8 @@ pub enum Command {
     Migrate(DbArgs),
     /// Read logs and merge their statistics into the database (re-running adds nothing twice).
     Ingest(IngestArgs),
+    /// Publish the lines of log files to a NATS JetStream stream, exactly once (for `ingest nats://...`).
+    Ship(ShipArgs),
     /// Serve the HTTP API and the dashboard.
     Serve(ServeArgs),
     /// Generate a sample log if there is none, ingest it into SQLite, and serve it: no set-up.
@@ -48,7 +50,7 @@ pub struct DbArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Output file (standard output when absent).
+    /// Output file, or a stream (nats://HOST:PORT/STREAM, created if missing); standard output when absent.
     #[arg(short, long, env = "LOGSTATS_OUTPUT", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Number of lines.
@@ -184,9 +186,60 @@ pub struct IngestArgs {
         default_value_t = 30
     )]
     pub connect_timeout: u64,
-    /// Files, directories (read recursively), globs, or - for standard input.
+    /// Files, directories (read recursively), globs, - for standard input, or streams
+    /// (nats://[USER:PASS@]HOST:PORT/STREAM[?subject=FILTER]).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShipArgs {
+    /// Keep running: ship appended lines, new, rotated and truncated files, every --interval.
+    #[arg(long, env = "LOGSTATS_FOLLOW")]
+    pub follow: bool,
+    /// How often follow mode looks for new lines, in seconds.
+    #[arg(long, env = "LOGSTATS_INTERVAL", value_name = "S", default_value_t = 1.0)]
+    pub interval: f64,
+    /// This machine's name in the subjects (default: its host name).
+    #[arg(long, env = "LOGSTATS_HOST", value_name = "NAME")]
+    pub host: Option<String>,
+    /// Only files whose name matches this pattern, in directories (e.g. '*.log*').
+    #[arg(long, env = "LOGSTATS_GLOB", value_name = "PATTERN")]
+    pub glob: Option<String>,
+    /// Files, directories (read recursively) or globs, then the stream:
+    /// nats://[USER:PASS@]HOST:PORT/STREAM[?subject=PREFIX].
+    #[arg(required = true, num_args = 2.., value_name = "PATH... STREAM")]
+    pub args: Vec<String>,
+}
+
+impl ShipArgs {
+    pub fn config(&self) -> anyhow::Result<crate::ship::ShipConfig> {
+        let (stream, paths) = self.args.split_last().expect("clap requires two arguments");
+        anyhow::ensure!(
+            crate::nats::StreamUrl::is_stream(stream),
+            "the last argument is the stream to ship to (nats://HOST:PORT/STREAM)"
+        );
+        anyhow::ensure!(
+            self.interval.is_finite() && self.interval > 0.0,
+            "--interval must be a positive number of seconds"
+        );
+        let host = match &self.host {
+            Some(host) => {
+                let token = crate::ship::subject_token(host);
+                anyhow::ensure!(!token.is_empty(), "--host must not be empty");
+                token
+            }
+            None => crate::ship::default_host(),
+        };
+        Ok(crate::ship::ShipConfig {
+            inputs: paths.to_vec(),
+            url: crate::nats::StreamUrl::parse(stream)?,
+            host,
+            follow: self.follow,
+            interval: Duration::from_secs_f64(self.interval),
+            glob: self.glob.clone(),
+        })
+    }
 }
 
 impl IngestArgs {

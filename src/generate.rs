@@ -43,6 +43,14 @@ const MAX_DURATION_MS: u64 = 2000;
 const BUFFER_BYTES: usize = 1 << 20;
 
 /// Writes `config.lines` lines to `out`.
+/// Publishes a generated log to a stream (created when missing), in messages of whole lines;
+/// returns how many messages.
+pub fn publish(config: &GenerateConfig, url: &crate::nats::StreamUrl) -> anyhow::Result<u64> {
+    let mut publisher = crate::nats::LinePublisher::open(url, "generated")?;
+    generate(config, &mut publisher)?;
+    Ok(publisher.finish()?)
+}
+
 pub fn generate(config: &GenerateConfig, out: &mut impl Write) -> io::Result<()> {
     let customers = config.customers.max(1);
     let days = config.days.max(1);

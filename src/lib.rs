@@ -9,6 +9,7 @@
 //!   per worker, merge by customer, commit each epoch with its file offsets in one transaction;
 //! - [`store`] holds the only SQL (SQLite or PostgreSQL): merge-commits, progress, queries;
 //! - [`api`] serves it over HTTP (axum), with OpenAPI docs and the dashboard;
+//! - [`nats`] reads and writes log streams (NATS JetStream), for ingestion and `ship`;
 //! - [`cli`] and [`app`] are the command line; [`generate`] writes sample logs.
 
 pub mod api;
@@ -18,8 +19,10 @@ pub mod day;
 pub mod errors;
 pub mod generate;
 pub mod histogram;
+pub mod nats;
 pub mod pipeline;
 pub mod record;
+pub mod ship;
 pub mod stats;
 pub mod store;
 #[cfg(test)]

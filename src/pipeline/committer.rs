@@ -108,7 +108,7 @@ impl Committer {
             .take()
             .map(std::io::BufWriter::new);
         let mut report = IngestReport {
-            files: job.plan.inputs.len(),
+            files: job.plan.inputs.len() + job.streams.len(),
             read_stdin: job
                 .plan
                 .inputs

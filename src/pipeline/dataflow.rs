@@ -15,7 +15,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
@@ -23,6 +23,7 @@ use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
+use super::stream::{Chunk, PlannedStream};
 use super::{ClusterPart, IngestConfig, IngestReport};
 use crate::store::{FileProgress, Store};
 
@@ -45,10 +46,16 @@ pub enum Update {
 pub(super) type UpdateInput =
     InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
 
+/// The input of stream messages, read by worker 0 and parsed by the worker each chunk names.
+pub(super) type ChunkInput =
+    InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Chunk>>>;
+
 /// Everything the workers of this process share.
 pub(super) struct Job {
     pub config: IngestConfig,
     pub plan: Plan,
+    /// The streams this run reads (planned by the committing process only: worker 0 reads them).
+    pub streams: Vec<PlannedStream>,
     pub stored: BTreeMap<String, crate::store::StoredProgress>,
     /// Set by SIGINT/SIGTERM, a failed commit or any worker's error: read no more, commit what
     /// was read, stop.
@@ -77,7 +84,16 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         .build()?;
     let store = runtime.block_on(Store::connect(&config.database_url))?;
     let stored = runtime.block_on(store.progress())?;
-    let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
+    let (stream_inputs, paths): (Vec<String>, Vec<String>) = config
+        .inputs
+        .iter()
+        .cloned()
+        .partition(|input| crate::nats::StreamUrl::is_stream(input));
+    let stream_urls = stream_inputs
+        .iter()
+        .map(|input| crate::nats::StreamUrl::parse(input))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut found = source::discover(&paths, glob_pattern(&config)?.as_ref())?;
     let mut own_files: Vec<(PathBuf, &'static str)> = store
         .own_files()
         .into_iter()
@@ -96,6 +112,7 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
             .map(|p| (p, "the --rejects file")),
     );
     if found.sources.is_empty()
+        && stream_urls.is_empty()
         && let Some(problem) = found.problems.first()
         && !config.follow
     {
@@ -108,12 +125,22 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         config.unit_bytes = unit_bytes(&config, &found);
     }
     runtime.block_on(store.close());
-    let plan = source::plan(found, &stored, config.unit_bytes, config.follow)?;
+    let mut plan = source::plan(found, &stored, config.unit_bytes, config.follow)?;
+    // Only worker 0, on the committing process, reads streams.
+    let commits = config.cluster.as_ref().is_none_or(|c| c.process_id == 0);
+    let streams = match commits {
+        true => stream_urls
+            .into_iter()
+            .map(|url| PlannedStream::plan(url, &stored, config.follow, &mut plan.notes))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        false => Vec::new(),
+    };
 
     let (stop, signal) = stop_on_signals()?;
     let job = Arc::new(Job {
         config,
         plan,
+        streams,
         stored,
         stop,
         signal,
@@ -308,6 +335,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     let index = worker.index();
     let peers = worker.peers();
     let mut input = InputHandle::<u64, _>::new();
+    let mut chunk_input = ChunkInput::new();
     let probe = ProbeHandle::<u64>::new();
     // Every worker builds the dataflow and drains it to the end, even after an error: a worker
     // that left early would leave the others waiting for it forever.
@@ -323,9 +351,35 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     }
     let committer = Rc::new(RefCell::new(committer));
     let operator_committer = Rc::clone(&committer);
+    let parse_job = Arc::clone(job);
     worker.dataflow::<u64, _, _>(|scope| {
+        let parsed = chunk_input.to_stream(scope).unary(
+            Exchange::new(|chunk: &Chunk| chunk.worker as u64),
+            "Parse",
+            move |_, _| {
+                // Its customer numbers are apart from the feeder's (worker `index`).
+                let mut aggregator = Aggregator::new(peers + index, reject_limit(&parse_job));
+                move |input, output| {
+                    input.for_each(|time, chunks: &mut Vec<Chunk>| {
+                        let lines_before = aggregator.lines();
+                        chunks.iter().for_each(|chunk| chunk.feed(&mut aggregator));
+                        parse_job
+                            .lines_read
+                            .fetch_add(aggregator.lines() - lines_before, Ordering::Relaxed);
+                        let mut session = output.session(&time);
+                        let (groups, tally, rejects) = aggregator.drain();
+                        if !groups.groups.is_empty() {
+                            session.give(Update::Groups(groups));
+                        }
+                        session.give_iterator(rejects.into_iter().map(Update::Rejected));
+                        session.give(Update::Tally(tally));
+                    });
+                }
+            },
+        );
         input
             .to_stream(scope)
+            .concat(parsed)
             .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
                 Exchange::new(|_: &Update| 0),
                 "Commit",
@@ -376,7 +430,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.
         None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            feeder.run(worker, &mut input, &probe, job)
+            feeder.run(worker, &mut input, &mut chunk_input, &probe, job)
         }))
         .unwrap_or_else(|_| {
             Err(anyhow::anyhow!(
@@ -388,6 +442,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
         job.stop.store(true, Ordering::SeqCst);
     }
     drop(input);
+    drop(chunk_input);
     while worker.step_or_park(Some(Duration::from_millis(100))) {}
     if let Some(committer) = committer.borrow_mut().take() {
         committer.finish();

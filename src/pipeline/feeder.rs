@@ -9,10 +9,11 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::aggregate::Aggregator;
-use super::dataflow::{Job, Update, UpdateInput, glob_pattern};
+use super::dataflow::{ChunkInput, Job, Update, UpdateInput, glob_pattern};
 use super::follow::Follower;
 use super::reader::read_piece;
 use super::source::PieceEnd;
+use super::stream::{StreamFeed, StreamRead};
 use crate::store::FileProgress;
 
 /// Epochs a worker may run ahead of the last absorbed one (bounds memory).
@@ -24,6 +25,8 @@ pub(super) struct Feeder {
     peers: usize,
     aggregator: Aggregator,
     epoch: u64,
+    /// Worker 0's reading of the stream inputs.
+    streams: Option<StreamFeed>,
 }
 
 impl Feeder {
@@ -33,6 +36,7 @@ impl Feeder {
             peers,
             aggregator,
             epoch: 0,
+            streams: None,
         }
     }
 
@@ -40,9 +44,13 @@ impl Feeder {
         &mut self,
         worker: &mut Worker,
         input: &mut UpdateInput,
+        chunks: &mut ChunkInput,
         probe: &ProbeHandle<u64>,
         job: &Job,
     ) -> anyhow::Result<()> {
+        if self.index == 0 && !job.streams.is_empty() {
+            self.streams = Some(StreamFeed::open(&job.streams)?);
+        }
         let plan = &job.plan;
         let epochs = plan.units.len().div_ceil(self.peers);
         for epoch in 0..epochs {
@@ -68,12 +76,52 @@ impl Feeder {
                 self.send(input, progress);
                 input.send(Update::UnitDone(unit));
             }
-            self.advance(worker, input);
+            self.advance(worker, input, chunks);
         }
-        if job.config.follow {
-            self.follow(worker, input, probe, job)?;
+        if !job.config.follow {
+            // The streams' messages up to their planned end, an epoch at a time.
+            while self.streams.is_some() {
+                self.wait_for_commits(worker, probe, job);
+                if job.stop.load(Ordering::SeqCst) || !self.read_streams(input, chunks, job)? {
+                    break;
+                }
+                self.advance(worker, input, chunks);
+            }
+            return Ok(());
         }
-        Ok(())
+        self.follow(worker, input, chunks, probe, job)
+    }
+
+    /// Reads an epoch's worth of the streams' messages and sends them out to be parsed, with the
+    /// progress they make; false when there was nothing to read.
+    fn read_streams(
+        &mut self,
+        input: &mut UpdateInput,
+        chunks: &mut ChunkInput,
+        job: &Job,
+    ) -> anyhow::Result<bool> {
+        let Some(streams) = self.streams.as_mut() else {
+            return Ok(false);
+        };
+        let epoch_bytes = job.config.unit_bytes as usize * self.peers;
+        let StreamRead {
+            chunks: read,
+            progress,
+            problems,
+        } = streams.read(epoch_bytes, self.peers)?;
+        let bytes: usize = read.iter().flat_map(|c| &c.messages).map(|m| m.1.len()).sum();
+        job.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+        for problem in problems {
+            input.send(Update::Unreadable(problem));
+        }
+        for record in progress {
+            input.send(Update::Progress(record));
+        }
+        let any = !read.is_empty();
+        for chunk in read {
+            chunks.send(chunk);
+        }
+        Ok(any)
     }
 
     /// Follows the inputs, one epoch per flush interval, until told to stop.
@@ -81,6 +129,7 @@ impl Feeder {
         &mut self,
         worker: &mut Worker,
         input: &mut UpdateInput,
+        chunks: &mut ChunkInput,
         probe: &ProbeHandle<u64>,
         job: &Job,
     ) -> anyhow::Result<()> {
@@ -98,11 +147,16 @@ impl Feeder {
                 None => Vec::new(),
             };
             self.send(input, progress);
-            self.advance(worker, input);
+            // A stream that had more than an epoch's worth waiting is read on without a pause.
+            let mut more = false;
+            if !stopping {
+                more = self.read_streams(input, chunks, job)?;
+            }
+            self.advance(worker, input, chunks);
             if stopping {
                 return Ok(());
             }
-            while Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
+            while !more && Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
                 worker.step_or_park(Some(
                     tick.saturating_duration_since(Instant::now())
                         .min(Duration::from_millis(100)),
@@ -130,9 +184,10 @@ impl Feeder {
         }
     }
 
-    fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput) {
+    fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput, chunks: &mut ChunkInput) {
         self.epoch += 1;
         input.advance_to(self.epoch);
+        chunks.advance_to(self.epoch);
         worker.step();
     }
 

@@ -2,7 +2,8 @@
 //! worker, and merged and committed by one committer (DESIGN.md).
 //!
 //! ```text
-//! plan -> [read + aggregate, per worker, unit by unit] -> exchange to worker 0
+//! plan -> [read + aggregate, per worker, unit by unit] -----------------> exchange to worker 0
+//! streams -> [worker 0 reads messages] -> [parse + aggregate, per worker] ---^
 //!      -> [committer: merge into the group table, spill past the memory limit]
 //!      -> [commit: every group once, in key order, + file offsets, one transaction]
 //! ```
@@ -15,6 +16,7 @@ mod follow;
 mod reader;
 pub mod source;
 mod spill;
+mod stream;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use serde::Serialize;
 
 pub use aggregate::{Aggregator, Position, Rejected, Tally};
 pub use dataflow::ingest;
+pub use reader::MAX_LINE_BYTES;
 
 use crate::record::Reject;
 

@@ -1,0 +1,477 @@
+//! NATS JetStream, the log stream between API servers and the aggregator: its URL, reading a
+//! stream's messages in sequence order, and publishing that waits for the server's ack.
+//!
+//! Callers are synchronous (timely workers, the shipper's loop): each [`Connection`] owns a small
+//! runtime of its own and blocks on it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+
+/// How long connecting, and each request to the server, may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Messages asked for at a time when reading.
+const FETCH_MESSAGES: usize = 64;
+
+/// `nats://[USER:PASS@]HOST[:PORT]/STREAM[?subject=FILTER]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StreamUrl {
+    /// `host:port`.
+    pub server: String,
+    credentials: Option<(String, String)>,
+    pub stream: String,
+    /// Reading: only the messages of these subjects (wildcards allowed). Publishing: the prefix of
+    /// the subjects written to.
+    pub subject: Option<String>,
+}
+
+impl std::fmt::Debug for StreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+impl StreamUrl {
+    /// Whether a command-line input names a stream rather than a path.
+    pub fn is_stream(input: &str) -> bool {
+        input.starts_with("nats://")
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<StreamUrl> {
+        // Never quote `text` in an error: it may hold a password.
+        let url = url::Url::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("invalid stream URL ({e}): expected {}", Self::FORM))?;
+        anyhow::ensure!(url.scheme() == "nats", "expected {}", Self::FORM);
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("the stream URL has no host: expected {}", Self::FORM))?;
+        let server = format!("{host}:{}", url.port().unwrap_or(4222));
+        let stream = url.path().trim_start_matches('/').to_string();
+        anyhow::ensure!(
+            !stream.is_empty()
+                && !stream.contains(['.', '*', '>', '/', ' ', '\t', '\\'])
+                && stream.is_ascii(),
+            "nats://{server}/{stream}: a stream name is one word of ASCII letters, digits, - and _ \
+             (expected {})",
+            Self::FORM
+        );
+        let mut subject = None;
+        for (name, value) in url.query_pairs() {
+            anyhow::ensure!(
+                name == "subject" && !value.is_empty() && !value.contains(' '),
+                "nats://{server}/{stream}: the only query parameter is subject=SUBJECT"
+            );
+            subject = Some(value.into_owned());
+        }
+        let credentials = (!url.username().is_empty()).then(|| {
+            let decode = |s: &str| {
+                percent_decode(s).unwrap_or_else(|| s.to_string())
+            };
+            (
+                decode(url.username()),
+                decode(url.password().unwrap_or("")),
+            )
+        });
+        Ok(StreamUrl {
+            server,
+            credentials,
+            stream,
+            subject,
+        })
+    }
+
+    const FORM: &str = "nats://[USER:PASS@]HOST[:PORT]/STREAM[?subject=SUBJECT]";
+
+    /// The URL without credentials: how the stream is named in output and in the progress table.
+    pub fn key(&self) -> String {
+        let mut key = format!("nats://{}/{}", self.server, self.stream);
+        if let Some(subject) = &self.subject {
+            key.push_str("?subject=");
+            key.push_str(subject);
+        }
+        key
+    }
+
+    /// Where published messages go: `PREFIX.REST`, `PREFIX` being the URL's subject or, by
+    /// default, the stream's name.
+    pub fn subject_for(&self, rest: &str) -> String {
+        format!("{}.{rest}", self.subject.as_deref().unwrap_or(&self.stream))
+    }
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A connection to the server of a stream URL.
+pub struct Connection {
+    runtime: tokio::runtime::Runtime,
+    jetstream: jetstream::Context,
+    url: StreamUrl,
+}
+
+impl Connection {
+    /// Connects, failing when the server does not answer within [`TIMEOUT`].
+    pub fn open(url: &StreamUrl) -> anyhow::Result<Connection> {
+        // One thread of its own: the client answers the server's pings between calls.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("nats")
+            .enable_all()
+            .build()?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name("logstats")
+            .connection_timeout(TIMEOUT)
+            .request_timeout(Some(TIMEOUT));
+        if let Some((user, password)) = &url.credentials {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let client = runtime
+            .block_on(options.connect(url.server.as_str()))
+            .map_err(|e| anyhow::anyhow!("cannot reach NATS at nats://{}: {e}", url.server))?;
+        let jetstream = {
+            let _context = runtime.enter();
+            jetstream::new(client)
+        };
+        Ok(Connection {
+            runtime,
+            jetstream,
+            url: url.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &StreamUrl {
+        &self.url
+    }
+
+    fn stream(&self) -> anyhow::Result<stream::Stream> {
+        self.runtime
+            .block_on(self.jetstream.get_stream(&self.url.stream))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))
+    }
+
+    /// The stream, created (file storage, taking `PREFIX.>`) when it does not exist.
+    pub fn create_stream(&self) -> anyhow::Result<()> {
+        let prefix = self.url.subject.as_deref().unwrap_or(&self.url.stream);
+        let config = stream::Config {
+            name: self.url.stream.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        };
+        self.runtime
+            .block_on(self.jetstream.get_or_create_stream(config))
+            .map_err(|e| anyhow::anyhow!("{}: creating the stream: {e}", self.url.key()))?;
+        Ok(())
+    }
+
+    /// The subjects the stream takes.
+    pub fn subjects(&self) -> anyhow::Result<Vec<String>> {
+        let info = self
+            .runtime
+            .block_on(self.stream()?.get_info())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?;
+        Ok(info.config.subjects)
+    }
+
+    /// The first and last sequence the stream holds now (`first > last` when it is empty).
+    pub fn bounds(&self) -> anyhow::Result<Bounds> {
+        let info = self
+            .runtime
+            .block_on(self.stream()?.get_info())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?;
+        Ok(Bounds {
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+        })
+    }
+
+    /// Publishes `payload` to `subject` and waits for the stream to store it; `id` makes a
+    /// repeated publish of the same message a no-op (the server's deduplication window).
+    /// Returns the message's sequence, or an error the caller may retry with the same `id`.
+    pub fn publish(
+        &self,
+        subject: &str,
+        id: Option<&str>,
+        headers: &[(&str, String)],
+        payload: Vec<u8>,
+    ) -> anyhow::Result<u64> {
+        let mut map = HeaderMap::new();
+        if let Some(id) = id {
+            map.insert("Nats-Msg-Id", id);
+        }
+        for (name, value) in headers {
+            map.insert(*name, value.as_str());
+        }
+        self.runtime.block_on(async {
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.to_string(), map, payload.into())
+                .await?;
+            anyhow::Ok(ack.await?.sequence)
+        })
+    }
+
+    /// The headers of the last message of `subject`, when it has one.
+    pub fn last_headers(&self, subject: &str) -> anyhow::Result<Option<HeaderMap>> {
+        let stream = self.stream()?;
+        match self
+            .runtime
+            .block_on(stream.get_last_raw_message_by_subject(subject))
+        {
+            Ok(message) => Ok(Some(message.headers)),
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::anyhow!("{}: {error}", self.url.key())),
+        }
+    }
+}
+
+/// Publishes what is written to it as messages of whole lines (about [`MESSAGE_BYTES`] each) to
+/// one subject, each stored before the next is sent.
+pub struct LinePublisher {
+    connection: Connection,
+    subject: String,
+    pending: Vec<u8>,
+    /// Messages stored so far.
+    pub messages: u64,
+}
+
+/// Bytes of lines per message.
+pub const MESSAGE_BYTES: usize = 256 * 1024;
+
+impl LinePublisher {
+    /// Publishes to `PREFIX.rest` of `url`'s stream (created when missing).
+    pub fn open(url: &StreamUrl, rest: &str) -> anyhow::Result<LinePublisher> {
+        let connection = Connection::open(url)?;
+        connection.create_stream()?;
+        Ok(LinePublisher {
+            subject: url.subject_for(rest),
+            connection,
+            pending: Vec::with_capacity(2 * MESSAGE_BYTES),
+            messages: 0,
+        })
+    }
+
+    fn publish(&mut self, end: usize) -> std::io::Result<()> {
+        let payload = self.pending[..end].to_vec();
+        self.connection
+            .publish(&self.subject, None, &[], payload)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        self.pending.drain(..end);
+        self.messages += 1;
+        Ok(())
+    }
+
+    /// Publishes what is left (a last line without a newline included).
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        if !self.pending.is_empty() {
+            self.publish(self.pending.len())?;
+        }
+        Ok(self.messages)
+    }
+}
+
+impl std::io::Write for LinePublisher {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(bytes);
+        while self.pending.len() >= MESSAGE_BYTES {
+            // Whole lines only; a line longer than a message goes alone.
+            let end = match memchr::memrchr(b'\n', &self.pending[..MESSAGE_BYTES]) {
+                Some(newline) => newline + 1,
+                None => match memchr::memchr(b'\n', &self.pending) {
+                    Some(newline) => newline + 1,
+                    None => break,
+                },
+            };
+            self.publish(end)?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The sequences a stream holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Bounds {
+    /// Messages after `position` that the stream dropped (retention) before they were read.
+    pub fn dropped_after(&self, position: u64) -> u64 {
+        self.first.saturating_sub(position + 1)
+    }
+}
+
+/// One message: its stream sequence and its bytes.
+pub type Message = (u64, Vec<u8>);
+
+/// Reads a stream's messages in sequence order from a position (the last sequence read).
+pub struct Reader {
+    connection: Connection,
+    consumer: Option<consumer::PullConsumer>,
+    position: u64,
+}
+
+impl Reader {
+    pub fn open(url: &StreamUrl, position: u64) -> anyhow::Result<Reader> {
+        Ok(Reader {
+            connection: Connection::open(url)?,
+            consumer: None,
+            position,
+        })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The last sequence read.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The next messages up to sequence `end`, about `max_bytes` of them; empty when there are
+    /// none now (it never waits for new ones).
+    pub fn read(&mut self, end: u64, max_bytes: usize) -> anyhow::Result<Vec<Message>> {
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        if self.position >= end {
+            return Ok(messages);
+        }
+        let key = self.connection.url.key();
+        let consumer = match self.consumer.take() {
+            Some(consumer) => consumer,
+            None => self.create_consumer()?,
+        };
+        let mut overshot = false;
+        while bytes < max_bytes && !overshot {
+            let fetched = self.connection.runtime.block_on(async {
+                let mut batch = consumer
+                    .fetch()
+                    .max_messages(FETCH_MESSAGES)
+                    .messages()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut fetched = Vec::new();
+                while let Some(message) = batch.next().await {
+                    let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                    fetched.push((sequence, message.message.payload.to_vec()));
+                }
+                anyhow::Ok(fetched)
+            });
+            let fetched = fetched.with_context(|| format!("reading {key}"))?;
+            if fetched.is_empty() {
+                break;
+            }
+            for (sequence, payload) in fetched {
+                if sequence > end {
+                    overshot = true;
+                    break;
+                }
+                bytes += payload.len();
+                self.position = sequence;
+                messages.push((sequence, payload));
+            }
+        }
+        // A consumer that delivered past `end` is ahead of the position: the next read starts anew.
+        if !overshot {
+            self.consumer = Some(consumer);
+        }
+        Ok(messages)
+    }
+
+    fn create_consumer(&self) -> anyhow::Result<consumer::PullConsumer> {
+        let url = &self.connection.url;
+        let config = consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: self.position + 1,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            filter_subject: url.subject.clone().unwrap_or_default(),
+            inactive_threshold: Duration::from_secs(300),
+            memory_storage: true,
+            ..Default::default()
+        };
+        let stream = self.connection.stream()?;
+        self.connection
+            .runtime
+            .block_on(stream.create_consumer(config))
+            .map_err(|e| anyhow::anyhow!("{}: reading the stream: {e}", url.key()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_server_a_stream_and_maybe_a_subject_and_never_show_the_password() {
+        let url = StreamUrl::parse("nats://ann:s%40cret@example.com/LOGS?subject=LOGS.web1.>")
+            .unwrap();
+        assert_eq!(url.server, "example.com:4222");
+        assert_eq!(url.stream, "LOGS");
+        assert_eq!(url.subject.as_deref(), Some("LOGS.web1.>"));
+        assert_eq!(
+            url.credentials,
+            Some(("ann".to_string(), "s@cret".to_string()))
+        );
+        assert_eq!(url.key(), "nats://example.com:4222/LOGS?subject=LOGS.web1.>");
+        assert!(!format!("{url:?}").contains("cret"));
+        let plain = StreamUrl::parse("nats://127.0.0.1:4333/L_1").unwrap();
+        assert_eq!(plain.key(), "nats://127.0.0.1:4333/L_1");
+        assert_eq!(plain.subject_for("web1.7"), "L_1.web1.7");
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_without_quoting_credentials() {
+        for bad in [
+            "nats://u:secret@host",
+            "nats://u:secret@host/",
+            "nats://u:secret@host/A.B",
+            "nats://u:secret@host/A?limit=3",
+            "nats://u:secret@/A",
+        ] {
+            let error = StreamUrl::parse(bad).unwrap_err().to_string();
+            assert!(!error.contains("secret"), "{error}");
+            assert!(error.contains("nats://"), "{error}");
+        }
+    }
+
+    #[test]
+    fn dropped_messages_are_those_between_the_position_and_the_first_kept() {
+        let bounds = Bounds { first: 11, last: 20 };
+        assert_eq!(bounds.dropped_after(0), 10);
+        assert_eq!(bounds.dropped_after(4), 6);
+        assert_eq!(bounds.dropped_after(10), 0);
+        assert_eq!(bounds.dropped_after(15), 0);
+    }
+}

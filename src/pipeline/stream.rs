@@ -1,0 +1,242 @@
+//! Stream inputs (NATS JetStream): one worker (worker 0 of the cluster) reads the messages in
+//! sequence order and hands them out as [`Chunk`]s, one per worker, so that every worker parses
+//! and aggregates a share; the last sequence read is a progress row like a file's offset, committed
+//! in the same transaction as the groups of its messages.
+//!
+//! Only this module knows a stream is NATS: another log stream (Kafka) would be one more reader
+//! behind [`StreamFeed`].
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Aggregator, Position};
+use super::reader::MAX_LINE_BYTES;
+use crate::nats::{Reader, StreamUrl};
+use crate::store::{FileProgress, FileId, StoredProgress};
+
+/// A share of a stream's messages for one worker to parse.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Which worker parses it (modulo the number of workers).
+    pub worker: usize,
+    /// The stream's name in reports.
+    pub source: String,
+    /// (sequence, bytes) of each message.
+    pub messages: Vec<(u64, Vec<u8>)>,
+}
+
+impl Chunk {
+    /// Feeds every line of every message to `aggregator`; rejected lines are located by message
+    /// sequence and line number.
+    pub fn feed(&self, aggregator: &mut Aggregator) {
+        for (sequence, payload) in &self.messages {
+            aggregator.set_source(&format!("{} message {sequence}", self.source));
+            feed_message(payload, aggregator);
+        }
+    }
+}
+
+/// Feeds the lines of one message: separated by newlines, the last one complete without one.
+pub fn feed_message(payload: &[u8], aggregator: &mut Aggregator) {
+    aggregator.add_bytes(payload.len() as u64);
+    let payload = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
+    let mut line_number = 0;
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len()));
+    for end in ends {
+        let line = &payload[start..end];
+        start = end + 1;
+        line_number += 1;
+        if end == payload.len() && line.is_empty() {
+            break; // a trailing newline ends the last line, it does not start one
+        }
+        let position = Position::Line(line_number);
+        if line.len() > MAX_LINE_BYTES {
+            aggregator.reject_too_long(line, position);
+        } else {
+            aggregator.feed(line, position);
+        }
+    }
+}
+
+/// A stream this run reads: where it starts, and (batch mode) the last sequence it reads.
+#[derive(Clone, Debug)]
+pub struct PlannedStream {
+    pub url: StreamUrl,
+    /// The last sequence read by earlier runs (its progress row's offset; 0 for none).
+    pub start: u64,
+    /// Batch mode: the stream's last sequence when the run started. Following: unbounded.
+    pub end: u64,
+}
+
+impl PlannedStream {
+    /// Plans reading `url` on from its stored position; notes messages the stream dropped before
+    /// they were read.
+    pub fn plan(
+        url: StreamUrl,
+        stored: &std::collections::BTreeMap<String, StoredProgress>,
+        follow: bool,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<PlannedStream> {
+        let start = stored.get(&url.key()).map_or(0, |p| p.offset);
+        let bounds = crate::nats::Connection::open(&url)?.bounds()?;
+        if let Some(note) = dropped_note(&url, start, bounds) {
+            notes.push(note);
+        }
+        Ok(PlannedStream {
+            end: if follow { u64::MAX } else { bounds.last },
+            url,
+            start,
+        })
+    }
+}
+
+/// What to say of the messages after `position` the stream no longer holds.
+fn dropped_note(url: &StreamUrl, position: u64, bounds: crate::nats::Bounds) -> Option<String> {
+    let dropped = bounds.dropped_after(position);
+    (dropped > 0).then(|| {
+        let whose = if url.subject.is_some() {
+            "up to that many of them of its subject"
+        } else {
+            "never ingested"
+        };
+        format!(
+            "{}: {dropped} messages (sequences {}-{}) were removed from the stream (its retention) \
+             before they were read: {whose}",
+            url.key(),
+            position + 1,
+            bounds.first - 1
+        )
+    })
+}
+
+/// Worker 0's reading of every stream input.
+pub(super) struct StreamFeed {
+    streams: Vec<(PlannedStream, Reader)>,
+    /// Where each stream's progress row stands once the epochs sent so far commit.
+    committed: Vec<u64>,
+}
+
+/// What one read of the streams gave.
+pub(super) struct StreamRead {
+    pub chunks: Vec<Chunk>,
+    pub progress: Vec<FileProgress>,
+    pub problems: Vec<String>,
+}
+
+impl StreamFeed {
+    pub fn open(streams: &[PlannedStream]) -> anyhow::Result<StreamFeed> {
+        let readers = streams
+            .iter()
+            .map(|planned| Ok((planned.clone(), Reader::open(&planned.url, planned.start)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(StreamFeed {
+            committed: streams.iter().map(|s| s.start).collect(),
+            streams: readers,
+        })
+    }
+
+    /// Reads about `max_bytes` of the streams' next messages, split into one chunk per worker;
+    /// empty when every stream is read to its end (or, following, to what it holds now).
+    pub fn read(&mut self, max_bytes: usize, workers: usize) -> anyhow::Result<StreamRead> {
+        let mut read = StreamRead {
+            chunks: Vec::new(),
+            progress: Vec::new(),
+            problems: Vec::new(),
+        };
+        let mut budget = max_bytes;
+        for ((planned, reader), committed) in self.streams.iter_mut().zip(&mut self.committed) {
+            if budget == 0 {
+                break;
+            }
+            let before = reader.position();
+            let messages = reader.read(planned.end, budget)?;
+            let Some(&(first, _)) = messages.first() else {
+                continue;
+            };
+            if first > before + 1 && planned.url.subject.is_none() {
+                let bounds = reader.connection().bounds()?;
+                read.problems.extend(dropped_note(&planned.url, before, bounds));
+            }
+            budget = budget.saturating_sub(messages.iter().map(|(_, m)| m.len()).sum());
+            read.progress.push(FileProgress {
+                path: planned.url.key(),
+                expected_offset: *committed,
+                from: *committed,
+                offset: reader.position(),
+                decoded: 0,
+                expected_decoded: 0,
+                tail: 0,
+                head_hash: 0,
+                head_len: 0,
+                end_hash: 0,
+                file: FileId::default(),
+                other_names: Vec::new(),
+            });
+            *committed = reader.position();
+            read.chunks.extend(share(&planned.url.key(), messages, workers));
+        }
+        Ok(read)
+    }
+}
+
+/// Deals `messages` out to `workers` chunks of about equal bytes, in sequence order.
+fn share(source: &str, messages: Vec<(u64, Vec<u8>)>, workers: usize) -> Vec<Chunk> {
+    let total: usize = messages.iter().map(|(_, m)| m.len()).sum();
+    let per_worker = total.div_ceil(workers.max(1)).max(1);
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut size = 0;
+    for message in messages {
+        if chunks.is_empty() || (size >= per_worker && chunks.len() < workers) {
+            chunks.push(Chunk {
+                worker: chunks.len(),
+                source: source.to_string(),
+                messages: Vec::new(),
+            });
+            size = 0;
+        }
+        size += message.1.len();
+        chunks.last_mut().expect("a chunk").messages.push(message);
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_fed(payload: &[u8]) -> (u64, Vec<Position>) {
+        let mut aggregator = Aggregator::new(0, 100);
+        feed_message(payload, &mut aggregator);
+        let (_, tally, rejects) = aggregator.drain();
+        (tally.lines, rejects.into_iter().map(|r| r.position).collect())
+    }
+
+    const GOOD: &str = "2024-09-15 20:51:37 cust_1 /x 200 0.488";
+
+    #[test]
+    fn a_message_holds_lines_the_last_one_complete_with_or_without_a_newline() {
+        assert_eq!(lines_fed(GOOD.as_bytes()).0, 1);
+        assert_eq!(lines_fed(format!("{GOOD}\n").as_bytes()).0, 1);
+        assert_eq!(lines_fed(format!("{GOOD}\n{GOOD}").as_bytes()).0, 2);
+        assert_eq!(lines_fed(format!("\u{feff}{GOOD}\r\n{GOOD}\n").as_bytes()).0, 2);
+        let (lines, rejects) = lines_fed(format!("{GOOD}\nnot a line\n{GOOD}").as_bytes());
+        assert_eq!((lines, rejects), (3, vec![Position::Line(2)]));
+    }
+
+    #[test]
+    fn messages_are_shared_by_bytes_in_sequence_order() {
+        let messages: Vec<_> = (1..=10).map(|s| (s, vec![b'x'; 10])).collect();
+        let chunks = share("s", messages, 3);
+        assert_eq!(chunks.len(), 3);
+        let sequences: Vec<u64> = chunks
+            .iter()
+            .flat_map(|c| c.messages.iter().map(|m| m.0))
+            .collect();
+        assert_eq!(sequences, (1..=10).collect::<Vec<_>>());
+        assert_eq!(
+            chunks.iter().map(|c| c.worker).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(share("s", vec![(1, vec![1])], 4).len(), 1);
+    }
+}
