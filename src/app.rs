@@ -34,7 +34,9 @@ fn run_command(command: Command) -> anyhow::Result<()> {
                 eprintln!("warning: {problem}");
             }
             for path in &report.waiting {
-                eprintln!("note: {path} ends in a line without a newline: it is shipped once complete");
+                eprintln!(
+                    "note: {path} ends in a line without a newline: it is shipped once complete"
+                );
             }
             eprintln!("{}", report.summary_line(&config.url));
             Ok(())

@@ -198,7 +198,12 @@ pub struct ShipArgs {
     #[arg(long, env = "LOGSTATS_FOLLOW")]
     pub follow: bool,
     /// How often follow mode looks for new lines, in seconds.
-    #[arg(long, env = "LOGSTATS_INTERVAL", value_name = "S", default_value_t = 1.0)]
+    #[arg(
+        long,
+        env = "LOGSTATS_INTERVAL",
+        value_name = "S",
+        default_value_t = 1.0
+    )]
     pub interval: f64,
     /// This machine's name in the subjects (default: its host name).
     #[arg(long, env = "LOGSTATS_HOST", value_name = "NAME")]

@@ -46,10 +46,9 @@ impl StreamUrl {
         let url = url::Url::parse(text.trim())
             .map_err(|e| anyhow::anyhow!("invalid stream URL ({e}): expected {}", Self::FORM))?;
         anyhow::ensure!(url.scheme() == "nats", "expected {}", Self::FORM);
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("the stream URL has no host: expected {}", Self::FORM))?;
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!("the stream URL has no host: expected {}", Self::FORM)
+        })?;
         let server = format!("{host}:{}", url.port().unwrap_or(4222));
         let stream = url.path().trim_start_matches('/').to_string();
         anyhow::ensure!(
@@ -69,13 +68,8 @@ impl StreamUrl {
             subject = Some(value.into_owned());
         }
         let credentials = (!url.username().is_empty()).then(|| {
-            let decode = |s: &str| {
-                percent_decode(s).unwrap_or_else(|| s.to_string())
-            };
-            (
-                decode(url.username()),
-                decode(url.password().unwrap_or("")),
-            )
+            let decode = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_string());
+            (decode(url.username()), decode(url.password().unwrap_or("")))
         });
         Ok(StreamUrl {
             server,
@@ -383,7 +377,10 @@ impl Reader {
                 let mut fetched = Vec::new();
                 while let Some(message) = batch.next().await {
                     let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                    let sequence = message
+                        .info()
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .stream_sequence;
                     fetched.push((sequence, message.message.payload.to_vec()));
                 }
                 anyhow::Ok(fetched)
@@ -435,8 +432,8 @@ mod tests {
 
     #[test]
     fn urls_name_a_server_a_stream_and_maybe_a_subject_and_never_show_the_password() {
-        let url = StreamUrl::parse("nats://ann:s%40cret@example.com/LOGS?subject=LOGS.web1.>")
-            .unwrap();
+        let url =
+            StreamUrl::parse("nats://ann:s%40cret@example.com/LOGS?subject=LOGS.web1.>").unwrap();
         assert_eq!(url.server, "example.com:4222");
         assert_eq!(url.stream, "LOGS");
         assert_eq!(url.subject.as_deref(), Some("LOGS.web1.>"));
@@ -444,7 +441,10 @@ mod tests {
             url.credentials,
             Some(("ann".to_string(), "s@cret".to_string()))
         );
-        assert_eq!(url.key(), "nats://example.com:4222/LOGS?subject=LOGS.web1.>");
+        assert_eq!(
+            url.key(),
+            "nats://example.com:4222/LOGS?subject=LOGS.web1.>"
+        );
         assert!(!format!("{url:?}").contains("cret"));
         let plain = StreamUrl::parse("nats://127.0.0.1:4333/L_1").unwrap();
         assert_eq!(plain.key(), "nats://127.0.0.1:4333/L_1");
@@ -468,7 +468,10 @@ mod tests {
 
     #[test]
     fn dropped_messages_are_those_between_the_position_and_the_first_kept() {
-        let bounds = Bounds { first: 11, last: 20 };
+        let bounds = Bounds {
+            first: 11,
+            last: 20,
+        };
         assert_eq!(bounds.dropped_after(0), 10);
         assert_eq!(bounds.dropped_after(4), 6);
         assert_eq!(bounds.dropped_after(10), 0);

@@ -83,9 +83,9 @@ struct Shipped {
 impl Shipped {
     fn from_headers(headers: &HeaderMap) -> Option<Shipped> {
         let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
-        let (hash, len) = get("Logstats-Head")?.split_once(':').map(|(h, l)| {
-            (h.parse().ok(), l.parse().ok())
-        })?;
+        let (hash, len) = get("Logstats-Head")?
+            .split_once(':')
+            .map(|(h, l)| (h.parse().ok(), l.parse().ok()))?;
         Some(Shipped {
             end: get("Logstats-End")?.parse().ok()?,
             head: Head {
@@ -221,7 +221,9 @@ impl Shipper<'_> {
     }
 
     fn subject_pattern(&self) -> String {
-        self.config.url.subject_for(&format!("{}.*", self.config.host))
+        self.config
+            .url
+            .subject_for(&format!("{}.*", self.config.host))
     }
 
     fn subject(&self, file: FileId) -> String {
@@ -237,9 +239,13 @@ impl Shipper<'_> {
         let shipped = match self.files.get(&id) {
             Some(shipped) => *shipped,
             None => {
-                let headers =
-                    patiently(&self.config.url, self.stop, || self.connection.last_headers(&subject))?;
-                headers.as_ref().and_then(Shipped::from_headers).unwrap_or_default()
+                let headers = patiently(&self.config.url, self.stop, || {
+                    self.connection.last_headers(&subject)
+                })?;
+                headers
+                    .as_ref()
+                    .and_then(Shipped::from_headers)
+                    .unwrap_or_default()
             }
         };
         let mut file = match File::open(path) {
@@ -255,8 +261,8 @@ impl Shipper<'_> {
         let size = file.metadata()?.len();
         let mut position = shipped;
         // The same file as shipped (same first bytes, not shorter): go on; else start again.
-        let same = Head::of(&mut file, shipped.head.len)? == shipped.head
-            && (gzip || size >= shipped.end);
+        let same =
+            Head::of(&mut file, shipped.head.len)? == shipped.head && (gzip || size >= shipped.end);
         if !same && shipped != Shipped::default() {
             position = Shipped {
                 end: 0,
@@ -362,7 +368,11 @@ impl Shipper<'_> {
         let target = Shipped { end, ..*position };
         patiently(&self.config.url, self.stop, || {
             // After a failed try, the message may be stored all the same (only its ack was lost).
-            if let Some(last) = self.connection.last_headers(subject)?.as_ref().and_then(Shipped::from_headers)
+            if let Some(last) = self
+                .connection
+                .last_headers(subject)?
+                .as_ref()
+                .and_then(Shipped::from_headers)
                 && last == target
             {
                 return Ok(());

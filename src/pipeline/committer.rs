@@ -171,6 +171,7 @@ impl Committer {
                     Update::Tally(t) => absorbed.tally.add(&t),
                     Update::Rejected(r) => absorbed.rejects.push(r),
                     Update::Unreadable(problem) => self.report.unreadable.push(problem),
+                    Update::Note(note) => self.report.notes.push(note),
                     Update::Retracted(r) => {
                         absorbed.retracted.requests.extend(r.requests);
                         absorbed.retracted.tally.add(&r.tally);

@@ -38,6 +38,8 @@ pub enum Update {
     UnitDone(usize),
     /// An input that could not be read completely, and why.
     Unreadable(String),
+    /// Something the summary notes (messages a stream dropped before they were read).
+    Note(String),
     /// Lines counted before they were complete, taken back.
     Retracted(Retracted),
 }

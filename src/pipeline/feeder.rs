@@ -107,12 +107,17 @@ impl Feeder {
         let StreamRead {
             chunks: read,
             progress,
-            problems,
+            notes,
         } = streams.read(epoch_bytes, self.peers)?;
-        let bytes: usize = read.iter().flat_map(|c| &c.messages).map(|m| m.1.len()).sum();
+        let bytes: usize = read
+            .iter()
+            .flat_map(|c| &c.messages)
+            .map(|m| m.1.len())
+            .sum();
         job.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
-        for problem in problems {
-            input.send(Update::Unreadable(problem));
+        for note in notes {
+            tracing::warn!("{note}");
+            input.send(Update::Note(note));
         }
         for record in progress {
             input.send(Update::Progress(record));

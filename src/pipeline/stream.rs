@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::aggregate::{Aggregator, Position};
 use super::reader::MAX_LINE_BYTES;
 use crate::nats::{Reader, StreamUrl};
-use crate::store::{FileProgress, FileId, StoredProgress};
+use crate::store::{FileId, FileProgress, StoredProgress};
 
 /// A share of a stream's messages for one worker to parse.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +66,8 @@ pub struct PlannedStream {
     pub start: u64,
     /// Batch mode: the stream's last sequence when the run started. Following: unbounded.
     pub end: u64,
+    /// Messages up to this sequence that the stream no longer holds were noted already.
+    pub noted_through: u64,
 }
 
 impl PlannedStream {
@@ -79,13 +81,12 @@ impl PlannedStream {
     ) -> anyhow::Result<PlannedStream> {
         let start = stored.get(&url.key()).map_or(0, |p| p.offset);
         let bounds = crate::nats::Connection::open(&url)?.bounds()?;
-        if let Some(note) = dropped_note(&url, start, bounds) {
-            notes.push(note);
-        }
+        notes.extend(dropped_note(&url, start, bounds));
         Ok(PlannedStream {
             end: if follow { u64::MAX } else { bounds.last },
             url,
             start,
+            noted_through: start.max(bounds.first.saturating_sub(1)),
         })
     }
 }
@@ -120,7 +121,8 @@ pub(super) struct StreamFeed {
 pub(super) struct StreamRead {
     pub chunks: Vec<Chunk>,
     pub progress: Vec<FileProgress>,
-    pub problems: Vec<String>,
+    /// Messages the streams dropped before they were read.
+    pub notes: Vec<String>,
 }
 
 impl StreamFeed {
@@ -141,22 +143,24 @@ impl StreamFeed {
         let mut read = StreamRead {
             chunks: Vec::new(),
             progress: Vec::new(),
-            problems: Vec::new(),
+            notes: Vec::new(),
         };
         let mut budget = max_bytes;
         for ((planned, reader), committed) in self.streams.iter_mut().zip(&mut self.committed) {
             if budget == 0 {
                 break;
             }
-            let before = reader.position();
             let messages = reader.read(planned.end, budget)?;
             let Some(&(first, _)) = messages.first() else {
                 continue;
             };
-            if first > before + 1 && planned.url.subject.is_none() {
+            // Without a subject filter, a gap in the sequences is messages the stream dropped.
+            if first > planned.noted_through + 1 && planned.url.subject.is_none() {
                 let bounds = reader.connection().bounds()?;
-                read.problems.extend(dropped_note(&planned.url, before, bounds));
+                read.notes
+                    .extend(dropped_note(&planned.url, planned.noted_through, bounds));
             }
+            planned.noted_through = reader.position();
             budget = budget.saturating_sub(messages.iter().map(|(_, m)| m.len()).sum());
             read.progress.push(FileProgress {
                 path: planned.url.key(),
@@ -173,7 +177,8 @@ impl StreamFeed {
                 other_names: Vec::new(),
             });
             *committed = reader.position();
-            read.chunks.extend(share(&planned.url.key(), messages, workers));
+            read.chunks
+                .extend(share(&planned.url.key(), messages, workers));
         }
         Ok(read)
     }
@@ -208,7 +213,10 @@ mod tests {
         let mut aggregator = Aggregator::new(0, 100);
         feed_message(payload, &mut aggregator);
         let (_, tally, rejects) = aggregator.drain();
-        (tally.lines, rejects.into_iter().map(|r| r.position).collect())
+        (
+            tally.lines,
+            rejects.into_iter().map(|r| r.position).collect(),
+        )
     }
 
     const GOOD: &str = "2024-09-15 20:51:37 cust_1 /x 200 0.488";
@@ -218,7 +226,10 @@ mod tests {
         assert_eq!(lines_fed(GOOD.as_bytes()).0, 1);
         assert_eq!(lines_fed(format!("{GOOD}\n").as_bytes()).0, 1);
         assert_eq!(lines_fed(format!("{GOOD}\n{GOOD}").as_bytes()).0, 2);
-        assert_eq!(lines_fed(format!("\u{feff}{GOOD}\r\n{GOOD}\n").as_bytes()).0, 2);
+        assert_eq!(
+            lines_fed(format!("\u{feff}{GOOD}\r\n{GOOD}\n").as_bytes()).0,
+            2
+        );
         let (lines, rejects) = lines_fed(format!("{GOOD}\nnot a line\n{GOOD}").as_bytes());
         assert_eq!((lines, rejects), (3, vec![Position::Line(2)]));
     }

@@ -6,11 +6,13 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logstats::day::Day;
 use logstats::generate::{GenerateConfig, generate};
 use logstats::pipeline::{IngestConfig, IngestReport, ingest};
+
+use crate::oracle;
 
 /// The longest any wait for the system under test may last before the test gives up.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -318,4 +320,128 @@ pub fn assert_rows_equal(got: &[serde_json::Value], want: &[serde_json::Value], 
     if let Some((g, w)) = got.iter().zip(want).find(|(g, w)| g != w) {
         panic!("{context}: first different row:\n got {g}\nwant {w}");
     }
+}
+
+/// `logstats ingest --database URL` with stdout and stderr piped.
+pub fn ingest_command(url: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(["ingest", "--database", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A child's stderr, read on a thread of its own, with the commits it reported counted (the
+/// committer logs `committed` at debug level after every transaction).
+pub struct CommitWatch {
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub commits: u64,
+    ended: bool,
+}
+
+impl CommitWatch {
+    pub fn new(child: &mut std::process::Child) -> CommitWatch {
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        CommitWatch {
+            lines,
+            commits: 0,
+            ended: false,
+        }
+    }
+
+    /// Counts what was reported so far.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.commits += u64::from(line.contains("committed"));
+        }
+    }
+
+    /// Waits until `count` commits were reported in all; false when stderr ended first.
+    pub fn until_commits(&mut self, count: u64, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while self.commits < count && !self.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.commits += u64::from(line.contains("committed")),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no commit reported within {patience:?}")
+                }
+            }
+        }
+        self.commits >= count
+    }
+}
+
+/// An ingestion that logs each commit on stderr and commits after every epoch it can.
+pub fn watched_ingest(url: &str) -> Command {
+    let mut command = ingest_command(url);
+    command
+        .env("LOGSTATS_LOG", "logstats=debug")
+        .env("LOGSTATS_COMMIT_INTERVAL", "0.001");
+    command
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls the stored rows until they equal the oracle over `text` (or gives up after `patience`).
+pub fn eventually_matches(url: &str, text: &str, patience: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + patience;
+    let expected = oracle::groups(text);
+    loop {
+        let rows = all_rows(url);
+        let total: u64 = rows
+            .iter()
+            .map(|r| r["total_requests"].as_u64().unwrap())
+            .sum();
+        let want: u64 = expected.values().map(|v| v.len() as u64).sum();
+        if rows.len() == expected.len() && total == want {
+            oracle::assert_rows_match_text(&rows, text);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "stored {total} requests in {} rows, want {want} in {}",
+                rows.len(),
+                expected.len()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn append(path: &Path, text: &str) {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+/// Sends `signal` (`TERM`, `INT`) to the process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }

@@ -16,3 +16,4 @@ mod robustness;
 mod serving;
 mod spilling;
 mod store;
+mod stream;

@@ -1,88 +1,18 @@
 //! Ingestion as operators run it: killed mid-run, following growing and rotating files, and as a
 //! cluster of processes.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::oracle;
 
-fn ingest_command(url: &str) -> Command {
-    let mut command = Command::new(binary());
-    command
-        .args(["ingest", "--database", url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
 /// A pseudo-random delay in `min..max` milliseconds (deterministic per seed).
 fn delay_ms(seed: u64, min: u64, max: u64) -> Duration {
     let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     Duration::from_millis(min + mixed % (max - min))
-}
-
-/// A child's stderr, read on a thread of its own, with the commits it reported counted (the
-/// committer logs `committed` at debug level after every transaction).
-struct CommitWatch {
-    lines: std::sync::mpsc::Receiver<String>,
-    commits: u64,
-    ended: bool,
-}
-
-impl CommitWatch {
-    fn new(child: &mut std::process::Child) -> CommitWatch {
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        CommitWatch {
-            lines,
-            commits: 0,
-            ended: false,
-        }
-    }
-
-    /// Counts what was reported so far.
-    fn drain(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.commits += u64::from(line.contains("committed"));
-        }
-    }
-
-    /// Waits until `count` commits were reported in all; false when stderr ended first.
-    fn until_commits(&mut self, count: u64, patience: Duration) -> bool {
-        let deadline = Instant::now() + patience;
-        while self.commits < count && !self.ended {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.commits += u64::from(line.contains("committed")),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("no commit reported within {patience:?}")
-                }
-            }
-        }
-        self.commits >= count
-    }
-}
-
-/// An ingestion that logs each commit on stderr and commits after every epoch it can.
-fn watched_ingest(url: &str) -> Command {
-    let mut command = ingest_command(url);
-    command
-        .env("LOGSTATS_LOG", "logstats=debug")
-        .env("LOGSTATS_COMMIT_INTERVAL", "0.001");
-    command
 }
 
 #[test]
@@ -143,42 +73,6 @@ fn follow(url: &str, path: &Path) -> (std::process::Child, CommitWatch) {
     let mut watch = CommitWatch::new(&mut follower);
     assert!(watch.until_commits(2, PATIENCE), "following goes on");
     (follower, watch)
-}
-
-/// Polls the stored rows until they equal the oracle over `text` (or gives up after `patience`).
-fn eventually_matches(url: &str, text: &str, patience: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + patience;
-    let expected = oracle::groups(text);
-    loop {
-        let rows = all_rows(url);
-        let total: u64 = rows
-            .iter()
-            .map(|r| r["total_requests"].as_u64().unwrap())
-            .sum();
-        let want: u64 = expected.values().map(|v| v.len() as u64).sum();
-        if rows.len() == expected.len() && total == want {
-            oracle::assert_rows_match_text(&rows, text);
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "stored {total} requests in {} rows, want {want} in {}",
-                rows.len(),
-                expected.len()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn append(path: &Path, text: &str) {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
 }
 
 #[test]
@@ -254,23 +148,6 @@ fn follow_mode_reads_appends_partial_lines_rotations_truncations_new_files_and_l
     assert!(status.success(), "{status:?}");
     eventually_matches(&db.url, &seen, Duration::ZERO)
         .expect("everything read before SIGTERM is committed");
-}
-
-/// Sends `signal` (`TERM`, `INT`) to the process `pid`.
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

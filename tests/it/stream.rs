@@ -1,0 +1,481 @@
+//! Logs through NATS JetStream, on a real server started for each test: `generate -o nats://`,
+//! `ingest nats://...` (batch, follow, reruns, kill -9, two writers, a cluster), and `ship`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::*;
+use crate::oracle;
+
+/// A `nats-server` with JetStream in a directory of its own, stopped on drop.
+struct NatsServer {
+    child: Child,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port; `None` when nats-server is not installed (a failure when
+    /// `LOGSTATS_REQUIRE_NATS=1`, as in CI).
+    fn start(extra: &[&str]) -> Option<NatsServer> {
+        let installed = Command::new("nats-server")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !installed {
+            assert!(
+                std::env::var("LOGSTATS_REQUIRE_NATS").as_deref() != Ok("1"),
+                "nats-server is required (LOGSTATS_REQUIRE_NATS=1) but is not installed"
+            );
+            return None;
+        }
+        let store = tempfile::tempdir().unwrap();
+        Some(NatsServer::on(free_port(), store, extra))
+    }
+
+    /// Starts a server on `port` keeping its streams in `store`; returns once it is ready.
+    fn on(port: u16, store: tempfile::TempDir, extra: &[&str]) -> NatsServer {
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nats-server");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("nats-server ended before it was ready: {seen:#?}"));
+            let line = line.unwrap();
+            if line.contains("Server is ready") {
+                break;
+            }
+            seen.push(line);
+        }
+        std::thread::spawn(move || for _ in lines {});
+        NatsServer { child, port, store }
+    }
+
+    fn url(&self, stream: &str) -> String {
+        format!("nats://127.0.0.1:{}/{stream}", self.port)
+    }
+
+    /// Stops the server (as a crash would) and keeps its streams for [`NatsServer::restart`].
+    fn stop(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
+        (self.port, store)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `logstats ARGS...` to the end; fails the test unless it succeeds. Returns stderr.
+fn run(args: &[&str]) -> String {
+    let output = Command::new(binary()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "logstats {args:?}: {stderr}");
+    stderr
+}
+
+fn generate_to(target: &str, lines: u64, seed: u64) {
+    run(&[
+        "generate",
+        "-o",
+        target,
+        "--lines",
+        &lines.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--customers",
+        "30",
+        "--days",
+        "5",
+    ]);
+}
+
+fn ingest(db: &TestDb, inputs: &[&str]) -> String {
+    let mut args = vec!["ingest", "--database", &db.url];
+    args.extend(inputs);
+    run(&args)
+}
+
+fn text_of(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_stream_ingests_to_the_numbers_of_its_lines_and_a_rerun_adds_nothing() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let log = db.dir().join("same.log");
+        let stream = nats.url(&format!("S{}", backend as u8));
+        generate_to(&stream, 60_000, 5);
+        generate_to(log.to_str().unwrap(), 60_000, 5);
+        let first = ingest(&db, &[&stream]);
+        assert!(
+            first.contains("ingested 60000 lines (0 rejected) from 1 input(s)"),
+            "{first}"
+        );
+        oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&log]));
+        let again = ingest(&db, &[&stream]);
+        assert!(again.contains("ingested 0 lines"), "{again}");
+        oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&log]));
+    }
+}
+
+#[test]
+fn streams_and_files_mix_in_one_run_with_every_worker_parsing() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let streamed = db.dir().join("streamed.log");
+    let stream = nats.url("MIX");
+    generate_to(&stream, 50_000, 6);
+    generate_to(streamed.to_str().unwrap(), 50_000, 6);
+    let file = generated_log(db.dir(), "file.log", 20_000, 7);
+    let output = Command::new(binary())
+        .args(["ingest", "--workers", "3", "--database", &db.url])
+        .env("LOGSTATS_UNIT_BYTES", "100000")
+        .arg(&stream)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ingested 70000 lines (0 rejected) from 2 input(s)"),
+        "{stderr}"
+    );
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&streamed, &file]));
+}
+
+#[test]
+fn a_stream_run_killed_at_commits_then_run_again_counts_every_message_once() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let log = db.dir().join("same.log");
+        let stream = nats.url(&format!("K{}", backend as u8));
+        generate_to(&stream, 200_000, 8);
+        generate_to(log.to_str().unwrap(), 200_000, 8);
+        let mut kills = 0;
+        for attempt in 0..4u64 {
+            let mut child = watched_ingest(&db.url)
+                .env("LOGSTATS_UNIT_BYTES", "100000")
+                .arg(&stream)
+                .spawn()
+                .unwrap();
+            let mut watch = CommitWatch::new(&mut child);
+            if watch.until_commits(1 + attempt % 2, PATIENCE) {
+                child.kill().unwrap();
+            }
+            if child.wait().unwrap().signal() == Some(9) {
+                kills += 1;
+            }
+        }
+        assert!(
+            kills > 0,
+            "{backend:?}: at least one run was killed mid-way"
+        );
+        ingest(&db, &[&stream]);
+        oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&log]));
+    }
+}
+
+#[test]
+fn two_ingestions_of_one_stream_at_once_count_it_once() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let log = db.dir().join("same.log");
+        let stream = nats.url(&format!("W{}", backend as u8));
+        generate_to(&stream, 100_000, 9);
+        generate_to(log.to_str().unwrap(), 100_000, 9);
+        let runs: Vec<Child> = (0..2)
+            .map(|_| {
+                ingest_command(&db.url)
+                    .env("LOGSTATS_UNIT_BYTES", "100000")
+                    .env("LOGSTATS_COMMIT_INTERVAL", "0.001")
+                    .arg(&stream)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for run in runs {
+            // One may be refused (the other moved the stream's position first): it commits nothing.
+            let output = run.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                output.status.success() || stderr.contains("another"),
+                "{backend:?}: {stderr}"
+            );
+        }
+        ingest(&db, &[&stream]);
+        oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&log]));
+    }
+}
+
+#[test]
+fn following_a_stream_ingests_what_is_published_while_it_runs() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let stream = nats.url("F");
+    let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
+    generate_to(&stream, 10_000, 10);
+    generate_to(logs[0].to_str().unwrap(), 10_000, 10);
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.05"])
+        .arg(&stream)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(1, PATIENCE));
+    generate_to(&stream, 10_000, 11);
+    generate_to(logs[1].to_str().unwrap(), 10_000, 11);
+    let want = text_of(&[&logs[0], &logs[1]]);
+    eventually_matches(&db.url, &want, PATIENCE).expect("what was published meanwhile is read");
+    signal(follower.id(), "TERM");
+    assert!(follower.wait().unwrap().success());
+    eventually_matches(&db.url, &want, std::time::Duration::ZERO).expect("all of it, once");
+}
+
+#[test]
+fn messages_the_stream_dropped_before_they_were_read_are_reported_with_their_count() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let url = nats.url("R");
+    block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "R".to_string(),
+                subjects: vec!["R.>".to_string()],
+                max_messages: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for i in 0..5 {
+            let line = format!("2024-09-0{} 10:00:00 cust_1 /x 200 0.100", i + 1);
+            jetstream
+                .publish("R.a", line.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let stderr = ingest(&db, &[&url]);
+    assert!(
+        stderr.contains(&format!(
+            "note: {url}: 2 messages (sequences 1-2) were removed from the stream"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ingested 3 lines"), "{stderr}");
+}
+
+#[test]
+fn credentials_in_a_stream_url_never_appear_in_output() {
+    let Some(nats) = NatsServer::start(&["--user", "ann", "--pass", "s3cret"]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let with_password = format!("nats://ann:s3cret@127.0.0.1:{}/C", nats.port);
+    generate_to(&with_password, 1_000, 12);
+    let output = Command::new(binary())
+        .args(["ingest", "--json", "--database", &db.url, &with_password])
+        .output()
+        .unwrap();
+    let everything = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{everything}");
+    assert!(everything.contains("ingested 1000 lines"), "{everything}");
+    assert!(!everything.contains("s3cret"), "{everything}");
+    let wrong = format!("nats://ann:wrong-s3cret@127.0.0.1:{}/C", nats.port);
+    let refused = Command::new(binary())
+        .args(["ingest", "--database", &db.url, &wrong])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{}", nats.port)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_two_process_cluster_reading_a_stream_gives_the_numbers_of_one_process() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let log = db.dir().join("same.log");
+    let stream = nats.url("CL");
+    generate_to(&stream, 80_000, 13);
+    generate_to(log.to_str().unwrap(), 80_000, 13);
+    let hostfile = db.dir().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let processes: Vec<Child> = (0..2)
+        .map(|id| {
+            ingest_command(&db.url)
+                .env("LOGSTATS_UNIT_BYTES", "100000")
+                .args(["--workers", "2", "--processes", "2", "--process-id"])
+                .arg(id.to_string())
+                .arg("--hostfile")
+                .arg(&hostfile)
+                .arg(&stream)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for process in processes {
+        let output = process.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&log]));
+}
+
+/// `logstats ship ARGS... STREAM` with a fixed host name.
+fn ship_command(paths: &[&Path], stream: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(["ship", "--host", "web1"])
+        .args(paths)
+        .arg(stream)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn shipped_files_arrive_exactly_once_through_reruns_appends_rotation_and_a_kill() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = db.dir().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let stream = nats.url("SHIP");
+    let all = generated_log(db.dir(), "all.log", 120_000, 14);
+    let text = std::fs::read_to_string(&all).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let live = dir.join("access.log");
+    // A first part, with a last line still being written.
+    let cut = 40_000;
+    let mut first = lines[..cut].join("\n");
+    first.push('\n');
+    first.push_str(&lines[cut][..10]);
+    std::fs::write(&live, &first).unwrap();
+    let shipped = ship_command(&[&dir], &stream).output().unwrap();
+    let stderr = String::from_utf8_lossy(&shipped.stderr);
+    assert!(shipped.status.success(), "{stderr}");
+    assert!(stderr.contains("shipped 40000 lines"), "{stderr}");
+    assert!(stderr.contains("without a newline"), "{stderr}");
+    // The rest of that line and more; then the file is rotated and a new one started.
+    let mut rest = lines[cut][10..].to_string();
+    rest.push('\n');
+    rest.push_str(&lines[cut + 1..80_000].join("\n"));
+    rest.push('\n');
+    append(&live, &rest);
+    // A kill -9 once part of it is in the stream, then a rerun.
+    let mut child = ship_command(&[&dir], &stream).spawn().unwrap();
+    let stream_before = message_count(&nats, "SHIP");
+    while message_count(&nats, "SHIP") == stream_before && child.try_wait().unwrap().is_none() {
+        std::thread::yield_now();
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    std::fs::rename(&live, dir.join("access.log.1")).unwrap();
+    let mut newer = lines[80_000..].join("\n");
+    newer.push('\n');
+    std::fs::write(&live, newer).unwrap();
+    let rerun = ship_command(&[&dir], &stream).output().unwrap();
+    assert!(rerun.status.success(), "{rerun:?}");
+    // Nothing left to ship: a rerun publishes nothing.
+    let idle = ship_command(&[&dir], &stream).output().unwrap();
+    let idle = String::from_utf8_lossy(&idle.stderr);
+    assert!(idle.contains("shipped 0 lines"), "{idle}");
+    ingest(&db, &[&stream]);
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+}
+
+#[test]
+fn ship_waits_for_a_server_that_is_down_and_loses_nothing() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 30_000, 15);
+    let stream = nats.url("DOWN");
+    let (port, store) = nats.stop();
+    let mut child = ship_command(&[&log], &stream).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = stderr.next().unwrap().unwrap();
+    assert!(
+        warning.contains("retrying until it answers") && warning.contains(&port.to_string()),
+        "{warning}"
+    );
+    let nats = NatsServer::on(port, store, &[]);
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("shipped 30000 lines")),
+        "{rest:?}"
+    );
+    ingest(&db, &[&nats.url("DOWN")]);
+    oracle::assert_rows_match_text(&all_rows(&db.url), &std::fs::read_to_string(&log).unwrap());
+}
+
+/// Messages the stream holds now.
+fn message_count(nats: &NatsServer, stream: &str) -> u64 {
+    block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        match jetstream.get_stream(stream).await {
+            Ok(mut stream) => stream.info().await.unwrap().state.messages,
+            Err(_) => 0,
+        }
+    })
+}
