@@ -126,10 +126,11 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
     loop {
         let tick = Instant::now() + config.interval;
         let found = source::discover(&config.inputs, pattern.as_ref())?;
-        if found.sources.is_empty() && !config.follow {
-            if let Some(problem) = found.problems.first() {
-                anyhow::bail!("{problem}");
-            }
+        if found.sources.is_empty()
+            && !config.follow
+            && let Some(problem) = found.problems.first()
+        {
+            anyhow::bail!("{problem}");
         }
         shipper.report.problems = found.problems;
         shipper.report.waiting.clear();
