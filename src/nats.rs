@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
@@ -385,9 +384,18 @@ impl Reader {
                 }
                 anyhow::Ok(fetched)
             });
-            let fetched = fetched.with_context(|| format!("reading {key}"))?;
+            // The consumer may be gone (a server restart): the next read makes a new one, from
+            // the position of the messages returned.
+            let fetched = match fetched {
+                Ok(fetched) => fetched,
+                Err(_) if !messages.is_empty() => return Ok(messages),
+                Err(error) => return Err(error.context(format!("reading {key}"))),
+            };
             if fetched.is_empty() {
-                break;
+                // Caught up. Nothing may also come from a consumer the server lost (a restart),
+                // so the next read starts a new one from the position.
+                self.delete(&consumer);
+                return Ok(messages);
             }
             for (sequence, payload) in fetched {
                 if sequence > end {
@@ -404,6 +412,18 @@ impl Reader {
             self.consumer = Some(consumer);
         }
         Ok(messages)
+    }
+
+    /// Deletes a consumer no longer used (the server would after a while of inactivity).
+    fn delete(&self, consumer: &consumer::PullConsumer) {
+        let name = consumer.cached_info().name.clone();
+        let deleted = self.connection.stream().and_then(|stream| {
+            let runtime = &self.connection.runtime;
+            Ok(runtime.block_on(stream.delete_consumer(&name))?)
+        });
+        if let Err(error) = deleted {
+            tracing::debug!("deleting consumer {name}: {error:#}");
+        }
     }
 
     fn create_consumer(&self) -> anyhow::Result<consumer::PullConsumer> {

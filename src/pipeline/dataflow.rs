@@ -95,7 +95,9 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         .iter()
         .map(|input| crate::nats::StreamUrl::parse(input))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut found = source::discover(&paths, glob_pattern(&config)?.as_ref())?;
+    // From here on, the inputs are the paths (follow mode rescans them); streams are planned apart.
+    config.inputs = paths;
+    let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
     let mut own_files: Vec<(PathBuf, &'static str)> = store
         .own_files()
         .into_iter()

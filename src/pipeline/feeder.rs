@@ -27,6 +27,8 @@ pub(super) struct Feeder {
     epoch: u64,
     /// Worker 0's reading of the stream inputs.
     streams: Option<StreamFeed>,
+    /// Following: the last read of a stream failed (and was reported).
+    stream_down: bool,
 }
 
 impl Feeder {
@@ -37,6 +39,7 @@ impl Feeder {
             aggregator,
             epoch: 0,
             streams: None,
+            stream_down: false,
         }
     }
 
@@ -155,7 +158,20 @@ impl Feeder {
             // A stream that had more than an epoch's worth waiting is read on without a pause.
             let mut more = false;
             if !stopping {
-                more = self.read_streams(input, chunks, job)?;
+                // A stream server that restarts or goes away is waited for, said once.
+                match self.read_streams(input, chunks, job) {
+                    Ok(read) => {
+                        if std::mem::take(&mut self.stream_down) {
+                            tracing::warn!("the stream answers again");
+                        }
+                        more = read;
+                    }
+                    Err(error) if !self.stream_down => {
+                        tracing::warn!("{error:#}; retrying every --flush-interval");
+                        self.stream_down = true;
+                    }
+                    Err(_) => {}
+                }
             }
             self.advance(worker, input, chunks);
             if stopping {

@@ -479,3 +479,85 @@ fn message_count(nats: &NatsServer, stream: &str) -> u64 {
         }
     })
 }
+
+#[test]
+fn shipping_in_follow_mode_sends_appends_rotations_and_new_files_as_they_come() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = db.dir().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let stream = nats.url("FOLLOW");
+    let text = std::fs::read_to_string(generated_log(db.dir(), "all.log", 4_000, 16)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        lines[range].iter().map(|l| format!("{l}\n")).collect()
+    };
+    let live = dir.join("access.log");
+    append(&live, &chunk(0..1000));
+    let mut shipper = ship_command(&[&dir], &stream)
+        .args(["--follow", "--interval", "0.05"])
+        .spawn()
+        .unwrap();
+    let mut seen = chunk(0..1000);
+    let mut shipped_up_to = |seen: &str| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            ingest(&db, &[&stream]);
+            if eventually_matches(&db.url, seen, std::time::Duration::ZERO).is_ok() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "shipped in time");
+        }
+    };
+    shipped_up_to(&seen);
+    // An append with a partial last line, then its rest.
+    let next = chunk(1000..2000);
+    append(&live, &next[..next.len() - 5]);
+    append(&live, &next[next.len() - 5..]);
+    seen.push_str(&next);
+    shipped_up_to(&seen);
+    // Rotation: the old file gets more lines after its rename, a new one starts.
+    std::fs::rename(&live, dir.join("access.log.1")).unwrap();
+    append(&dir.join("access.log.1"), &chunk(2000..2500));
+    append(&live, &chunk(2500..3000));
+    seen.push_str(&chunk(2000..3000));
+    shipped_up_to(&seen);
+    // Truncation (copytruncate): the file is shipped again from its start.
+    std::fs::write(dir.join("access.log.1"), chunk(3000..4000)).unwrap();
+    seen.push_str(&chunk(3000..4000));
+    shipped_up_to(&seen);
+    signal(shipper.id(), "TERM");
+    let output = shipper.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn following_a_stream_rides_out_a_server_restart() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let stream = nats.url("RESTART");
+    let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
+    generate_to(&stream, 5_000, 17);
+    generate_to(logs[0].to_str().unwrap(), 5_000, 17);
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.05"])
+        .arg(&stream)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(1, PATIENCE));
+    eventually_matches(&db.url, &text_of(&[&logs[0]]), PATIENCE).expect("the backlog");
+    let (port, store) = nats.stop();
+    let nats = NatsServer::on(port, store, &[]);
+    generate_to(&nats.url("RESTART"), 5_000, 18);
+    generate_to(logs[1].to_str().unwrap(), 5_000, 18);
+    let want = text_of(&[&logs[0], &logs[1]]);
+    eventually_matches(&db.url, &want, PATIENCE).expect("what came after the restart");
+    signal(follower.id(), "TERM");
+    assert!(follower.wait().unwrap().success());
+    eventually_matches(&db.url, &want, std::time::Duration::ZERO).expect("all of it, once");
+}
