@@ -496,12 +496,12 @@ fn shipping_in_follow_mode_sends_appends_rotations_and_new_files_as_they_come() 
     };
     let live = dir.join("access.log");
     append(&live, &chunk(0..1000));
-    let mut shipper = ship_command(&[&dir], &stream)
+    let shipper = ship_command(&[&dir], &stream)
         .args(["--follow", "--interval", "0.05"])
         .spawn()
         .unwrap();
     let mut seen = chunk(0..1000);
-    let mut shipped_up_to = |seen: &str| {
+    let shipped_up_to = |seen: &str| {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             ingest(&db, &[&stream]);
