@@ -119,6 +119,7 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
         config,
         stop: &stop,
         files: HashMap::new(),
+        gzip_done: HashMap::new(),
         report: ShipReport::default(),
     };
     shipper.connection.create_stream()?;
@@ -198,6 +199,8 @@ struct Shipper<'a> {
     stop: &'a AtomicBool,
     /// By file: where its shipping stands (read from the stream when first seen).
     files: HashMap<FileId, Shipped>,
+    /// Compressed files shipped to their end, with their size then: not decompressed again.
+    gzip_done: HashMap<FileId, u64>,
     report: ShipReport,
 }
 
@@ -260,6 +263,9 @@ impl Shipper<'_> {
             }
         };
         let size = file.metadata()?.len();
+        if gzip && self.gzip_done.get(&id) == Some(&size) {
+            return Ok(());
+        }
         let mut position = shipped;
         // The same file as shipped (same first bytes, not shorter): go on; else start again.
         let same =
@@ -284,11 +290,14 @@ impl Shipper<'_> {
         };
         let result = self.ship_lines(lines, &subject, path, gzip, &mut position);
         self.files.insert(id, position);
-        result
+        if gzip && result.as_ref().is_ok_and(|&whole| whole) {
+            self.gzip_done.insert(id, size);
+        }
+        result.map(drop)
     }
 
     /// Publishes the lines after `position.end`, a message at a time, moving `position` on as the
-    /// stream stores each.
+    /// stream stores each; true when it reached the end of the file's lines.
     fn ship_lines(
         &mut self,
         mut lines: Box<dyn BufRead>,
@@ -296,12 +305,13 @@ impl Shipper<'_> {
         path: &Path,
         gzip: bool,
         position: &mut Shipped,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         std::io::copy(&mut (&mut lines).take(position.end), &mut std::io::sink())?;
         let mut offset = position.end;
         let mut payload = Vec::with_capacity(MESSAGE_BYTES);
         let mut count = 0;
         let mut line = Vec::new();
+        let mut whole = true;
         loop {
             line.clear();
             let read = match lines.read_until(b'\n', &mut line) {
@@ -313,6 +323,7 @@ impl Shipper<'_> {
                         shown_path(path),
                         source::plain_io_error(&error)
                     ));
+                    whole = false;
                     break;
                 }
                 Err(error) => return Err(error.into()),
@@ -342,7 +353,7 @@ impl Shipper<'_> {
         if !payload.is_empty() {
             self.publish(subject, path, position, offset, &payload, count)?;
         }
-        Ok(())
+        Ok(whole && !self.stop.load(Ordering::SeqCst))
     }
 
     /// Publishes the lines of `payload` (file bytes `position.end..end`) and moves the position on.

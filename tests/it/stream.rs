@@ -406,10 +406,18 @@ fn shipped_files_arrive_exactly_once_through_reruns_appends_rotation_and_a_kill(
     first.push('\n');
     first.push_str(&lines[cut][..10]);
     std::fs::write(&live, &first).unwrap();
+    // An older, compressed log beside it.
+    let old_text = std::fs::read_to_string(generated_log(db.dir(), "old.log", 5_000, 19)).unwrap();
+    let mut gzip = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join("access.log.2.gz")).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut gzip, old_text.as_bytes()).unwrap();
+    gzip.finish().unwrap();
     let shipped = ship_command(&[&dir], &stream).output().unwrap();
     let stderr = String::from_utf8_lossy(&shipped.stderr);
     assert!(shipped.status.success(), "{stderr}");
-    assert!(stderr.contains("shipped 40000 lines"), "{stderr}");
+    assert!(stderr.contains("shipped 45000 lines"), "{stderr}");
     assert!(stderr.contains("without a newline"), "{stderr}");
     // The rest of that line and more; then the file is rotated and a new one started.
     let mut rest = lines[cut][10..].to_string();
@@ -436,7 +444,7 @@ fn shipped_files_arrive_exactly_once_through_reruns_appends_rotation_and_a_kill(
     let idle = String::from_utf8_lossy(&idle.stderr);
     assert!(idle.contains("shipped 0 lines"), "{idle}");
     ingest(&db, &[&stream]);
-    oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+    oracle::assert_rows_match_text(&all_rows(&db.url), &format!("{text}{old_text}"));
 }
 
 #[test]
