@@ -194,6 +194,8 @@ impl Connection {
         Ok(Bounds {
             first: info.state.first_sequence,
             last: info.state.last_sequence,
+            messages: info.state.messages,
+            bytes: info.state.bytes,
         })
     }
 
@@ -314,12 +316,24 @@ impl std::io::Write for LinePublisher {
 pub struct Bounds {
     pub first: u64,
     pub last: u64,
+    /// Messages and bytes it holds (headers included).
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 impl Bounds {
     /// Messages after `position` that the stream dropped (retention) before they were read.
     pub fn dropped_after(&self, position: u64) -> u64 {
         self.first.saturating_sub(position + 1)
+    }
+
+    /// About how many bytes the messages after `position` hold (for a progress bar).
+    pub fn bytes_after(&self, position: u64) -> u64 {
+        let unread = self
+            .last
+            .saturating_sub(position.max(self.first.saturating_sub(1)));
+        let per_message = self.bytes as f64 / self.messages.max(1) as f64;
+        (unread.min(self.messages) as f64 * per_message) as u64
     }
 }
 
@@ -491,10 +505,15 @@ mod tests {
         let bounds = Bounds {
             first: 11,
             last: 20,
+            messages: 10,
+            bytes: 1000,
         };
         assert_eq!(bounds.dropped_after(0), 10);
         assert_eq!(bounds.dropped_after(4), 6);
         assert_eq!(bounds.dropped_after(10), 0);
         assert_eq!(bounds.dropped_after(15), 0);
+        assert_eq!(bounds.bytes_after(0), 1000);
+        assert_eq!(bounds.bytes_after(15), 500);
+        assert_eq!(bounds.bytes_after(20), 0);
     }
 }

@@ -444,7 +444,8 @@ pub(super) fn progress_bar(job: &Arc<Job>) -> Option<indicatif::ProgressBar> {
     if !job.config.progress_bar {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(job.plan.total_bytes());
+    let stream_bytes: u64 = job.streams.iter().map(|s| s.bytes).sum();
+    let bar = indicatif::ProgressBar::new(job.plan.total_bytes() + stream_bytes);
     let style = indicatif::ProgressStyle::with_template(
         "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ETA {eta}",
     )

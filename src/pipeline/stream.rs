@@ -68,6 +68,8 @@ pub struct PlannedStream {
     pub end: u64,
     /// Messages up to this sequence that the stream no longer holds were noted already.
     pub noted_through: u64,
+    /// About how many bytes there are to read (batch mode).
+    pub bytes: u64,
 }
 
 impl PlannedStream {
@@ -87,6 +89,7 @@ impl PlannedStream {
             url,
             start,
             noted_through: start.max(bounds.first.saturating_sub(1)),
+            bytes: bounds.bytes_after(start),
         })
     }
 }
