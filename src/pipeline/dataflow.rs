@@ -23,7 +23,7 @@ use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
-use super::stream::{Chunk, PlannedStream};
+use super::stream::{Chunk, PlannedStream, StreamAddress};
 use super::{ClusterPart, IngestConfig, IngestReport};
 use crate::store::{FileProgress, Store};
 
@@ -86,15 +86,14 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         .build()?;
     let store = runtime.block_on(Store::connect(&config.database_url))?;
     let stored = runtime.block_on(store.progress())?;
-    let (stream_inputs, paths): (Vec<String>, Vec<String>) = config
-        .inputs
-        .iter()
-        .cloned()
-        .partition(|input| crate::nats::StreamUrl::is_stream(input));
-    let stream_urls = stream_inputs
-        .iter()
-        .map(|input| crate::nats::StreamUrl::parse(input))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut stream_addresses = Vec::new();
+    let mut paths = Vec::new();
+    for input in &config.inputs {
+        match StreamAddress::parse(input)? {
+            Some(address) => stream_addresses.push(address),
+            None => paths.push(input.clone()),
+        }
+    }
     // From here on, the inputs are the paths (follow mode rescans them); streams are planned apart.
     config.inputs = paths;
     let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
@@ -116,7 +115,7 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
             .map(|p| (p, "the --rejects file")),
     );
     if found.sources.is_empty()
-        && stream_urls.is_empty()
+        && stream_addresses.is_empty()
         && let Some(problem) = found.problems.first()
         && !config.follow
     {
@@ -133,9 +132,9 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     // Only worker 0, on the committing process, reads streams.
     let commits = config.cluster.as_ref().is_none_or(|c| c.process_id == 0);
     let streams = match commits {
-        true => stream_urls
+        true => stream_addresses
             .into_iter()
-            .map(|url| PlannedStream::plan(url, &stored, config.follow, &mut plan.notes))
+            .map(|address| PlannedStream::plan(address, &stored, config.follow, &mut plan.notes))
             .collect::<anyhow::Result<Vec<_>>>()?,
         false => Vec::new(),
     };

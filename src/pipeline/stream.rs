@@ -3,15 +3,78 @@
 //! and aggregates a share; the last sequence read is a progress row like a file's offset, committed
 //! in the same transaction as the groups of its messages.
 //!
-//! Only this module knows a stream is NATS: another log stream (Kafka) would be one more reader
-//! behind [`StreamFeed`].
+//! A stream is anything behind [`LogStream`]: messages in sequence order, read on from a position.
+//! NATS JetStream is the one kind today ([`StreamAddress::Nats`]); another (Kafka, a partition's
+//! offsets as sequences) would be one more variant and one more implementation.
 
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Aggregator, Position};
 use super::reader::MAX_LINE_BYTES;
-use crate::nats::{Reader, StreamUrl};
+use crate::nats::{Bounds, Message, StreamUrl};
 use crate::store::{FileId, FileProgress, StoredProgress};
+
+/// A log stream, read in sequence order from a position (the last sequence read).
+pub trait LogStream {
+    /// The last sequence read.
+    fn position(&self) -> u64;
+    /// The next messages up to sequence `end`, about `max_bytes` of them; empty when there are
+    /// none now (it never waits for new ones).
+    fn read(&mut self, end: u64, max_bytes: usize) -> anyhow::Result<Vec<Message>>;
+    /// The sequences the stream holds now.
+    fn bounds(&self) -> anyhow::Result<Bounds>;
+}
+
+impl LogStream for crate::nats::Reader {
+    fn position(&self) -> u64 {
+        self.position()
+    }
+
+    fn read(&mut self, end: u64, max_bytes: usize) -> anyhow::Result<Vec<Message>> {
+        self.read(end, max_bytes)
+    }
+
+    fn bounds(&self) -> anyhow::Result<Bounds> {
+        self.connection().bounds()
+    }
+}
+
+/// Where a stream input is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamAddress {
+    Nats(StreamUrl),
+}
+
+impl StreamAddress {
+    /// The stream a command-line input names; `None` when it names a path.
+    pub fn parse(input: &str) -> anyhow::Result<Option<StreamAddress>> {
+        if StreamUrl::is_stream(input) {
+            return Ok(Some(StreamAddress::Nats(StreamUrl::parse(input)?)));
+        }
+        Ok(None)
+    }
+
+    /// How it is named in output and in the progress table (never with credentials).
+    pub fn key(&self) -> String {
+        match self {
+            StreamAddress::Nats(url) => url.key(),
+        }
+    }
+
+    /// Whether every sequence after the first is one of its messages, so that a gap is messages
+    /// dropped (not so when a subject filter picks some of the stream's messages).
+    fn dense(&self) -> bool {
+        match self {
+            StreamAddress::Nats(url) => url.subject.is_none(),
+        }
+    }
+
+    fn open(&self, position: u64) -> anyhow::Result<Box<dyn LogStream>> {
+        match self {
+            StreamAddress::Nats(url) => Ok(Box::new(crate::nats::Reader::open(url, position)?)),
+        }
+    }
+}
 
 /// A share of a stream's messages for one worker to parse.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -61,7 +124,7 @@ pub fn feed_message(payload: &[u8], aggregator: &mut Aggregator) {
 /// A stream this run reads: where it starts, and (batch mode) the last sequence it reads.
 #[derive(Clone, Debug)]
 pub struct PlannedStream {
-    pub url: StreamUrl,
+    pub address: StreamAddress,
     /// The last sequence read by earlier runs (its progress row's offset; 0 for none).
     pub start: u64,
     /// Batch mode: the stream's last sequence when the run started. Following: unbounded.
@@ -73,20 +136,20 @@ pub struct PlannedStream {
 }
 
 impl PlannedStream {
-    /// Plans reading `url` on from its stored position; notes messages the stream dropped before
-    /// they were read.
+    /// Plans reading `address` on from its stored position; notes messages the stream dropped
+    /// before they were read.
     pub fn plan(
-        url: StreamUrl,
+        address: StreamAddress,
         stored: &std::collections::BTreeMap<String, StoredProgress>,
         follow: bool,
         notes: &mut Vec<String>,
     ) -> anyhow::Result<PlannedStream> {
-        let start = stored.get(&url.key()).map_or(0, |p| p.offset);
-        let bounds = crate::nats::Connection::open(&url)?.bounds()?;
-        notes.extend(dropped_note(&url, start, bounds));
+        let start = stored.get(&address.key()).map_or(0, |p| p.offset);
+        let bounds = address.open(start)?.bounds()?;
+        notes.extend(dropped_note(&address, start, bounds));
         Ok(PlannedStream {
             end: if follow { u64::MAX } else { bounds.last },
-            url,
+            address,
             start,
             noted_through: start.max(bounds.first.saturating_sub(1)),
             bytes: bounds.bytes_after(start),
@@ -95,18 +158,18 @@ impl PlannedStream {
 }
 
 /// What to say of the messages after `position` the stream no longer holds.
-fn dropped_note(url: &StreamUrl, position: u64, bounds: crate::nats::Bounds) -> Option<String> {
+fn dropped_note(address: &StreamAddress, position: u64, bounds: Bounds) -> Option<String> {
     let dropped = bounds.dropped_after(position);
     (dropped > 0).then(|| {
-        let whose = if url.subject.is_some() {
-            "up to that many of them of its subject"
-        } else {
+        let whose = if address.dense() {
             "never ingested"
+        } else {
+            "up to that many of them of its subject"
         };
         format!(
             "{}: {dropped} messages (sequences {}-{}) were removed from the stream (its retention) \
              before they were read: {whose}",
-            url.key(),
+            address.key(),
             position + 1,
             bounds.first - 1
         )
@@ -115,7 +178,7 @@ fn dropped_note(url: &StreamUrl, position: u64, bounds: crate::nats::Bounds) -> 
 
 /// Worker 0's reading of every stream input.
 pub(super) struct StreamFeed {
-    streams: Vec<(PlannedStream, Reader)>,
+    streams: Vec<(PlannedStream, Box<dyn LogStream>)>,
     /// Where each stream's progress row stands once the epochs sent so far commit.
     committed: Vec<u64>,
 }
@@ -132,7 +195,7 @@ impl StreamFeed {
     pub fn open(streams: &[PlannedStream]) -> anyhow::Result<StreamFeed> {
         let readers = streams
             .iter()
-            .map(|planned| Ok((planned.clone(), Reader::open(&planned.url, planned.start)?)))
+            .map(|planned| Ok((planned.clone(), planned.address.open(planned.start)?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(StreamFeed {
             committed: streams.iter().map(|s| s.start).collect(),
@@ -158,15 +221,18 @@ impl StreamFeed {
                 continue;
             };
             // Without a subject filter, a gap in the sequences is messages the stream dropped.
-            if first > planned.noted_through + 1 && planned.url.subject.is_none() {
-                let bounds = reader.connection().bounds()?;
-                read.notes
-                    .extend(dropped_note(&planned.url, planned.noted_through, bounds));
+            if first > planned.noted_through + 1 && planned.address.dense() {
+                let bounds = reader.bounds()?;
+                read.notes.extend(dropped_note(
+                    &planned.address,
+                    planned.noted_through,
+                    bounds,
+                ));
             }
             planned.noted_through = reader.position();
             budget = budget.saturating_sub(messages.iter().map(|(_, m)| m.len()).sum());
             read.progress.push(FileProgress {
-                path: planned.url.key(),
+                path: planned.address.key(),
                 expected_offset: *committed,
                 from: *committed,
                 offset: reader.position(),
@@ -181,14 +247,14 @@ impl StreamFeed {
             });
             *committed = reader.position();
             read.chunks
-                .extend(share(&planned.url.key(), messages, workers));
+                .extend(share(&planned.address.key(), messages, workers));
         }
         Ok(read)
     }
 }
 
 /// Deals `messages` out to `workers` chunks of about equal bytes, in sequence order.
-fn share(source: &str, messages: Vec<(u64, Vec<u8>)>, workers: usize) -> Vec<Chunk> {
+fn share(source: &str, messages: Vec<Message>, workers: usize) -> Vec<Chunk> {
     let total: usize = messages.iter().map(|(_, m)| m.len()).sum();
     let per_worker = total.div_ceil(workers.max(1)).max(1);
     let mut chunks: Vec<Chunk> = Vec::new();
