@@ -68,7 +68,7 @@ fn generate_log(args: &GenerateArgs) -> anyhow::Result<()> {
     let config = args.config();
     match &args.output {
         Some(path) if crate::nats::StreamUrl::is_stream(&path.to_string_lossy()) => {
-            let url = crate::nats::StreamUrl::parse(&path.to_string_lossy())?;
+            let url = crate::nats::StreamUrl::parse(&path.to_string_lossy())?.for_publishing()?;
             let published = crate::generate::publish(&config, &url)?;
             eprintln!(
                 "published {} lines in {published} messages to {}",

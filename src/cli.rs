@@ -230,15 +230,18 @@ impl ShipArgs {
         );
         let host = match &self.host {
             Some(host) => {
-                let token = crate::ship::subject_token(host);
-                anyhow::ensure!(!token.is_empty(), "--host must not be empty");
-                token
+                // Not made to fit: two names made alike would share subjects.
+                anyhow::ensure!(
+                    !host.is_empty() && *host == crate::ship::subject_token(host),
+                    "--host is one word of ASCII letters, digits, - and _"
+                );
+                host.clone()
             }
             None => crate::ship::default_host(),
         };
         Ok(crate::ship::ShipConfig {
             inputs: paths.to_vec(),
-            url: crate::nats::StreamUrl::parse(stream)?,
+            url: crate::nats::StreamUrl::parse(stream)?.for_publishing()?,
             host,
             follow: self.follow,
             interval: Duration::from_secs_f64(self.interval),

@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOGSTATS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,async_nats=off")),
         )
         .with_writer(std::io::stderr)
         // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).

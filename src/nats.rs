@@ -41,29 +41,42 @@ impl StreamUrl {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<StreamUrl> {
-        // Never quote `text` in an error: it may hold a password.
-        let url = url::Url::parse(text.trim())
-            .map_err(|e| anyhow::anyhow!("invalid stream URL ({e}): expected {}", Self::FORM))?;
-        anyhow::ensure!(url.scheme() == "nats", "expected {}", Self::FORM);
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
-            anyhow::anyhow!("the stream URL has no host: expected {}", Self::FORM)
-        })?;
+        let text = text.trim();
+        // An error names the URL without anything before an `@` (credentials, or what a parser
+        // could take for a host when a password holds an unescaped `/`, `?` or `#`).
+        let shown = match text.rfind('@') {
+            Some(at) => format!("nats://…@{}", &text[at + 1..]),
+            None => text.to_string(),
+        };
+        let fail = |why: &str| {
+            anyhow::anyhow!(
+                "{shown}: {why} (expected {}; characters such as / ? # @ in a password are \
+                 written %2F %3F %23 %40)",
+                Self::FORM
+            )
+        };
+        let url = url::Url::parse(text).map_err(|e| fail(&format!("not a URL: {e}")))?;
+        if url.scheme() != "nats" {
+            return Err(fail("not a nats:// URL"));
+        }
+        let host = url.host_str().filter(|h| !h.is_empty());
+        let host = host.ok_or_else(|| fail("no host"))?;
         let server = format!("{host}:{}", url.port().unwrap_or(4222));
         let stream = url.path().trim_start_matches('/').to_string();
-        anyhow::ensure!(
-            !stream.is_empty()
-                && !stream.contains(['.', '*', '>', '/', ' ', '\t', '\\'])
-                && stream.is_ascii(),
-            "nats://{server}/{stream}: a stream name is one word of ASCII letters, digits, - and _ \
-             (expected {})",
-            Self::FORM
-        );
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if stream.is_empty() || !stream.chars().all(word) {
+            return Err(fail(
+                "a stream name is one word of ASCII letters, digits, - and _",
+            ));
+        }
         let mut subject = None;
         for (name, value) in url.query_pairs() {
-            anyhow::ensure!(
-                name == "subject" && !value.is_empty() && !value.contains(' '),
-                "nats://{server}/{stream}: the only query parameter is subject=SUBJECT"
-            );
+            if name != "subject" || subject.is_some() {
+                return Err(fail("the only query parameter is subject=SUBJECT, once"));
+            }
+            if value.is_empty() || value.contains(char::is_whitespace) {
+                return Err(fail("a subject is not empty and holds no spaces"));
+            }
             subject = Some(value.into_owned());
         }
         let credentials = (!url.username().is_empty()).then(|| {
@@ -76,6 +89,18 @@ impl StreamUrl {
             stream,
             subject,
         })
+    }
+
+    /// Refuses a subject prefix with wildcards: published subjects are literal.
+    pub fn for_publishing(self) -> anyhow::Result<StreamUrl> {
+        if let Some(subject) = &self.subject {
+            anyhow::ensure!(
+                !subject.contains(['*', '>']),
+                "{}: ?subject= names the prefix of the subjects published to, without * or >",
+                self.key()
+            );
+        }
+        Ok(self)
     }
 
     const FORM: &str = "nats://[USER:PASS@]HOST[:PORT]/STREAM[?subject=SUBJECT]";
@@ -114,6 +139,24 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// An error that trying again will not cure (credentials refused, a subject the stream does not
+/// take): whoever retries while the server is away gives up on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent(pub String);
+
+/// A publish refused because the subject's last message is not the one expected: another
+/// publisher wrote to the subject meanwhile.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: another publisher wrote to it meanwhile")]
+pub struct Conflict(pub String);
+
+/// The last message of a subject: its stream sequence and headers.
+pub struct LastMessage {
+    pub sequence: u64,
+    pub headers: HeaderMap,
+}
+
 /// A connection to the server of a stream URL.
 pub struct Connection {
     runtime: tokio::runtime::Runtime,
@@ -139,7 +182,18 @@ impl Connection {
         }
         let client = runtime
             .block_on(options.connect(url.server.as_str()))
-            .map_err(|e| anyhow::anyhow!("cannot reach NATS at nats://{}: {e}", url.server))?;
+            .map_err(|e| {
+                let refused = matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::AuthorizationViolation
+                        | async_nats::ConnectErrorKind::Authentication
+                );
+                let message = format!("cannot reach NATS at nats://{}: {e}", url.server);
+                match refused {
+                    true => anyhow::Error::new(Permanent(message)),
+                    false => anyhow::anyhow!(message),
+                }
+            })?;
         let jetstream = {
             let _context = runtime.enter();
             jetstream::new(client)
@@ -170,9 +224,14 @@ impl Connection {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        self.runtime
-            .block_on(self.jetstream.get_or_create_stream(config))
-            .map_err(|e| anyhow::anyhow!("{}: creating the stream: {e}", self.url.key()))?;
+        // Two publishers may create it at once: the one that loses finds it made.
+        let created = self
+            .runtime
+            .block_on(self.jetstream.get_or_create_stream(config));
+        if let Err(error) = created {
+            self.stream()
+                .map_err(|_| anyhow::anyhow!("{}: creating the stream: {error}", self.url.key()))?;
+        }
         Ok(())
     }
 
@@ -194,18 +253,22 @@ impl Connection {
         Ok(Bounds {
             first: info.state.first_sequence,
             last: info.state.last_sequence,
+            created: info.created.unix_timestamp_nanos() as u64,
             messages: info.state.messages,
             bytes: info.state.bytes,
         })
     }
 
     /// Publishes `payload` to `subject` and waits for the stream to store it; `id` makes a
-    /// repeated publish of the same message a no-op (the server's deduplication window).
-    /// Returns the message's sequence, or an error the caller may retry with the same `id`.
+    /// repeated publish of the same message a no-op (the server's deduplication window), and
+    /// `after` (the sequence of the subject's last message, 0 for none) makes it fail with
+    /// [`Conflict`] when another publisher wrote to the subject meanwhile. Returns the message's
+    /// sequence, or an error the caller may retry with the same `id`.
     pub fn publish(
         &self,
         subject: &str,
         id: Option<&str>,
+        after: Option<u64>,
         headers: &[(&str, String)],
         payload: Vec<u8>,
     ) -> anyhow::Result<u64> {
@@ -213,26 +276,45 @@ impl Connection {
         if let Some(id) = id {
             map.insert("Nats-Msg-Id", id);
         }
+        if let Some(sequence) = after {
+            map.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string());
+        }
         for (name, value) in headers {
             map.insert(*name, value.as_str());
         }
-        self.runtime.block_on(async {
+        let published = self.runtime.block_on(async {
             let ack = self
                 .jetstream
                 .publish_with_headers(subject.to_string(), map, payload.into())
                 .await?;
-            anyhow::Ok(ack.await?.sequence)
-        })
+            ack.await
+        });
+        use async_nats::jetstream::context::PublishErrorKind;
+        match published {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(Conflict(subject.to_string()).into())
+            }
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => Err(Permanent(format!(
+                "{}: no stream takes the subject {subject}",
+                self.url.key()
+            ))
+            .into()),
+            Err(e) => Err(anyhow::anyhow!("{}: publishing: {e}", self.url.key())),
+        }
     }
 
-    /// The headers of the last message of `subject`, when it has one.
-    pub fn last_headers(&self, subject: &str) -> anyhow::Result<Option<HeaderMap>> {
+    /// The last message of `subject`, when it has one.
+    pub fn last_message(&self, subject: &str) -> anyhow::Result<Option<LastMessage>> {
         let stream = self.stream()?;
         match self
             .runtime
             .block_on(stream.get_last_raw_message_by_subject(subject))
         {
-            Ok(message) => Ok(Some(message.headers)),
+            Ok(message) => Ok(Some(LastMessage {
+                sequence: message.sequence,
+                headers: message.headers,
+            })),
             Err(error)
                 if error.kind()
                     == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
@@ -273,7 +355,7 @@ impl LinePublisher {
     fn publish(&mut self, end: usize) -> std::io::Result<()> {
         let payload = self.pending[..end].to_vec();
         self.connection
-            .publish(&self.subject, None, &[], payload)
+            .publish(&self.subject, None, None, &[], payload)
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         self.pending.drain(..end);
         self.messages += 1;
@@ -311,11 +393,24 @@ impl std::io::Write for LinePublisher {
     }
 }
 
+/// The note for a stream found made anew (deleted and created again) after sequence `position`
+/// of its former self was read.
+pub fn made_anew(url: &StreamUrl, position: u64) -> String {
+    format!(
+        "{}: the stream was made anew since its sequence {position} was read (its sequences \
+         start again): read from its start",
+        url.key()
+    )
+}
+
 /// The sequences a stream holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
     pub first: u64,
     pub last: u64,
+    /// When the stream was created (Unix nanoseconds): a stream deleted and made again under the
+    /// same name starts its sequences anew.
+    pub created: u64,
     /// Messages and bytes it holds (headers included).
     pub messages: u64,
     pub bytes: u64,
@@ -345,15 +440,33 @@ pub struct Reader {
     connection: Connection,
     consumer: Option<consumer::PullConsumer>,
     position: u64,
+    /// The creation time of the stream the position is in (0: not known yet).
+    instance: u64,
+    /// What the reader found worth telling (a stream made anew).
+    notes: Vec<String>,
 }
 
 impl Reader {
-    pub fn open(url: &StreamUrl, position: u64) -> anyhow::Result<Reader> {
+    /// Reads on from `position` in the stream created at `instance` (0 when not known): a stream
+    /// found made anew since is read from its start.
+    pub fn open(url: &StreamUrl, position: u64, instance: u64) -> anyhow::Result<Reader> {
         Ok(Reader {
             connection: Connection::open(url)?,
             consumer: None,
             position,
+            instance,
+            notes: Vec::new(),
         })
+    }
+
+    /// The creation time of the stream being read.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    /// What the reader noted since the last call.
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     pub fn connection(&self) -> &Connection {
@@ -440,8 +553,17 @@ impl Reader {
         }
     }
 
-    fn create_consumer(&self) -> anyhow::Result<consumer::PullConsumer> {
+    fn create_consumer(&mut self) -> anyhow::Result<consumer::PullConsumer> {
         let url = &self.connection.url;
+        let stream = self.connection.stream()?;
+        let created = stream.cached_info().created.unix_timestamp_nanos() as u64;
+        if self.instance != created {
+            if self.instance != 0 && self.position > 0 {
+                self.notes.push(made_anew(url, self.position));
+                self.position = 0;
+            }
+            self.instance = created;
+        }
         let config = consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: self.position + 1,
@@ -452,7 +574,6 @@ impl Reader {
             memory_storage: true,
             ..Default::default()
         };
-        let stream = self.connection.stream()?;
         self.connection
             .runtime
             .block_on(stream.create_consumer(config))
@@ -505,6 +626,7 @@ mod tests {
         let bounds = Bounds {
             first: 11,
             last: 20,
+            created: 1,
             messages: 10,
             bytes: 1000,
         };

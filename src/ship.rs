@@ -8,18 +8,16 @@
 //! with no state kept anywhere else; `Nats-Msg-Id` makes a retried publish a no-op, and a retry
 //! first asks the stream whether the message got there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
-
 use crate::errors::shown_path;
-use crate::nats::{Connection, StreamUrl};
+use crate::nats::{Conflict, Connection, LastMessage, Permanent, StreamUrl};
 use crate::pipeline::source::{self, Head, Source};
 use crate::store::FileId;
 
@@ -78,10 +76,14 @@ struct Shipped {
     end: u64,
     head: Head,
     generation: u64,
+    /// The stream sequence of the subject's last message (0 for none): the next publish expects
+    /// it, so that two shippers of one file cannot both write.
+    sequence: u64,
 }
 
 impl Shipped {
-    fn from_headers(headers: &HeaderMap) -> Option<Shipped> {
+    fn from_message(message: &LastMessage) -> Option<Shipped> {
+        let headers = &message.headers;
         let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string());
         let (hash, len) = get("Logstats-Head")?
             .split_once(':')
@@ -93,8 +95,25 @@ impl Shipped {
                 len: len?,
             },
             generation: get("Logstats-Generation")?.parse().ok()?,
+            sequence: message.sequence,
         })
     }
+
+    /// Whether the two say the same bytes of the same file are shipped (whatever the sequence).
+    fn same_place(&self, other: &Shipped) -> bool {
+        (self.end, self.head, self.generation) == (other.end, other.head, other.generation)
+    }
+}
+
+/// A file being shipped.
+struct Tracked {
+    /// Open while following, so that a file renamed or removed is still drained.
+    file: File,
+    path: PathBuf,
+    gzip: bool,
+    position: Shipped,
+    /// Compressed files shipped to their end, with their size then: not decompressed again.
+    gzip_done: Option<u64>,
 }
 
 /// Ships until every file is in the stream (or, following, until SIGINT/SIGTERM).
@@ -115,14 +134,13 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --glob: {e}"))?;
     let mut shipper = Shipper {
-        connection: connect_patiently(&config.url, &stop)?,
+        connection: patiently(&config.url, &stop, || Connection::open(&config.url))?,
         config,
         stop: &stop,
         files: HashMap::new(),
-        gzip_done: HashMap::new(),
         report: ShipReport::default(),
     };
-    shipper.connection.create_stream()?;
+    patiently(&config.url, &stop, || shipper.connection.create_stream())?;
     shipper.check_subjects()?;
     loop {
         let tick = Instant::now() + config.interval;
@@ -135,34 +153,43 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
         }
         shipper.report.problems = found.problems;
         shipper.report.waiting.clear();
+        let mut seen = HashSet::new();
         for source in &found.sources {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
             if let Source::File {
                 path, gzip, file, ..
             } = source
+                && !stop.load(Ordering::SeqCst)
             {
-                shipper.ship_file(path, *gzip, *file)?;
+                seen.insert(*file);
+                shipper.ship_found(path, *gzip, *file)?;
             }
         }
-        shipper.report.files = shipper.files.len();
+        // Files no longer found under any input name (renamed or moved away, removed) are
+        // drained from their open handles, then let go once they stop growing.
+        let gone: Vec<FileId> = shipper
+            .files
+            .keys()
+            .filter(|id| !seen.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if stop.load(Ordering::SeqCst) || !shipper.ship_tracked(id)? {
+                shipper.files.remove(&id);
+            }
+        }
+        shipper.report.files = shipper.report.files.max(seen.len());
         if !config.follow || stop.load(Ordering::SeqCst) {
             return Ok(shipper.report);
         }
         while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
-/// Connects, retrying with backoff (and saying so once) while the server does not answer.
-fn connect_patiently(url: &StreamUrl, stop: &AtomicBool) -> anyhow::Result<Connection> {
-    patiently(url, stop, || Connection::open(url))
-}
-
 /// Runs `attempt` until it succeeds, waiting longer each time (up to [`MAX_BACKOFF`]); says once
-/// that the server is not answering, and once that it answers again. Gives up only when stopped.
+/// that the server is not answering, and once that it answers again. Gives up when stopped, and
+/// at once on an error that trying again cannot cure ([`Permanent`], [`Conflict`]).
 fn patiently<T>(
     url: &StreamUrl,
     stop: &AtomicBool,
@@ -178,7 +205,13 @@ fn patiently<T>(
                 }
                 return Ok(value);
             }
-            Err(error) if stop.load(Ordering::SeqCst) => return Err(error),
+            Err(error)
+                if stop.load(Ordering::SeqCst)
+                    || error.is::<Permanent>()
+                    || error.is::<Conflict>() =>
+            {
+                return Err(error);
+            }
             Err(error) => {
                 if !said {
                     eprintln!(
@@ -186,7 +219,10 @@ fn patiently<T>(
                     );
                     said = true;
                 }
-                std::thread::sleep(wait);
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
         }
@@ -197,10 +233,8 @@ struct Shipper<'a> {
     connection: Connection,
     config: &'a ShipConfig,
     stop: &'a AtomicBool,
-    /// By file: where its shipping stands (read from the stream when first seen).
-    files: HashMap<FileId, Shipped>,
-    /// Compressed files shipped to their end, with their size then: not decompressed again.
-    gzip_done: HashMap<FileId, u64>,
+    /// The files being shipped, by identity.
+    files: HashMap<FileId, Tracked>,
     report: ShipReport,
 }
 
@@ -212,7 +246,7 @@ impl Shipper<'_> {
             device: 1,
             inode: 1,
         });
-        let subjects = self.connection.subjects()?;
+        let subjects = patiently(&self.config.url, self.stop, || self.connection.subjects())?;
         anyhow::ensure!(
             subjects.iter().any(|s| subject_matches(s, &sample)),
             "{} takes the subjects {} but ship publishes to {}: add that subject to the stream, \
@@ -237,63 +271,113 @@ impl Shipper<'_> {
         ))
     }
 
-    /// Ships what `path` has that the stream does not.
-    fn ship_file(&mut self, path: &Path, gzip: bool, id: FileId) -> anyhow::Result<()> {
-        let subject = self.subject(id);
-        let shipped = match self.files.get(&id) {
-            Some(shipped) => *shipped,
-            None => {
-                let headers = patiently(&self.config.url, self.stop, || {
-                    self.connection.last_headers(&subject)
-                })?;
-                headers
-                    .as_ref()
-                    .and_then(Shipped::from_headers)
-                    .unwrap_or_default()
-            }
-        };
-        let mut file = match File::open(path) {
-            Ok(file) => file,
-            Err(error) => {
-                let cause = source::plain_io_error(&error);
-                self.report
-                    .problems
-                    .push(format!("cannot read {}: {cause}", shown_path(path)));
-                return Ok(());
-            }
-        };
-        let size = file.metadata()?.len();
-        if gzip && self.gzip_done.get(&id) == Some(&size) {
-            return Ok(());
+    /// Where the stream says `subject`'s shipping stands.
+    fn position_in_stream(&self, subject: &str) -> anyhow::Result<Shipped> {
+        let last = patiently(&self.config.url, self.stop, || {
+            self.connection.last_message(subject)
+        })?;
+        Ok(match last {
+            Some(message) => Shipped::from_message(&message).unwrap_or(Shipped {
+                sequence: message.sequence,
+                ..Shipped::default()
+            }),
+            None => Shipped::default(),
+        })
+    }
+
+    /// Ships what the file found at `path` has that the stream does not.
+    fn ship_found(&mut self, path: &Path, gzip: bool, id: FileId) -> anyhow::Result<()> {
+        if !self.files.contains_key(&id) {
+            let file = match File::open(path) {
+                Ok(file) if source::file_id(&file.metadata()?) == id => file,
+                Ok(_) => return Ok(()), // replaced since it was found: the next look finds it
+                Err(error) => {
+                    let cause = source::plain_io_error(&error);
+                    self.report
+                        .problems
+                        .push(format!("cannot read {}: {cause}", shown_path(path)));
+                    return Ok(());
+                }
+            };
+            let position = self.position_in_stream(&self.subject(id))?;
+            let tracked = Tracked {
+                file,
+                path: path.to_path_buf(),
+                gzip,
+                position,
+                gzip_done: None,
+            };
+            self.files.insert(id, tracked);
         }
+        if let Some(tracked) = self.files.get_mut(&id) {
+            tracked.path = path.to_path_buf();
+        }
+        self.ship_tracked(id)?;
+        if !self.config.follow {
+            self.files.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Ships what a tracked file has that the stream does not; true when it had something new.
+    /// When another shipper wrote to its subject meanwhile, goes on from where that one got.
+    fn ship_tracked(&mut self, id: FileId) -> anyhow::Result<bool> {
+        let subject = self.subject(id);
+        loop {
+            match self.ship_new_lines(id, &subject) {
+                Err(error) if error.is::<Conflict>() => {
+                    let position = self.position_in_stream(&subject)?;
+                    if let Some(tracked) = self.files.get_mut(&id) {
+                        tracked.position = position;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn ship_new_lines(&mut self, id: FileId, subject: &str) -> anyhow::Result<bool> {
+        let Some(tracked) = self.files.get_mut(&id) else {
+            return Ok(false);
+        };
+        let size = tracked.file.metadata()?.len();
+        if tracked.gzip && tracked.gzip_done == Some(size) {
+            return Ok(false);
+        }
+        let shipped = tracked.position;
         let mut position = shipped;
         // The same file as shipped (same first bytes, not shorter): go on; else start again.
-        let same =
-            Head::of(&mut file, shipped.head.len)? == shipped.head && (gzip || size >= shipped.end);
-        if !same && shipped != Shipped::default() {
+        let same = Head::of(&mut tracked.file, shipped.head.len)? == shipped.head
+            && (tracked.gzip || size >= shipped.end);
+        if !same && shipped.end > 0 {
             position = Shipped {
                 end: 0,
                 head: Head::default(),
                 generation: shipped.generation + 1,
+                sequence: shipped.sequence,
             };
         }
-        if !gzip && size == position.end {
-            self.files.insert(id, position);
-            return Ok(());
+        if !tracked.gzip && size == position.end {
+            return Ok(false);
         }
-        position.head = Head::of(&mut file, size)?;
+        position.head = Head::of(&mut tracked.file, size)?;
+        let mut file = tracked.file.try_clone()?;
         file.seek(SeekFrom::Start(0))?;
+        let (gzip, path) = (tracked.gzip, tracked.path.clone());
         let lines: Box<dyn BufRead> = if gzip {
             Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
         } else {
             Box::new(BufReader::new(file))
         };
-        let result = self.ship_lines(lines, &subject, path, gzip, &mut position);
-        self.files.insert(id, position);
-        if gzip && result.as_ref().is_ok_and(|&whole| whole) {
-            self.gzip_done.insert(id, size);
+        let before = position.end;
+        let result = self.ship_lines(lines, subject, &path, gzip, &mut position);
+        if let Some(tracked) = self.files.get_mut(&id) {
+            tracked.position = position;
+            if gzip && result.as_ref().is_ok_and(|&whole| whole) {
+                tracked.gzip_done = Some(size);
+            }
         }
-        result.map(drop)
+        result.map(|_| position.end != before)
     }
 
     /// Publishes the lines after `position.end`, a message at a time, moving `position` on as the
@@ -366,7 +450,7 @@ impl Shipper<'_> {
         payload: &[u8],
         lines: u64,
     ) -> anyhow::Result<()> {
-        let id = format!("{subject}:{}:{}", position.generation, position.end);
+        let id = format!("{subject}:{}:{}:{end}", position.generation, position.end);
         let headers = [
             ("Logstats-Path", shown_path(path)),
             ("Logstats-Start", position.end.to_string()),
@@ -378,22 +462,24 @@ impl Shipper<'_> {
             ("Logstats-Generation", position.generation.to_string()),
         ];
         let target = Shipped { end, ..*position };
-        patiently(&self.config.url, self.stop, || {
+        let mut tried = false;
+        let sequence = patiently(&self.config.url, self.stop, || {
             // After a failed try, the message may be stored all the same (only its ack was lost).
-            if let Some(last) = self
-                .connection
-                .last_headers(subject)?
-                .as_ref()
-                .and_then(Shipped::from_headers)
-                && last == target
+            if std::mem::replace(&mut tried, true)
+                && let Some(last) = self.connection.last_message(subject)?
+                && Shipped::from_message(&last).is_some_and(|l| l.same_place(&target))
             {
-                return Ok(());
+                return Ok(last.sequence);
             }
-            self.connection
-                .publish(subject, Some(&id), &headers, payload.to_vec())
-                .map(drop)
+            self.connection.publish(
+                subject,
+                Some(&id),
+                Some(position.sequence),
+                &headers,
+                payload.to_vec(),
+            )
         })?;
-        *position = target;
+        *position = Shipped { sequence, ..target };
         self.report.lines += lines;
         self.report.bytes += payload.len() as u64;
         self.report.messages += 1;
@@ -458,19 +544,24 @@ mod tests {
 
     #[test]
     fn a_position_is_read_back_from_a_messages_headers() {
-        let mut headers = HeaderMap::new();
+        let mut headers = async_nats::HeaderMap::new();
         headers.insert("Logstats-End", "120");
         headers.insert("Logstats-Head", "77:20");
         headers.insert("Logstats-Generation", "2");
+        let message = |headers: &async_nats::HeaderMap| LastMessage {
+            sequence: 9,
+            headers: headers.clone(),
+        };
         assert_eq!(
-            Shipped::from_headers(&headers),
+            Shipped::from_message(&message(&headers)),
             Some(Shipped {
                 end: 120,
                 head: Head { hash: 77, len: 20 },
-                generation: 2
+                generation: 2,
+                sequence: 9,
             })
         );
         headers.insert("Logstats-End", "x");
-        assert_eq!(Shipped::from_headers(&headers), None);
+        assert_eq!(Shipped::from_message(&message(&headers)), None);
     }
 }

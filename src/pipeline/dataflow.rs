@@ -23,7 +23,7 @@ use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::source::{self, Plan};
-use super::stream::{Chunk, PlannedStream, StreamAddress};
+use super::stream::{Chunk, PlannedStream, StreamAddress, plan_streams};
 use super::{ClusterPart, IngestConfig, IngestReport};
 use crate::store::{FileProgress, Store};
 
@@ -114,13 +114,6 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
             .clone()
             .map(|p| (p, "the --rejects file")),
     );
-    if found.sources.is_empty()
-        && stream_addresses.is_empty()
-        && let Some(problem) = found.problems.first()
-        && !config.follow
-    {
-        anyhow::bail!("{problem}");
-    }
     if config.follow && found.sources.contains(&source::Source::Stdin) {
         anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
     }
@@ -131,13 +124,19 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     let mut plan = source::plan(found, &stored, config.unit_bytes, config.follow)?;
     // Only worker 0, on the committing process, reads streams.
     let commits = config.cluster.as_ref().is_none_or(|c| c.process_id == 0);
+    let streams_given = !stream_addresses.is_empty();
     let streams = match commits {
-        true => stream_addresses
-            .into_iter()
-            .map(|address| PlannedStream::plan(address, &stored, config.follow, &mut plan.notes))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+        true => plan_streams(stream_addresses, &stored, config.follow, &mut plan),
         false => Vec::new(),
     };
+    // Nothing can be read at all (a stream given to another process of a cluster is read there).
+    let nothing = plan.inputs.is_empty() && streams.is_empty() && (commits || !streams_given);
+    if nothing
+        && !config.follow
+        && let Some(problem) = plan.problems.first()
+    {
+        anyhow::bail!("{problem}");
+    }
 
     let (stop, signal) = stop_on_signals()?;
     let job = Arc::new(Job {

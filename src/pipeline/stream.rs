@@ -23,6 +23,10 @@ pub trait LogStream {
     fn read(&mut self, end: u64, max_bytes: usize) -> anyhow::Result<Vec<Message>>;
     /// The sequences the stream holds now.
     fn bounds(&self) -> anyhow::Result<Bounds>;
+    /// Which stream of its name is read (its creation time), recorded with the position.
+    fn instance(&self) -> u64;
+    /// What the reader found worth telling since the last call.
+    fn take_notes(&mut self) -> Vec<String>;
 }
 
 impl LogStream for crate::nats::Reader {
@@ -36,6 +40,14 @@ impl LogStream for crate::nats::Reader {
 
     fn bounds(&self) -> anyhow::Result<Bounds> {
         self.connection().bounds()
+    }
+
+    fn instance(&self) -> u64 {
+        self.instance()
+    }
+
+    fn take_notes(&mut self) -> Vec<String> {
+        self.take_notes()
     }
 }
 
@@ -69,9 +81,17 @@ impl StreamAddress {
         }
     }
 
-    fn open(&self, position: u64) -> anyhow::Result<Box<dyn LogStream>> {
+    fn open(&self, position: u64, instance: u64) -> anyhow::Result<Box<dyn LogStream>> {
         match self {
-            StreamAddress::Nats(url) => Ok(Box::new(crate::nats::Reader::open(url, position)?)),
+            StreamAddress::Nats(url) => Ok(Box::new(crate::nats::Reader::open(
+                url, position, instance,
+            )?)),
+        }
+    }
+
+    fn made_anew(&self, position: u64) -> String {
+        match self {
+            StreamAddress::Nats(url) => crate::nats::made_anew(url, position),
         }
     }
 }
@@ -125,8 +145,12 @@ pub fn feed_message(payload: &[u8], aggregator: &mut Aggregator) {
 #[derive(Clone, Debug)]
 pub struct PlannedStream {
     pub address: StreamAddress,
-    /// The last sequence read by earlier runs (its progress row's offset; 0 for none).
+    /// What its progress row holds: the last sequence read by earlier runs (0 for none).
+    pub expected: u64,
+    /// Where reading starts: `expected`, or 0 when the stream was made anew since.
     pub start: u64,
+    /// The creation time of the stream read.
+    pub instance: u64,
     /// Batch mode: the stream's last sequence when the run started. Following: unbounded.
     pub end: u64,
     /// Messages up to this sequence that the stream no longer holds were noted already.
@@ -136,6 +160,24 @@ pub struct PlannedStream {
 }
 
 impl PlannedStream {
+    /// A stream to follow that could not be reached yet: read on from its progress row.
+    fn unseen(
+        address: StreamAddress,
+        stored: &std::collections::BTreeMap<String, StoredProgress>,
+    ) -> PlannedStream {
+        let row = stored.get(&address.key());
+        let expected = row.map_or(0, |p| p.offset);
+        PlannedStream {
+            address,
+            expected,
+            start: expected,
+            instance: row.map_or(0, |p| p.head_hash),
+            end: u64::MAX,
+            noted_through: expected,
+            bytes: 0,
+        }
+    }
+
     /// Plans reading `address` on from its stored position; notes messages the stream dropped
     /// before they were read.
     pub fn plan(
@@ -144,17 +186,51 @@ impl PlannedStream {
         follow: bool,
         notes: &mut Vec<String>,
     ) -> anyhow::Result<PlannedStream> {
-        let start = stored.get(&address.key()).map_or(0, |p| p.offset);
-        let bounds = address.open(start)?.bounds()?;
+        let row = stored.get(&address.key());
+        let expected = row.map_or(0, |p| p.offset);
+        let bounds = address.open(expected, 0)?.bounds()?;
+        // Deleted and created again: its sequences started again.
+        let recorded = row.map_or(0, |p| p.head_hash);
+        let made_anew = (recorded != 0 && recorded != bounds.created) || expected > bounds.last;
+        let start = if made_anew {
+            notes.push(address.made_anew(expected));
+            0
+        } else {
+            expected
+        };
         notes.extend(dropped_note(&address, start, bounds));
         Ok(PlannedStream {
             end: if follow { u64::MAX } else { bounds.last },
             address,
+            expected,
             start,
+            instance: bounds.created,
             noted_through: start.max(bounds.first.saturating_sub(1)),
             bytes: bounds.bytes_after(start),
         })
     }
+}
+
+/// Plans every stream input. One that cannot be read now is a problem of the plan, as a file
+/// would be; following, it is read once it can be (said at once).
+pub fn plan_streams(
+    addresses: Vec<StreamAddress>,
+    stored: &std::collections::BTreeMap<String, StoredProgress>,
+    follow: bool,
+    plan: &mut super::source::Plan,
+) -> Vec<PlannedStream> {
+    let mut streams = Vec::new();
+    for address in addresses {
+        match PlannedStream::plan(address.clone(), stored, follow, &mut plan.notes) {
+            Ok(planned) => streams.push(planned),
+            Err(error) if follow => {
+                tracing::warn!("{error:#}; trying again every --flush-interval");
+                streams.push(PlannedStream::unseen(address, stored));
+            }
+            Err(error) => plan.problems.push(crate::errors::one_line(&error)),
+        }
+    }
+    streams
 }
 
 /// What to say of the messages after `position` the stream no longer holds.
@@ -178,7 +254,8 @@ fn dropped_note(address: &StreamAddress, position: u64, bounds: Bounds) -> Optio
 
 /// Worker 0's reading of every stream input.
 pub(super) struct StreamFeed {
-    streams: Vec<(PlannedStream, Box<dyn LogStream>)>,
+    /// Each stream with its reader, once it could be opened.
+    streams: Vec<(PlannedStream, Option<Box<dyn LogStream>>)>,
     /// Where each stream's progress row stands once the epochs sent so far commit.
     committed: Vec<u64>,
 }
@@ -195,10 +272,18 @@ impl StreamFeed {
     pub fn open(streams: &[PlannedStream]) -> anyhow::Result<StreamFeed> {
         let readers = streams
             .iter()
-            .map(|planned| Ok((planned.clone(), planned.address.open(planned.start)?)))
+            .map(|planned| {
+                // Following, a stream that cannot be reached yet is opened by a later read.
+                let reader = match planned.address.open(planned.start, planned.instance) {
+                    Ok(reader) => Some(reader),
+                    Err(_) if planned.end == u64::MAX => None,
+                    Err(error) => return Err(error),
+                };
+                Ok((planned.clone(), reader))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(StreamFeed {
-            committed: streams.iter().map(|s| s.start).collect(),
+            committed: streams.iter().map(|s| s.expected).collect(),
             streams: readers,
         })
     }
@@ -216,7 +301,16 @@ impl StreamFeed {
             if budget == 0 {
                 break;
             }
+            let reader = match reader {
+                Some(reader) => reader,
+                None => reader.insert(planned.address.open(planned.start, planned.instance)?),
+            };
             let messages = reader.read(planned.end, budget)?;
+            let renewed = reader.take_notes();
+            if !renewed.is_empty() {
+                planned.noted_through = 0;
+            }
+            read.notes.extend(renewed);
             let Some(&(first, _)) = messages.first() else {
                 continue;
             };
@@ -239,7 +333,7 @@ impl StreamFeed {
                 decoded: 0,
                 expected_decoded: 0,
                 tail: 0,
-                head_hash: 0,
+                head_hash: reader.instance(),
                 head_len: 0,
                 end_hash: 0,
                 file: FileId::default(),
