@@ -569,3 +569,192 @@ fn following_a_stream_rides_out_a_server_restart() {
     assert!(follower.wait().unwrap().success());
     eventually_matches(&db.url, &want, std::time::Duration::ZERO).expect("all of it, once");
 }
+
+#[test]
+fn two_shippers_of_one_growing_file_ship_every_line_once() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let text = std::fs::read_to_string(generated_log(db.dir(), "all.log", 60_000, 20)).unwrap();
+    let live = db.dir().join("app.log");
+    std::fs::write(&live, "").unwrap();
+    let stream = nats.url("TWO");
+    // Both ship as the file grows in uneven cuts (partial lines included), so their messages
+    // start and end at different places.
+    let shippers: Vec<Child> = (0..2)
+        .map(|_| {
+            ship_command(&[&live], &stream)
+                .args(["--follow", "--interval", "0.01"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let bytes = text.as_bytes();
+    let mut written = 0;
+    for cut in 1..=40 {
+        let until = (bytes.len() * cut / 40 + cut * 7).min(bytes.len());
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&live)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &bytes[written..until]).unwrap();
+        written = until;
+        std::thread::yield_now();
+    }
+    wait_until_ingested(&db, &stream, &text);
+    for shipper in shippers {
+        signal(shipper.id(), "TERM");
+        let output = shipper.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+    }
+    // Nothing more came after the database held every line once.
+    ingest(&db, &[&stream]);
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+}
+
+#[test]
+fn shipping_in_follow_mode_drains_a_file_moved_out_of_its_directory() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = db.dir().join("logs");
+    let archive = db.dir().join("archive");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(&archive).unwrap();
+    let stream = nats.url("MOVED");
+    let text = std::fs::read_to_string(generated_log(db.dir(), "all.log", 3_000, 21)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let chunk = |range: std::ops::Range<usize>| -> String {
+        lines[range].iter().map(|l| format!("{l}\n")).collect()
+    };
+    let live = dir.join("app.log");
+    append(&live, &chunk(0..1000));
+    let mut shipper = ship_command(&[&live], &stream)
+        .args(["--follow", "--interval", "0.05"])
+        .spawn()
+        .unwrap();
+    let mut watch = BufReader::new(shipper.stderr.take().unwrap()).lines();
+    wait_until_ingested(&db, &stream, &chunk(0..1000));
+    // Lines written just before the file is moved away, then a new file at the name.
+    append(&live, &chunk(1000..2000));
+    std::fs::rename(&live, archive.join("app.log")).unwrap();
+    append(&live, &chunk(2000..3000));
+    wait_until_ingested(&db, &stream, &text);
+    signal(shipper.id(), "TERM");
+    assert!(shipper.wait().unwrap().success());
+    let said: Vec<String> = watch.by_ref().map_while(Result::ok).collect();
+    assert!(said.iter().any(|l| l.starts_with("shipped")), "{said:?}");
+}
+
+/// Ingests `stream` again and again until the database holds `text`'s numbers.
+fn wait_until_ingested(db: &TestDb, stream: &str, text: &str) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        ingest(db, &[stream]);
+        if eventually_matches(&db.url, text, std::time::Duration::ZERO).is_ok() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "shipped in time");
+    }
+}
+
+#[test]
+fn a_stream_made_anew_under_its_name_is_read_from_its_start() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let stream = nats.url("ANEW");
+    let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
+    generate_to(&stream, 20_000, 22);
+    generate_to(logs[0].to_str().unwrap(), 20_000, 22);
+    ingest(&db, &[&stream]);
+    block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let jetstream = async_nats::jetstream::new(client);
+        jetstream.delete_stream("ANEW").await.unwrap();
+    });
+    // More messages than before, so that only the stream's creation time tells it apart.
+    generate_to(&stream, 30_000, 23);
+    generate_to(logs[1].to_str().unwrap(), 30_000, 23);
+    let stderr = ingest(&db, &[&stream]);
+    assert!(
+        stderr.contains(&format!("note: {stream}: the stream was made anew")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ingested 30000 lines"), "{stderr}");
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&logs[0], &logs[1]]));
+}
+
+#[test]
+fn a_stream_that_cannot_be_read_is_reported_and_the_other_inputs_are_committed() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 1_000, 24);
+    let missing = nats.url("NO_SUCH_STREAM");
+    let down = format!("nats://127.0.0.1:{}/X", free_port());
+    let output = Command::new(binary())
+        .args(["ingest", "--database", &db.url])
+        .arg(&log)
+        .args([&missing, &down])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("warning: {missing}")), "{stderr}");
+    assert!(stderr.contains("warning: cannot reach NATS at"), "{stderr}");
+    oracle::assert_rows_match_text(&all_rows(&db.url), &std::fs::read_to_string(&log).unwrap());
+}
+
+#[test]
+fn a_password_is_never_echoed_even_when_the_url_around_it_is_malformed() {
+    for url in [
+        "nats://alice:1234/5678@127.0.0.1:4222/AUTH",
+        "nats://alice:1234?5678@127.0.0.1:4222/AUTH",
+        "nats://alice:12#34@127.0.0.1:4222/AUTH",
+        "nats://alice:pw1234@127.0.0.1:4222/A.B",
+    ] {
+        for args in [
+            vec!["ingest", "--database", "sqlite::memory:", url],
+            vec!["ship", "/dev/null", url],
+            vec!["generate", "-o", url],
+        ] {
+            let output = Command::new(binary()).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{args:?}");
+            assert!(
+                !stderr.contains("1234") && !stderr.contains("34@"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_publish_expecting_another_last_message_of_its_subject_is_refused() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    use logstats::nats::{Conflict, Connection, StreamUrl};
+    let url = StreamUrl::parse(&nats.url("EXPECT")).unwrap();
+    let connection = Connection::open(&url).unwrap();
+    connection.create_stream().unwrap();
+    let subject = url.subject_for("host.1_2");
+    let publish = |id: &str, after: u64| {
+        connection.publish(&subject, Some(id), Some(after), &[], b"line".to_vec())
+    };
+    // Two shippers that both saw the subject empty: only the first one writes.
+    let first = publish("a", 0).expect("the subject was empty");
+    let second = publish("b", 0).unwrap_err();
+    assert!(second.is::<Conflict>(), "{second:#}");
+    // The loser reads where the subject stands and goes on from there.
+    let last = connection.last_message(&subject).unwrap().unwrap();
+    assert_eq!(last.sequence, first);
+    assert!(publish("b", last.sequence).unwrap() > first);
+}
