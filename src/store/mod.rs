@@ -51,6 +51,9 @@ pub struct Store {
 /// How often a store whose database is down tries it again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// A pooled PostgreSQL connection idle longer than this is pinged before it is used again.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// The database is known to be down: a read was refused without trying it.
 #[derive(Debug, thiserror::Error)]
 #[error("the database is unavailable (it is being retried in the background)")]
@@ -203,6 +206,18 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(CONNECT_TIMEOUT)
+                    // A connection in steady use is not pinged before each query (a round trip
+                    // per request); one idle a while is, so that after a server restart a stale
+                    // one is replaced instead of failing a request.
+                    .test_before_acquire(false)
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > PING_IDLE_AFTER {
+                                sqlx::Connection::ping(connection).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_lazy_with(options),
             )
         } else if url.starts_with("sqlite:") {
