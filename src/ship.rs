@@ -28,6 +28,9 @@ const MESSAGE_BYTES: usize = crate::nats::MESSAGE_BYTES;
 /// so that the ingester still counts (and rejects) them.
 const LINE_CUT: usize = crate::pipeline::MAX_LINE_BYTES + 1;
 
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Longest wait between two tries of an unreachable server.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -424,9 +427,15 @@ impl Shipper<'_> {
                 payload.clear();
                 count = 0;
             }
+            // A file's own byte-order mark is not part of its first line (as the reader has it).
+            let skip = if offset == 0 && line.starts_with(BOM) {
+                BOM.len()
+            } else {
+                0
+            };
             offset += read as u64;
             count += 1;
-            payload.extend_from_slice(&line[..read.min(LINE_CUT)]);
+            payload.extend_from_slice(&line[skip..read.min(LINE_CUT)]);
             if read > LINE_CUT {
                 payload.push(b'\n');
             }

@@ -118,10 +118,11 @@ impl Chunk {
     }
 }
 
-/// Feeds the lines of one message: separated by newlines, the last one complete without one.
+/// Feeds the lines of one message: separated by newlines, the last one complete without one. A
+/// message is not the start of a file: a byte-order mark in it is part of its line (`ship` leaves
+/// out the one a file starts with, as the file reader does).
 pub fn feed_message(payload: &[u8], aggregator: &mut Aggregator) {
     aggregator.add_bytes(payload.len() as u64);
-    let payload = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
     let mut line_number = 0;
     let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', payload).chain(std::iter::once(payload.len()));
@@ -389,10 +390,10 @@ mod tests {
         assert_eq!(lines_fed(GOOD.as_bytes()).0, 1);
         assert_eq!(lines_fed(format!("{GOOD}\n").as_bytes()).0, 1);
         assert_eq!(lines_fed(format!("{GOOD}\n{GOOD}").as_bytes()).0, 2);
-        assert_eq!(
-            lines_fed(format!("\u{feff}{GOOD}\r\n{GOOD}\n").as_bytes()).0,
-            2
-        );
+        assert_eq!(lines_fed(format!("{GOOD}\r\n{GOOD}\n").as_bytes()).0, 2);
+        // As inside a file, a byte-order mark opening a line is not taken for the file's own.
+        let (lines, rejects) = lines_fed(format!("\u{feff}{GOOD}\n{GOOD}").as_bytes());
+        assert_eq!((lines, rejects), (2, vec![Position::Line(1)]));
         let (lines, rejects) = lines_fed(format!("{GOOD}\nnot a line\n{GOOD}").as_bytes());
         assert_eq!((lines, rejects), (3, vec![Position::Line(2)]));
     }
