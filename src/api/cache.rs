@@ -30,10 +30,10 @@ pub const TTL: Duration = Duration::from_millis(500);
 pub const MAX_TTL: Duration = Duration::from_secs(1);
 
 /// The most bytes kept: answers, keys and bookkeeping.
-const MAX_BYTES: usize = 32 << 20;
+const MAX_BYTES: usize = 16 << 20;
 
 /// The most entries kept.
-const MAX_ENTRIES: usize = 100_000;
+const MAX_ENTRIES: usize = 20_000;
 
 /// What an entry costs besides its customer id and its answer: the key, the entry, the map's slot
 /// and the channel its answer is published through.
