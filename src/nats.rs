@@ -74,8 +74,10 @@ impl StreamUrl {
             if name != "subject" || subject.is_some() {
                 return Err(fail("the only query parameter is subject=SUBJECT, once"));
             }
-            if value.is_empty() || value.contains(char::is_whitespace) {
-                return Err(fail("a subject is not empty and holds no spaces"));
+            if value.split('.').any(str::is_empty) || value.contains(char::is_whitespace) {
+                return Err(fail(
+                    "a subject is tokens separated by single dots, without spaces",
+                ));
             }
             subject = Some(value.into_owned());
         }
@@ -183,12 +185,13 @@ impl Connection {
         let client = runtime
             .block_on(options.connect(url.server.as_str()))
             .map_err(|e| {
+                // Named by the stream: several may be on one server.
                 let refused = matches!(
                     e.kind(),
                     async_nats::ConnectErrorKind::AuthorizationViolation
                         | async_nats::ConnectErrorKind::Authentication
                 );
-                let message = format!("cannot reach NATS at nats://{}: {e}", url.server);
+                let message = format!("{}: cannot reach NATS at {}: {e}", url.key(), url.server);
                 match refused {
                     true => anyhow::Error::new(Permanent(message)),
                     false => anyhow::anyhow!(message),
@@ -228,9 +231,17 @@ impl Connection {
         let created = self
             .runtime
             .block_on(self.jetstream.get_or_create_stream(config));
-        if let Err(error) = created {
-            self.stream()
-                .map_err(|_| anyhow::anyhow!("{}: creating the stream: {error}", self.url.key()))?;
+        if let Err(error) = created
+            && self.stream().is_err()
+        {
+            let message = format!("{}: creating the stream: {error}", self.url.key());
+            // The server answered, and said no: trying again will not change its mind.
+            return Err(match error.kind() {
+                async_nats::jetstream::context::CreateStreamErrorKind::JetStream(_) => {
+                    Permanent(message).into()
+                }
+                _ => anyhow::anyhow!(message),
+            });
         }
         Ok(())
     }
@@ -263,7 +274,8 @@ impl Connection {
     /// repeated publish of the same message a no-op (the server's deduplication window), and
     /// `after` (the sequence of the subject's last message, 0 for none) makes it fail with
     /// [`Conflict`] when another publisher wrote to the subject meanwhile. Returns the message's
-    /// sequence, or an error the caller may retry with the same `id`.
+    /// sequence and whether the stream had it already (a duplicate `id`), or an error the caller
+    /// may retry with the same `id` ([`Permanent`] when the server refused it).
     pub fn publish(
         &self,
         subject: &str,
@@ -271,7 +283,7 @@ impl Connection {
         after: Option<u64>,
         headers: &[(&str, String)],
         payload: Vec<u8>,
-    ) -> anyhow::Result<u64> {
+    ) -> anyhow::Result<(u64, bool)> {
         let mut map = HeaderMap::new();
         if let Some(id) = id {
             map.insert("Nats-Msg-Id", id);
@@ -291,7 +303,7 @@ impl Connection {
         });
         use async_nats::jetstream::context::PublishErrorKind;
         match published {
-            Ok(ack) => Ok(ack.sequence),
+            Ok(ack) => Ok((ack.sequence, ack.duplicate)),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 Err(Conflict(subject.to_string()).into())
             }
@@ -300,6 +312,15 @@ impl Connection {
                 self.url.key()
             ))
             .into()),
+            // The server answered with an error (a message too large for the stream...).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    PublishErrorKind::Other | PublishErrorKind::MaxPayloadExceeded
+                ) =>
+            {
+                Err(Permanent(format!("{}: publishing: {e}", self.url.key())).into())
+            }
             Err(e) => Err(anyhow::anyhow!("{}: publishing: {e}", self.url.key())),
         }
     }
@@ -356,6 +377,7 @@ impl LinePublisher {
         let payload = self.pending[..end].to_vec();
         self.connection
             .publish(&self.subject, None, None, &[], payload)
+            .map(drop)
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         self.pending.drain(..end);
         self.messages += 1;

@@ -472,13 +472,13 @@ impl Shipper<'_> {
         ];
         let target = Shipped { end, ..*position };
         let mut tried = false;
-        let sequence = patiently(&self.config.url, self.stop, || {
+        let (sequence, stored_before) = patiently(&self.config.url, self.stop, || {
             // After a failed try, the message may be stored all the same (only its ack was lost).
             if std::mem::replace(&mut tried, true)
                 && let Some(last) = self.connection.last_message(subject)?
                 && Shipped::from_message(&last).is_some_and(|l| l.same_place(&target))
             {
-                return Ok(last.sequence);
+                return Ok((last.sequence, false));
             }
             self.connection.publish(
                 subject,
@@ -489,6 +489,9 @@ impl Shipper<'_> {
             )
         })?;
         *position = Shipped { sequence, ..target };
+        if stored_before {
+            return Ok(()); // another shipper of the file published the same message
+        }
         self.report.lines += lines;
         self.report.bytes += payload.len() as u64;
         self.report.messages += 1;

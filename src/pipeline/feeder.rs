@@ -27,8 +27,6 @@ pub(super) struct Feeder {
     epoch: u64,
     /// Worker 0's reading of the stream inputs.
     streams: Option<StreamFeed>,
-    /// Following: the last read of a stream failed (and was reported).
-    stream_down: bool,
 }
 
 impl Feeder {
@@ -39,7 +37,6 @@ impl Feeder {
             aggregator,
             epoch: 0,
             streams: None,
-            stream_down: false,
         }
     }
 
@@ -85,7 +82,7 @@ impl Feeder {
             // The streams' messages up to their planned end, an epoch at a time.
             while self.streams.is_some() {
                 self.wait_for_commits(worker, probe, job);
-                if job.stop.load(Ordering::SeqCst) || !self.read_streams(input, chunks, job)? {
+                if job.stop.load(Ordering::SeqCst) || !self.read_streams(input, chunks, job) {
                     break;
                 }
                 self.advance(worker, input, chunks);
@@ -102,25 +99,33 @@ impl Feeder {
         input: &mut UpdateInput,
         chunks: &mut ChunkInput,
         job: &Job,
-    ) -> anyhow::Result<bool> {
+    ) -> bool {
         let Some(streams) = self.streams.as_mut() else {
-            return Ok(false);
+            return false;
         };
         let epoch_bytes = job.config.unit_bytes as usize * self.peers;
         let StreamRead {
             chunks: read,
             progress,
             notes,
-        } = streams.read(epoch_bytes, self.peers)?;
+            problems,
+            warnings,
+        } = streams.read(epoch_bytes, self.peers);
         let bytes: usize = read
             .iter()
             .flat_map(|c| &c.messages)
             .map(|m| m.1.len())
             .sum();
         job.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
         for note in notes {
             tracing::warn!("{note}");
             input.send(Update::Note(note));
+        }
+        for problem in problems {
+            input.send(Update::Unreadable(problem));
         }
         for record in progress {
             input.send(Update::Progress(record));
@@ -129,7 +134,7 @@ impl Feeder {
         for chunk in read {
             chunks.send(chunk);
         }
-        Ok(any)
+        any
     }
 
     /// Follows the inputs, one epoch per flush interval, until told to stop.
@@ -158,20 +163,7 @@ impl Feeder {
             // A stream that had more than an epoch's worth waiting is read on without a pause.
             let mut more = false;
             if !stopping {
-                // A stream server that restarts or goes away is waited for, said once.
-                match self.read_streams(input, chunks, job) {
-                    Ok(read) => {
-                        if std::mem::take(&mut self.stream_down) {
-                            tracing::warn!("the stream answers again");
-                        }
-                        more = read;
-                    }
-                    Err(error) if !self.stream_down => {
-                        tracing::warn!("{error:#}; retrying every --flush-interval");
-                        self.stream_down = true;
-                    }
-                    Err(_) => {}
-                }
+                more = self.read_streams(input, chunks, job);
             }
             self.advance(worker, input, chunks);
             if stopping {

@@ -7,6 +7,8 @@
 //! NATS JetStream is the one kind today ([`StreamAddress::Nats`]); another (Kafka, a partition's
 //! offsets as sequences) would be one more variant and one more implementation.
 
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::{Aggregator, Position};
@@ -255,96 +257,159 @@ fn dropped_note(address: &StreamAddress, position: u64, bounds: Bounds) -> Optio
 
 /// Worker 0's reading of every stream input.
 pub(super) struct StreamFeed {
-    /// Each stream with its reader, once it could be opened.
-    streams: Vec<(PlannedStream, Option<Box<dyn LogStream>>)>,
-    /// Where each stream's progress row stands once the epochs sent so far commit.
-    committed: Vec<u64>,
+    streams: Vec<FedStream>,
 }
 
+struct FedStream {
+    planned: PlannedStream,
+    /// Its reader, once it could be opened.
+    reader: Option<Box<dyn LogStream>>,
+    /// Where its progress row stands once the epochs sent so far commit.
+    committed: u64,
+    /// While it cannot be read (following): when to try again, and the wait after that.
+    retry: Option<(Instant, Duration)>,
+    /// It failed in a batch run: read no more.
+    given_up: bool,
+}
+
+/// The first wait before a stream that failed is tried again, and the longest.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+
 /// What one read of the streams gave.
+#[derive(Default)]
 pub(super) struct StreamRead {
     pub chunks: Vec<Chunk>,
     pub progress: Vec<FileProgress>,
-    /// Messages the streams dropped before they were read.
+    /// Messages the streams dropped before they were read, streams made anew.
     pub notes: Vec<String>,
+    /// Batch: streams that failed (read no more this run).
+    pub problems: Vec<String>,
+    /// Following: streams that failed, or answer again (each said once).
+    pub warnings: Vec<String>,
 }
 
 impl StreamFeed {
+    /// Opens every stream; following, one that cannot be reached yet is opened by a later read.
     pub fn open(streams: &[PlannedStream]) -> anyhow::Result<StreamFeed> {
-        let readers = streams
+        let streams = streams
             .iter()
             .map(|planned| {
-                // Following, a stream that cannot be reached yet is opened by a later read.
                 let reader = match planned.address.open(planned.start, planned.instance) {
                     Ok(reader) => Some(reader),
                     Err(_) if planned.end == u64::MAX => None,
                     Err(error) => return Err(error),
                 };
-                Ok((planned.clone(), reader))
+                Ok(FedStream {
+                    planned: planned.clone(),
+                    reader,
+                    committed: planned.expected,
+                    retry: None,
+                    given_up: false,
+                })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(StreamFeed {
-            committed: streams.iter().map(|s| s.expected).collect(),
-            streams: readers,
-        })
+        Ok(StreamFeed { streams })
     }
 
     /// Reads about `max_bytes` of the streams' next messages, split into one chunk per worker;
-    /// empty when every stream is read to its end (or, following, to what it holds now).
-    pub fn read(&mut self, max_bytes: usize, workers: usize) -> anyhow::Result<StreamRead> {
-        let mut read = StreamRead {
-            chunks: Vec::new(),
-            progress: Vec::new(),
-            notes: Vec::new(),
-        };
+    /// no chunk when every stream is read to its end (or, following, to what it holds now). A
+    /// stream that fails does not hold the others back: in a batch run it is a problem and is
+    /// read no more; following, it is tried again after a while, longer each time.
+    pub fn read(&mut self, max_bytes: usize, workers: usize) -> StreamRead {
+        let mut read = StreamRead::default();
         let mut budget = max_bytes;
-        for ((planned, reader), committed) in self.streams.iter_mut().zip(&mut self.committed) {
-            if budget == 0 {
-                break;
-            }
-            let reader = match reader {
-                Some(reader) => reader,
-                None => reader.insert(planned.address.open(planned.start, planned.instance)?),
-            };
-            let messages = reader.read(planned.end, budget)?;
-            let renewed = reader.take_notes();
-            if !renewed.is_empty() {
-                planned.noted_through = 0;
-            }
-            read.notes.extend(renewed);
-            let Some(&(first, _)) = messages.first() else {
+        for stream in &mut self.streams {
+            let due = stream.retry.is_none_or(|(at, _)| Instant::now() >= at);
+            if budget == 0 || stream.given_up || !due {
                 continue;
-            };
-            // Without a subject filter, a gap in the sequences is messages the stream dropped.
-            if first > planned.noted_through + 1 && planned.address.dense() {
-                let bounds = reader.bounds()?;
-                read.notes.extend(dropped_note(
-                    &planned.address,
-                    planned.noted_through,
-                    bounds,
-                ));
             }
-            planned.noted_through = reader.position();
-            budget = budget.saturating_sub(messages.iter().map(|(_, m)| m.len()).sum());
-            read.progress.push(FileProgress {
-                path: planned.address.key(),
-                expected_offset: *committed,
-                from: *committed,
-                offset: reader.position(),
-                decoded: 0,
-                expected_decoded: 0,
-                tail: 0,
-                head_hash: reader.instance(),
-                head_len: 0,
-                end_hash: 0,
-                file: FileId::default(),
-                other_names: Vec::new(),
-            });
-            *committed = reader.position();
-            read.chunks
-                .extend(share(&planned.address.key(), messages, workers));
+            let key = stream.planned.address.key();
+            match stream.read_into(&mut read, budget, workers) {
+                Ok(bytes) => {
+                    budget = budget.saturating_sub(bytes);
+                    if stream.retry.take().is_some() {
+                        read.warnings.push(format!("{key} answers again"));
+                    }
+                }
+                Err(error) if stream.planned.end == u64::MAX => {
+                    let wait = match stream.retry {
+                        None => {
+                            read.warnings
+                                .push(format!("{key}: {error:#}; trying it again meanwhile"));
+                            FIRST_RETRY
+                        }
+                        Some((_, wait)) => (wait * 2).min(LAST_RETRY),
+                    };
+                    stream.retry = Some((Instant::now() + wait, wait));
+                }
+                Err(error) => {
+                    read.problems
+                        .push(format!("cannot read {key} completely: {error:#}"));
+                    stream.given_up = true;
+                }
+            }
         }
-        Ok(read)
+        read
+    }
+}
+
+impl FedStream {
+    /// Reads this stream's next messages into `read`; returns their bytes. Nothing of the feed's
+    /// state moves unless it succeeds.
+    fn read_into(
+        &mut self,
+        read: &mut StreamRead,
+        budget: usize,
+        workers: usize,
+    ) -> anyhow::Result<usize> {
+        let planned = &mut self.planned;
+        let reader = match &mut self.reader {
+            Some(reader) => reader,
+            None => self
+                .reader
+                .insert(planned.address.open(planned.start, planned.instance)?),
+        };
+        let messages = reader.read(planned.end, budget)?;
+        let renewed = reader.take_notes();
+        if !renewed.is_empty() {
+            planned.noted_through = 0;
+        }
+        read.notes.extend(renewed);
+        let Some(&(first, _)) = messages.first() else {
+            return Ok(0);
+        };
+        // Without a subject filter, a gap in the sequences is messages the stream dropped.
+        if first > planned.noted_through + 1
+            && planned.address.dense()
+            && let Ok(bounds) = reader.bounds()
+        {
+            read.notes.extend(dropped_note(
+                &planned.address,
+                planned.noted_through,
+                bounds,
+            ));
+        }
+        planned.noted_through = reader.position();
+        read.progress.push(FileProgress {
+            path: planned.address.key(),
+            expected_offset: self.committed,
+            from: self.committed,
+            offset: reader.position(),
+            decoded: 0,
+            expected_decoded: 0,
+            tail: 0,
+            head_hash: reader.instance(),
+            head_len: 0,
+            end_hash: 0,
+            file: FileId::default(),
+            other_names: Vec::new(),
+        });
+        self.committed = reader.position();
+        let bytes = messages.iter().map(|(_, m)| m.len()).sum();
+        read.chunks
+            .extend(share(&planned.address.key(), messages, workers));
+        Ok(bytes)
     }
 }
 

@@ -708,7 +708,10 @@ fn a_stream_that_cannot_be_read_is_reported_and_the_other_inputs_are_committed()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("warning: {missing}")), "{stderr}");
-    assert!(stderr.contains("warning: cannot reach NATS at"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("warning: {down}: cannot reach NATS at")),
+        "{stderr}"
+    );
     oracle::assert_rows_match_text(&all_rows(&db.url), &std::fs::read_to_string(&log).unwrap());
 }
 
@@ -747,7 +750,9 @@ fn a_publish_expecting_another_last_message_of_its_subject_is_refused() {
     connection.create_stream().unwrap();
     let subject = url.subject_for("host.1_2");
     let publish = |id: &str, after: u64| {
-        connection.publish(&subject, Some(id), Some(after), &[], b"line".to_vec())
+        connection
+            .publish(&subject, Some(id), Some(after), &[], b"line".to_vec())
+            .map(|(sequence, _)| sequence)
     };
     // Two shippers that both saw the subject empty: only the first one writes.
     let first = publish("a", 0).expect("the subject was empty");
@@ -757,4 +762,35 @@ fn a_publish_expecting_another_last_message_of_its_subject_is_refused() {
     let last = connection.last_message(&subject).unwrap().unwrap();
     assert_eq!(last.sequence, first);
     assert!(publish("b", last.sequence).unwrap() > first);
+}
+
+#[test]
+fn following_streams_one_of_which_cannot_be_read_yet_reads_the_others_meanwhile() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let (good, late) = (nats.url("GOOD"), nats.url("LATE"));
+    let logs: Vec<PathBuf> = (0..3).map(|i| db.dir().join(format!("{i}.log"))).collect();
+    generate_to(&good, 2_000, 25);
+    generate_to(logs[0].to_str().unwrap(), 2_000, 25);
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.05"])
+        .args([&good, &late])
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(1, PATIENCE));
+    eventually_matches(&db.url, &text_of(&[&logs[0]]), PATIENCE)
+        .expect("the stream that exists is read while the other is missing");
+    generate_to(&late, 1_000, 26);
+    generate_to(logs[1].to_str().unwrap(), 1_000, 26);
+    generate_to(&good, 500, 27);
+    generate_to(logs[2].to_str().unwrap(), 500, 27);
+    let all = text_of(&[&logs[0], &logs[1], &logs[2]]);
+    eventually_matches(&db.url, &all, PATIENCE).expect("the late stream, once it exists");
+    signal(follower.id(), "TERM");
+    let status = follower.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    eventually_matches(&db.url, &all, std::time::Duration::ZERO).expect("all of it, once");
 }
