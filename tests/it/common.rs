@@ -445,3 +445,19 @@ pub fn signal(pid: u32, signal: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// A hostfile for a cluster of two processes on loopback, in `dir`.
+pub fn two_process_hostfile(dir: &Path) -> PathBuf {
+    let hostfile = dir.join("hosts");
+    let addresses = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&hostfile, addresses).unwrap();
+    hostfile
+}
+
+/// Every line of the files in `paths`, as one text.
+pub fn text_of(paths: &[&Path]) -> String {
+    paths
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}

@@ -160,12 +160,7 @@ fn two_processes_on_loopback_give_the_numbers_of_one_process_and_print_nothing_o
     ingest_paths(&single.url, &log_refs, 1);
 
     let cluster = TestDb::new(Backend::Sqlite);
-    let hostfile = cluster.dir().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hostfile = two_process_hostfile(cluster.dir());
     let processes: Vec<_> = (0..2)
         .map(|id| {
             ingest_command(&cluster.url)
@@ -332,14 +327,6 @@ fn following_a_file_whose_last_line_a_batch_run_counted_takes_it_back_when_it_go
     signal(follower.id(), "TERM");
     assert!(follower.wait().unwrap().success());
     settled.expect("the completed line replaces the part counted before");
-}
-
-/// Every line of the files in `paths`, as one text.
-fn text_of(paths: &[&Path]) -> String {
-    paths
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect()
 }
 
 #[test]

@@ -81,6 +81,19 @@ impl Drop for NatsServer {
     }
 }
 
+/// `ingest --follow` of `streams`, once it has committed (it is following); the watch reads its
+/// stderr for as long as it lives.
+fn follow_streams(db: &TestDb, streams: &[&String]) -> (Child, CommitWatch) {
+    let mut follower = watched_ingest(&db.url)
+        .args(["--follow", "--flush-interval", "0.05"])
+        .args(streams)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(1, PATIENCE), "the follower commits");
+    (follower, watch)
+}
+
 /// Runs `logstats ARGS...` to the end; fails the test unless it succeeds. Returns stderr.
 fn run(args: &[&str]) -> String {
     let output = Command::new(binary()).args(args).output().unwrap();
@@ -109,13 +122,6 @@ fn ingest(db: &TestDb, inputs: &[&str]) -> String {
     let mut args = vec!["ingest", "--database", &db.url];
     args.extend(inputs);
     run(&args)
-}
-
-fn text_of(paths: &[&Path]) -> String {
-    paths
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect()
 }
 
 #[test]
@@ -177,10 +183,12 @@ fn a_stream_run_killed_at_commits_then_run_again_counts_every_message_once() {
         let db = TestDb::new(backend);
         let log = db.dir().join("same.log");
         let stream = nats.url(&format!("K{}", backend as u8));
-        generate_to(&stream, 200_000, 8);
-        generate_to(log.to_str().unwrap(), 200_000, 8);
+        // Hundreds of epochs, each committed: a run is still reading when its first commits are
+        // reported, however fast the machine.
+        generate_to(&stream, 1_000_000, 8);
+        generate_to(log.to_str().unwrap(), 1_000_000, 8);
         let mut kills = 0;
-        for attempt in 0..4u64 {
+        for attempt in 0..3u64 {
             let mut child = watched_ingest(&db.url)
                 .env("LOGSTATS_UNIT_BYTES", "100000")
                 .arg(&stream)
@@ -248,13 +256,7 @@ fn following_a_stream_ingests_what_is_published_while_it_runs() {
     let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
     generate_to(&stream, 10_000, 10);
     generate_to(logs[0].to_str().unwrap(), 10_000, 10);
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.05"])
-        .arg(&stream)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(1, PATIENCE));
+    let (mut follower, _watch) = follow_streams(&db, &[&stream]);
     generate_to(&stream, 10_000, 11);
     generate_to(logs[1].to_str().unwrap(), 10_000, 11);
     let want = text_of(&[&logs[0], &logs[1]]);
@@ -349,12 +351,7 @@ fn a_two_process_cluster_reading_a_stream_gives_the_numbers_of_one_process() {
     let stream = nats.url("CL");
     generate_to(&stream, 80_000, 13);
     generate_to(log.to_str().unwrap(), 80_000, 13);
-    let hostfile = db.dir().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hostfile = two_process_hostfile(db.dir());
     let processes: Vec<Child> = (0..2)
         .map(|id| {
             ingest_command(&db.url)
@@ -551,13 +548,7 @@ fn following_a_stream_rides_out_a_server_restart() {
     let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
     generate_to(&stream, 5_000, 17);
     generate_to(logs[0].to_str().unwrap(), 5_000, 17);
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.05"])
-        .arg(&stream)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(1, PATIENCE));
+    let (mut follower, _watch) = follow_streams(&db, &[&stream]);
     eventually_matches(&db.url, &text_of(&[&logs[0]]), PATIENCE).expect("the backlog");
     let (port, store) = nats.stop();
     let nats = NatsServer::on(port, store, &[]);
@@ -774,13 +765,7 @@ fn following_streams_one_of_which_cannot_be_read_yet_reads_the_others_meanwhile(
     let logs: Vec<PathBuf> = (0..3).map(|i| db.dir().join(format!("{i}.log"))).collect();
     generate_to(&good, 2_000, 25);
     generate_to(logs[0].to_str().unwrap(), 2_000, 25);
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.05"])
-        .args([&good, &late])
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(1, PATIENCE));
+    let (mut follower, _watch) = follow_streams(&db, &[&good, &late]);
     eventually_matches(&db.url, &text_of(&[&logs[0]]), PATIENCE)
         .expect("the stream that exists is read while the other is missing");
     generate_to(&late, 1_000, 26);
