@@ -10,8 +10,11 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
 
-/// How long connecting, and each request to the server, may take.
+/// How long each request to the server may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Messages asked for at a time when reading.
 const FETCH_MESSAGES: usize = 64;
@@ -162,12 +165,13 @@ pub struct LastMessage {
 /// A connection to the server of a stream URL.
 pub struct Connection {
     runtime: tokio::runtime::Runtime,
+    client: async_nats::Client,
     jetstream: jetstream::Context,
     url: StreamUrl,
 }
 
 impl Connection {
-    /// Connects, failing when the server does not answer within [`TIMEOUT`].
+    /// Connects, failing when the server does not answer within [`CONNECT_TIMEOUT`].
     pub fn open(url: &StreamUrl) -> anyhow::Result<Connection> {
         // One thread of its own: the client answers the server's pings between calls.
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -177,7 +181,7 @@ impl Connection {
             .build()?;
         let mut options = async_nats::ConnectOptions::new()
             .name("logstats")
-            .connection_timeout(TIMEOUT)
+            .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(TIMEOUT));
         if let Some((user, password)) = &url.credentials {
             options = options.user_and_password(user.clone(), password.clone());
@@ -199,10 +203,11 @@ impl Connection {
             })?;
         let jetstream = {
             let _context = runtime.enter();
-            jetstream::new(client)
+            jetstream::new(client.clone())
         };
         Ok(Connection {
             runtime,
+            client,
             jetstream,
             url: url.clone(),
         })
@@ -210,6 +215,19 @@ impl Connection {
 
     pub fn url(&self) -> &StreamUrl {
         &self.url
+    }
+
+    /// Fails at once while the connection is lost (the client reconnects meanwhile), instead of
+    /// letting a request wait for its timeout.
+    fn connected(&self) -> anyhow::Result<()> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "{}: the connection to NATS at {} is lost (reconnecting)",
+                self.url.key(),
+                self.url.server
+            )),
+        }
     }
 
     fn stream(&self) -> anyhow::Result<stream::Stream> {
@@ -509,13 +527,15 @@ impl Reader {
             return Ok(messages);
         }
         let key = self.connection.url.key();
+        self.connection.connected()?;
         let consumer = match self.consumer.take() {
             Some(consumer) => consumer,
             None => self.create_consumer()?,
         };
         let mut overshot = false;
         while bytes < max_bytes && !overshot {
-            let fetched = self.connection.runtime.block_on(async {
+            // A server that goes away mid-batch never ends it: the batch has a deadline.
+            let fetch = async {
                 let mut batch = consumer
                     .fetch()
                     .max_messages(FETCH_MESSAGES)
@@ -532,6 +552,11 @@ impl Reader {
                     fetched.push((sequence, message.message.payload.to_vec()));
                 }
                 anyhow::Ok(fetched)
+            };
+            let fetched = self.connection.runtime.block_on(async {
+                tokio::time::timeout(TIMEOUT, fetch)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {TIMEOUT:?}")))
             });
             // The consumer may be gone (a server restart): the next read makes a new one, from
             // the position of the messages returned.

@@ -160,6 +160,8 @@ pub struct PlannedStream {
     pub noted_through: u64,
     /// About how many bytes there are to read (batch mode).
     pub bytes: u64,
+    /// Following: it could not be reached when planned (and that was said).
+    pub unreachable: bool,
 }
 
 impl PlannedStream {
@@ -178,6 +180,7 @@ impl PlannedStream {
             end: u64::MAX,
             noted_through: expected,
             bytes: 0,
+            unreachable: true,
         }
     }
 
@@ -210,6 +213,7 @@ impl PlannedStream {
             instance: bounds.created,
             noted_through: start.max(bounds.first.saturating_sub(1)),
             bytes: bounds.bytes_after(start),
+            unreachable: false,
         })
     }
 }
@@ -227,7 +231,7 @@ pub fn plan_streams(
         match PlannedStream::plan(address.clone(), stored, follow, &mut plan.notes) {
             Ok(planned) => streams.push(planned),
             Err(error) if follow => {
-                tracing::warn!("{error:#}; trying again every --flush-interval");
+                tracing::warn!("{error:#}; trying it again meanwhile");
                 streams.push(PlannedStream::unseen(address, stored));
             }
             Err(error) => plan.problems.push(crate::errors::one_line(&error)),
@@ -300,11 +304,15 @@ impl StreamFeed {
                     Err(_) if planned.end == u64::MAX => None,
                     Err(error) => return Err(error),
                 };
+                // One that could not be reached when planned was said to be down already.
+                let retry = planned
+                    .unreachable
+                    .then(|| (Instant::now() + FIRST_RETRY, FIRST_RETRY));
                 Ok(FedStream {
                     planned: planned.clone(),
                     reader,
                     committed: planned.expected,
-                    retry: None,
+                    retry,
                     given_up: false,
                 })
             })

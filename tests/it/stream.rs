@@ -779,3 +779,46 @@ fn following_streams_one_of_which_cannot_be_read_yet_reads_the_others_meanwhile(
     assert!(status.success(), "{status:?}");
     eventually_matches(&db.url, &all, std::time::Duration::ZERO).expect("all of it, once");
 }
+
+#[test]
+fn a_stream_whose_server_dies_mid_read_is_reported_and_the_rest_committed() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let big = nats.url("BIG");
+    let big_log = db.dir().join("big.log");
+    // Hundreds of epochs, each committed: the run is still reading when its server dies.
+    generate_to(&big, 1_000_000, 28);
+    generate_to(big_log.to_str().unwrap(), 1_000_000, 28);
+    let file = generated_log(db.dir(), "file.log", 5_000, 29);
+    let mut child = watched_ingest(&db.url)
+        .env("LOGSTATS_UNIT_BYTES", "100000")
+        .arg(&big)
+        .arg(&file)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut child);
+    assert!(watch.until_commits(1, PATIENCE));
+    let (port, store) = nats.stop();
+    // Its stderr ends when it does (it must, and not hang on the lost server).
+    let mut said = Vec::new();
+    loop {
+        match watch.lines.recv_timeout(PATIENCE) {
+            Ok(line) => said.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("the run hangs: {said:#?}"),
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "not everything could be read");
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with(&format!("warning: cannot read {big} completely"))),
+        "{said:#?}"
+    );
+    // Once the server is back, a rerun reads the rest: every line once.
+    let nats = NatsServer::on(port, store, &[]);
+    ingest(&db, &[&nats.url("BIG"), file.to_str().unwrap()]);
+    oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&big_log, &file]));
+}
