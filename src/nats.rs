@@ -166,6 +166,8 @@ pub struct LastMessage {
 pub struct Connection {
     runtime: tokio::runtime::Runtime,
     client: async_nats::Client,
+    /// A permission the server refused this client (it says so apart from any reply).
+    refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     jetstream: jetstream::Context,
     url: StreamUrl,
 }
@@ -179,8 +181,21 @@ impl Connection {
             .thread_name("nats")
             .enable_all()
             .build()?;
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let heard = std::sync::Arc::clone(&refused);
         let mut options = async_nats::ConnectOptions::new()
             .name("logstats")
+            .event_callback(move |event| {
+                let heard = std::sync::Arc::clone(&heard);
+                async move {
+                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(error)) =
+                        event
+                        && error.to_ascii_lowercase().contains("permissions violation")
+                    {
+                        *heard.lock().expect("refusal lock") = Some(error);
+                    }
+                }
+            })
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(TIMEOUT));
         if let Some((user, password)) = &url.credentials {
@@ -208,6 +223,7 @@ impl Connection {
         Ok(Connection {
             runtime,
             client,
+            refused,
             jetstream,
             url: url.clone(),
         })
@@ -338,6 +354,10 @@ impl Connection {
                 ) =>
             {
                 Err(Permanent(format!("{}: publishing: {e}", self.url.key())).into())
+            }
+            // A publish the server's permissions refuse gets no ack, only an event.
+            Err(_) if let Some(error) = self.refused.lock().expect("refusal lock").clone() => {
+                Err(Permanent(format!("{}: publishing: {error}", self.url.key())).into())
             }
             Err(e) => Err(anyhow::anyhow!("{}: publishing: {e}", self.url.key())),
         }

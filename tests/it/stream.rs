@@ -822,3 +822,31 @@ fn a_stream_whose_server_dies_mid_read_is_reported_and_the_rest_committed() {
     ingest(&db, &[&nats.url("BIG"), file.to_str().unwrap()]);
     oracle::assert_rows_match_text(&all_rows(&db.url), &text_of(&[&big_log, &file]));
 }
+
+#[test]
+fn ship_fails_when_the_server_refuses_its_publishes() {
+    let config = tempfile::tempdir().unwrap();
+    let conf = config.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        r#"authorization { users = [ { user: "u3", password: "p3", permissions: {
+             publish: { allow: ["$JS.API.>"] }, subscribe: { allow: ["_INBOX.>"] } } } ] }"#,
+    )
+    .unwrap();
+    let Some(nats) = NatsServer::start(&["-c", conf.to_str().unwrap()]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let log = generated_log(db.dir(), "a.log", 100, 30);
+    let url = format!("nats://u3:p3@127.0.0.1:{}/PV", nats.port);
+    let shipper = ship_command(&[&log], &url).spawn().unwrap();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(shipper.wait_with_output().unwrap()));
+    let output = ended
+        .recv_timeout(PATIENCE)
+        .expect("ship gives up instead of retrying forever");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permissions Violation"), "{stderr}");
+    assert!(!stderr.contains("p3@"), "{stderr}");
+}
