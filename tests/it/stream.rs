@@ -94,6 +94,14 @@ fn follow_streams(db: &TestDb, streams: &[&String]) -> (Child, CommitWatch) {
     (follower, watch)
 }
 
+/// Stops a follower with SIGTERM: it exits cleanly, and the database holds `want` exactly.
+fn stop_follower(mut follower: Child, db: &TestDb, want: &str) {
+    signal(follower.id(), "TERM");
+    let status = follower.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    eventually_matches(&db.url, want, std::time::Duration::ZERO).expect("all of it, once");
+}
+
 /// Runs `logstats ARGS...` to the end; fails the test unless it succeeds. Returns stderr.
 fn run(args: &[&str]) -> String {
     let output = Command::new(binary()).args(args).output().unwrap();
@@ -118,6 +126,12 @@ fn generate_to(target: &str, lines: u64, seed: u64) {
     ]);
 }
 
+/// Publishes generated lines to `stream` and writes the same lines to `log`.
+fn publish_and_write(stream: &str, log: &Path, lines: u64, seed: u64) {
+    generate_to(stream, lines, seed);
+    generate_to(log.to_str().unwrap(), lines, seed);
+}
+
 fn ingest(db: &TestDb, inputs: &[&str]) -> String {
     let mut args = vec!["ingest", "--database", &db.url];
     args.extend(inputs);
@@ -133,8 +147,7 @@ fn a_stream_ingests_to_the_numbers_of_its_lines_and_a_rerun_adds_nothing() {
         let db = TestDb::new(backend);
         let log = db.dir().join("same.log");
         let stream = nats.url(&format!("S{}", backend as u8));
-        generate_to(&stream, 60_000, 5);
-        generate_to(log.to_str().unwrap(), 60_000, 5);
+        publish_and_write(&stream, &log, 60_000, 5);
         let first = ingest(&db, &[&stream]);
         assert!(
             first.contains("ingested 60000 lines (0 rejected) from 1 input(s)"),
@@ -155,8 +168,7 @@ fn streams_and_files_mix_in_one_run_with_every_worker_parsing() {
     let db = TestDb::new(Backend::Sqlite);
     let streamed = db.dir().join("streamed.log");
     let stream = nats.url("MIX");
-    generate_to(&stream, 50_000, 6);
-    generate_to(streamed.to_str().unwrap(), 50_000, 6);
+    publish_and_write(&stream, &streamed, 50_000, 6);
     let file = generated_log(db.dir(), "file.log", 20_000, 7);
     let output = Command::new(binary())
         .args(["ingest", "--workers", "3", "--database", &db.url])
@@ -185,8 +197,7 @@ fn a_stream_run_killed_at_commits_then_run_again_counts_every_message_once() {
         let stream = nats.url(&format!("K{}", backend as u8));
         // Hundreds of epochs, each committed: a run is still reading when its first commits are
         // reported, however fast the machine.
-        generate_to(&stream, 1_000_000, 8);
-        generate_to(log.to_str().unwrap(), 1_000_000, 8);
+        publish_and_write(&stream, &log, 1_000_000, 8);
         let mut kills = 0;
         for attempt in 0..3u64 {
             let mut child = watched_ingest(&db.url)
@@ -220,8 +231,7 @@ fn two_ingestions_of_one_stream_at_once_count_it_once() {
         let db = TestDb::new(backend);
         let log = db.dir().join("same.log");
         let stream = nats.url(&format!("W{}", backend as u8));
-        generate_to(&stream, 100_000, 9);
-        generate_to(log.to_str().unwrap(), 100_000, 9);
+        publish_and_write(&stream, &log, 100_000, 9);
         let runs: Vec<Child> = (0..2)
             .map(|_| {
                 ingest_command(&db.url)
@@ -254,16 +264,12 @@ fn following_a_stream_ingests_what_is_published_while_it_runs() {
     let db = TestDb::new(Backend::Sqlite);
     let stream = nats.url("F");
     let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
-    generate_to(&stream, 10_000, 10);
-    generate_to(logs[0].to_str().unwrap(), 10_000, 10);
-    let (mut follower, _watch) = follow_streams(&db, &[&stream]);
-    generate_to(&stream, 10_000, 11);
-    generate_to(logs[1].to_str().unwrap(), 10_000, 11);
+    publish_and_write(&stream, &logs[0], 10_000, 10);
+    let (follower, _watch) = follow_streams(&db, &[&stream]);
+    publish_and_write(&stream, &logs[1], 10_000, 11);
     let want = text_of(&[&logs[0], &logs[1]]);
     eventually_matches(&db.url, &want, PATIENCE).expect("what was published meanwhile is read");
-    signal(follower.id(), "TERM");
-    assert!(follower.wait().unwrap().success());
-    eventually_matches(&db.url, &want, std::time::Duration::ZERO).expect("all of it, once");
+    stop_follower(follower, &db, &want);
 }
 
 #[test]
@@ -349,8 +355,7 @@ fn a_two_process_cluster_reading_a_stream_gives_the_numbers_of_one_process() {
     let db = TestDb::new(Backend::Sqlite);
     let log = db.dir().join("same.log");
     let stream = nats.url("CL");
-    generate_to(&stream, 80_000, 13);
-    generate_to(log.to_str().unwrap(), 80_000, 13);
+    publish_and_write(&stream, &log, 80_000, 13);
     let hostfile = two_process_hostfile(db.dir());
     let processes: Vec<Child> = (0..2)
         .map(|id| {
@@ -546,19 +551,15 @@ fn following_a_stream_rides_out_a_server_restart() {
     let db = TestDb::new(Backend::Sqlite);
     let stream = nats.url("RESTART");
     let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
-    generate_to(&stream, 5_000, 17);
-    generate_to(logs[0].to_str().unwrap(), 5_000, 17);
-    let (mut follower, _watch) = follow_streams(&db, &[&stream]);
+    publish_and_write(&stream, &logs[0], 5_000, 17);
+    let (follower, _watch) = follow_streams(&db, &[&stream]);
     eventually_matches(&db.url, &text_of(&[&logs[0]]), PATIENCE).expect("the backlog");
     let (port, store) = nats.stop();
     let nats = NatsServer::on(port, store, &[]);
-    generate_to(&nats.url("RESTART"), 5_000, 18);
-    generate_to(logs[1].to_str().unwrap(), 5_000, 18);
+    publish_and_write(&nats.url("RESTART"), &logs[1], 5_000, 18);
     let want = text_of(&[&logs[0], &logs[1]]);
     eventually_matches(&db.url, &want, PATIENCE).expect("what came after the restart");
-    signal(follower.id(), "TERM");
-    assert!(follower.wait().unwrap().success());
-    eventually_matches(&db.url, &want, std::time::Duration::ZERO).expect("all of it, once");
+    stop_follower(follower, &db, &want);
 }
 
 #[test]
@@ -659,8 +660,7 @@ fn a_stream_made_anew_under_its_name_is_read_from_its_start() {
     let db = TestDb::new(Backend::Sqlite);
     let stream = nats.url("ANEW");
     let logs: Vec<PathBuf> = (0..2).map(|i| db.dir().join(format!("{i}.log"))).collect();
-    generate_to(&stream, 20_000, 22);
-    generate_to(logs[0].to_str().unwrap(), 20_000, 22);
+    publish_and_write(&stream, &logs[0], 20_000, 22);
     ingest(&db, &[&stream]);
     block_on(async {
         let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
@@ -670,8 +670,7 @@ fn a_stream_made_anew_under_its_name_is_read_from_its_start() {
         jetstream.delete_stream("ANEW").await.unwrap();
     });
     // More messages than before, so that only the stream's creation time tells it apart.
-    generate_to(&stream, 30_000, 23);
-    generate_to(logs[1].to_str().unwrap(), 30_000, 23);
+    publish_and_write(&stream, &logs[1], 30_000, 23);
     let stderr = ingest(&db, &[&stream]);
     assert!(
         stderr.contains(&format!("note: {stream}: the stream was made anew")),
@@ -763,21 +762,15 @@ fn following_streams_one_of_which_cannot_be_read_yet_reads_the_others_meanwhile(
     let db = TestDb::new(Backend::Sqlite);
     let (good, late) = (nats.url("GOOD"), nats.url("LATE"));
     let logs: Vec<PathBuf> = (0..3).map(|i| db.dir().join(format!("{i}.log"))).collect();
-    generate_to(&good, 2_000, 25);
-    generate_to(logs[0].to_str().unwrap(), 2_000, 25);
-    let (mut follower, _watch) = follow_streams(&db, &[&good, &late]);
+    publish_and_write(&good, &logs[0], 2_000, 25);
+    let (follower, _watch) = follow_streams(&db, &[&good, &late]);
     eventually_matches(&db.url, &text_of(&[&logs[0]]), PATIENCE)
         .expect("the stream that exists is read while the other is missing");
-    generate_to(&late, 1_000, 26);
-    generate_to(logs[1].to_str().unwrap(), 1_000, 26);
-    generate_to(&good, 500, 27);
-    generate_to(logs[2].to_str().unwrap(), 500, 27);
+    publish_and_write(&late, &logs[1], 1_000, 26);
+    publish_and_write(&good, &logs[2], 500, 27);
     let all = text_of(&[&logs[0], &logs[1], &logs[2]]);
     eventually_matches(&db.url, &all, PATIENCE).expect("the late stream, once it exists");
-    signal(follower.id(), "TERM");
-    let status = follower.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    eventually_matches(&db.url, &all, std::time::Duration::ZERO).expect("all of it, once");
+    stop_follower(follower, &db, &all);
 }
 
 #[test]
@@ -789,8 +782,7 @@ fn a_stream_whose_server_dies_mid_read_is_reported_and_the_rest_committed() {
     let big = nats.url("BIG");
     let big_log = db.dir().join("big.log");
     // Hundreds of epochs, each committed: the run is still reading when its server dies.
-    generate_to(&big, 1_000_000, 28);
-    generate_to(big_log.to_str().unwrap(), 1_000_000, 28);
+    publish_and_write(&big, &big_log, 1_000_000, 28);
     let file = generated_log(db.dir(), "file.log", 5_000, 29);
     let mut child = watched_ingest(&db.url)
         .env("LOGSTATS_UNIT_BYTES", "100000")
