@@ -246,6 +246,7 @@ impl Connection {
         }
     }
 
+    /// The stream, with its information as the server has it now (one request).
     fn stream(&self) -> anyhow::Result<stream::Stream> {
         self.runtime
             .block_on(self.jetstream.get_stream(&self.url.stream))
@@ -282,19 +283,13 @@ impl Connection {
 
     /// The subjects the stream takes.
     pub fn subjects(&self) -> anyhow::Result<Vec<String>> {
-        let info = self
-            .runtime
-            .block_on(self.stream()?.get_info())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?;
-        Ok(info.config.subjects)
+        Ok(self.stream()?.cached_info().config.subjects.clone())
     }
 
     /// The first and last sequence the stream holds now (`first > last` when it is empty).
     pub fn bounds(&self) -> anyhow::Result<Bounds> {
-        let info = self
-            .runtime
-            .block_on(self.stream()?.get_info())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?;
+        let stream = self.stream()?;
+        let info = stream.cached_info();
         Ok(Bounds {
             first: info.state.first_sequence,
             last: info.state.last_sequence,
@@ -365,7 +360,11 @@ impl Connection {
 
     /// The last message of `subject`, when it has one.
     pub fn last_message(&self, subject: &str) -> anyhow::Result<Option<LastMessage>> {
-        let stream = self.stream()?;
+        // Asked before every new file and after every failed publish: no info request first.
+        let stream = self
+            .runtime
+            .block_on(self.jetstream.get_stream_no_info(&self.url.stream))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?;
         match self
             .runtime
             .block_on(stream.get_last_raw_message_by_subject(subject))

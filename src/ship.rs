@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::errors::shown_path;
 use crate::nats::{Conflict, Connection, LastMessage, Permanent, StreamUrl};
+use crate::pipeline::BOM;
 use crate::pipeline::source::{self, Head, Source};
 use crate::store::FileId;
 
@@ -27,9 +28,6 @@ const MESSAGE_BYTES: usize = crate::nats::MESSAGE_BYTES;
 /// Longest line shipped whole: longer ones are cut just past the longest line ingestion accepts,
 /// so that the ingester still counts (and rejects) them.
 const LINE_CUT: usize = crate::pipeline::MAX_LINE_BYTES + 1;
-
-/// The UTF-8 byte-order mark.
-const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Longest wait between two tries of an unreachable server.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -44,6 +44,18 @@ pub enum Update {
     Retracted(Retracted),
 }
 
+impl Update {
+    /// What `aggregator` counted since it was last drained: its groups, rejected lines and tally.
+    pub(super) fn drained(aggregator: &mut Aggregator) -> impl Iterator<Item = Update> {
+        let (groups, tally, rejects) = aggregator.drain();
+        let groups = (!groups.groups.is_empty()).then_some(Update::Groups(groups));
+        groups
+            .into_iter()
+            .chain(rejects.into_iter().map(Update::Rejected))
+            .chain(std::iter::once(Update::Tally(tally)))
+    }
+}
+
 /// The dataflow's input, as each worker holds it.
 pub(super) type UpdateInput =
     InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
@@ -368,13 +380,9 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
                         parse_job
                             .lines_read
                             .fetch_add(aggregator.lines() - lines_before, Ordering::Relaxed);
-                        let mut session = output.session(&time);
-                        let (groups, tally, rejects) = aggregator.drain();
-                        if !groups.groups.is_empty() {
-                            session.give(Update::Groups(groups));
-                        }
-                        session.give_iterator(rejects.into_iter().map(Update::Rejected));
-                        session.give(Update::Tally(tally));
+                        output
+                            .session(&time)
+                            .give_iterator(Update::drained(&mut aggregator));
                     });
                 }
             },

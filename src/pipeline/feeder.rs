@@ -180,17 +180,12 @@ impl Feeder {
     }
 
     fn send(&mut self, input: &mut UpdateInput, progress: Vec<FileProgress>) {
-        let (groups, tally, rejects) = self.aggregator.drain();
-        if !groups.groups.is_empty() {
-            input.send(Update::Groups(groups));
+        for update in Update::drained(&mut self.aggregator) {
+            input.send(update);
         }
         for record in progress {
             input.send(Update::Progress(record));
         }
-        for rejected in rejects {
-            input.send(Update::Rejected(rejected));
-        }
-        input.send(Update::Tally(tally));
         let retracted = self.aggregator.take_retracted();
         if retracted != Default::default() {
             input.send(Update::Retracted(retracted));

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use aggregate::{Aggregator, Position, Rejected, Tally};
 pub use dataflow::ingest;
-pub use reader::MAX_LINE_BYTES;
+pub use reader::{BOM, MAX_LINE_BYTES};
 
 use crate::record::Reject;
 

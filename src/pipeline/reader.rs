@@ -176,7 +176,7 @@ enum Numbering {
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// The UTF-8 byte-order mark, skipped at the start of an input.
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// What [`feed_lines`] fed.
 struct Fed {
