@@ -337,7 +337,7 @@ impl Store {
             let mut tx = say_when_waiting_for_the_lock(async {
                 let mut tx = pool.begin_with(dialect.begin_write).await?;
                 if let Some(lock) = dialect.writer_lock {
-                    sqlx::query(lock).execute(&mut *tx).await?;
+                    sqlx::query(lock).bind(super::WRITER_LOCK_KEY).execute(&mut *tx).await?;
                 }
                 Ok::<_, sqlx::Error>(tx)
             })

@@ -112,7 +112,8 @@ const STATE_COLUMNS: &str = "status_1xx, status_2xx, status_3xx, status_4xx, sta
 struct Dialect {
     /// Starts a writing transaction.
     begin_write: &'static str,
-    /// Run first in a writing transaction: serializes writers (none needed where `begin_write` locks).
+    /// Run first in a writing transaction, with [`WRITER_LOCK_KEY`] bound: serializes writers
+    /// (none needed where `begin_write` locks).
     writer_lock: Option<&'static str>,
 }
 
@@ -122,9 +123,12 @@ const SQLITE: Dialect = Dialect {
 };
 const POSTGRES: Dialect = Dialect {
     begin_write: "BEGIN",
-    // An arbitrary constant key: "logstats writer".
-    writer_lock: Some("SELECT pg_advisory_xact_lock(7486813302412)"),
+    writer_lock: Some("SELECT pg_advisory_xact_lock($1)"),
 };
+
+/// The PostgreSQL advisory lock every writing transaction holds (an arbitrary constant: "logstats
+/// writer"); another program holding it makes ingestion wait before it commits.
+pub const WRITER_LOCK_KEY: i64 = 7486813302412;
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and applies pending migrations.

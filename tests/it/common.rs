@@ -369,17 +369,95 @@ impl CommitWatch {
     /// Waits until `count` commits were reported in all; false when stderr ended first.
     pub fn until_commits(&mut self, count: u64, patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
-        while self.commits < count && !self.ended {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.commits += u64::from(line.contains("committed")),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => self.ended = true,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("no commit reported within {patience:?}")
-                }
+        while self.commits < count {
+            if self.next_line(deadline, patience).is_none() {
+                return false;
             }
         }
-        self.commits >= count
+        true
+    }
+
+    /// Waits for a line containing `text`; false when stderr ended first.
+    pub fn until_line(&mut self, text: &str, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        while let Some(line) = self.next_line(deadline, patience) {
+            if line.contains(text) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The next line (commits counted), or `None` once stderr has ended.
+    fn next_line(&mut self, deadline: Instant, patience: Duration) -> Option<String> {
+        if self.ended {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(left) {
+            Ok(line) => {
+                self.commits += u64::from(line.contains("committed"));
+                Some(line)
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.ended = true;
+                None
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("nothing awaited was reported within {patience:?}")
+            }
+        }
+    }
+}
+
+/// What an ingestion says while another program holds the database's write lock.
+pub const WAITING_FOR_THE_LOCK: &str = "waiting for the database's write lock";
+
+/// Another program's write lock on a test database (a SQLite write transaction, PostgreSQL's
+/// writer advisory lock): while it is held, an ingestion reads and merges but cannot commit, and
+/// says [`WAITING_FOR_THE_LOCK`]. The database must be migrated first ([`TestDb::store`]).
+pub enum WriteLockHolder {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLockHolder {
+    pub fn take(db: &TestDb) -> WriteLockHolder {
+        use sqlx::Connection;
+        block_on(async {
+            match db.backend {
+                Backend::Sqlite => {
+                    let mut connection = sqlx::SqliteConnection::connect(&db.url).await?;
+                    sqlx::query("BEGIN IMMEDIATE")
+                        .execute(&mut connection)
+                        .await?;
+                    Ok::<_, sqlx::Error>(WriteLockHolder::Sqlite(connection))
+                }
+                Backend::Postgres => {
+                    let mut connection = sqlx::PgConnection::connect(&db.url).await?;
+                    sqlx::query("SELECT pg_advisory_lock($1)")
+                        .bind(logstats::store::WRITER_LOCK_KEY)
+                        .execute(&mut connection)
+                        .await?;
+                    Ok(WriteLockHolder::Postgres(connection))
+                }
+            }
+        })
+        .expect("taking the database's write lock")
+    }
+
+    pub fn release(self) {
+        use sqlx::Connection;
+        block_on(async {
+            match self {
+                WriteLockHolder::Sqlite(mut connection) => {
+                    sqlx::query("COMMIT").execute(&mut connection).await?;
+                    connection.close().await
+                }
+                WriteLockHolder::Postgres(connection) => connection.close().await,
+            }
+        })
+        .expect("releasing the database's write lock");
     }
 }
 

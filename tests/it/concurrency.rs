@@ -567,13 +567,11 @@ fn ingest_and_migrate_with_an_unreachable_or_wrong_database_url_fail_with_one_li
 
 #[test]
 fn an_ingestion_waiting_for_a_locked_sqlite_database_says_so_once_then_finishes() {
-    use sqlx::Connection;
     let db = TestDb::new(Backend::Sqlite);
     let log = generated_log(db.dir(), "a.log", 1_000, 80);
     block_on(db.store().close());
     // Another program holds a write transaction.
-    let mut holder = block_on(sqlx::SqliteConnection::connect(&db.url)).unwrap();
-    block_on(sqlx::query("BEGIN IMMEDIATE").execute(&mut holder)).unwrap();
+    let holder = WriteLockHolder::take(&db);
     let mut child = Command::new(binary())
         .args(["ingest", "--database", &db.url])
         .arg(&log)
@@ -591,7 +589,7 @@ fn an_ingestion_waiting_for_a_locked_sqlite_database_says_so_once_then_finishes(
     let mut seen = Vec::new();
     while !seen
         .iter()
-        .any(|l: &String| l.contains("waiting for the database's write lock"))
+        .any(|l: &String| l.contains(WAITING_FOR_THE_LOCK))
     {
         seen.push(
             received
@@ -599,7 +597,7 @@ fn an_ingestion_waiting_for_a_locked_sqlite_database_says_so_once_then_finishes(
                 .expect("a line saying why it waits"),
         );
     }
-    block_on(sqlx::query("COMMIT").execute(&mut holder)).unwrap();
+    holder.release();
     assert!(child.wait().unwrap().success());
     seen.extend(received.iter());
     let said = seen.iter().filter(|l| l.contains("write lock")).count();
