@@ -8,7 +8,9 @@
 //! Once a histogram has seen most values of its range on a common step (durations logged to the
 //! millisecond, say), it turns dense: one 4-byte count per step, smaller than the sorted pairs, and
 //! recording or merging a value is one indexed add. So a group's size follows the values it can
-//! take, not the number of requests.
+//! take, not the number of requests. A histogram of a few distinct values (most groups of a
+//! customer base of hundreds of thousands hold a handful of requests a day) keeps them inline,
+//! with no heap allocation at all.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,8 @@ pub struct Histogram {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Entries {
+    /// Up to [`FEW`] narrow entries, inline.
+    Few(Few),
     Narrow(Vec<(u32, u32)>),
     Wide(Vec<(u64, u64)>),
     Dense(Dense),
@@ -39,6 +43,76 @@ struct Dense {
     first: u64,
     step: u64,
     counts: Vec<u32>,
+}
+
+/// How many distinct values a histogram keeps inline (as many as fit in the room of the other
+/// forms: the histogram is no larger for it).
+const FEW: usize = 5;
+
+/// Sorted narrow entries, inline.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Few {
+    len: u8,
+    entries: [(u32, u32); FEW],
+}
+
+impl Few {
+    fn as_slice(&self) -> &[(u32, u32)] {
+        &self.entries[..usize::from(self.len)]
+    }
+
+    /// Counts `value` once, if it is here or there is room for it.
+    #[inline]
+    fn record(&mut self, value: u32) -> bool {
+        let len = usize::from(self.len);
+        let at = self.entries[..len].partition_point(|e| e.0 < value);
+        if at < len && self.entries[at].0 == value {
+            self.entries[at].1 += 1;
+            return true;
+        }
+        if len == FEW {
+            return false;
+        }
+        self.entries.copy_within(at..len, at + 1);
+        self.entries[at] = (value, 1);
+        self.len += 1;
+        true
+    }
+
+    /// Adds sorted narrow counts, if the distinct values still fit; nothing changes otherwise.
+    fn add(&mut self, counts: &[(u64, u64)]) -> bool {
+        let mut merged = Few::default();
+        let (mut i, mut j) = (0, 0);
+        let mine = self.as_slice();
+        while i < mine.len() || j < counts.len() {
+            if usize::from(merged.len) == FEW {
+                return false;
+            }
+            let entry = match (mine.get(i), counts.get(j)) {
+                (Some(&(v, c)), Some(&(w, d))) if u64::from(v) == w => {
+                    (i, j) = (i + 1, j + 1);
+                    (v, c + d as u32)
+                }
+                (Some(&e), Some(&(w, _))) if u64::from(e.0) < w => {
+                    i += 1;
+                    e
+                }
+                (Some(&e), None) => {
+                    i += 1;
+                    e
+                }
+                (_, Some(&(w, d))) => {
+                    j += 1;
+                    (w as u32, d as u32)
+                }
+                (None, None) => unreachable!("the loop ends when both are done"),
+            };
+            merged.entries[usize::from(merged.len)] = entry;
+            merged.len += 1;
+        }
+        *self = merged;
+        true
+    }
 }
 
 /// A histogram with fewer distinct values stays sorted pairs (the dense test is not worth it).
@@ -104,7 +178,7 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 impl Default for Entries {
     fn default() -> Entries {
-        Entries::Narrow(Vec::new())
+        Entries::Few(Few::default())
     }
 }
 
@@ -143,13 +217,19 @@ impl Histogram {
     /// Counts one value.
     #[inline]
     pub fn record(&mut self, value: u64) {
-        if let Entries::Dense(dense) = &mut self.entries
-            && self.total < u64::from(u32::MAX)
-            && let Some(slot) = dense.slot(value)
-        {
-            dense.counts[slot] += 1;
-            self.total += 1;
-            return;
+        if self.total < u64::from(u32::MAX) {
+            let counted = match &mut self.entries {
+                Entries::Dense(dense) => dense.slot(value).map(|slot| dense.counts[slot] += 1),
+                Entries::Few(few) if self.pending.is_empty() => u32::try_from(value)
+                    .ok()
+                    .filter(|&value| few.record(value))
+                    .map(|_| ()),
+                _ => None,
+            };
+            if counted.is_some() {
+                self.total += 1;
+                return;
+            }
         }
         self.pending.push(value);
         if self.pending.len() >= PENDING_LIMIT {
@@ -187,6 +267,14 @@ impl Histogram {
             self.entries = Entries::Wide(self.folded_counts().collect());
         }
         match &mut self.entries {
+            Entries::Few(few) => {
+                if !few.add(counts) {
+                    let mut entries = few.as_slice().to_vec();
+                    add_sorted(&mut entries, counts);
+                    self.entries = Entries::Narrow(entries);
+                    self.densify();
+                }
+            }
             Entries::Narrow(entries) => {
                 if add_sorted(entries, counts) {
                     self.densify();
@@ -230,7 +318,17 @@ impl Histogram {
             return;
         }
         self.fold_pending();
-        self.add(&other.counts().collect::<Vec<_>>());
+        match &other.entries {
+            // The common case at high cardinality: no allocation.
+            Entries::Few(few) => {
+                let mut counts = [(0, 0); FEW];
+                for (slot, &(value, count)) in counts.iter_mut().zip(few.as_slice()) {
+                    *slot = (u64::from(value), u64::from(count));
+                }
+                self.add(&counts[..few.as_slice().len()]);
+            }
+            _ => self.add(&other.counts().collect::<Vec<_>>()),
+        }
     }
 
     /// Takes back one count of `value` (a request counted before its line was complete); false,
@@ -260,6 +358,7 @@ impl Histogram {
     /// The sorted `(value, count)` pairs folded in so far (pending values left out).
     fn folded_counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let (narrow, wide, dense) = match &self.entries {
+            Entries::Few(few) => (few.as_slice(), &[][..], None),
             Entries::Narrow(entries) => (entries.as_slice(), &[][..], None),
             Entries::Wide(entries) => (&[][..], entries.as_slice(), None),
             Entries::Dense(dense) => (&[][..], &[][..], Some(dense)),
@@ -300,6 +399,7 @@ impl Histogram {
     /// Bytes held on the heap (an estimate of what the allocator gives out for them).
     pub fn heap_bytes(&self) -> usize {
         let entries = match &self.entries {
+            Entries::Few(_) => 0,
             Entries::Narrow(entries) => entries.capacity() * size_of::<(u32, u32)>(),
             Entries::Wide(entries) => entries.capacity() * size_of::<(u64, u64)>(),
             Entries::Dense(dense) => dense.counts.capacity() * size_of::<u32>(),
@@ -311,6 +411,7 @@ impl Histogram {
     /// A compact binary form: a version byte, then LEB128 (value delta, count) pairs.
     pub fn to_bytes(&self) -> Vec<u8> {
         let len = match &self.entries {
+            Entries::Few(few) => few.as_slice().len(),
             Entries::Narrow(entries) => entries.len(),
             Entries::Wide(entries) => entries.len(),
             Entries::Dense(dense) => dense.counts.len(),
@@ -519,6 +620,55 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn a_few_values_merged_in_any_pieces_are_exact(
+            values in proptest::collection::vec(
+                prop_oneof![8 => 0u64..8, 1 => any::<u64>()], 0..14),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let mut merged = Histogram::default();
+            for piece in crate::testing::pieces(&values, &cuts) {
+                let mut recorded = Histogram::default();
+                piece.iter().for_each(|&v| recorded.record(v));
+                merged.merge(recorded);
+            }
+            merged.compact();
+            prop_assert_eq!(merged.total(), values.len() as u64);
+            prop_assert_eq!(merged.counts().collect::<Vec<_>>(), oracle_counts(&values));
+            prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), merged);
+        }
+    }
+
+    #[test]
+    fn a_handful_of_values_stays_inline_with_nothing_on_the_heap() {
+        let mut histogram = Histogram::default();
+        for value in [300_000, 100_000, 300_000, 200_000, 5, 1_999_999] {
+            histogram.record(value);
+        }
+        assert!(matches!(histogram.entries, Entries::Few(_)));
+        assert_eq!(histogram.heap_bytes(), 0);
+        histogram.merge(histogram_of(&[5, 100_000]));
+        assert_eq!(histogram.heap_bytes(), 0, "merging what fits stays inline");
+        histogram.merge(histogram_of(&[7]));
+        assert!(
+            matches!(histogram.entries, Entries::Narrow(_)),
+            "six values spill out"
+        );
+        assert_eq!(
+            histogram.counts().collect::<Vec<_>>(),
+            [
+                (5, 2),
+                (7, 1),
+                (100_000, 2),
+                (200_000, 1),
+                (300_000, 2),
+                (1_999_999, 1)
+            ]
+        );
+        assert!(size_of::<Histogram>() <= 80, "{}", size_of::<Histogram>());
+    }
+
     #[test]
     fn a_full_range_turns_dense_and_stays_exact_off_its_step() {
         let milliseconds: Vec<u64> = (100..300).map(|ms| ms * 1000).collect();
@@ -565,7 +715,7 @@ mod tests {
     fn a_value_beyond_32_bits_widens_the_histogram_exactly() {
         let big = u64::from(u32::MAX) + 5;
         let mut histogram = histogram_of(&[3, 3, 7]);
-        assert!(matches!(histogram.entries, Entries::Narrow(_)));
+        assert!(matches!(histogram.entries, Entries::Few(_)));
         histogram.merge(histogram_of(&[big, 7]));
         assert!(matches!(histogram.entries, Entries::Wide(_)));
         assert_eq!(

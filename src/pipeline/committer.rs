@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
-use super::aggregate::{NumberedGroups, Position, Rejected, Retracted, Tally};
+use super::aggregate::{Position, Rejected, Retracted, Tally};
 use super::dataflow::{Job, Update};
-use super::spill::GroupTable;
+use super::partition::Partitions;
 use super::{IngestConfig, IngestReport};
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
 
@@ -23,9 +21,7 @@ struct Committer {
     report: IngestReport,
     rejects_file: Option<std::io::BufWriter<std::fs::File>>,
     /// The groups of finished epochs not committed yet, merged, within the memory limit.
-    groups: GroupTable,
-    /// By worker: the table's number of each of the worker's customer numbers.
-    numbers: Vec<Vec<u32>>,
+    groups: Partitions,
     /// Everything else of those epochs.
     absorbed: Absorbed,
     last_commit: Instant,
@@ -121,13 +117,14 @@ impl Committer {
         report
             .notes
             .extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
-        let groups = GroupTable::new(
+        // A partition per worker of this process: they merge on as many cores.
+        let groups = Partitions::start(
+            job.config.workers,
             group_budget(job.config.memory_limit),
             job.config.spill_dir.clone(),
-        );
+        )?;
         let committer = Committer {
             groups,
-            numbers: Vec::new(),
             job,
             runtime,
             store,
@@ -158,9 +155,7 @@ impl Committer {
             for update in updates {
                 match update {
                     Update::Groups(groups) => {
-                        if let Err(error) =
-                            absorb_groups(&mut self.groups, &mut self.numbers, groups)
-                        {
+                        if let Err(error) = self.groups.absorb(groups) {
                             self.job.stop.store(true, Ordering::SeqCst);
                             self.halted = Some(error);
                             self.publish();
@@ -203,7 +198,7 @@ impl Committer {
         let absorbed = std::mem::take(&mut self.absorbed);
         let spilled = (self.groups.runs(), self.groups.spilled_bytes());
         let groups = match self.groups.take_sorted() {
-            Ok(groups) => groups.read_ahead().map(|group| {
+            Ok(groups) => groups.map(|group| {
                 group.map(|(customer, day, stats)| GroupDelta {
                     customer,
                     day,
@@ -322,33 +317,6 @@ impl Committer {
         };
         *self.job.report.lock().expect("report lock") = Some(report);
     }
-}
-
-/// Merges a worker's groups into the table, its customer numbers mapped to the table's.
-fn absorb_groups(
-    table: &mut GroupTable,
-    numbers: &mut Vec<Vec<u32>>,
-    numbered: NumberedGroups,
-) -> anyhow::Result<()> {
-    if numbers.len() <= numbered.worker {
-        numbers.resize_with(numbered.worker + 1, Vec::new);
-    }
-    let numbers = &mut numbers[numbered.worker];
-    anyhow::ensure!(
-        numbered.first_name as usize == numbers.len(),
-        "worker {}'s customer names came out of order (a bug: please report it)",
-        numbered.worker
-    );
-    for name in &numbered.names {
-        numbers.push(table.intern(name));
-    }
-    for (customer, day, stats) in numbered.groups {
-        let customer = *numbers
-            .get(customer as usize)
-            .context("a group of a customer never named (a bug: please report it)")?;
-        table.add_numbered(customer, day, stats)?;
-    }
-    Ok(())
 }
 
 /// The share of the memory limit the committer's groups may hold before they spill: the rest is

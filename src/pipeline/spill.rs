@@ -73,8 +73,8 @@ impl GroupTable {
     /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when the
     /// table would outgrow its budget.
     pub fn add_numbered(&mut self, customer: u32, day: Day, stats: DayStats) -> anyhow::Result<()> {
-        if self.groups.len() == self.groups.capacity() && self.bytes_when_grown() > self.limit() {
-            self.spill()?;
+        if self.groups.len() == self.groups.capacity() {
+            self.grow_or_spill()?;
         }
         let next = self.groups.len() as u32;
         let slot = *self.index.entry((customer, day)).or_insert(next);
@@ -120,8 +120,20 @@ impl GroupTable {
         self.bytes_with_capacity(self.groups.capacity())
     }
 
-    fn bytes_when_grown(&self) -> usize {
-        self.bytes_with_capacity((self.groups.capacity() * 2).max(4))
+    /// Makes room for another group: twice the room, or as much as the limit leaves when that
+    /// is less (so that a run holds as many groups as the limit allows, not the largest power of
+    /// two below it); spills when no room is left.
+    fn grow_or_spill(&mut self) -> anyhow::Result<()> {
+        let group = size_of::<(u32, Day, DayStats)>();
+        let others = self.bytes_with_capacity(0);
+        // `allocated` rounds up by at most a page per size class: leave one.
+        let within = self.limit().saturating_sub(others + 4096) / group;
+        let wanted = (self.groups.capacity() * 2).max(4).min(within);
+        if wanted <= self.groups.len() {
+            return self.spill();
+        }
+        self.groups.reserve_exact(wanted - self.groups.len());
+        Ok(())
     }
 
     fn bytes_with_capacity(&self, groups: usize) -> usize {
@@ -477,61 +489,6 @@ impl SortedGroups {
             group.2.merge(stats);
         }
         Ok(Some(group))
-    }
-}
-
-/// Groups per chunk handed over by [`SortedGroups::read_ahead`].
-const READ_AHEAD_CHUNK: usize = 1024;
-
-impl SortedGroups {
-    /// The same groups, merged on a thread of their own a few chunks ahead, so that reading and
-    /// merging the runs overlaps with writing them to the database.
-    pub fn read_ahead(mut self) -> ReadAhead {
-        let (chunks, received) = std::sync::mpsc::sync_channel(4);
-        let merger = std::thread::spawn(move || {
-            loop {
-                let chunk: Vec<_> = self.by_ref().take(READ_AHEAD_CHUNK).collect();
-                // Ends when the groups do, or when the reader was dropped.
-                if chunk.is_empty() || chunks.send(chunk).is_err() {
-                    break;
-                }
-            }
-        });
-        ReadAhead {
-            chunks: received,
-            current: Vec::new().into_iter(),
-            merger: Some(merger),
-        }
-    }
-}
-
-/// Groups merged ahead on another thread (see [`SortedGroups::read_ahead`]).
-pub struct ReadAhead {
-    chunks: std::sync::mpsc::Receiver<Vec<anyhow::Result<Group>>>,
-    current: std::vec::IntoIter<anyhow::Result<Group>>,
-    /// Joined at the end: a merger that died must not look like the end of the groups.
-    merger: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Iterator for ReadAhead {
-    type Item = anyhow::Result<Group>;
-
-    fn next(&mut self) -> Option<anyhow::Result<Group>> {
-        loop {
-            if let Some(group) = self.current.next() {
-                return Some(group);
-            }
-            match self.chunks.recv() {
-                Ok(chunk) => self.current = chunk.into_iter(),
-                Err(_) => {
-                    let merger = self.merger.take()?;
-                    return merger
-                        .join()
-                        .is_err()
-                        .then(|| Err(anyhow::anyhow!("merging the groups failed (a bug)")));
-                }
-            }
-        }
     }
 }
 

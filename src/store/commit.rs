@@ -1,13 +1,13 @@
 //! One ingestion commit: merge group deltas into stored days and advance file offsets, atomically.
+//! The algorithm is written once, over the steps of a [`WriteTx`]; each backend runs the steps its
+//! own fastest way (`transaction.rs`, `sqlite_writes.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
-use super::{
-    STATE_COLUMNS, Store, count, say_when_waiting_for_the_lock, state_from_row, stored,
-    stored_wide, with_pool,
-};
+use super::transaction::{PgWrite, WriteTx, by_key};
+use super::{Backend, Store, count, stored, stored_wide, with_pool};
 use crate::day::Day;
 use crate::stats::DayStats;
 
@@ -114,34 +114,33 @@ pub struct Conflict {
     pub found: u64,
 }
 
-/// Groups read, merged and written together: one statement reads their stored state and one
-/// writes them (1,000 rows of 23 values stay under both backends' limit on bound values).
+/// Groups read, merged and written together: one statement reads their stored state (and, on
+/// PostgreSQL, one writes them: 1,000 rows of 22 values stay under its limit on bound values).
 const CHUNK_ROWS: usize = 1000;
 
-/// Whether the table holds any day at all.
-const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
-
-const DELETE_DAY: &str =
+pub(super) const DELETE_DAY: &str =
     "DELETE FROM resource_statistics_by_day WHERE customer_id = $1 AND date = $2";
 /// Every row of one file: under its path, or under another name with the same identity.
-const SELECT_PROGRESS: &str = "SELECT path, byte_offset, decoded_offset FROM ingest_progress \
+pub(super) const SELECT_PROGRESS: &str = "SELECT path, byte_offset, decoded_offset FROM ingest_progress \
      WHERE path = $1 OR (device = $2 AND inode = $3 AND (device <> 0 OR inode <> 0))";
-const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
+pub(super) const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
-const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
+pub(super) const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
      (path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len, end_hash) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
      head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
      inode = excluded.inode, decoded_offset = excluded.decoded_offset, \
      tail_len = excluded.tail_len, end_hash = excluded.end_hash";
-const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
+/// The columns of a stored day, in the order of [`MergedDay::columns`] (after the key, before the
+/// histogram).
+pub(super) const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
      success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
      total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
      availability_percentage, duration_p90, duration_p95, duration_max, \
      duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
      duration_histogram) ";
-const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
+pub(super) const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
      success_requests = excluded.success_requests, failed_requests = excluded.failed_requests, \
      uptime_percentage = excluded.uptime_percentage, duration_mean = excluded.duration_mean, \
      duration_p50 = excluded.duration_p50, duration_p99 = excluded.duration_p99, \
@@ -159,63 +158,33 @@ const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
 /// Selects the stored state (after `extra` columns) of one customer's days in a date range.
 pub(super) fn select_state(extra: &str) -> String {
     format!(
-        "SELECT {extra}{STATE_COLUMNS} FROM resource_statistics_by_day \
-         WHERE customer_id = $1 AND date >= $2 AND date <= $3"
+        "SELECT {extra}{} FROM resource_statistics_by_day \
+         WHERE customer_id = $1 AND date >= $2 AND date <= $3",
+        super::STATE_COLUMNS
     )
 }
 
 /// Selects the stored state of the (customer, day) keys of a `VALUES` list that follows, closed by
 /// [`KEYS_JOIN`] (a join, so that both backends look each key up in the primary key: SQLite scans
 /// the whole table for a row-value `IN` list).
-fn select_keys() -> String {
-    format!("SELECT customer_id, date, {STATE_COLUMNS} FROM (")
+pub(super) fn select_keys() -> String {
+    format!("SELECT customer_id, date, {} FROM (", super::STATE_COLUMNS)
 }
 
-const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \
+pub(super) const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \
      ON customer_id = k.column1 AND date = k.column2";
 
-/// One multi-row upsert of merged days.
-fn upsert_days<DB: sqlx::Database>(rows: &mut [MergedDay]) -> QueryBuilder<DB>
-where
-    DB::Arguments: Default,
-    String: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    chrono::NaiveDate: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    f64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-    Vec<u8>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
-{
-    let mut insert = QueryBuilder::new(INSERT_DAYS);
-    insert.push_values(rows.iter_mut(), |mut values, row| {
-        let s = row.stats.statistics();
-        let sum = stored_wide(row.stats.duration_sum_us);
-        let success_sum = stored_wide(row.stats.success_duration_sum_us);
-        values
-            .push_bind(std::mem::take(&mut row.customer))
-            .push_bind(row.day.to_naive_date())
-            .push_bind(stored(s.success_requests))
-            .push_bind(stored(s.failed_requests))
-            .push_bind(s.uptime_percentage)
-            .push_bind(s.duration_mean)
-            .push_bind(s.duration_p50)
-            .push_bind(s.duration_p99)
-            .push_bind(stored(s.total_requests))
-            .push_bind(stored(s.status_1xx))
-            .push_bind(stored(s.status_2xx))
-            .push_bind(stored(s.status_3xx))
-            .push_bind(stored(s.status_4xx))
-            .push_bind(stored(s.status_5xx))
-            .push_bind(s.availability_percentage)
-            .push_bind(s.duration_p90)
-            .push_bind(s.duration_p95)
-            .push_bind(s.duration_max)
-            .push_bind(sum.0)
-            .push_bind(sum.1)
-            .push_bind(success_sum.0)
-            .push_bind(success_sum.1)
-            .push_bind(row.stats.histogram.to_bytes());
-    });
-    insert.push(ON_CONFLICT_DAYS);
-    insert
+/// A progress row as [`SELECT_PROGRESS`] reads it: path, byte offset, decoded offset.
+pub(super) type ProgressRow = (String, i64, i64);
+
+/// A stored day's key and mergeable state.
+pub(super) type StateRow = (String, Day, DayStats);
+
+/// One stored value of a day.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Column {
+    Integer(i64),
+    Real(f64),
 }
 
 /// Two ascending streams of groups as one, equal keys merged.
@@ -277,10 +246,43 @@ fn unix_now() -> f64 {
 }
 
 /// A stored day after merging, ready to write.
-struct MergedDay {
-    customer: String,
-    day: Day,
-    stats: DayStats,
+pub(super) struct MergedDay {
+    pub customer: String,
+    pub day: Day,
+    pub stats: DayStats,
+}
+
+impl MergedDay {
+    /// Its values for the columns of [`INSERT_DAYS`] between the key and the histogram: the one
+    /// place that lists them, for every backend. The stats must be compacted.
+    pub fn columns(&mut self) -> [Column; 20] {
+        use Column::{Integer, Real};
+        let s = self.stats.statistics();
+        let sum = stored_wide(self.stats.duration_sum_us);
+        let success_sum = stored_wide(self.stats.success_duration_sum_us);
+        [
+            Integer(stored(s.success_requests)),
+            Integer(stored(s.failed_requests)),
+            Real(s.uptime_percentage),
+            Real(s.duration_mean),
+            Real(s.duration_p50),
+            Real(s.duration_p99),
+            Integer(stored(s.total_requests)),
+            Integer(stored(s.status_1xx)),
+            Integer(stored(s.status_2xx)),
+            Integer(stored(s.status_3xx)),
+            Integer(stored(s.status_4xx)),
+            Integer(stored(s.status_5xx)),
+            Real(s.availability_percentage),
+            Real(s.duration_p90),
+            Real(s.duration_p95),
+            Real(s.duration_max),
+            Integer(sum.0),
+            Integer(sum.1),
+            Integer(success_sum.0),
+            Integer(success_sum.1),
+        ]
+    }
 }
 
 impl Store {
@@ -314,7 +316,6 @@ impl Store {
         groups: impl Iterator<Item = anyhow::Result<GroupDelta>>,
     ) -> anyhow::Result<usize> {
         debug_assert!(batch.groups.is_empty(), "groups come apart from the batch");
-        let dialect = self.dialect();
         let mut retractions: HashMap<(String, Day), Vec<(u16, u64)>> = HashMap::new();
         for r in &batch.retractions {
             retractions
@@ -332,109 +333,18 @@ impl Store {
             })
             .collect();
         retracted.sort_by(|a, b| (&a.customer, a.day).cmp(&(&b.customer, b.day)));
-        let mut groups = merge_sorted(groups, retracted.into_iter());
-        let written = with_pool!(self, pool => {
-            let mut tx = say_when_waiting_for_the_lock(async {
-                let mut tx = pool.begin_with(dialect.begin_write).await?;
-                if let Some(lock) = dialect.writer_lock {
-                    sqlx::query(lock).bind(super::WRITER_LOCK_KEY).execute(&mut *tx).await?;
-                }
-                Ok::<_, sqlx::Error>(tx)
-            })
-            .await?;
-            for progress in &batch.progress {
-                let rows: Vec<(String, i64, i64)> = sqlx::query_as(SELECT_PROGRESS)
-                    .bind(&progress.path)
-                    .bind(progress.file.device as i64)
-                    .bind(progress.file.inode as i64)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                check_progress(progress, &rows)?;
+        let groups = merge_sorted(groups, retracted.into_iter());
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                let path = self.readers.as_ref().expect("SQLite has readers").path();
+                let tx = super::sqlite_writes::SqliteWrite::begin(path)?;
+                write_commit(tx, &batch, groups, retractions).await
             }
-            // In an empty table no group exists yet: nothing to read back.
-            let stored_days = sqlx::query(ANY_DAY).fetch_optional(&mut *tx).await?.is_some();
-            let mut written = 0;
-            let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-            loop {
-                chunk.clear();
-                for group in groups.by_ref().take(CHUNK_ROWS) {
-                    chunk.push(group?);
-                }
-                if chunk.is_empty() {
-                    break;
-                }
-                let mut existing = HashMap::new();
-                if stored_days {
-                    let mut select = QueryBuilder::new(select_keys());
-                    select.push_values(chunk.iter(), |mut key, group| {
-                        key.push_bind(group.customer.clone()).push_bind(group.day.to_naive_date());
-                    });
-                    select.push(KEYS_JOIN);
-                    for row in select.build().fetch_all(&mut *tx).await? {
-                        let customer: String = row.try_get("customer_id")?;
-                        let date: chrono::NaiveDate = row.try_get("date")?;
-                        existing.insert((customer, Day::from_naive_date(date)), state_from_row!(&row));
-                    }
-                }
-                let mut merged = Vec::with_capacity(chunk.len());
-                let mut emptied = Vec::new();
-                for group in chunk.drain(..) {
-                    let key = (group.customer, group.day);
-                    let mut stats = existing.remove(&key).unwrap_or_default();
-                    stats.merge(group.stats);
-                    for (status, duration_us) in retractions.remove(&key).unwrap_or_default() {
-                        if !stats.remove(status, duration_us) {
-                            tracing::warn!("{} {}: the stored day does not hold the request being taken back (the database was changed by hand?)", key.0, key.1);
-                        }
-                    }
-                    let (customer, day) = key;
-                    if stats.total() == 0 {
-                        emptied.push((customer, day));
-                    } else {
-                        merged.push(MergedDay { customer, day, stats });
-                    }
-                }
-                if !merged.is_empty() {
-                    upsert_days(&mut merged).build().execute(&mut *tx).await?;
-                }
-                for (customer, day) in &emptied {
-                    sqlx::query(DELETE_DAY)
-                        .bind(customer)
-                        .bind(day.to_naive_date())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                written += merged.len();
+            Backend::Postgres(pool) => {
+                let tx = PgWrite::begin(pool).await?;
+                write_commit(tx, &batch, groups, retractions).await
             }
-            let linked = batch.progress.iter().flat_map(|progress| {
-                let links = progress.other_names.iter().filter(|name| name.linked);
-                std::iter::once((&progress.path, progress))
-                    .chain(links.map(move |name| (&name.path, progress)))
-            });
-            for (path, progress) in linked {
-                sqlx::query(UPSERT_PROGRESS)
-                    .bind(path)
-                    .bind(stored(progress.offset))
-                    .bind(progress.head_hash as i64)
-                    .bind(stored(progress.head_len))
-                    .bind(progress.file.device as i64)
-                    .bind(progress.file.inode as i64)
-                    .bind(stored(progress.decoded))
-                    .bind(stored(progress.tail))
-                    .bind(progress.end_hash as i64)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(ADD_TOTALS)
-                .bind(stored(batch.lines) - stored(batch.retracted_lines))
-                .bind(stored(batch.rejected) - stored(batch.retracted_rejected))
-                .bind(unix_now())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            written
-        });
-        Ok(written)
+        }
     }
 
     /// The committed progress of every input file, by path (in order: every process of a
@@ -466,6 +376,86 @@ impl Store {
         });
         Ok(rows)
     }
+}
+
+/// The commit itself, in `tx`: checks that no other writer moved the files meanwhile, merges the
+/// groups (ascending) into their stored days a chunk at a time, takes back what `retractions`
+/// says, and records the progress and totals. Returns the number of days written.
+async fn write_commit(
+    mut tx: impl WriteTx,
+    batch: &CommitBatch,
+    mut groups: impl Iterator<Item = anyhow::Result<GroupDelta>>,
+    mut retractions: HashMap<(String, Day), Vec<(u16, u64)>>,
+) -> anyhow::Result<usize> {
+    for progress in &batch.progress {
+        let rows = tx.progress_rows(progress).await?;
+        check_progress(progress, &rows)?;
+    }
+    // In an empty table no group exists yet: nothing to read back.
+    let stored_days = tx.holds_any_day().await?;
+    let mut written = 0;
+    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+    loop {
+        chunk.clear();
+        for group in groups.by_ref().take(CHUNK_ROWS) {
+            let group = group?;
+            chunk.push(((group.customer, group.day), group.stats));
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        let mut existing = HashMap::new();
+        if stored_days {
+            let keys: Vec<(String, Day)> = chunk.iter().map(|(key, _)| key.clone()).collect();
+            existing = by_key(tx.stored_states(&keys).await?);
+        }
+        let mut merged = Vec::with_capacity(chunk.len());
+        for (key, delta) in chunk.drain(..) {
+            let mut stats = existing.remove(&key).unwrap_or_default();
+            stats.merge(delta);
+            for (status, duration_us) in retractions.remove(&key).unwrap_or_default() {
+                if !stats.remove(status, duration_us) {
+                    tracing::warn!(
+                        "{} {}: the stored day does not hold the request being taken back (the \
+                         database was changed by hand?)",
+                        crate::errors::escaped(key.0.as_bytes()),
+                        key.1
+                    );
+                }
+            }
+            let (customer, day) = key;
+            if stats.total() == 0 {
+                tx.delete_day(&customer, day).await?;
+            } else {
+                stats.compact();
+                merged.push(MergedDay {
+                    customer,
+                    day,
+                    stats,
+                });
+            }
+        }
+        if !merged.is_empty() {
+            tx.write_days(&mut merged).await?;
+        }
+        written += merged.len();
+    }
+    let linked = batch.progress.iter().flat_map(|progress| {
+        let links = progress.other_names.iter().filter(|name| name.linked);
+        std::iter::once((&progress.path, progress))
+            .chain(links.map(move |name| (&name.path, progress)))
+    });
+    for (path, progress) in linked {
+        tx.record_progress(path, progress).await?;
+    }
+    tx.add_totals(
+        stored(batch.lines) - stored(batch.retracted_lines),
+        stored(batch.rejected) - stored(batch.retracted_rejected),
+        unix_now(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// A file's committed progress, as stored.

@@ -8,6 +8,8 @@ mod commit;
 mod migrations;
 mod read;
 mod sqlite_reads;
+mod sqlite_writes;
+mod transaction;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -413,13 +415,6 @@ impl Store {
         }
     }
 
-    fn dialect(&self) -> &'static Dialect {
-        match self.backend {
-            Backend::Sqlite(_) => &SQLITE,
-            Backend::Postgres(_) => &POSTGRES,
-        }
-    }
-
     /// Closes every connection (lets SQLite checkpoint its WAL).
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
@@ -432,17 +427,24 @@ const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Runs `take_lock`, saying once per process on stderr when it waits for the write lock: another
 /// program's write transaction (SQLite allows one writer) or another ingestion's commit holds it.
 pub(crate) async fn say_when_waiting_for_the_lock<T>(take_lock: impl Future<Output = T>) -> T {
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let mut take_lock = std::pin::pin!(take_lock);
     if let Ok(done) = tokio::time::timeout(LOCK_PATIENCE, &mut take_lock).await {
         return done;
     }
+    report_waiting_for_the_lock();
+    take_lock.await
+}
+
+/// Says (once per process) that a writer waits for the database's write lock.
+fn report_waiting_for_the_lock() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
-            "waiting for the database's write lock: another program holds a write transaction              on it (SQLite allows one writer at a time; logstats waits up to 60 s), or another              ingestion is committing"
+            "waiting for the database's write lock: another program holds a write transaction \
+             on it (SQLite allows one writer at a time; logstats waits up to 60 s), or another \
+             ingestion is committing"
         );
     }
-    take_lock.await
 }
 
 /// How often opening a new SQLite database retries after SQLITE_BUSY (about 0.5 s in all).

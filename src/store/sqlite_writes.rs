@@ -1,0 +1,209 @@
+//! Ingestion's writes on SQLite, through a connection of their own on the committing thread:
+//! every statement is prepared once per transaction and run for each row with its values bound in
+//! place. sqlx built a multi-row statement of 23,000 bound values per thousand days, copied every
+//! value into its own argument list and ran it on a worker thread behind a channel; the days of a
+//! large commit were written at a fraction of SQLite's own speed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql, params};
+
+use super::commit::{
+    ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, StateRow, UPSERT_PROGRESS, select_keys,
+};
+use super::transaction::WriteTx;
+use super::{LOCK_PATIENCE, report_waiting_for_the_lock, state_from_row, stored};
+use crate::day::Day;
+
+/// How long a writer waits for another's lock before it gives up (as sqlx's busy timeout did).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the writer sleeps between two tries of a lock another connection holds.
+const LOCK_RETRY: Duration = Duration::from_millis(2);
+
+/// Page cache of the writing connection: a commit of millions of days touches many pages.
+const CACHE_KIB: i64 = 16 << 10;
+
+/// A SQLite write transaction (`BEGIN IMMEDIATE`: the writer lock is taken at once).
+pub(super) struct SqliteWrite {
+    connection: Connection,
+}
+
+impl SqliteWrite {
+    /// Opens the database at `path` and begins a write transaction, waiting (and saying so after a
+    /// second) while another writer holds the lock.
+    pub fn begin(path: &Path) -> anyhow::Result<SqliteWrite> {
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_handler(Some(wait_for_the_lock))?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
+        connection.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(SqliteWrite { connection })
+    }
+}
+
+/// SQLite's busy handler: retries every [`LOCK_RETRY`], reports a wait past [`LOCK_PATIENCE`],
+/// gives up after [`LOCK_TIMEOUT`].
+fn wait_for_the_lock(retries: i32) -> bool {
+    let waited = LOCK_RETRY * retries.max(0) as u32;
+    if waited >= LOCK_PATIENCE {
+        report_waiting_for_the_lock();
+    }
+    if waited >= LOCK_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(LOCK_RETRY);
+    true
+}
+
+impl ToSql for Column {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Owned(match *self {
+            Column::Integer(value) => Value::Integer(value),
+            Column::Real(value) => Value::Real(value),
+        }))
+    }
+}
+
+/// A date as SQLite keeps it (the text `YYYY-MM-DD`, as sqlx and rusqlite write a `NaiveDate`),
+/// without going through a formatter.
+struct DateText([u8; 10]);
+
+impl DateText {
+    fn of(day: Day) -> DateText {
+        let (year, month, date) = day.ymd();
+        let mut text = *b"0000-00-00";
+        let digits = |out: &mut [u8], mut value: u32| {
+            for slot in out.iter_mut().rev() {
+                *slot = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        // Stored days lie in 0001..=9999 (see `Day::is_storable`).
+        digits(&mut text[0..4], year.clamp(0, 9999) as u32);
+        digits(&mut text[5..7], month);
+        digits(&mut text[8..10], date);
+        DateText(text)
+    }
+}
+
+impl ToSql for DateText {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(&self.0)))
+    }
+}
+
+impl WriteTx for SqliteWrite {
+    async fn progress_rows(&mut self, progress: &FileProgress) -> anyhow::Result<Vec<ProgressRow>> {
+        let mut select = self.connection.prepare_cached(SELECT_PROGRESS)?;
+        let rows = select.query_map(
+            params![
+                progress.path,
+                progress.file.device as i64,
+                progress.file.inode as i64
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn holds_any_day(&mut self) -> anyhow::Result<bool> {
+        const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
+        let mut select = self.connection.prepare_cached(ANY_DAY)?;
+        Ok(select.exists(params![])?)
+    }
+
+    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>> {
+        let values = vec!["(?, ?)"; keys.len()].join(", ");
+        let sql = format!("{}VALUES {values}{KEYS_JOIN}", select_keys());
+        let mut select = self.connection.prepare_cached(&sql)?;
+        let dates: Vec<DateText> = keys.iter().map(|(_, day)| DateText::of(*day)).collect();
+        let bound: Vec<&dyn ToSql> = keys
+            .iter()
+            .zip(&dates)
+            .flat_map(|((customer, _), date)| [customer as &dyn ToSql, date as &dyn ToSql])
+            .collect();
+        let mut rows = select.query(bound.as_slice())?;
+        let mut states = Vec::new();
+        while let Some(row) = rows.next()? {
+            let row = super::sqlite_reads::Row(row);
+            let customer: String = row.try_get("customer_id")?;
+            let date: chrono::NaiveDate = row.try_get("date")?;
+            states.push((customer, Day::from_naive_date(date), state_from_row!(&row)));
+        }
+        Ok(states)
+    }
+
+    async fn write_days(&mut self, days: &mut [MergedDay]) -> anyhow::Result<()> {
+        static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let values = vec!["?"; 23].join(", ");
+            format!("{INSERT_DAYS}VALUES ({values}){ON_CONFLICT_DAYS}")
+        });
+        let mut upsert = self.connection.prepare_cached(&UPSERT)?;
+        for day in days.iter_mut() {
+            let date = DateText::of(day.day);
+            let histogram = day.stats.histogram.to_bytes();
+            upsert.raw_bind_parameter(1, &day.customer)?;
+            upsert.raw_bind_parameter(2, &date)?;
+            for (index, column) in day.columns().iter().enumerate() {
+                upsert.raw_bind_parameter(index + 3, column)?;
+            }
+            upsert.raw_bind_parameter(23, &histogram)?;
+            upsert.raw_execute()?;
+        }
+        Ok(())
+    }
+
+    async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()> {
+        let mut delete = self.connection.prepare_cached(DELETE_DAY)?;
+        delete.execute(params![customer, DateText::of(day)])?;
+        Ok(())
+    }
+
+    async fn record_progress(&mut self, path: &str, progress: &FileProgress) -> anyhow::Result<()> {
+        let mut upsert = self.connection.prepare_cached(UPSERT_PROGRESS)?;
+        upsert.execute(params![
+            path,
+            stored(progress.offset),
+            progress.head_hash as i64,
+            stored(progress.head_len),
+            progress.file.device as i64,
+            progress.file.inode as i64,
+            stored(progress.decoded),
+            stored(progress.tail),
+            progress.end_hash as i64,
+        ])?;
+        Ok(())
+    }
+
+    async fn add_totals(&mut self, lines: i64, rejected: i64, unix_now: f64) -> anyhow::Result<()> {
+        let mut update = self.connection.prepare_cached(ADD_TOTALS)?;
+        update.execute(params![lines, rejected, unix_now])?;
+        Ok(())
+    }
+
+    async fn commit(self) -> anyhow::Result<()> {
+        self.connection.execute_batch("COMMIT")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_written_as_sqlx_and_rusqlite_write_them() {
+        for (y, m, d) in [(1, 1, 1), (2024, 9, 15), (2024, 2, 29), (9999, 12, 31)] {
+            let day = Day::from_ymd(y, m, d).unwrap();
+            let expected = day.to_naive_date().format("%Y-%m-%d").to_string();
+            assert_eq!(std::str::from_utf8(&DateText::of(day).0).unwrap(), expected);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The steps of one writing transaction, one method each, whatever the backend: the commit
+//! algorithm (`commit.rs`) is written once over [`WriteTx`]. PostgreSQL runs them through sqlx
+//! (multi-row statements, one round trip per chunk); SQLite through rusqlite (`sqlite_writes.rs`:
+//! prepared statements reused for every row, on the committing thread).
+
+use std::collections::HashMap;
+
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use super::commit::{
+    ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, StateRow, UPSERT_PROGRESS, select_keys,
+};
+use super::{POSTGRES, WRITER_LOCK_KEY, say_when_waiting_for_the_lock, state_from_row, stored};
+use crate::day::Day;
+use crate::stats::DayStats;
+
+/// One open writing transaction, holding the writer lock. Dropped without [`WriteTx::commit`],
+/// it rolls back.
+pub(super) trait WriteTx {
+    /// Every progress row of `progress`'s file: under its path, or under another name with the
+    /// same identity.
+    async fn progress_rows(&mut self, progress: &FileProgress) -> anyhow::Result<Vec<ProgressRow>>;
+
+    /// Whether the table holds any day at all (when not, nothing needs reading back).
+    async fn holds_any_day(&mut self) -> anyhow::Result<bool>;
+
+    /// The stored state of those of `keys` that have a row.
+    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>>;
+
+    /// Inserts or replaces these days.
+    async fn write_days(&mut self, days: &mut [MergedDay]) -> anyhow::Result<()>;
+
+    async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
+
+    /// Records how far `progress`'s file is, under `path`.
+    async fn record_progress(&mut self, path: &str, progress: &FileProgress) -> anyhow::Result<()>;
+
+    /// Adds to the stored totals of lines read and rejected, and stamps the commit's time.
+    async fn add_totals(&mut self, lines: i64, rejected: i64, unix_now: f64) -> anyhow::Result<()>;
+
+    async fn commit(self) -> anyhow::Result<()>;
+}
+
+/// A PostgreSQL transaction holding the writer's advisory lock.
+pub(super) struct PgWrite(sqlx::Transaction<'static, Postgres>);
+
+impl PgWrite {
+    /// Begins a transaction and takes the writer lock (saying so when that waits).
+    pub async fn begin(pool: &PgPool) -> anyhow::Result<PgWrite> {
+        let lock = POSTGRES
+            .writer_lock
+            .expect("PostgreSQL serializes writers by a lock");
+        let tx = say_when_waiting_for_the_lock(async {
+            let mut tx = pool.begin_with(POSTGRES.begin_write).await?;
+            sqlx::query(lock)
+                .bind(WRITER_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, sqlx::Error>(tx)
+        })
+        .await?;
+        Ok(PgWrite(tx))
+    }
+}
+
+impl WriteTx for PgWrite {
+    async fn progress_rows(&mut self, progress: &FileProgress) -> anyhow::Result<Vec<ProgressRow>> {
+        Ok(sqlx::query_as(SELECT_PROGRESS)
+            .bind(&progress.path)
+            .bind(progress.file.device as i64)
+            .bind(progress.file.inode as i64)
+            .fetch_all(&mut *self.0)
+            .await?)
+    }
+
+    async fn holds_any_day(&mut self) -> anyhow::Result<bool> {
+        const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
+        Ok(sqlx::query(ANY_DAY)
+            .fetch_optional(&mut *self.0)
+            .await?
+            .is_some())
+    }
+
+    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>> {
+        let mut select = QueryBuilder::<Postgres>::new(select_keys());
+        select.push_values(keys, |mut key, (customer, day)| {
+            key.push_bind(customer.clone())
+                .push_bind(day.to_naive_date());
+        });
+        select.push(KEYS_JOIN);
+        let rows = select.build().fetch_all(&mut *self.0).await?;
+        rows.iter()
+            .map(|row| {
+                let customer: String = row.try_get("customer_id")?;
+                let date: chrono::NaiveDate = row.try_get("date")?;
+                Ok((customer, Day::from_naive_date(date), state_from_row!(row)))
+            })
+            .collect()
+    }
+
+    async fn write_days(&mut self, days: &mut [MergedDay]) -> anyhow::Result<()> {
+        let mut insert = QueryBuilder::<Postgres>::new(INSERT_DAYS);
+        insert.push_values(days, |mut values, day| {
+            values
+                .push_bind(day.customer.clone())
+                .push_bind(day.day.to_naive_date());
+            for column in day.columns() {
+                match column {
+                    Column::Integer(value) => values.push_bind(value),
+                    Column::Real(value) => values.push_bind(value),
+                };
+            }
+            values.push_bind(day.stats.histogram.to_bytes());
+        });
+        insert.push(ON_CONFLICT_DAYS);
+        insert.build().execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()> {
+        sqlx::query(DELETE_DAY)
+            .bind(customer)
+            .bind(day.to_naive_date())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_progress(&mut self, path: &str, progress: &FileProgress) -> anyhow::Result<()> {
+        sqlx::query(UPSERT_PROGRESS)
+            .bind(path)
+            .bind(stored(progress.offset))
+            .bind(progress.head_hash as i64)
+            .bind(stored(progress.head_len))
+            .bind(progress.file.device as i64)
+            .bind(progress.file.inode as i64)
+            .bind(stored(progress.decoded))
+            .bind(stored(progress.tail))
+            .bind(progress.end_hash as i64)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_totals(&mut self, lines: i64, rejected: i64, unix_now: f64) -> anyhow::Result<()> {
+        sqlx::query(ADD_TOTALS)
+            .bind(lines)
+            .bind(rejected)
+            .bind(unix_now)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(self) -> anyhow::Result<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
+/// Stored states by key, for merging.
+pub(super) fn by_key(rows: Vec<StateRow>) -> HashMap<(String, Day), DayStats> {
+    rows.into_iter()
+        .map(|(customer, day, stats)| ((customer, day), stats))
+        .collect()
+}
