@@ -73,8 +73,8 @@ impl GroupTable {
     /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when the
     /// table would outgrow its budget.
     pub fn add_numbered(&mut self, customer: u32, day: Day, stats: DayStats) -> anyhow::Result<()> {
-        if self.groups.len() == self.groups.capacity() {
-            self.grow_or_spill()?;
+        if self.groups.len() == self.groups.capacity() && self.bytes_when_grown() > self.limit() {
+            self.spill()?;
         }
         let next = self.groups.len() as u32;
         let slot = *self.index.entry((customer, day)).or_insert(next);
@@ -120,20 +120,8 @@ impl GroupTable {
         self.bytes_with_capacity(self.groups.capacity())
     }
 
-    /// Makes room for another group: twice the room, or as much as the limit leaves when that
-    /// is less (so that a run holds as many groups as the limit allows, not the largest power of
-    /// two below it); spills when no room is left.
-    fn grow_or_spill(&mut self) -> anyhow::Result<()> {
-        let group = size_of::<(u32, Day, DayStats)>();
-        let others = self.bytes_with_capacity(0);
-        // `allocated` rounds up by at most a page per size class: leave one.
-        let within = self.limit().saturating_sub(others + 4096) / group;
-        let wanted = (self.groups.capacity() * 2).max(4).min(within);
-        if wanted <= self.groups.len() {
-            return self.spill();
-        }
-        self.groups.reserve_exact(wanted - self.groups.len());
-        Ok(())
+    fn bytes_when_grown(&self) -> usize {
+        self.bytes_with_capacity((self.groups.capacity() * 2).max(4))
     }
 
     fn bytes_with_capacity(&self, groups: usize) -> usize {
