@@ -2,6 +2,7 @@
 # Ingestion throughput and memory, with `wc -l` and `cat` on the same file as the baseline, in one run.
 #
 #   bench/ingest.sh [LINES]          (default 10,000,000; PostgreSQL too when it answers)
+#   BIN=target/release/logstats BENCH_RUNS=1 bench/ingest.sh      (a binary already built)
 #
 # Then a cardinality table (BENCH_CARDINALITY=0 skips it): LINES lines at 50 x 30, 10,000 x 30,
 # 100,000 x 30 and 20,000 x 365 customers x days, random order, fresh database, default memory limit:
@@ -17,8 +18,9 @@ cd "$(dirname "$0")/.."
 lines=${1:-10000000}
 work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
-cargo build --profile dist --quiet
-bin=target/dist/logstats
+# BIN=path/to/logstats measures that binary instead of building the `dist` profile.
+bin=${BIN:-target/dist/logstats}
+[ -n "${BIN:-}" ] || cargo build --profile dist --quiet
 pg_admin=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 
 for n in 1000000 "$lines"; do

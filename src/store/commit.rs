@@ -436,7 +436,7 @@ async fn write_commit(
             }
         }
         if !merged.is_empty() {
-            tx.write_days(&mut merged).await?;
+            tx.write_days(&mut merged, !stored_days).await?;
         }
         written += merged.len();
     }

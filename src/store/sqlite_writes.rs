@@ -25,7 +25,7 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 const LOCK_RETRY: Duration = Duration::from_millis(2);
 
 /// Page cache of the writing connection: a commit of millions of days touches many pages.
-const CACHE_KIB: i64 = 16 << 10;
+const CACHE_KIB: i64 = 8 << 10;
 
 /// A SQLite write transaction (`BEGIN IMMEDIATE`: the writer lock is taken at once).
 pub(super) struct SqliteWrite {
@@ -140,12 +140,16 @@ impl WriteTx for SqliteWrite {
         Ok(states)
     }
 
-    async fn write_days(&mut self, days: &mut [MergedDay]) -> anyhow::Result<()> {
-        static UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
+        static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             let values = vec!["?"; 23].join(", ");
-            format!("{INSERT_DAYS}VALUES ({values}){ON_CONFLICT_DAYS}")
+            format!("{INSERT_DAYS}VALUES ({values})")
         });
-        let mut upsert = self.connection.prepare_cached(&UPSERT)?;
+        static UPSERT: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("{}{ON_CONFLICT_DAYS}", *INSERT));
+        let mut upsert = self
+            .connection
+            .prepare_cached(if fresh { &INSERT } else { &UPSERT })?;
         for day in days.iter_mut() {
             let date = DateText::of(day.day);
             let histogram = day.stats.histogram.to_bytes();

@@ -28,8 +28,9 @@ pub(super) trait WriteTx {
     /// The stored state of those of `keys` that have a row.
     async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>>;
 
-    /// Inserts or replaces these days.
-    async fn write_days(&mut self, days: &mut [MergedDay]) -> anyhow::Result<()>;
+    /// Inserts or replaces these days; `fresh` when the table held no day as this transaction
+    /// began (nothing can conflict: the rows are only inserted, the fastest way there is).
+    async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()>;
 
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
 
@@ -99,22 +100,49 @@ impl WriteTx for PgWrite {
             .collect()
     }
 
-    async fn write_days(&mut self, days: &mut [MergedDay]) -> anyhow::Result<()> {
-        let mut insert = QueryBuilder::<Postgres>::new(INSERT_DAYS);
-        insert.push_values(days, |mut values, day| {
-            values
-                .push_bind(day.customer.clone())
-                .push_bind(day.day.to_naive_date());
-            for column in day.columns() {
-                match column {
-                    Column::Integer(value) => values.push_bind(value),
-                    Column::Real(value) => values.push_bind(value),
-                };
+    async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
+        // One array per column, unnested by the server: a statement of 23 parameters however
+        // many days it writes (a multi-row VALUES list of 23 parameters a day is parsed and
+        // planned anew for every chunk).
+        let mut customers = Vec::with_capacity(days.len());
+        let mut dates = Vec::with_capacity(days.len());
+        let mut histograms = Vec::with_capacity(days.len());
+        let mut columns: Vec<ColumnArray> = Vec::new();
+        for day in days.iter_mut() {
+            customers.push(day.customer.clone());
+            dates.push(day.day.to_naive_date());
+            histograms.push(day.stats.histogram.to_bytes());
+            let values = day.columns();
+            if columns.is_empty() {
+                columns = values.iter().map(ColumnArray::of_kind).collect();
             }
-            values.push_bind(day.stats.histogram.to_bytes());
-        });
-        insert.push(ON_CONFLICT_DAYS);
-        insert.build().execute(&mut *self.0).await?;
+            for (array, value) in columns.iter_mut().zip(values) {
+                array.push(value);
+            }
+        }
+        let types = ["text[]", "date[]"]
+            .into_iter()
+            .chain(columns.iter().map(ColumnArray::sql_type))
+            .chain(["bytea[]"]);
+        let arrays: Vec<String> = types
+            .enumerate()
+            .map(|(i, t)| format!("${}::{t}", i + 1))
+            .collect();
+        let on_conflict = if fresh { "" } else { ON_CONFLICT_DAYS };
+        let sql = format!(
+            "{INSERT_DAYS}SELECT * FROM UNNEST({}){on_conflict}",
+            arrays.join(", ")
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(customers)
+            .bind(dates);
+        for array in columns {
+            insert = match array {
+                ColumnArray::Integers(values) => insert.bind(values),
+                ColumnArray::Reals(values) => insert.bind(values),
+            };
+        }
+        insert.bind(histograms).execute(&mut *self.0).await?;
         Ok(())
     }
 
@@ -155,6 +183,36 @@ impl WriteTx for PgWrite {
 
     async fn commit(self) -> anyhow::Result<()> {
         Ok(self.0.commit().await?)
+    }
+}
+
+/// The values of one column for every day of a statement.
+enum ColumnArray {
+    Integers(Vec<i64>),
+    Reals(Vec<f64>),
+}
+
+impl ColumnArray {
+    fn of_kind(column: &Column) -> ColumnArray {
+        match column {
+            Column::Integer(_) => ColumnArray::Integers(Vec::new()),
+            Column::Real(_) => ColumnArray::Reals(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, column: Column) {
+        match (self, column) {
+            (ColumnArray::Integers(values), Column::Integer(value)) => values.push(value),
+            (ColumnArray::Reals(values), Column::Real(value)) => values.push(value),
+            _ => unreachable!("every day has the same kind of value in a column"),
+        }
+    }
+
+    fn sql_type(&self) -> &'static str {
+        match self {
+            ColumnArray::Integers(_) => "int8[]",
+            ColumnArray::Reals(_) => "float8[]",
+        }
     }
 }
 
