@@ -22,7 +22,7 @@ use crate::day::Day;
 use crate::stats::DayStats;
 
 /// Batches of groups that may wait for a partition before the committer waits (bounds memory).
-const QUEUED_BATCHES: usize = 4;
+const QUEUED_BATCHES: usize = 1;
 
 /// Groups per chunk a partition hands to a commit.
 const CHUNK: usize = 1024;
