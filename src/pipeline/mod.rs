@@ -1,10 +1,10 @@
 //! Ingestion on timely dataflow: inputs are planned into units, read and pre-aggregated by every
-//! worker, and merged and committed by one committer (DESIGN.md).
+//! worker, and merged and committed by one committer (the README's Architecture).
 //!
 //! ```text
 //! plan -> [read + aggregate, per worker, unit by unit] -----------------> exchange to worker 0
 //! streams -> [worker 0 reads messages] -> [parse + aggregate, per worker] ---^
-//!      -> [committer: merge into the group table, spill past the memory limit]
+//!      -> [committer: route by customer to partitions, a thread each: merge, spill past the limit]
 //!      -> [commit: every group once, in key order, + file offsets, one transaction]
 //! ```
 

@@ -309,3 +309,81 @@ impl Iterator for SortedPartitions {
         self.streams[least].head.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Numbers the names of one worker as its aggregator would: each name once, in first-use order.
+    #[derive(Default)]
+    struct Worker {
+        numbers: BTreeMap<String, u32>,
+    }
+
+    impl Worker {
+        fn batch(&mut self, index: usize, groups: &[(String, Day, DayStats)]) -> NumberedGroups {
+            let first_name = self.numbers.len() as u32;
+            let mut names = Vec::new();
+            let groups = groups
+                .iter()
+                .map(|(customer, day, stats)| {
+                    let next = self.numbers.len() as u32;
+                    let number = *self.numbers.entry(customer.clone()).or_insert_with(|| {
+                        names.push(customer.clone());
+                        next
+                    });
+                    (number, *day, stats.clone())
+                })
+                .collect();
+            NumberedGroups {
+                worker: index,
+                first_name,
+                names,
+                groups,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn partitions_give_every_group_once_in_order_whatever_their_count_and_budget(
+            deltas in proptest::collection::vec(
+                (0u8..60, 0i32..4, 1u16..6, 0u64..50, 0usize..3), 1..300),
+            partitions in 1usize..4,
+            budget in 0usize..40_000,
+            commit_after in 0usize..300,
+        ) {
+            let root = tempfile::tempdir().unwrap();
+            let mut table = Partitions::start(partitions, budget, root.path().to_path_buf()).unwrap();
+            let mut workers: Vec<Worker> = (0..3).map(|_| Worker::default()).collect();
+            let mut expected: BTreeMap<(String, Day), DayStats> = BTreeMap::new();
+            let mut commits = Vec::new();
+            for (i, &(customer, day, class, duration, worker)) in deltas.iter().enumerate() {
+                let mut delta = DayStats::default();
+                delta.record(class * 100, duration);
+                let group = (format!("c{customer}"), Day(day), delta.clone());
+                expected.entry((group.0.clone(), group.1)).or_default().merge(delta);
+                table.absorb(workers[worker].batch(worker, &[group])).unwrap();
+                if i + 1 == commit_after.min(deltas.len()) {
+                    commits.push(table.take_sorted().unwrap().map(Result::unwrap).collect::<Vec<_>>());
+                }
+            }
+            commits.push(table.take_sorted().unwrap().map(Result::unwrap).collect());
+            // Each commit is sorted and holds each group once; together they merge to the oracle.
+            let mut merged: BTreeMap<(String, Day), DayStats> = BTreeMap::new();
+            for commit in commits {
+                let keys: Vec<_> = commit.iter().map(|(c, d, _)| (c.clone(), *d)).collect();
+                proptest::prop_assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+                for (customer, day, stats) in commit {
+                    merged.entry((customer, day)).or_default().merge(stats);
+                }
+            }
+            for stats in merged.values_mut().chain(expected.values_mut()) {
+                stats.compact();
+            }
+            proptest::prop_assert_eq!(merged, expected);
+        }
+    }
+}

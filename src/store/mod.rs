@@ -1,7 +1,9 @@
 //! The database: SQLite (embedded default) or PostgreSQL, one schema, the only place with SQL.
 //!
 //! Both backends run the same statements (`$1..$n` placeholders work on both); where they differ
-//! (how a writer takes the lock, BLOB vs BYTEA in migrations) [`Dialect`] says so. Writers merge into
+//! (how a writer takes the lock, BLOB vs BYTEA in migrations) [`Dialect`] says so, and a commit's
+//! steps run each backend's fastest way (`transaction.rs`: sqlx on PostgreSQL; `sqlite_writes.rs`:
+//! rusqlite on SQLite). Writers merge into
 //! stored days under one writer lock per transaction, so concurrent ingestions lose nothing.
 
 mod commit;
