@@ -335,9 +335,9 @@ impl Store {
         retracted.sort_by(|a, b| (&a.customer, a.day).cmp(&(&b.customer, b.day)));
         let groups = merge_sorted(groups, retracted.into_iter());
         match &self.backend {
-            Backend::Sqlite(_) => {
-                let path = self.readers.as_ref().expect("SQLite has readers").path();
-                let tx = super::sqlite_writes::SqliteWrite::begin(path)?;
+            Backend::Sqlite(pool) => {
+                let path = pool.connect_options().get_filename().to_path_buf();
+                let tx = super::sqlite_writes::SqliteWrite::begin(&path)?;
                 write_commit(tx, &batch, groups, retractions).await
             }
             Backend::Postgres(pool) => {

@@ -38,11 +38,6 @@ impl Readers {
         }
     }
 
-    /// The database file (absolute).
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
     /// Runs `read` on an idle connection (or a new one), then keeps the connection.
     pub fn with<T>(
         &self,

@@ -5,7 +5,7 @@
 //! large commit were written at a fraction of SQLite's own speed.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params};
@@ -33,13 +33,25 @@ pub(super) struct SqliteWrite {
 }
 
 impl SqliteWrite {
-    /// Opens the database at `path` and begins a write transaction, waiting (and saying so after a
-    /// second) while another writer holds the lock.
+    /// Opens the database the store's pool opens (`path`, as sqlx names it) and begins a write
+    /// transaction, waiting (and saying so after a second) while another writer holds the lock.
     pub fn begin(path: &Path) -> anyhow::Result<SqliteWrite> {
-        let connection = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // `sqlite::memory:`: sqlx names the database and shares its cache between connections, so
+        // that this one joins the same database.
+        let in_memory = path
+            .to_str()
+            .is_some_and(|name| name.starts_with(SQLX_IN_MEMORY));
+        let flags = match in_memory {
+            true => {
+                flags
+                    | OpenFlags::SQLITE_OPEN_MEMORY
+                    | OpenFlags::SQLITE_OPEN_SHARED_CACHE
+                    | OpenFlags::SQLITE_OPEN_URI
+            }
+            false => flags,
+        };
+        let connection = Connection::open_with_flags(path, flags)?;
         connection.busy_handler(Some(wait_for_the_lock))?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         connection.pragma_update(None, "cache_size", -CACHE_KIB)?;
@@ -48,10 +60,23 @@ impl SqliteWrite {
     }
 }
 
+/// How sqlx names an in-memory database (`sqlite::memory:`).
+const SQLX_IN_MEMORY: &str = "file:sqlx-in-memory-";
+
+thread_local! {
+    /// When the present wait for a lock began (SQLite calls the busy handler on the waiting
+    /// thread, with 0 retries at the start of each wait).
+    static WAITING_SINCE: std::cell::Cell<Instant> = std::cell::Cell::new(Instant::now());
+}
+
 /// SQLite's busy handler: retries every [`LOCK_RETRY`], reports a wait past [`LOCK_PATIENCE`],
-/// gives up after [`LOCK_TIMEOUT`].
+/// gives up after [`LOCK_TIMEOUT`], all in real time (retries take longer than their sleep on a
+/// loaded machine).
 fn wait_for_the_lock(retries: i32) -> bool {
-    let waited = LOCK_RETRY * retries.max(0) as u32;
+    if retries == 0 {
+        WAITING_SINCE.set(Instant::now());
+    }
+    let waited = WAITING_SINCE.get().elapsed();
     if waited >= LOCK_PATIENCE {
         report_waiting_for_the_lock();
     }

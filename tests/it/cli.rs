@@ -183,3 +183,15 @@ fn demo_on_a_port_that_is_taken_fails_before_printing_its_hints() {
     assert!(stderr.contains(&format!("binding {address}")), "{stderr}");
     assert!(!stderr.contains("try: curl"), "{stderr}");
 }
+
+#[test]
+fn an_ingestion_into_an_in_memory_sqlite_database_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = generated_log(dir.path(), "a.log", 1_000, 5);
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let output = ingest_command(url).arg(&log).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{url}: {stderr}");
+        assert!(stderr.starts_with("ingested 1000 lines"), "{url}: {stderr}");
+    }
+}
