@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
 
-use super::transaction::{PgWrite, WriteTx, by_key};
+use super::transaction::{PgWrite, WriteTx};
 use super::{Backend, Store, count, stored, stored_wide, with_pool};
 use crate::day::Day;
 use crate::stats::DayStats;
@@ -114,8 +114,8 @@ pub struct Conflict {
     pub found: u64,
 }
 
-/// Groups read, merged and written together: one statement reads their stored state (and, on
-/// PostgreSQL, one writes them: 1,000 rows of 22 values stay under its limit on bound values).
+/// Groups read, merged and written together: one statement reads their stored state (two bound
+/// values a group: 1,000 stay under both backends' limit on bound values).
 const CHUNK_ROWS: usize = 1000;
 
 pub(super) const DELETE_DAY: &str =
@@ -176,9 +176,6 @@ pub(super) const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \
 
 /// A progress row as [`SELECT_PROGRESS`] reads it: path, byte offset, decoded offset.
 pub(super) type ProgressRow = (String, i64, i64);
-
-/// A stored day's key and mergeable state.
-pub(super) type StateRow = (String, Day, DayStats);
 
 /// One stored value of a day.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -407,7 +404,7 @@ async fn write_commit(
         let mut existing = HashMap::new();
         if stored_days {
             let keys: Vec<(String, Day)> = chunk.iter().map(|(key, _)| key.clone()).collect();
-            existing = by_key(tx.stored_states(&keys).await?);
+            existing = tx.stored_states(&keys).await?;
         }
         let mut merged = Vec::with_capacity(chunk.len());
         for (key, delta) in chunk.drain(..) {

@@ -12,9 +12,9 @@ use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::commit::{
     ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, StateRow, UPSERT_PROGRESS, select_keys,
+    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
-use super::transaction::WriteTx;
+use super::transaction::{StoredStates, WriteTx};
 use super::{LOCK_PATIENCE, report_waiting_for_the_lock, state_from_row, stored};
 use crate::day::Day;
 
@@ -144,7 +144,7 @@ impl WriteTx for SqliteWrite {
         Ok(select.exists(params![])?)
     }
 
-    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>> {
+    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
         let values = vec!["(?, ?)"; keys.len()].join(", ");
         let sql = format!("{}VALUES {values}{KEYS_JOIN}", select_keys());
         let mut select = self.connection.prepare_cached(&sql)?;
@@ -155,12 +155,15 @@ impl WriteTx for SqliteWrite {
             .flat_map(|((customer, _), date)| [customer as &dyn ToSql, date as &dyn ToSql])
             .collect();
         let mut rows = select.query(bound.as_slice())?;
-        let mut states = Vec::new();
+        let mut states = StoredStates::new();
         while let Some(row) = rows.next()? {
             let row = super::sqlite_reads::Row(row);
             let customer: String = row.try_get("customer_id")?;
             let date: chrono::NaiveDate = row.try_get("date")?;
-            states.push((customer, Day::from_naive_date(date), state_from_row!(&row)));
+            states.insert(
+                (customer, Day::from_naive_date(date)),
+                state_from_row!(&row),
+            );
         }
         Ok(states)
     }

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::commit::{
     ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, StateRow, UPSERT_PROGRESS, select_keys,
+    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
 use super::{POSTGRES, WRITER_LOCK_KEY, say_when_waiting_for_the_lock, state_from_row, stored};
 use crate::day::Day;
@@ -26,7 +26,7 @@ pub(super) trait WriteTx {
     async fn holds_any_day(&mut self) -> anyhow::Result<bool>;
 
     /// The stored state of those of `keys` that have a row.
-    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>>;
+    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates>;
 
     /// Inserts or replaces these days; `fresh` when the table held no day as this transaction
     /// began (nothing can conflict: the rows are only inserted, the fastest way there is).
@@ -83,7 +83,7 @@ impl WriteTx for PgWrite {
             .is_some())
     }
 
-    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<Vec<StateRow>> {
+    async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
         let mut select = QueryBuilder::<Postgres>::new(select_keys());
         select.push_values(keys, |mut key, (customer, day)| {
             key.push_bind(customer.clone())
@@ -95,7 +95,7 @@ impl WriteTx for PgWrite {
             .map(|row| {
                 let customer: String = row.try_get("customer_id")?;
                 let date: chrono::NaiveDate = row.try_get("date")?;
-                Ok((customer, Day::from_naive_date(date), state_from_row!(row)))
+                Ok(((customer, Day::from_naive_date(date)), state_from_row!(row)))
             })
             .collect()
     }
@@ -109,7 +109,8 @@ impl WriteTx for PgWrite {
         let mut histograms = Vec::with_capacity(days.len());
         let mut columns: Vec<ColumnArray> = Vec::new();
         for day in days.iter_mut() {
-            customers.push(day.customer.clone());
+            // Written once: the name is not needed afterwards.
+            customers.push(std::mem::take(&mut day.customer));
             dates.push(day.day.to_naive_date());
             histograms.push(day.stats.histogram.to_bytes());
             let values = day.columns();
@@ -217,8 +218,4 @@ impl ColumnArray {
 }
 
 /// Stored states by key, for merging.
-pub(super) fn by_key(rows: Vec<StateRow>) -> HashMap<(String, Day), DayStats> {
-    rows.into_iter()
-        .map(|(customer, day, stats)| ((customer, day), stats))
-        .collect()
-}
+pub(super) type StoredStates = HashMap<(String, Day), DayStats>;
