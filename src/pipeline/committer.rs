@@ -25,8 +25,18 @@ struct Committer {
     /// Everything else of those epochs.
     absorbed: Absorbed,
     last_commit: Instant,
-    /// Once a commit failed or an epoch came incomplete, nothing later may commit.
-    halted: Option<anyhow::Error>,
+    /// Once an epoch came incomplete, nothing later is absorbed; once something failed, nothing
+    /// more commits.
+    halted: Option<Halt>,
+}
+
+/// Why the committer takes no more epochs.
+enum Halt {
+    /// A worker stopped before an epoch was complete: what came before it still commits, and
+    /// the run ends without an error (an interrupted run reports what it committed).
+    IncompleteEpoch,
+    /// A partition, a rejects file or a commit failed: nothing more commits.
+    Failed(anyhow::Error),
 }
 
 /// Finished epochs and their updates, ascending.
@@ -147,7 +157,7 @@ impl Committer {
             }
             if !self.epoch_is_complete(epoch, &updates) {
                 self.job.stop.store(true, Ordering::SeqCst);
-                self.halted = Some(anyhow::anyhow!("stopped before epoch {epoch} was complete"));
+                self.halted = Some(Halt::IncompleteEpoch);
                 return;
             }
             let absorbed = &mut self.absorbed;
@@ -157,7 +167,7 @@ impl Committer {
                     Update::Groups(groups) => {
                         if let Err(error) = self.groups.absorb(groups) {
                             self.job.stop.store(true, Ordering::SeqCst);
-                            self.halted = Some(error);
+                            self.halted = Some(Halt::Failed(error));
                             self.publish();
                             return;
                         }
@@ -192,7 +202,7 @@ impl Committer {
         if !due || self.absorbed.epochs == 0 {
             return;
         }
-        if self.halted.as_ref().is_some_and(|e| !is_stop(e)) {
+        if matches!(self.halted, Some(Halt::Failed(_))) {
             return;
         }
         let absorbed = std::mem::take(&mut self.absorbed);
@@ -207,7 +217,7 @@ impl Committer {
             }),
             Err(error) => {
                 self.job.stop.store(true, Ordering::SeqCst);
-                self.halted = Some(error);
+                self.halted = Some(Halt::Failed(error));
                 self.publish();
                 return;
             }
@@ -247,7 +257,7 @@ impl Committer {
             }
             Err(error) => {
                 self.job.stop.store(true, Ordering::SeqCst);
-                self.halted = Some(error.context("committing to the database"));
+                self.halted = Some(Halt::Failed(error.context("committing to the database")));
             }
         }
         self.last_commit = Instant::now();
@@ -312,7 +322,7 @@ impl Committer {
     /// Shares the report so far (the process reads it when the workers end).
     fn publish(&self) {
         let report = match &self.halted {
-            Some(error) if !is_stop(error) => Err(anyhow::anyhow!(crate::errors::one_line(error))),
+            Some(Halt::Failed(error)) => Err(anyhow::anyhow!(crate::errors::one_line(error))),
             _ => Ok(self.report.clone()),
         };
         *self.job.report.lock().expect("report lock") = Some(report);
@@ -324,10 +334,6 @@ impl Committer {
 /// process itself.
 fn group_budget(memory_limit: u64) -> usize {
     (memory_limit / 2) as usize
-}
-
-fn is_stop(error: &anyhow::Error) -> bool {
-    error.to_string().starts_with("stopped before epoch")
 }
 
 /// Several records for one file in one transaction, in reading order: the first says what the
