@@ -150,9 +150,69 @@ fn a_screenshot_of_the_dashboard_is_written_to_target() {
         site.from, site.to
     ));
     browser.screenshot(&url, &path).assert_console_is_silent();
-    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-    assert!(size > 0, "{} exists and is not empty", path.display());
-    eprintln!("dashboard screenshot: {} ({size} bytes)", path.display());
+    let picture = Picture::read(&path);
+    assert_eq!(
+        (picture.width, picture.height),
+        (1280, 1800),
+        "the window's size"
+    );
+    // The charts are drawn: their series' colours (app.js) cover visible areas of the picture.
+    for (series, colour) in [("2xx", [0x2f, 0x9e, 0x44]), ("p99", [0xae, 0x3e, 0xc9])] {
+        let pixels = picture.pixels_near(colour);
+        assert!(
+            pixels >= 200,
+            "the {series} series is drawn: {pixels} pixels of its colour in {}",
+            path.display()
+        );
+    }
+    eprintln!("dashboard screenshot: {}", path.display());
+}
+
+/// A screenshot, decoded to 8-bit RGB(A).
+struct Picture {
+    width: u32,
+    height: u32,
+    channels: usize,
+    bytes: Vec<u8>,
+}
+
+impl Picture {
+    fn read(path: &Path) -> Picture {
+        let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().expect("a PNG picture");
+        let mut bytes = vec![
+            0;
+            reader
+                .output_buffer_size()
+                .expect("a picture of a sane size")
+        ];
+        let frame = reader
+            .next_frame(&mut bytes)
+            .expect("a decodable PNG picture");
+        bytes.truncate(frame.buffer_size());
+        let channels = frame.color_type.samples();
+        assert!(
+            channels >= 3,
+            "a colour picture, not {:?}",
+            frame.color_type
+        );
+        Picture {
+            width: frame.width,
+            height: frame.height,
+            channels,
+            bytes,
+        }
+    }
+
+    /// Pixels within a small distance of `colour` (anti-aliased edges shade a line's colour).
+    fn pixels_near(&self, colour: [u8; 3]) -> usize {
+        self.bytes
+            .chunks_exact(self.channels)
+            .filter(|pixel| (0..3).all(|c| pixel[c].abs_diff(colour[c]) <= 12))
+            .count()
+    }
 }
 
 #[test]
