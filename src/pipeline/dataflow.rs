@@ -246,21 +246,23 @@ fn stop_on_signals() -> anyhow::Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
     Ok((stop, which))
 }
 
-/// While alive, whatever is written to stdout (file descriptor 1) goes to stderr.
+/// While alive, whatever is written to stdout (file descriptor 1) goes to stderr; dropping it puts
+/// stdout back, on every path out of the run (an error or a panic unwinding included).
 struct StdoutToStderr {
-    saved: libc::c_int,
+    /// The process's stdout as it was, duplicated.
+    saved: std::os::fd::OwnedFd,
 }
 
 impl StdoutToStderr {
     fn start() -> anyhow::Result<StdoutToStderr> {
         use std::io::Write;
+        use std::os::fd::AsFd;
         std::io::stdout().flush()?;
-        // SAFETY: plain descriptor calls on the process's own stdout and stderr; `saved` is a new
-        // descriptor owned by the guard and closed when it restores stdout.
-        let saved = unsafe { libc::dup(1) };
-        if saved < 0 || unsafe { libc::dup2(2, 1) } < 0 {
-            anyhow::bail!("redirecting stdout: {}", std::io::Error::last_os_error());
-        }
+        let saved = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("redirecting stdout")?;
+        rustix::stdio::dup2_stdout(std::io::stderr().as_fd()).context("redirecting stdout")?;
         Ok(StdoutToStderr { saved })
     }
 }
@@ -269,11 +271,7 @@ impl Drop for StdoutToStderr {
     fn drop(&mut self) {
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        // SAFETY: restores the descriptor saved in `start`, then closes the copy.
-        unsafe {
-            libc::dup2(self.saved, 1);
-            libc::close(self.saved);
-        }
+        let _ = rustix::stdio::dup2_stdout(&self.saved);
     }
 }
 

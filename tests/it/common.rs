@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: fresh databases on both backends, generated logs, the
 //! built binary as a server, and a minimal HTTP client.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -239,7 +239,7 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        http(&self.address, "GET", path, &[])
+        http_get(&self.address, path)
     }
 }
 
@@ -250,48 +250,24 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.1 request; returns the status and the body.
-pub fn http(address: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connecting to the server");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("a complete HTTP response");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = &rest[size + 2..];
-    }
-    out
+/// `GET path` on the server at `address`: the status and the body, whatever the status.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{address}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path} on {address}: {e}"));
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("the body of GET {path}: {e}"));
+    (response.status().as_u16(), body)
 }
 
 /// The lines of `text` in a pseudo-random order (deterministic per seed).

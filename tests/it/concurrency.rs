@@ -389,7 +389,7 @@ impl WatchedServer {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        http(&self.address, "GET", path, &[])
+        http_get(&self.address, path)
     }
 
     /// Asks until the answer is 200, accepting only 503 (as JSON) meanwhile; returns the body.
