@@ -307,6 +307,7 @@ impl Store {
     /// [`Store::commit`] for groups given apart from `batch` (whose own `groups` must be empty),
     /// strictly ascending by (customer, day): they are read, merged and written a chunk at a time,
     /// so a commit of millions of groups holds only a chunk of them in memory.
+    #[tracing::instrument(level = "debug", skip_all, fields(files = batch.progress.len()))]
     pub async fn commit_sorted(
         &self,
         batch: CommitBatch,

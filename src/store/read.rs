@@ -101,6 +101,7 @@ macro_rules! day_from_row {
 
 impl Store {
     /// The days of `customer` with `from <= date <= to`, ascending.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn days(
         &self,
         customer: &str,
@@ -137,6 +138,7 @@ impl Store {
     }
 
     /// The exact merged state of every day of `customer` in the range (empty when there is none).
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn range_state(
         &self,
         customer: &str,
@@ -199,6 +201,7 @@ impl Store {
 
     /// Customers with their first and last day and total requests, by id: at most `limit`, with
     /// ids after `after` (all when empty), and only customer `only` when given.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn customers(
         &self,
         after: &str,
