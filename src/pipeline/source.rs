@@ -348,6 +348,11 @@ impl Plan {
 
 /// Plans reading `sources`, resuming from `stored` progress, in units of about `unit_bytes`.
 /// `whole_lines_only` (follow mode) leaves a partial last line for later.
+///
+/// The plan depends only on its inputs, in their order (`stored` is a `BTreeMap`, searched in key
+/// order): every process of a cluster computes the same plan, and so reads its own share of the
+/// same units, as long as each sees the same paths, in the same order, with the same contents
+/// (files that do not change between the processes' starts) and reads the same stored progress.
 pub fn plan(
     found: Found,
     stored: &BTreeMap<String, StoredProgress>,

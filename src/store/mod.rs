@@ -80,32 +80,50 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-/// Decodes the mergeable state (status counts, sums, histogram) of a stored day's row.
-macro_rules! state_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        let histogram: Vec<u8> = row.try_get("duration_histogram")?;
-        $crate::stats::DayStats {
-            by_class: [
-                $crate::store::count(row.try_get("status_1xx")?),
-                $crate::store::count(row.try_get("status_2xx")?),
-                $crate::store::count(row.try_get("status_3xx")?),
-                $crate::store::count(row.try_get("status_4xx")?),
-                $crate::store::count(row.try_get("status_5xx")?),
-            ],
-            duration_sum_us: $crate::store::wide(
-                row.try_get("duration_sum_us")?,
-                row.try_get("duration_sum_us_high")?,
-            ),
-            success_duration_sum_us: $crate::store::wide(
-                row.try_get("success_duration_sum_us")?,
-                row.try_get("success_duration_sum_us_high")?,
-            ),
-            histogram: $crate::histogram::Histogram::from_bytes(&histogram)?,
-        }
-    }};
+/// A stored day's row as a driver hands it over: the state columns by name.
+pub(super) trait StateRow {
+    fn integer(&self, column: &str) -> anyhow::Result<i64>;
+    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>>;
 }
-pub(crate) use state_from_row;
+
+impl StateRow for sqlx::postgres::PgRow {
+    fn integer(&self, column: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::Row::try_get(self, column)?)
+    }
+    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(sqlx::Row::try_get(self, column)?)
+    }
+}
+
+impl StateRow for sqlx::sqlite::SqliteRow {
+    fn integer(&self, column: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::Row::try_get(self, column)?)
+    }
+    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(sqlx::Row::try_get(self, column)?)
+    }
+}
+
+/// Decodes the mergeable state (status counts, sums, histogram) of a stored day's row.
+pub(super) fn state_from_row(row: &impl StateRow) -> anyhow::Result<crate::stats::DayStats> {
+    let count_of = |column| row.integer(column).map(count);
+    let wide_of = |low, high| Ok::<_, anyhow::Error>(wide(row.integer(low)?, row.integer(high)?));
+    Ok(crate::stats::DayStats {
+        by_class: [
+            count_of("status_1xx")?,
+            count_of("status_2xx")?,
+            count_of("status_3xx")?,
+            count_of("status_4xx")?,
+            count_of("status_5xx")?,
+        ],
+        duration_sum_us: wide_of("duration_sum_us", "duration_sum_us_high")?,
+        success_duration_sum_us: wide_of(
+            "success_duration_sum_us",
+            "success_duration_sum_us_high",
+        )?,
+        histogram: crate::histogram::Histogram::from_bytes(&row.blob("duration_histogram")?)?,
+    })
+}
 
 /// The columns [`state_from_row`] reads.
 const STATE_COLUMNS: &str = "status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \

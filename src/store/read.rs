@@ -154,7 +154,7 @@ impl Store {
                     let mut statement = connection.prepare_cached(select)?;
                     let mut rows = statement.query((customer, from, to))?;
                     while let Some(row) = rows.next()? {
-                        merged.merge(state_from_row!(&super::sqlite_reads::Row(row)));
+                        merged.merge(state_from_row(&super::sqlite_reads::Row(row))?);
                     }
                     Ok(merged)
                 });
@@ -167,7 +167,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 for row in rows {
-                    merged.merge(state_from_row!(&row));
+                    merged.merge(state_from_row(&row)?);
                 }
             });
             Ok(merged)

@@ -93,3 +93,12 @@ impl Row<'_> {
         self.0.get(column)
     }
 }
+
+impl super::StateRow for Row<'_> {
+    fn integer(&self, column: &str) -> anyhow::Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(self.try_get(column)?)
+    }
+}

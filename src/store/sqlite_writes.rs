@@ -162,7 +162,7 @@ impl WriteTx for SqliteWrite {
             let date: chrono::NaiveDate = row.try_get("date")?;
             states.insert(
                 (customer, Day::from_naive_date(date)),
-                state_from_row!(&row),
+                state_from_row(&row)?,
             );
         }
         Ok(states)

@@ -95,7 +95,7 @@ impl WriteTx for PgWrite {
             .map(|row| {
                 let customer: String = row.try_get("customer_id")?;
                 let date: chrono::NaiveDate = row.try_get("date")?;
-                Ok(((customer, Day::from_naive_date(date)), state_from_row!(row)))
+                Ok(((customer, Day::from_naive_date(date)), state_from_row(row)?))
             })
             .collect()
     }
