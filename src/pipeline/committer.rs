@@ -28,6 +28,8 @@ struct Committer {
     /// Once an epoch came incomplete, nothing later is absorbed; once something failed, nothing
     /// more commits.
     halted: Option<Halt>,
+    /// Workers in the whole cluster: an epoch holds one unit of each.
+    peers: usize,
 }
 
 /// Why the committer takes no more epochs.
@@ -51,8 +53,9 @@ pub(super) struct CommitterThread {
 }
 
 impl CommitterThread {
-    pub fn start(job: &Arc<Job>) -> anyhow::Result<CommitterThread> {
-        let mut committer = Committer::new(Arc::clone(job))?;
+    /// The committer of a dataflow of `peers` workers (in the whole cluster).
+    pub fn start(job: &Arc<Job>, peers: usize) -> anyhow::Result<CommitterThread> {
+        let mut committer = Committer::new(Arc::clone(job), peers)?;
         let (epochs, received) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("committer".into())
@@ -102,7 +105,7 @@ struct Absorbed {
 }
 
 impl Committer {
-    fn new(job: Arc<Job>) -> anyhow::Result<Committer> {
+    fn new(job: Arc<Job>, peers: usize) -> anyhow::Result<Committer> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -143,6 +146,7 @@ impl Committer {
             absorbed: Absorbed::default(),
             last_commit: Instant::now(),
             halted: None,
+            peers,
         };
         committer.publish();
         Ok(committer)
@@ -268,12 +272,12 @@ impl Committer {
     fn absorbed_follow_epoch(&self) -> bool {
         self.absorbed
             .last_epoch
-            .is_some_and(|e| e as usize * self.peers() >= self.job.plan.units.len())
+            .is_some_and(|e| e as usize * self.peers >= self.job.plan.units.len())
     }
 
     /// A batch epoch is complete when every unit planned for it was read.
     fn epoch_is_complete(&self, epoch: u64, updates: &[Update]) -> bool {
-        let peers = self.peers();
+        let peers = self.peers;
         let planned = self.job.plan.units.len();
         let first = epoch as usize * peers;
         if first >= planned {
@@ -285,16 +289,6 @@ impl Committer {
             .filter(|u| matches!(u, Update::UnitDone(_)))
             .count()
             == expected
-    }
-
-    fn peers(&self) -> usize {
-        self.job.config.workers.max(1)
-            * self
-                .job
-                .config
-                .cluster
-                .as_ref()
-                .map_or(1, |c| c.addresses.len())
     }
 
     fn record_rejects(&mut self, rejects: Vec<Rejected>) -> anyhow::Result<()> {

@@ -353,7 +353,7 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
     // that left early would leave the others waiting for it forever.
     let mut failure = None;
     let committer = match index {
-        0 => CommitterThread::start(job)
+        0 => CommitterThread::start(job, peers)
             .map_err(|error| failure = Some(error))
             .ok(),
         _ => None,
