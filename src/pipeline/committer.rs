@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::aggregate::{Position, Rejected, Retracted, Tally};
-use super::dataflow::{Job, Update};
+use super::job::{Job, Update};
 use super::partition::Partitions;
 use super::{IngestConfig, IngestReport};
 use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};

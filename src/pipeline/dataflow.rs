@@ -4,7 +4,6 @@
 //! writes everything absorbed since the last commit in one transaction.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -12,83 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
+use super::aggregate::Aggregator;
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
-use super::source::{self, Plan};
-use super::stream::{Chunk, PlannedStream, StreamAddress, plan_streams};
+use super::job::{ChunkInput, Job, Update, glob_pattern};
+use super::source;
+use super::stream::{Chunk, StreamAddress, plan_streams};
 use super::{ClusterPart, IngestConfig, IngestReport};
-use crate::store::{FileProgress, Store};
-
-/// What flows through the dataflow.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Update {
-    Groups(NumberedGroups),
-    Progress(FileProgress),
-    Tally(Tally),
-    Rejected(Rejected),
-    /// A unit of the plan was read completely.
-    UnitDone(usize),
-    /// An input that could not be read completely, and why.
-    Unreadable(String),
-    /// Something the summary notes (messages a stream dropped before they were read).
-    Note(String),
-    /// Lines counted before they were complete, taken back.
-    Retracted(Retracted),
-}
-
-impl Update {
-    /// What `aggregator` counted since it was last drained: its groups, rejected lines and tally.
-    pub(super) fn drained(aggregator: &mut Aggregator) -> impl Iterator<Item = Update> {
-        let (groups, tally, rejects) = aggregator.drain();
-        let groups = (!groups.groups.is_empty()).then_some(Update::Groups(groups));
-        groups
-            .into_iter()
-            .chain(rejects.into_iter().map(Update::Rejected))
-            .chain(std::iter::once(Update::Tally(tally)))
-    }
-}
-
-/// The dataflow's input, as each worker holds it.
-pub(super) type UpdateInput =
-    InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
-
-/// The input of stream messages, read by worker 0 and parsed by the worker each chunk names.
-pub(super) type ChunkInput =
-    InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Chunk>>>;
-
-/// Everything the workers of this process share.
-pub(super) struct Job {
-    pub config: IngestConfig,
-    pub plan: Plan,
-    /// The streams this run reads (planned by the committing process only: worker 0 reads them).
-    pub streams: Vec<PlannedStream>,
-    pub stored: BTreeMap<String, crate::store::StoredProgress>,
-    /// Set by SIGINT/SIGTERM, a failed commit or any worker's error: read no more, commit what
-    /// was read, stop.
-    pub stop: Arc<AtomicBool>,
-    /// The signal that stopped the run (0 for none).
-    pub signal: Arc<AtomicUsize>,
-    /// What this run writes (its database, the rejects file): never read as logs when following.
-    pub own_files: Vec<(PathBuf, &'static str)>,
-    /// The file every rejected line goes to, opened before the workers start (the committer
-    /// takes it).
-    pub rejects_file: Mutex<Option<std::fs::File>>,
-    pub bytes_read: AtomicU64,
-    /// Lines read so far (for the progress bar).
-    pub lines_read: AtomicU64,
-    /// Set when a worker starts: in a cluster, when every peer has connected.
-    pub started: AtomicBool,
-    /// The committer's report (worker 0 of process 0 only).
-    pub report: Mutex<Option<anyhow::Result<IngestReport>>>,
-}
+use crate::store::Store;
 
 /// Runs an ingestion to the end (or, following, until SIGINT/SIGTERM) and reports what it did.
 pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
@@ -287,14 +223,6 @@ fn watch_cluster_start(job: Arc<Job>, timeout: Duration) {
             std::process::exit(3);
         }
     });
-}
-
-pub(super) fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> {
-    config
-        .glob
-        .as_deref()
-        .map(|g| glob::Pattern::new(g).with_context(|| format!("invalid --glob {g}")))
-        .transpose()
 }
 
 /// Bytes per unit of work: small enough that the epochs in flight (every worker's groups of a

@@ -9,8 +9,8 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::aggregate::Aggregator;
-use super::dataflow::{ChunkInput, Job, Update, UpdateInput, glob_pattern};
 use super::follow::Follower;
+use super::job::{ChunkInput, Job, Update, UpdateInput, glob_pattern};
 use super::reader::read_piece;
 use super::source::PieceEnd;
 use super::stream::{StreamFeed, StreamRead};

@@ -13,6 +13,7 @@ mod committer;
 mod dataflow;
 mod feeder;
 mod follow;
+mod job;
 mod partition;
 mod reader;
 pub mod source;

@@ -6,6 +6,7 @@
 //! rusqlite on SQLite). Writers merge into
 //! stored days under one writer lock per transaction, so concurrent ingestions lose nothing.
 
+mod batch;
 mod commit;
 mod migrations;
 mod read;
@@ -25,9 +26,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use commit::{
-    CommitBatch, Conflict, FileId, FileProgress, GroupDelta, OtherName, Retraction, StoredProgress,
-};
+pub use batch::{CommitBatch, Conflict, FileId, FileProgress, GroupDelta, OtherName, Retraction};
+pub use commit::StoredProgress;
 pub use read::{CustomerSummary, DayRow};
 
 /// Statements slower than this are logged, at debug level: a commit's large multi-row insert under

@@ -67,7 +67,7 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
 
 /// The stored states of a customer's days in a range (built once: it is on every summary's path).
 static SELECT_RANGE_STATE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| super::commit::select_state(""));
+    std::sync::LazyLock::new(|| super::batch::select_state(""));
 
 /// A [`DayRow`] from a row of [`SELECT_DAYS`] (an sqlx row, or a rusqlite one with `try_get`), by
 /// column position: looking 18 columns up by name was a sixth of a request's time.

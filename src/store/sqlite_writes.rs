@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params};
 
-use super::commit::{
+use super::batch::{
     ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };

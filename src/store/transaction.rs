@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use super::commit::{
+use super::batch::{
     ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };

@@ -1,0 +1,90 @@
+//! What the parts of a run share: the job every worker of this process holds, and the updates
+//! that flow through the dataflow from the workers to the committer. Imports none of the
+//! operators, so that each of them (the feeder, the follower, the committer) imports it alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::InputHandle;
+
+use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
+use super::source::Plan;
+use super::stream::{Chunk, PlannedStream};
+use super::{IngestConfig, IngestReport};
+use crate::store::FileProgress;
+
+/// What flows through the dataflow.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Update {
+    Groups(NumberedGroups),
+    Progress(FileProgress),
+    Tally(Tally),
+    Rejected(Rejected),
+    /// A unit of the plan was read completely.
+    UnitDone(usize),
+    /// An input that could not be read completely, and why.
+    Unreadable(String),
+    /// Something the summary notes (messages a stream dropped before they were read).
+    Note(String),
+    /// Lines counted before they were complete, taken back.
+    Retracted(Retracted),
+}
+
+impl Update {
+    /// What `aggregator` counted since it was last drained: its groups, rejected lines and tally.
+    pub(super) fn drained(aggregator: &mut Aggregator) -> impl Iterator<Item = Update> {
+        let (groups, tally, rejects) = aggregator.drain();
+        let groups = (!groups.groups.is_empty()).then_some(Update::Groups(groups));
+        groups
+            .into_iter()
+            .chain(rejects.into_iter().map(Update::Rejected))
+            .chain(std::iter::once(Update::Tally(tally)))
+    }
+}
+
+/// The dataflow's input, as each worker holds it.
+pub(super) type UpdateInput =
+    InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
+
+/// The input of stream messages, read by worker 0 and parsed by the worker each chunk names.
+pub(super) type ChunkInput =
+    InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Chunk>>>;
+
+/// Everything the workers of this process share.
+pub(super) struct Job {
+    pub config: IngestConfig,
+    pub plan: Plan,
+    /// The streams this run reads (planned by the committing process only: worker 0 reads them).
+    pub streams: Vec<PlannedStream>,
+    pub stored: BTreeMap<String, crate::store::StoredProgress>,
+    /// Set by SIGINT/SIGTERM, a failed commit or any worker's error: read no more, commit what
+    /// was read, stop.
+    pub stop: Arc<AtomicBool>,
+    /// The signal that stopped the run (0 for none).
+    pub signal: Arc<AtomicUsize>,
+    /// What this run writes (its database, the rejects file): never read as logs when following.
+    pub own_files: Vec<(PathBuf, &'static str)>,
+    /// The file every rejected line goes to, opened before the workers start (the committer
+    /// takes it).
+    pub rejects_file: Mutex<Option<std::fs::File>>,
+    pub bytes_read: AtomicU64,
+    /// Lines read so far (for the progress bar).
+    pub lines_read: AtomicU64,
+    /// Set when a worker starts: in a cluster, when every peer has connected.
+    pub started: AtomicBool,
+    /// The committer's report (worker 0 of process 0 only).
+    pub report: Mutex<Option<anyhow::Result<IngestReport>>>,
+}
+
+/// The `--glob` pattern, checked.
+pub(super) fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> {
+    config
+        .glob
+        .as_deref()
+        .map(|g| glob::Pattern::new(g).with_context(|| format!("invalid --glob {g}")))
+        .transpose()
+}

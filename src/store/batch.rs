@@ -1,0 +1,216 @@
+//! What a commit is made of, shared by the commit's algorithm (`commit.rs`) and both backends'
+//! transactions (`transaction.rs`, `sqlite_writes.rs`): the batch and its parts, the SQL of each
+//! step, and the row of a merged day as it is bound. Imports none of them.
+
+use super::{stored, stored_wide};
+use crate::day::Day;
+use crate::stats::DayStats;
+
+/// New requests for one (customer, day) group.
+#[derive(Clone, Debug)]
+pub struct GroupDelta {
+    pub customer: String,
+    pub day: Day,
+    pub stats: DayStats,
+}
+
+/// A request counted before its line was complete (a last line without a newline, which then
+/// went on): taken back from its stored day before the whole line is counted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retraction {
+    pub customer: String,
+    pub day: Day,
+    pub status: u16,
+    pub duration_us: u64,
+}
+
+/// How far one input file has now been consumed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileProgress {
+    pub path: String,
+    /// The offset the stored row must hold now (0 when there is no row): anything else means
+    /// another process ingested this file meanwhile, and the commit is refused.
+    pub expected_offset: u64,
+    /// Where the reading this record covers started (orders records of one file; not stored).
+    pub from: u64,
+    /// The byte offset just past the last consumed line.
+    pub offset: u64,
+    /// Compressed files that broke off: bytes of complete lines decompressed past `offset`
+    /// (0 otherwise), and what the stored row must hold now.
+    pub decoded: u64,
+    pub expected_decoded: u64,
+    /// Of the bytes before `offset`, those of a last line without a newline (0 when it ends
+    /// with one): if the line goes on, the next run takes it back and reads it whole.
+    pub tail: u64,
+    /// FNV-1a of the file's first `head_len` bytes: tells a replaced file from an appended one.
+    pub head_hash: u64,
+    pub head_len: u64,
+    /// FNV-1a of the 4 KiB before `offset` (0 when not recorded): tells a file rewritten in place
+    /// behind an unchanged beginning from an appended one.
+    pub end_hash: u64,
+    /// Which file this is, whatever its name.
+    pub file: FileId,
+    /// The other rows of this file (same device and inode) the plan saw, each with the offset it
+    /// must hold now: any other row of it means another process got there meanwhile.
+    pub other_names: Vec<OtherName>,
+}
+
+/// Another progress row of the same file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OtherName {
+    pub path: String,
+    pub offset: u64,
+    /// The path is still a name of this file (a hard link): its row moves with this one, so that
+    /// a later run under that name does not read the same bytes again. Otherwise the name is
+    /// left behind (the file was renamed) and its row stays as it is.
+    pub linked: bool,
+}
+
+/// A file's identity on its filesystem: device and inode (both 0 when unknown).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct FileId {
+    pub device: u64,
+    pub inode: u64,
+}
+
+impl FileId {
+    /// Whether this identity was recorded (rows written before identities were have none).
+    pub fn is_known(self) -> bool {
+        self != FileId::default()
+    }
+}
+
+/// Everything one epoch produced, committed in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct CommitBatch {
+    pub groups: Vec<GroupDelta>,
+    pub progress: Vec<FileProgress>,
+    /// Lines read and rejected for this batch (added to the stored totals).
+    pub lines: u64,
+    pub rejected: u64,
+    /// Requests counted by an earlier commit whose lines were not complete then.
+    pub retractions: Vec<Retraction>,
+    /// Lines (and of them, rejected ones) counted earlier and taken back now.
+    pub retracted_lines: u64,
+    pub retracted_rejected: u64,
+}
+
+/// Another writer advanced a file this commit meant to advance.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} was ingested by another process meanwhile (expected offset {expected}, found {found}); \
+     nothing of this batch was committed: run the ingestion again"
+)]
+pub struct Conflict {
+    pub path: String,
+    pub expected: u64,
+    pub found: u64,
+}
+
+pub(super) const DELETE_DAY: &str =
+    "DELETE FROM resource_statistics_by_day WHERE customer_id = $1 AND date = $2";
+/// Every row of one file: under its path, or under another name with the same identity.
+pub(super) const SELECT_PROGRESS: &str = "SELECT path, byte_offset, decoded_offset FROM ingest_progress \
+     WHERE path = $1 OR (device = $2 AND inode = $3 AND (device <> 0 OR inode <> 0))";
+pub(super) const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
+     last_commit_unix = $3 WHERE id = 1";
+pub(super) const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
+     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len, end_hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (path) DO UPDATE SET byte_offset = excluded.byte_offset, \
+     head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
+     inode = excluded.inode, decoded_offset = excluded.decoded_offset, \
+     tail_len = excluded.tail_len, end_hash = excluded.end_hash";
+/// The columns of a stored day, in the order of [`MergedDay::columns`] (after the key, before the
+/// histogram).
+pub(super) const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
+     success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
+     total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
+     availability_percentage, duration_p90, duration_p95, duration_max, \
+     duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
+     duration_histogram) ";
+pub(super) const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
+     success_requests = excluded.success_requests, failed_requests = excluded.failed_requests, \
+     uptime_percentage = excluded.uptime_percentage, duration_mean = excluded.duration_mean, \
+     duration_p50 = excluded.duration_p50, duration_p99 = excluded.duration_p99, \
+     total_requests = excluded.total_requests, status_1xx = excluded.status_1xx, \
+     status_2xx = excluded.status_2xx, status_3xx = excluded.status_3xx, \
+     status_4xx = excluded.status_4xx, status_5xx = excluded.status_5xx, \
+     availability_percentage = excluded.availability_percentage, \
+     duration_p90 = excluded.duration_p90, duration_p95 = excluded.duration_p95, \
+     duration_max = excluded.duration_max, duration_sum_us = excluded.duration_sum_us, \
+     duration_sum_us_high = excluded.duration_sum_us_high, \
+     success_duration_sum_us = excluded.success_duration_sum_us, \
+     success_duration_sum_us_high = excluded.success_duration_sum_us_high, \
+     duration_histogram = excluded.duration_histogram";
+
+/// Selects the stored state (after `extra` columns) of one customer's days in a date range.
+pub(super) fn select_state(extra: &str) -> String {
+    format!(
+        "SELECT {extra}{} FROM resource_statistics_by_day \
+         WHERE customer_id = $1 AND date >= $2 AND date <= $3",
+        super::STATE_COLUMNS
+    )
+}
+
+/// Selects the stored state of the (customer, day) keys of a `VALUES` list that follows, closed by
+/// [`KEYS_JOIN`] (a join, so that both backends look each key up in the primary key: SQLite scans
+/// the whole table for a row-value `IN` list).
+pub(super) fn select_keys() -> String {
+    format!("SELECT customer_id, date, {} FROM (", super::STATE_COLUMNS)
+}
+
+pub(super) const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \
+     ON customer_id = k.column1 AND date = k.column2";
+
+/// A progress row as [`SELECT_PROGRESS`] reads it: path, byte offset, decoded offset.
+pub(super) type ProgressRow = (String, i64, i64);
+
+/// One stored value of a day.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Column {
+    Integer(i64),
+    Real(f64),
+}
+
+/// A stored day after merging, ready to write.
+pub(super) struct MergedDay {
+    pub customer: String,
+    pub day: Day,
+    pub stats: DayStats,
+}
+
+impl MergedDay {
+    /// Its values for the columns of [`INSERT_DAYS`] between the key and the histogram: the one
+    /// place that lists them, for every backend. The stats must be compacted.
+    pub fn columns(&mut self) -> [Column; 20] {
+        use Column::{Integer, Real};
+        let s = self.stats.statistics();
+        let sum = stored_wide(self.stats.duration_sum_us);
+        let success_sum = stored_wide(self.stats.success_duration_sum_us);
+        [
+            Integer(stored(s.success_requests)),
+            Integer(stored(s.failed_requests)),
+            Real(s.uptime_percentage),
+            Real(s.duration_mean),
+            Real(s.duration_p50),
+            Real(s.duration_p99),
+            Integer(stored(s.total_requests)),
+            Integer(stored(s.status_1xx)),
+            Integer(stored(s.status_2xx)),
+            Integer(stored(s.status_3xx)),
+            Integer(stored(s.status_4xx)),
+            Integer(stored(s.status_5xx)),
+            Real(s.availability_percentage),
+            Real(s.duration_p90),
+            Real(s.duration_p95),
+            Real(s.duration_max),
+            Integer(sum.0),
+            Integer(sum.1),
+            Integer(success_sum.0),
+            Integer(success_sum.1),
+        ]
+    }
+}
