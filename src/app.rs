@@ -8,7 +8,7 @@ use crate::api::{ApiOptions, AppState, ConnectionLimits, router_with};
 use crate::cli::{Cli, Command, DemoArgs, GenerateArgs, IngestArgs};
 use crate::generate::{GenerateConfig, generate};
 use crate::pipeline::{IngestConfig, IngestReport, ingest};
-use crate::store::Store;
+use crate::store::{BlockingStore, Store};
 
 /// Runs one command to completion; the exit status says whether it finished (0) or why not.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -95,7 +95,7 @@ fn write_log(config: &GenerateConfig, path: &std::path::Path) -> anyhow::Result<
 fn run_ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     let mut config = args.config()?;
     config.progress_bar = std::io::stderr().is_terminal() && !args.json;
-    let report = ingest(config)?;
+    let report = ingest(config, BlockingStore::connect(&args.db.url)?)?;
     print_report(&report);
     if args.json {
         let mut out = std::io::stdout().lock();
@@ -180,9 +180,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         eprintln!("generating a sample log at {}", args.log.display());
         write_log(&GenerateConfig::default(), &args.log)?;
     }
-    let mut config = IngestConfig::new(&args.db.url, vec![args.log.display().to_string()]);
+    let mut config = IngestConfig::new(vec![args.log.display().to_string()]);
     config.progress_bar = std::io::stderr().is_terminal();
-    print_report(&ingest(config)?);
+    print_report(&ingest(config, BlockingStore::connect(&args.db.url)?)?);
     runtime()?.block_on(async {
         // Bound first: a port that is taken fails before any hint is printed.
         let listener = bind(&args.listen.bind).await?;

@@ -252,7 +252,7 @@ impl ShipArgs {
 
 impl IngestArgs {
     pub fn config(&self) -> anyhow::Result<IngestConfig> {
-        let mut config = IngestConfig::new(&self.db.url, self.paths.clone());
+        let mut config = IngestConfig::new(self.paths.clone());
         if let Some(workers) = self.workers {
             anyhow::ensure!(workers > 0, "--workers must be at least 1");
             config.workers = workers;

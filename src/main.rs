@@ -28,7 +28,11 @@ fn main() -> std::process::ExitCode {
         Ok(status) => std::process::ExitCode::from(status),
         Err(error) => {
             eprintln!("error: {}", logstats::errors::one_line(&error));
-            std::process::ExitCode::FAILURE
+            // 3: a cluster did not form in time (the others exit 1).
+            let formed = error
+                .downcast_ref::<logstats::pipeline::ClusterDidNotForm>()
+                .is_none();
+            std::process::ExitCode::from(if formed { 1 } else { 3 })
         }
     }
 }

@@ -169,28 +169,21 @@ impl From<crate::histogram::CorruptHistogram> for CorruptState {
 }
 
 /// The statistics of one group or range, in the order the API prints them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Statistics {
     /// Requests with a 2xx status.
-    #[schema(example = 97)]
     pub success_requests: u64,
     /// All other requests (1xx, 3xx, 4xx, 5xx).
-    #[schema(example = 104)]
     pub failed_requests: u64,
     /// 100 x (duration of successful requests) / (duration of all requests); 0 when that is 0.
-    #[schema(example = 47.72)]
     pub uptime_percentage: f64,
     /// Mean duration, seconds.
-    #[schema(example = 1.043)]
     pub duration_mean: f64,
     /// Median duration (nearest rank), seconds.
-    #[schema(example = 1.031)]
     pub duration_p50: f64,
     /// 99th percentile duration (nearest rank), seconds.
-    #[schema(example = 1.982)]
     pub duration_p99: f64,
     /// All requests.
-    #[schema(example = 201)]
     pub total_requests: u64,
     pub status_1xx: u64,
     pub status_2xx: u64,
@@ -198,7 +191,6 @@ pub struct Statistics {
     pub status_4xx: u64,
     pub status_5xx: u64,
     /// 100 x (requests with status < 500) / all requests.
-    #[schema(example = 86.07)]
     pub availability_percentage: f64,
     /// 90th percentile duration (nearest rank), seconds.
     pub duration_p90: f64,

@@ -18,7 +18,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the same as std's, except that tests can pause it and move it on.
+use tokio::time::Instant;
 
 use axum::body::Bytes;
 use chrono::NaiveDate;
@@ -268,25 +271,26 @@ mod tests {
         std::future::ready(Ok(Bytes::from_static(text.as_bytes())))
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_answer_is_reused_within_the_ttl_and_recomputed_after() {
         let cache = AnswerCache::default();
         assert_eq!(
             cache.get_or_compute(key(), answer("1")).await,
             Ok("1".into())
         );
+        tokio::time::advance(TTL - Duration::from_millis(1)).await;
         assert_eq!(
             cache.get_or_compute(key(), answer("2")).await,
             Ok("1".into())
         );
-        tokio::time::sleep(TTL).await;
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
             cache.get_or_compute(key(), answer("3")).await,
             Ok("3".into())
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_make_one_query() {
         let cache = std::sync::Arc::new(AnswerCache::default());
         let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -329,7 +333,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn expired_entries_are_dropped_within_a_ttl() {
         let ttl = Duration::from_millis(50);
         let cache = AnswerCache::new(ttl);
@@ -339,9 +343,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Every entry above is at least a TTL old after this sleep, however slow the loop was (so
-        // no count is asserted before it: a slow loop may already have swept some).
-        tokio::time::sleep(ttl).await;
+        assert_eq!(cache.len(), 100, "the clock stood still");
+        tokio::time::advance(ttl).await;
         cache
             .get_or_compute(key_of(100), answer("[]"))
             .await

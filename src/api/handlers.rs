@@ -14,7 +14,6 @@ use super::cache::{Key, Kind};
 use super::error::{ApiError, ErrorBody};
 use super::query::{CustomerPage, DateRange};
 use crate::stats::Statistics;
-use crate::store::{CustomerSummary, DayRow};
 
 /// A JSON body already serialized.
 fn json_bytes(body: Bytes) -> Response {
@@ -50,7 +49,7 @@ fn to_bytes<T: Serialize>(value: &T, capacity: usize) -> Result<Bytes, ApiError>
     ),
     security((), ("api_key" = [])),
     responses(
-        (status = 200, description = "One object per day with data, by date ascending; [] when none", body = [DayRow],
+        (status = 200, description = "One object per day with data, by date ascending; [] when none", body = [super::schema::DayRow],
          headers(("ETag" = String, description = "A weak tag of the body; send it back in If-None-Match to get 304 while it holds"),
                  ("Cache-Control" = String, description = "no-cache: keep, but revalidate every time"))),
         (status = 304, description = "Not modified: If-None-Match names the current ETag (no body)"),
@@ -84,6 +83,7 @@ pub struct RangeSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<chrono::NaiveDate>,
     #[serde(flatten)]
+    #[schema(value_type = super::schema::Statistics)]
     pub statistics: Statistics,
 }
 
@@ -142,7 +142,7 @@ pub async fn range_summary(
     ),
     security((), ("api_key" = [])),
     responses(
-        (status = 200, description = "Customers by id (with a customer's key: that customer only)", body = [CustomerSummary],
+        (status = 200, description = "Customers by id (with a customer's key: that customer only)", body = [super::schema::CustomerSummary],
          headers(("Link" = String, description = "`</customers?limit=N&after=ID>; rel=\"next\"` while more customers remain (RFC 8288)"),
                  ("ETag" = String, description = "A weak tag of the body; send it back in If-None-Match to get 304 while it holds"),
                  ("Cache-Control" = String, description = "no-cache: keep, but revalidate every time"))),

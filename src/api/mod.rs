@@ -12,6 +12,7 @@ mod layers;
 mod metrics;
 mod query;
 mod revalidate;
+mod schema;
 mod server;
 
 use std::sync::Arc;
@@ -123,10 +124,10 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
         metrics::scrape
     ),
     components(schemas(
-        crate::store::DayRow,
+        schema::DayRow,
         RangeSummary,
-        crate::store::CustomerSummary,
-        crate::stats::Statistics,
+        schema::CustomerSummary,
+        schema::Statistics,
         ErrorBody,
         Detail
     )),

@@ -10,7 +10,15 @@ use serde::{Deserialize, Serialize};
 use crate::day::Day;
 use crate::record::{Reject, parse_line};
 use crate::stats::DayStats;
-use crate::store::Retraction;
+use crate::store::{FileCheckpoint, Retraction};
+
+/// How far a reading of one file got: the checkpoint its commit records, and where the reading
+/// began (which orders one file's checkpoints within an epoch; not stored).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProgress {
+    pub from: u64,
+    pub checkpoint: FileCheckpoint,
+}
 
 /// Where a rejected line was found: a byte offset (plain files, turned into a line number when
 /// reported) or a line number already (compressed files and standard input).

@@ -1,23 +1,22 @@
-//! The committer (worker 0 of process 0): collects each finished epoch, merges it into the store
-//! with the offsets it advanced in one transaction, and keeps the report. Also the process-level
-//! set-up the dataflow needs: the timely configuration and the progress bar.
+//! The committer (worker 0 of process 0), on a thread of its own: collects each finished epoch,
+//! merges it into the store with the offsets it advanced in one transaction, and returns the
+//! run's report when its thread ends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::IngestReport;
 use super::aggregate::{Position, Rejected, Retracted, Tally};
-use super::job::{Job, Update};
+use super::job::{Job, Outputs, Update};
 use super::partition::Partitions;
-use super::{IngestConfig, IngestReport};
-use crate::store::{CommitBatch, FileProgress, GroupDelta, Store};
+use crate::store::{BlockingStore, CommitBatch, FileCheckpoint, GroupDelta};
 
 struct Committer {
     job: Arc<Job>,
-    runtime: tokio::runtime::Runtime,
-    store: Store,
+    store: BlockingStore,
     report: IngestReport,
     rejects_file: Option<std::io::BufWriter<std::fs::File>>,
     /// The groups of finished epochs not committed yet, merged, within the memory limit.
@@ -47,15 +46,18 @@ pub(super) type Finished = Vec<(u64, Vec<Update>)>;
 /// The committer on a thread of its own, so that worker 0 reads as fast as the others while
 /// epochs are merged and written. At most one epoch waits for it; past that, worker 0 waits.
 pub(super) struct CommitterThread {
-    epochs: Option<std::sync::mpsc::SyncSender<Finished>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    job: Arc<Job>,
+    epochs: std::sync::mpsc::SyncSender<Finished>,
+    thread: std::thread::JoinHandle<anyhow::Result<IngestReport>>,
 }
 
 impl CommitterThread {
-    /// The committer of a dataflow of `peers` workers (in the whole cluster).
-    pub fn start(job: &Arc<Job>, peers: usize) -> anyhow::Result<CommitterThread> {
-        let mut committer = Committer::new(Arc::clone(job), peers)?;
+    /// The committer of a dataflow of `peers` workers (in the whole cluster), writing to `outputs`.
+    pub fn start(
+        job: &Arc<Job>,
+        outputs: Outputs,
+        peers: usize,
+    ) -> anyhow::Result<CommitterThread> {
+        let mut committer = Committer::new(Arc::clone(job), outputs, peers)?;
         let (epochs, received) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("committer".into())
@@ -65,38 +67,32 @@ impl CommitterThread {
                     committer.commit_if_due(false);
                 }
                 committer.commit_if_due(true);
+                committer.into_report()
             })?;
-        Ok(CommitterThread {
-            epochs: Some(epochs),
-            thread: Some(thread),
-            job: Arc::clone(job),
-        })
+        Ok(CommitterThread { epochs, thread })
     }
 
     /// Hands over finished epochs (ascending).
     pub fn send(&self, finished: Finished) {
-        if let Some(epochs) = &self.epochs {
-            // Fails only when the thread has died, which `finish` reports.
-            let _ = epochs.send(finished);
-        }
+        // Fails only when the thread has died, which `finish` reports.
+        let _ = self.epochs.send(finished);
     }
 
-    /// Commits what is left and waits for the thread.
-    pub fn finish(mut self) {
-        drop(self.epochs.take());
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            *self.job.report.lock().expect("report lock") =
-                Some(Err(anyhow::anyhow!("the committer failed")));
-        }
+    /// Commits what is left, waits for the thread and returns the run's report.
+    pub fn finish(self) -> anyhow::Result<IngestReport> {
+        drop(self.epochs);
+        self.thread.join().unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "the committer failed (a bug: please report it)"
+            ))
+        })
     }
 }
 
 /// What finished, uncommitted epochs said besides their groups.
 #[derive(Default)]
 struct Absorbed {
-    progress: BTreeMap<String, FileProgress>,
+    progress: BTreeMap<String, FileCheckpoint>,
     tally: Tally,
     rejects: Vec<Rejected>,
     retracted: Retracted,
@@ -105,17 +101,12 @@ struct Absorbed {
 }
 
 impl Committer {
-    fn new(job: Arc<Job>, peers: usize) -> anyhow::Result<Committer> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let store = runtime.block_on(Store::connect(&job.config.database_url))?;
-        let rejects_file = job
-            .rejects_file
-            .lock()
-            .expect("rejects file lock")
-            .take()
-            .map(std::io::BufWriter::new);
+    fn new(job: Arc<Job>, outputs: Outputs, peers: usize) -> anyhow::Result<Committer> {
+        let Outputs {
+            store,
+            rejects_file,
+        } = outputs;
+        let rejects_file = rejects_file.map(std::io::BufWriter::new);
         let mut report = IngestReport {
             files: job.plan.inputs.len() + job.streams.len(),
             read_stdin: job
@@ -136,10 +127,9 @@ impl Committer {
             group_budget(job.config.memory_limit),
             job.config.spill_dir.clone(),
         )?;
-        let committer = Committer {
+        Ok(Committer {
             groups,
             job,
-            runtime,
             store,
             report,
             rejects_file,
@@ -147,9 +137,7 @@ impl Committer {
             last_commit: Instant::now(),
             halted: None,
             peers,
-        };
-        committer.publish();
-        Ok(committer)
+        })
     }
 
     /// Takes in finished epochs (ascending). An incomplete one (a worker stopped early) ends
@@ -172,7 +160,6 @@ impl Committer {
                         if let Err(error) = self.groups.absorb(groups) {
                             self.job.stop.store(true, Ordering::SeqCst);
                             self.halted = Some(Halt::Failed(error));
-                            self.publish();
                             return;
                         }
                     }
@@ -190,7 +177,7 @@ impl Committer {
             }
             records.sort_by_key(|p| p.from);
             for record in records {
-                merge_progress(&mut absorbed.progress, record);
+                merge_progress(&mut absorbed.progress, record.checkpoint);
             }
             absorbed.epochs += 1;
             absorbed.last_epoch = Some(epoch);
@@ -222,7 +209,6 @@ impl Committer {
             Err(error) => {
                 self.job.stop.store(true, Ordering::SeqCst);
                 self.halted = Some(Halt::Failed(error));
-                self.publish();
                 return;
             }
         };
@@ -236,10 +222,7 @@ impl Committer {
             retracted_rejected: absorbed.retracted.tally.rejected_total(),
         };
         let started = Instant::now();
-        match self
-            .runtime
-            .block_on(self.store.commit_sorted(batch, groups))
-        {
+        match self.store.commit_sorted(batch, groups) {
             Ok(groups) => {
                 let groups = groups as u64;
                 self.report.groups_changed += groups;
@@ -265,7 +248,6 @@ impl Committer {
             }
         }
         self.last_commit = Instant::now();
-        self.publish();
     }
 
     /// Whether the last absorbed epoch came after the backlog (a follow-mode tick).
@@ -313,13 +295,12 @@ impl Committer {
         Ok(())
     }
 
-    /// Shares the report so far (the process reads it when the workers end).
-    fn publish(&self) {
-        let report = match &self.halted {
-            Some(Halt::Failed(error)) => Err(anyhow::anyhow!(crate::errors::one_line(error))),
-            _ => Ok(self.report.clone()),
-        };
-        *self.job.report.lock().expect("report lock") = Some(report);
+    /// The run's report, or why the committer stopped committing.
+    fn into_report(self) -> anyhow::Result<IngestReport> {
+        match self.halted {
+            Some(Halt::Failed(error)) => Err(error),
+            _ => Ok(self.report),
+        }
     }
 }
 
@@ -332,13 +313,13 @@ fn group_budget(memory_limit: u64) -> usize {
 
 /// Several records for one file in one transaction, in reading order: the first says what the
 /// stored row must hold, the last how far the file now is.
-fn merge_progress(all: &mut BTreeMap<String, FileProgress>, record: FileProgress) {
+fn merge_progress(all: &mut BTreeMap<String, FileCheckpoint>, record: FileCheckpoint) {
     match all.get_mut(&record.path) {
         None => {
             all.insert(record.path.clone(), record);
         }
         Some(existing) => {
-            *existing = FileProgress {
+            *existing = FileCheckpoint {
                 expected_offset: existing.expected_offset,
                 expected_decoded: existing.expected_decoded,
                 other_names: std::mem::take(&mut existing.other_names),
@@ -385,53 +366,4 @@ impl LineNumbers {
         self.counted.insert(file.to_string(), (at, newlines));
         Some(newlines + 1)
     }
-}
-
-/// The timely configuration: threads, or one process of a cluster (quiet, with a start deadline).
-pub(super) fn timely_config(config: &IngestConfig) -> anyhow::Result<timely::Config> {
-    let workers = config.workers.max(1);
-    let communication = match &config.cluster {
-        None if workers == 1 => timely::CommunicationConfig::Thread,
-        None => timely::CommunicationConfig::Process(workers),
-        Some(cluster) => timely::CommunicationConfig::Cluster {
-            threads: workers,
-            process: cluster.process_id,
-            addresses: cluster.addresses.clone(),
-            report: false,
-            zerocopy: false,
-        },
-    };
-    Ok(timely::Config {
-        communication,
-        worker: timely::WorkerConfig::default(),
-    })
-}
-
-/// A progress bar on a terminal (bytes, lines/s, ETA), drawn from the workers' counters.
-pub(super) fn progress_bar(job: &Arc<Job>) -> Option<indicatif::ProgressBar> {
-    if !job.config.progress_bar {
-        return None;
-    }
-    let stream_bytes: u64 = job.streams.iter().map(|s| s.bytes).sum();
-    let bar = indicatif::ProgressBar::new(job.plan.total_bytes() + stream_bytes);
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ETA {eta}",
-    )
-    .expect("a valid template");
-    bar.set_style(style);
-    let shown = bar.clone();
-    let job = Arc::clone(job);
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        while !shown.is_finished() {
-            shown.set_position(job.bytes_read.load(Ordering::Relaxed));
-            let lines = job.lines_read.load(Ordering::Relaxed) as f64;
-            shown.set_message(format!(
-                "{:.2} M lines/s",
-                lines / started.elapsed().as_secs_f64() / 1e6
-            ));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    Some(bar)
 }

@@ -1,39 +1,80 @@
 //! The timely dataflow: workers read their units (and, when following, their files) epoch by
-//! epoch and pre-aggregate them; everything of an epoch goes to worker 0, whose committer thread
-//! merges it into its group table and, once the frontier has passed the epoch and a commit is due,
-//! writes everything absorbed since the last commit in one transaction.
+//! epoch and pre-aggregate them (`parse_chunks` for stream messages); everything of an epoch goes
+//! to worker 0, where `commit_epochs` hands each epoch the frontier has passed to the committer's
+//! thread, which merges it and commits once per commit interval (or every epoch when following).
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, Concat, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::{ProbeHandle, Stream};
 use timely::worker::Worker;
 
 use super::aggregate::Aggregator;
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
-use super::job::{ChunkInput, Job, Update, glob_pattern};
-use super::source;
+use super::job::{ChunkInput, Job, Outputs, Update, UpdateInput, glob_pattern};
 use super::stream::{Chunk, StreamAddress, plan_streams};
-use super::{ClusterPart, IngestConfig, IngestReport};
-use crate::store::Store;
+use super::{ClusterPart, IngestConfig, IngestReport, cluster, process, source};
+use crate::store::BlockingStore;
 
-/// Runs an ingestion to the end (or, following, until SIGINT/SIGTERM) and reports what it did.
-pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
+/// Runs an ingestion into `store` to the end (or, following, until SIGINT/SIGTERM) and reports
+/// what it did.
+pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let store = runtime.block_on(Store::connect(&config.database_url))?;
-    let stored = runtime.block_on(store.progress())?;
+    let job = Arc::new(plan_job(config, store)?);
+    let progress = process::progress_bar(&job);
+    let (allocators, connections) =
+        cluster::allocators(job.config.workers, job.config.cluster.as_ref())?;
+    let worker_job = Arc::clone(&job);
+    let guards = timely::execute::execute_from(
+        allocators,
+        connections,
+        timely::WorkerConfig::default(),
+        move |worker| run_worker(worker, &worker_job),
+    )
+    .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
+    let mut failure = None;
+    let mut committed = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(report)) => committed = committed.or(report),
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(panic) => failure = failure.or(Some(anyhow::anyhow!("a worker failed: {panic}"))),
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    // Not the committing process of a cluster: it reports nothing of its own.
+    let mut report = committed.unwrap_or_default();
+    report.cluster = job.config.cluster.as_ref().map(|cluster| ClusterPart {
+        process_id: cluster.process_id,
+        processes: cluster.addresses.len(),
+    });
+    let signal = job.signal.load(Ordering::SeqCst);
+    if signal != 0 && !job.config.follow {
+        report.interrupted_by = Some(signal as i32);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
+    Ok(report)
+}
+
+/// Everything the workers share, decided before they start: what to read (the inputs found,
+/// planned against the stored progress), and where the committer writes.
+fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Job> {
+    let stored = store.progress()?;
     let mut stream_addresses = Vec::new();
     let mut paths = Vec::new();
     for input in &config.inputs {
@@ -68,9 +109,8 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     if config.unit_bytes == 0 {
         config.unit_bytes = unit_bytes(&config, &found);
     }
-    runtime.block_on(store.close());
     let mut plan = source::plan(found, &stored, config.unit_bytes, config.follow)?;
-    // Only worker 0, on the committing process, reads streams.
+    // Only worker 0, on the committing process, reads streams and commits.
     let commits = config.cluster.as_ref().is_none_or(|c| c.process_id == 0);
     let streams_given = !stream_addresses.is_empty();
     let streams = match commits {
@@ -85,9 +125,12 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
     {
         anyhow::bail!("{problem}");
     }
-
-    let (stop, signal) = stop_on_signals()?;
-    let job = Arc::new(Job {
+    let outputs = commits.then_some(Outputs {
+        store,
+        rejects_file,
+    });
+    let (stop, signal) = process::stop_on_signals()?;
+    Ok(Job {
         config,
         plan,
         streams,
@@ -95,59 +138,10 @@ pub fn ingest(mut config: IngestConfig) -> anyhow::Result<IngestReport> {
         stop,
         signal,
         own_files,
-        rejects_file: Mutex::new(rejects_file),
+        outputs: Mutex::new(outputs),
         bytes_read: AtomicU64::new(0),
         lines_read: AtomicU64::new(0),
-        started: AtomicBool::new(false),
-        report: Mutex::new(None),
-    });
-    let progress = super::committer::progress_bar(&job);
-    let timely_config = super::committer::timely_config(&job.config)?;
-    if let Some(cluster) = &job.config.cluster {
-        watch_cluster_start(Arc::clone(&job), cluster.connect_timeout);
-    }
-    let worker_job = Arc::clone(&job);
-    // Timely's cluster layer reports connection attempts on stdout: keep stdout for our output.
-    let quiet = job
-        .config
-        .cluster
-        .as_ref()
-        .map(|_| StdoutToStderr::start())
-        .transpose()?;
-    let guards = timely::execute(timely_config, move |worker| run_worker(worker, &worker_job))
-        .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
-    let mut failure = None;
-    for result in guards.join() {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(panic) => failure = failure.or(Some(anyhow::anyhow!("a worker failed: {panic}"))),
-        }
-    }
-    drop(quiet);
-    if let Some(bar) = progress {
-        bar.finish_and_clear();
-    }
-    let report = job.report.lock().expect("report lock").take();
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    let mut report = match report {
-        Some(report) => report?,
-        // Not the committing process of a cluster: it reports nothing of its own.
-        None => IngestReport::default(),
-    };
-    report.cluster = job.config.cluster.as_ref().map(|cluster| ClusterPart {
-        process_id: cluster.process_id,
-        processes: cluster.addresses.len(),
-    });
-    let signal = job.signal.load(Ordering::SeqCst);
-    if signal != 0 && !job.config.follow {
-        report.interrupted_by = Some(signal as i32);
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
-    Ok(report)
+    })
 }
 
 /// Creates (empties) the file every rejected line goes to, unless it is one of the inputs.
@@ -166,63 +160,6 @@ fn create_rejects_file(path: &Path, found: &source::Found) -> anyhow::Result<std
         );
     }
     std::fs::File::create(path).with_context(|| format!("cannot write the rejects file {shown}"))
-}
-
-/// SIGINT and SIGTERM set the returned stop flag (and record which signal came); a second signal
-/// ends the process at once, whatever it is waiting for.
-fn stop_on_signals() -> anyhow::Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let which = Arc::new(AtomicUsize::new(0));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))?;
-        signal_hook::flag::register_usize(signal, Arc::clone(&which), signal as usize)?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
-    }
-    Ok((stop, which))
-}
-
-/// While alive, whatever is written to stdout (file descriptor 1) goes to stderr; dropping it puts
-/// stdout back, on every path out of the run (an error or a panic unwinding included).
-struct StdoutToStderr {
-    /// The process's stdout as it was, duplicated.
-    saved: std::os::fd::OwnedFd,
-}
-
-impl StdoutToStderr {
-    fn start() -> anyhow::Result<StdoutToStderr> {
-        use std::io::Write;
-        use std::os::fd::AsFd;
-        std::io::stdout().flush()?;
-        let saved = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("redirecting stdout")?;
-        rustix::stdio::dup2_stdout(std::io::stderr().as_fd()).context("redirecting stdout")?;
-        Ok(StdoutToStderr { saved })
-    }
-}
-
-impl Drop for StdoutToStderr {
-    fn drop(&mut self) {
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = rustix::stdio::dup2_stdout(&self.saved);
-    }
-}
-
-/// Timely retries a missing peer forever: give up with a clear error after `timeout`.
-fn watch_cluster_start(job: Arc<Job>, timeout: Duration) {
-    std::thread::spawn(move || {
-        std::thread::sleep(timeout);
-        if !job.started.load(Ordering::SeqCst) {
-            eprintln!(
-                "error: the cluster did not form within {} s: a peer in the hostfile never answered",
-                timeout.as_secs()
-            );
-            std::process::exit(3);
-        }
-    });
 }
 
 /// Bytes per unit of work: small enough that the epochs in flight (every worker's groups of a
@@ -269,104 +206,30 @@ fn groups_in_first_mib(path: &Path) -> Option<u64> {
     (groups > 0).then(|| groups * (1 << 20) / complete.len() as u64)
 }
 
-/// One worker: builds the dataflow, feeds it, and drives it to the end.
-fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
-    job.started.store(true, Ordering::SeqCst);
+/// One worker: builds the dataflow, feeds it, and drains it to the end. Worker 0 of the
+/// committing process returns the run's report.
+fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<Option<IngestReport>> {
     let index = worker.index();
     let peers = worker.peers();
-    let mut input = InputHandle::<u64, _>::new();
-    let mut chunk_input = ChunkInput::new();
-    let probe = ProbeHandle::<u64>::new();
     // Every worker builds the dataflow and drains it to the end, even after an error: a worker
     // that left early would leave the others waiting for it forever.
     let mut failure = None;
     let committer = match index {
-        0 => CommitterThread::start(job, peers)
+        0 => start_committer(job, peers)
             .map_err(|error| failure = Some(error))
-            .ok(),
+            .ok()
+            .flatten(),
         _ => None,
     };
-    if failure.is_some() {
-        job.stop.store(true, Ordering::SeqCst);
-    }
     let committer = Rc::new(RefCell::new(committer));
-    let operator_committer = Rc::clone(&committer);
-    let parse_job = Arc::clone(job);
-    worker.dataflow::<u64, _, _>(|scope| {
-        let parsed = chunk_input.to_stream(scope).unary(
-            Exchange::new(|chunk: &Chunk| chunk.worker as u64),
-            "Parse",
-            move |_, _| {
-                // Its customer numbers are apart from the feeder's (worker `index`).
-                let mut aggregator = Aggregator::new(peers + index, reject_limit(&parse_job));
-                move |input, output| {
-                    input.for_each(|time, chunks: &mut Vec<Chunk>| {
-                        let lines_before = aggregator.lines();
-                        chunks.iter().for_each(|chunk| chunk.feed(&mut aggregator));
-                        parse_job
-                            .lines_read
-                            .fetch_add(aggregator.lines() - lines_before, Ordering::Relaxed);
-                        output
-                            .session(&time)
-                            .give_iterator(Update::drained(&mut aggregator));
-                    });
-                }
-            },
-        );
-        input
-            .to_stream(scope)
-            .concat(parsed)
-            .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-                Exchange::new(|_: &Update| 0),
-                "Commit",
-                move |initial, _| {
-                    drop(initial);
-                    let mut pending: std::collections::BTreeMap<
-                        u64,
-                        (Capability<u64>, Vec<Update>),
-                    > = Default::default();
-                    move |(input, frontier), _output| {
-                        input.for_each(|cap, data: &mut Vec<Update>| {
-                            let Some(&time) = cap.least() else { return };
-                            pending
-                                .entry(time)
-                                .or_insert_with(|| {
-                                    (cap.retain_least(0).expect("a non-empty stamp"), Vec::new())
-                                })
-                                .1
-                                .append(data);
-                        });
-                        let ready: Vec<u64> = pending
-                            .keys()
-                            .copied()
-                            .take_while(|t| !frontier.less_equal(t))
-                            .collect();
-                        if ready.is_empty() {
-                            return;
-                        }
-                        let epochs: Finished = ready
-                            .iter()
-                            .map(|t| {
-                                let (_cap, updates) = pending.remove(t).expect("a pending epoch");
-                                (*t, updates)
-                            })
-                            .collect();
-                        if let Some(committer) = operator_committer.borrow().as_ref() {
-                            committer.send(epochs);
-                        }
-                    }
-                },
-            )
-            .container::<Vec<()>>()
-            .probe_with(&probe);
-    });
+    let (mut input, mut chunks, probe) = build_dataflow(worker, job, Rc::clone(&committer));
 
-    let mut feeder = Feeder::new(index, peers, Aggregator::new(index, reject_limit(job)));
-    let result = match failure {
+    let fed = match failure {
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.
         None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            feeder.run(worker, &mut input, &mut chunk_input, &probe, job)
+            let mut feeder = Feeder::new(index, peers, Aggregator::new(index, reject_limit(job)));
+            feeder.run(worker, &mut input, &mut chunks, &probe, job)
         }))
         .unwrap_or_else(|_| {
             Err(anyhow::anyhow!(
@@ -374,16 +237,109 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<()> {
             ))
         }),
     };
-    if result.is_err() {
+    if fed.is_err() {
         job.stop.store(true, Ordering::SeqCst);
     }
+
     drop(input);
-    drop(chunk_input);
+    drop(chunks);
     while worker.step_or_park(Some(Duration::from_millis(100))) {}
-    if let Some(committer) = committer.borrow_mut().take() {
-        committer.finish();
+    let report = committer.borrow_mut().take().map(CommitterThread::finish);
+    fed?;
+    report.transpose()
+}
+
+/// The committer, on the process that commits (the one holding the outputs).
+fn start_committer(job: &Arc<Job>, peers: usize) -> anyhow::Result<Option<CommitterThread>> {
+    let outputs = job.outputs.lock().expect("outputs lock").take();
+    let started = outputs.map(|outputs| CommitterThread::start(job, outputs, peers));
+    if matches!(started, Some(Err(_))) {
+        job.stop.store(true, Ordering::SeqCst);
     }
-    result
+    started.transpose()
+}
+
+/// Every worker's part of the dataflow: its two inputs (its own updates, and stream messages that
+/// worker 0 reads) and a probe that says which epochs the committer has been handed.
+fn build_dataflow(
+    worker: &mut Worker,
+    job: &Arc<Job>,
+    committer: Rc<RefCell<Option<CommitterThread>>>,
+) -> (UpdateInput, ChunkInput, ProbeHandle<u64>) {
+    let mut input = UpdateInput::new();
+    let mut chunks = ChunkInput::new();
+    let probe = ProbeHandle::<u64>::new();
+    // The parser's customer numbers are apart from the feeder's (worker `index`).
+    let parser = Aggregator::new(worker.peers() + worker.index(), reject_limit(job));
+    let parse_job = Arc::clone(job);
+    worker.dataflow::<u64, _, _>(|scope| {
+        let parsed = parse_chunks(chunks.to_stream(scope), parser, parse_job);
+        let updates = input.to_stream(scope).concat(parsed);
+        commit_epochs(updates, committer).probe_with(&probe);
+    });
+    (input, chunks, probe)
+}
+
+/// Parses the stream messages each chunk holds, on the worker it names, into updates.
+fn parse_chunks<'scope>(
+    chunks: Stream<'scope, u64, Vec<Chunk>>,
+    mut aggregator: Aggregator,
+    job: Arc<Job>,
+) -> Stream<'scope, u64, Vec<Update>> {
+    chunks.unary(
+        Exchange::new(|chunk: &Chunk| chunk.worker as u64),
+        "Parse",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|time, chunks: &mut Vec<Chunk>| {
+                    let lines_before = aggregator.lines();
+                    chunks.iter().for_each(|chunk| chunk.feed(&mut aggregator));
+                    job.lines_read
+                        .fetch_add(aggregator.lines() - lines_before, Ordering::Relaxed);
+                    output
+                        .session(&time)
+                        .give_iterator(Update::drained(&mut aggregator));
+                });
+            }
+        },
+    )
+}
+
+/// Gathers every update on worker 0 and, as the frontier passes each epoch, hands the finished
+/// epochs (ascending) to the committer. Its output carries nothing: a probe on it tells the
+/// feeders which epochs the committer has.
+fn commit_epochs<'scope>(
+    updates: Stream<'scope, u64, Vec<Update>>,
+    committer: Rc<RefCell<Option<CommitterThread>>>,
+) -> Stream<'scope, u64, Vec<()>> {
+    updates.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_: &Update| 0),
+        "Commit",
+        move |initial, _| {
+            // Nothing is ever sent on: the output's frontier follows the input's.
+            drop(initial);
+            let mut pending = std::collections::BTreeMap::<u64, Vec<Update>>::new();
+            move |(input, frontier), _output| {
+                input.for_each(|time, data: &mut Vec<Update>| {
+                    if let Some(&epoch) = time.least() {
+                        pending.entry(epoch).or_default().append(data);
+                    }
+                });
+                let mut finished: Finished = Vec::new();
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    finished.push(entry.remove_entry());
+                }
+                if !finished.is_empty()
+                    && let Some(committer) = committer.borrow().as_ref()
+                {
+                    committer.send(finished);
+                }
+            }
+        },
+    )
 }
 
 /// Rejected lines kept per worker: all of them when they go to a file.

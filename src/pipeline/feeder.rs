@@ -9,12 +9,12 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::aggregate::Aggregator;
+use super::aggregate::FileProgress;
 use super::follow::Follower;
 use super::job::{ChunkInput, Job, Update, UpdateInput, glob_pattern};
 use super::reader::read_piece;
 use super::source::PieceEnd;
 use super::stream::{StreamFeed, StreamRead};
-use crate::store::FileProgress;
 
 /// Epochs a worker may run ahead of the last absorbed one (bounds memory).
 const EPOCHS_IN_FLIGHT: u64 = 1;

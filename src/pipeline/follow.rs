@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::aggregate::Aggregator;
+use super::aggregate::FileProgress;
 use super::job::Job;
 use super::reader::{read_range, retract_tail};
 use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line, progress_key};
 use crate::errors::shown_path;
-use crate::store::{FileId, FileProgress, OtherName};
+use crate::store::{FileCheckpoint, FileId, OtherName};
 
 /// Every followed file, by the path its progress is recorded under.
 pub(super) struct Follower<'a> {
@@ -72,18 +73,20 @@ impl Followed {
     /// The progress record of this file under `key`, whose row holds `committed` now.
     fn progress(&self, key: String, committed: u64, from: u64) -> FileProgress {
         FileProgress {
-            path: key,
-            expected_offset: committed,
             from,
-            offset: self.offset,
-            decoded: 0,
-            expected_decoded: 0,
-            tail: 0,
-            other_names: self.other_names.clone(),
-            head_hash: self.head.hash,
-            head_len: self.head.len,
-            end_hash: Head::before(&self.file, self.offset).unwrap_or(0),
-            file: self.identity,
+            checkpoint: FileCheckpoint {
+                path: key,
+                expected_offset: committed,
+                offset: self.offset,
+                decoded: 0,
+                expected_decoded: 0,
+                tail: 0,
+                other_names: self.other_names.clone(),
+                head_hash: self.head.hash,
+                head_len: self.head.len,
+                end_hash: Head::before(&self.file, self.offset).unwrap_or(0),
+                file: self.identity,
+            },
         }
     }
 }

@@ -11,11 +11,11 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::InputHandle;
 
-use super::aggregate::{Aggregator, NumberedGroups, Rejected, Retracted, Tally};
+use super::IngestConfig;
+use super::aggregate::{Aggregator, FileProgress, NumberedGroups, Rejected, Retracted, Tally};
 use super::source::Plan;
 use super::stream::{Chunk, PlannedStream};
-use super::{IngestConfig, IngestReport};
-use crate::store::FileProgress;
+use crate::store::BlockingStore;
 
 /// What flows through the dataflow.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,16 +68,19 @@ pub(super) struct Job {
     pub signal: Arc<AtomicUsize>,
     /// What this run writes (its database, the rejects file): never read as logs when following.
     pub own_files: Vec<(PathBuf, &'static str)>,
-    /// The file every rejected line goes to, opened before the workers start (the committer
-    /// takes it).
-    pub rejects_file: Mutex<Option<std::fs::File>>,
+    /// What the committer writes to, handed to it when it starts (worker 0 of the committing
+    /// process takes it; the others find `None`).
+    pub outputs: Mutex<Option<Outputs>>,
     pub bytes_read: AtomicU64,
     /// Lines read so far (for the progress bar).
     pub lines_read: AtomicU64,
-    /// Set when a worker starts: in a cluster, when every peer has connected.
-    pub started: AtomicBool,
-    /// The committer's report (worker 0 of process 0 only).
-    pub report: Mutex<Option<anyhow::Result<IngestReport>>>,
+}
+
+/// Where the committer writes: the store, and the file every rejected line goes to (created
+/// before the workers start).
+pub(super) struct Outputs {
+    pub store: BlockingStore,
+    pub rejects_file: Option<std::fs::File>,
 }
 
 /// The `--glob` pattern, checked.

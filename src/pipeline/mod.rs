@@ -9,12 +9,14 @@
 //! ```
 
 mod aggregate;
+mod cluster;
 mod committer;
 mod dataflow;
 mod feeder;
 mod follow;
 mod job;
 mod partition;
+mod process;
 mod reader;
 pub mod source;
 mod spill;
@@ -26,6 +28,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use aggregate::{Aggregator, Position, Rejected, Tally};
+pub use cluster::ClusterDidNotForm;
 pub use dataflow::ingest;
 pub use reader::{BOM, MAX_LINE_BYTES};
 
@@ -34,7 +37,6 @@ use crate::record::Reject;
 /// How an ingestion runs (the CLI's flags, as plain values).
 #[derive(Clone, Debug)]
 pub struct IngestConfig {
-    pub database_url: String,
     pub inputs: Vec<String>,
     /// File-name pattern for files found in directories.
     pub glob: Option<String>,
@@ -72,10 +74,9 @@ pub struct Cluster {
 }
 
 impl IngestConfig {
-    /// Defaults for everything but the database and inputs.
-    pub fn new(database_url: &str, inputs: Vec<String>) -> IngestConfig {
+    /// Defaults for everything but the inputs.
+    pub fn new(inputs: Vec<String>) -> IngestConfig {
         IngestConfig {
-            database_url: database_url.to_string(),
             inputs,
             glob: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use super::aggregate::FileProgress;
 use crate::errors::{escaped, shown_path};
-use crate::store::{FileId, FileProgress, OtherName, StoredProgress};
+use crate::store::{FileCheckpoint, FileId, OtherName, StoredProgress};
 
 /// One input of an ingestion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,33 +191,45 @@ pub fn plain_io_error(error: &std::io::Error) -> String {
     }
 }
 
-/// The files below `dir` (hidden ones skipped) whose names match `pattern`, when given.
+/// The files below `dir` (hidden ones skipped, symbolic links followed) whose names match
+/// `pattern`, when given. What cannot be read is a problem: a directory always, anything else
+/// when its name matches. A link back to a directory it is in is not followed (what it leads to
+/// is read once, under its own path).
 pub fn walk(dir: &Path, pattern: Option<&glob::Pattern>, found: &mut Found) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) => return found.add_problem(dir, plain_io_error(&error)),
-    };
+    let wanted =
+        |name: &std::ffi::OsStr| pattern.is_none_or(|p| p.matches(&name.to_string_lossy()));
+    let entries = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|entry| {
+            entry.depth() == 0 || !entry.file_name().as_encoded_bytes().starts_with(b".")
+        });
     for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(error) => return found.add_problem(dir, plain_io_error(&error)),
-        };
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') {
-            continue;
+        match entry {
+            Ok(entry) if entry.file_type().is_dir() => {}
+            Ok(entry) if !wanted(entry.file_name()) => {}
+            Ok(entry) if entry.file_type().is_file() => found.add_file(entry.path()),
+            Ok(entry) => match entry.metadata() {
+                Ok(meta) => found.add_problem(entry.path(), not_regular(&meta)),
+                Err(error) => found.add_problem(entry.path(), walk_error(&error)),
+            },
+            Err(error) if error.loop_ancestor().is_some() => {}
+            Err(error) => {
+                let path = error.path().unwrap_or(dir);
+                let is_dir = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+                if is_dir || path.file_name().is_none_or(wanted) {
+                    found.add_problem(path, walk_error(&error));
+                }
+            }
         }
-        let path = entry.path();
-        let wanted = pattern.is_none_or(|p| p.matches(&name));
-        // Symbolic links are followed (a loop is a problem, not "no such file").
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => walk(&path, pattern, found),
-            Ok(meta) if meta.is_file() && wanted => found.add_file(&path),
-            Ok(meta) if !meta.is_file() && wanted => found.add_problem(&path, not_regular(&meta)),
-            Ok(_) => {}
-            Err(error) if wanted => found.add_problem(&path, plain_io_error(&error)),
-            Err(_) => {}
-        }
+    }
+}
+
+/// Why a walk could not go on at an entry, in plain words.
+fn walk_error(error: &walkdir::Error) -> String {
+    match error.io_error() {
+        Some(io) => plain_io_error(io),
+        None => error.to_string(),
     }
 }
 
@@ -314,34 +327,36 @@ impl Plan {
         };
         let first_piece = piece.start == input.start;
         Some(FileProgress {
-            path: key.clone(),
-            expected_offset: if first_piece {
-                input.expected_offset
-            } else {
-                piece.start
-            },
             from: piece.start,
-            offset,
-            decoded,
-            tail,
-            expected_decoded: input.expected_decoded,
-            // Linked names move with this row: after the first piece they hold where it ended.
-            other_names: input
-                .other_names
-                .iter()
-                .map(|name| OtherName {
-                    offset: if name.linked && !first_piece {
-                        piece.start
-                    } else {
-                        name.offset
-                    },
-                    ..name.clone()
-                })
-                .collect(),
-            head_hash: input.head.hash,
-            head_len: input.head.len,
-            end_hash,
-            file: *file,
+            checkpoint: FileCheckpoint {
+                path: key.clone(),
+                expected_offset: if first_piece {
+                    input.expected_offset
+                } else {
+                    piece.start
+                },
+                offset,
+                decoded,
+                tail,
+                expected_decoded: input.expected_decoded,
+                // Linked names move with this row: after the first piece they hold where it ended.
+                other_names: input
+                    .other_names
+                    .iter()
+                    .map(|name| OtherName {
+                        offset: if name.linked && !first_piece {
+                            piece.start
+                        } else {
+                            name.offset
+                        },
+                        ..name.clone()
+                    })
+                    .collect(),
+                head_hash: input.head.hash,
+                head_len: input.head.len,
+                end_hash,
+                file: *file,
+            },
         })
     }
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::FileProgress;
 use super::aggregate::{Aggregator, Position};
 use super::reader::MAX_LINE_BYTES;
 use crate::nats::{Bounds, Message, StreamUrl};
-use crate::store::{FileId, FileProgress, StoredProgress};
+use crate::store::{FileCheckpoint, FileId, StoredProgress};
 
 /// A log stream, read in sequence order from a position (the last sequence read).
 pub trait LogStream {
@@ -400,18 +401,20 @@ impl FedStream {
         }
         planned.noted_through = reader.position();
         read.progress.push(FileProgress {
-            path: planned.address.key(),
-            expected_offset: self.committed,
             from: self.committed,
-            offset: reader.position(),
-            decoded: 0,
-            expected_decoded: 0,
-            tail: 0,
-            head_hash: reader.instance(),
-            head_len: 0,
-            end_hash: 0,
-            file: FileId::default(),
-            other_names: Vec::new(),
+            checkpoint: FileCheckpoint {
+                path: planned.address.key(),
+                expected_offset: self.committed,
+                offset: reader.position(),
+                decoded: 0,
+                expected_decoded: 0,
+                tail: 0,
+                head_hash: reader.instance(),
+                head_len: 0,
+                end_hash: 0,
+                file: FileId::default(),
+                other_names: Vec::new(),
+            },
         });
         self.committed = reader.position();
         let bytes = messages.iter().map(|(_, m)| m.len()).sum();

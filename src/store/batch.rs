@@ -24,15 +24,14 @@ pub struct Retraction {
     pub duration_us: u64,
 }
 
-/// How far one input file has now been consumed.
+/// How far one input file has now been consumed, as a commit records it: its progress row's new
+/// values, and what the row must hold before.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct FileProgress {
+pub struct FileCheckpoint {
     pub path: String,
     /// The offset the stored row must hold now (0 when there is no row): anything else means
     /// another process ingested this file meanwhile, and the commit is refused.
     pub expected_offset: u64,
-    /// Where the reading this record covers started (orders records of one file; not stored).
-    pub from: u64,
     /// The byte offset just past the last consumed line.
     pub offset: u64,
     /// Compressed files that broke off: bytes of complete lines decompressed past `offset`
@@ -86,7 +85,7 @@ impl FileId {
 #[derive(Clone, Debug, Default)]
 pub struct CommitBatch {
     pub groups: Vec<GroupDelta>,
-    pub progress: Vec<FileProgress>,
+    pub progress: Vec<FileCheckpoint>,
     /// Lines read and rejected for this batch (added to the stored totals).
     pub lines: u64,
     pub rejected: u64,

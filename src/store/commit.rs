@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
 
-use super::batch::{CommitBatch, Conflict, FileId, FileProgress, GroupDelta, MergedDay};
+use super::batch::{CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay};
 use super::transaction::{PgWrite, WriteTx};
 use super::{Backend, Store, count, stored, with_pool};
 use crate::day::Day;
@@ -40,7 +40,7 @@ fn merge_sorted(
 
 /// Refuses a commit when a row of the file no longer holds what the plan saw: another process
 /// ingested it (under this name or another) meanwhile.
-fn check_progress(progress: &FileProgress, rows: &[(String, i64, i64)]) -> Result<(), Conflict> {
+fn check_progress(progress: &FileCheckpoint, rows: &[(String, i64, i64)]) -> Result<(), Conflict> {
     if !rows.iter().any(|(path, ..)| *path == progress.path) && progress.expected_offset != 0 {
         return Err(Conflict {
             path: progress.path.clone(),

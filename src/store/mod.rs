@@ -7,6 +7,7 @@
 //! stored days under one writer lock per transaction, so concurrent ingestions lose nothing.
 
 mod batch;
+mod blocking;
 mod commit;
 mod migrations;
 mod read;
@@ -26,7 +27,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use batch::{CommitBatch, Conflict, FileId, FileProgress, GroupDelta, OtherName, Retraction};
+pub use batch::{CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, OtherName, Retraction};
+pub use blocking::BlockingStore;
 pub use commit::StoredProgress;
 pub use read::{CustomerSummary, DayRow};
 

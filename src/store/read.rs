@@ -8,9 +8,8 @@ use super::{Store, count, state_from_row, with_pool};
 use crate::stats::{DayStats, Statistics};
 
 /// One stored day of one customer, as the API returns it.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DayRow {
-    #[schema(example = "cust_1")]
     pub customer_id: String,
     pub date: NaiveDate,
     #[serde(flatten)]
@@ -18,15 +17,13 @@ pub struct DayRow {
 }
 
 /// One customer in the customer list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CustomerSummary {
-    #[schema(example = "cust_1")]
     pub customer_id: String,
     /// The first day with data.
     pub first_day: NaiveDate,
     /// The last day with data.
     pub last_day: NaiveDate,
-    #[schema(example = 6013)]
     pub total_requests: u64,
 }
 

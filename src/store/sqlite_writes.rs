@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
-    ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ADD_TOTALS, Column, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
@@ -125,7 +125,10 @@ impl ToSql for DateText {
 }
 
 impl WriteTx for SqliteWrite {
-    async fn progress_rows(&mut self, progress: &FileProgress) -> anyhow::Result<Vec<ProgressRow>> {
+    async fn progress_rows(
+        &mut self,
+        progress: &FileCheckpoint,
+    ) -> anyhow::Result<Vec<ProgressRow>> {
         let mut select = self.connection.prepare_cached(SELECT_PROGRESS)?;
         let rows = select.query_map(
             params![
@@ -198,7 +201,11 @@ impl WriteTx for SqliteWrite {
         Ok(())
     }
 
-    async fn record_progress(&mut self, path: &str, progress: &FileProgress) -> anyhow::Result<()> {
+    async fn record_progress(
+        &mut self,
+        path: &str,
+        progress: &FileCheckpoint,
+    ) -> anyhow::Result<()> {
         let mut upsert = self.connection.prepare_cached(UPSERT_PROGRESS)?;
         upsert.execute(params![
             path,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::batch::{
-    ADD_TOTALS, Column, DELETE_DAY, FileProgress, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ADD_TOTALS, Column, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
 use super::{POSTGRES, WRITER_LOCK_KEY, say_when_waiting_for_the_lock, state_from_row, stored};
@@ -20,7 +20,10 @@ use crate::stats::DayStats;
 pub(super) trait WriteTx {
     /// Every progress row of `progress`'s file: under its path, or under another name with the
     /// same identity.
-    async fn progress_rows(&mut self, progress: &FileProgress) -> anyhow::Result<Vec<ProgressRow>>;
+    async fn progress_rows(
+        &mut self,
+        progress: &FileCheckpoint,
+    ) -> anyhow::Result<Vec<ProgressRow>>;
 
     /// Whether the table holds any day at all (when not, nothing needs reading back).
     async fn holds_any_day(&mut self) -> anyhow::Result<bool>;
@@ -35,7 +38,11 @@ pub(super) trait WriteTx {
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
 
     /// Records how far `progress`'s file is, under `path`.
-    async fn record_progress(&mut self, path: &str, progress: &FileProgress) -> anyhow::Result<()>;
+    async fn record_progress(
+        &mut self,
+        path: &str,
+        progress: &FileCheckpoint,
+    ) -> anyhow::Result<()>;
 
     /// Adds to the stored totals of lines read and rejected, and stamps the commit's time.
     async fn add_totals(&mut self, lines: i64, rejected: i64, unix_now: f64) -> anyhow::Result<()>;
@@ -66,7 +73,10 @@ impl PgWrite {
 }
 
 impl WriteTx for PgWrite {
-    async fn progress_rows(&mut self, progress: &FileProgress) -> anyhow::Result<Vec<ProgressRow>> {
+    async fn progress_rows(
+        &mut self,
+        progress: &FileCheckpoint,
+    ) -> anyhow::Result<Vec<ProgressRow>> {
         Ok(sqlx::query_as(SELECT_PROGRESS)
             .bind(&progress.path)
             .bind(progress.file.device as i64)
@@ -156,7 +166,11 @@ impl WriteTx for PgWrite {
         Ok(())
     }
 
-    async fn record_progress(&mut self, path: &str, progress: &FileProgress) -> anyhow::Result<()> {
+    async fn record_progress(
+        &mut self,
+        path: &str,
+        progress: &FileCheckpoint,
+    ) -> anyhow::Result<()> {
         sqlx::query(UPSERT_PROGRESS)
             .bind(path)
             .bind(stored(progress.offset))

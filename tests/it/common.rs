@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use logstats::day::Day;
 use logstats::generate::{GenerateConfig, generate};
-use logstats::pipeline::{IngestConfig, IngestReport, ingest};
+use logstats::pipeline::{IngestConfig, IngestReport};
 
 use crate::oracle;
 
@@ -182,12 +182,16 @@ pub fn first_generated_day() -> Day {
     GenerateConfig::default().end.plus(-9)
 }
 
+/// Runs an ingestion in process into the database at `url`.
+pub fn ingest_into(url: &str, config: IngestConfig) -> anyhow::Result<IngestReport> {
+    logstats::pipeline::ingest(config, logstats::store::BlockingStore::connect(url)?)
+}
+
 /// Ingests `paths` with `workers` threads, in process.
 pub fn ingest_paths(url: &str, paths: &[&Path], workers: usize) -> IngestReport {
-    let mut config =
-        IngestConfig::new(url, paths.iter().map(|p| p.display().to_string()).collect());
+    let mut config = IngestConfig::new(paths.iter().map(|p| p.display().to_string()).collect());
     config.workers = workers;
-    ingest(config).expect("ingestion succeeds")
+    ingest_into(url, config).expect("ingestion succeeds")
 }
 
 /// Every stored day of every customer as JSON values (the API's rows), for comparing databases.

@@ -351,6 +351,8 @@ struct WatchedServer {
     child: Child,
     address: String,
     stderr: Arc<Mutex<String>>,
+    /// Reads stderr until the server closes it.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl WatchedServer {
@@ -376,7 +378,7 @@ impl WatchedServer {
             }
         };
         let kept = Arc::clone(&stderr);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 kept.lock().unwrap().push_str(&format!("{line}\n"));
             }
@@ -385,6 +387,7 @@ impl WatchedServer {
             child,
             address,
             stderr,
+            reader,
         }
     }
 
@@ -414,7 +417,8 @@ impl WatchedServer {
     fn stop(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
+        // Everything it wrote is read once the pipe closes.
+        self.reader.join().expect("the stderr reader");
         self.stderr.lock().unwrap().clone()
     }
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use logstats::pipeline::{IngestConfig, ingest};
+use logstats::pipeline::IngestConfig;
 
 use crate::common::*;
 use crate::oracle;
@@ -11,7 +11,7 @@ use crate::oracle;
 fn ingest_text(db: &TestDb, name: &str, text: &str) -> logstats::pipeline::IngestReport {
     let log = db.dir().join(name);
     std::fs::write(&log, text).unwrap();
-    ingest(IngestConfig::new(&db.url, vec![log.display().to_string()])).unwrap()
+    ingest_into(&db.url, IngestConfig::new(vec![log.display().to_string()])).unwrap()
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn total_requests(url: &str) -> u64 {
 }
 
 fn ingest_dir(db: &TestDb, dir: &std::path::Path) -> logstats::pipeline::IngestReport {
-    ingest(IngestConfig::new(&db.url, vec![dir.display().to_string()])).unwrap()
+    ingest_into(&db.url, IngestConfig::new(vec![dir.display().to_string()])).unwrap()
 }
 
 #[test]
@@ -117,7 +117,8 @@ fn files_that_begin_alike_are_different_files_and_a_hard_link_is_read_once() {
         // A hard link made after its file was ingested is the same file under a new name.
         std::fs::hard_link(dir.join("host1.log"), db.dir().join("late-link.log")).unwrap();
         let late = db.dir().join("late-link.log");
-        let report = ingest(IngestConfig::new(&db.url, vec![late.display().to_string()])).unwrap();
+        let report =
+            ingest_into(&db.url, IngestConfig::new(vec![late.display().to_string()])).unwrap();
         assert_eq!(report.lines, 0, "{backend:?}: {:?}", report.notes);
         assert_eq!(total_requests(&db.url), 6, "{backend:?}");
     }
@@ -252,9 +253,9 @@ fn inputs_that_cannot_be_read_are_named_and_the_others_are_ingested_exactly() {
 
 /// Runs a batch ingestion of `log` as it is now.
 fn ingest_file(url: &str, log: &std::path::Path) -> logstats::pipeline::IngestReport {
-    let mut config = IngestConfig::new(url, vec![log.display().to_string()]);
+    let mut config = IngestConfig::new(vec![log.display().to_string()]);
     config.unit_bytes = 300; // several pieces: the last line may fall in any of them
-    ingest(config).unwrap()
+    ingest_into(url, config).unwrap()
 }
 
 #[test]

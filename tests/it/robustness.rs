@@ -258,9 +258,12 @@ fn a_cluster_peer_that_never_starts_gives_a_clear_error_after_the_connect_timeou
         .arg(&log)
         .output()
         .unwrap();
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("did not form"), "{stderr}");
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the cluster did not form within 2 s: process 0 (127.0.0.1:"),
+        "{stderr}"
+    );
     assert!(
         output.stdout.is_empty(),
         "{:?}",

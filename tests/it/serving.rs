@@ -1,7 +1,7 @@
 //! The API in real use: fresh answers after a commit (the cache's guarantee), gzip, metrics, and
 //! JSON errors for requests the framework rejects.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -52,7 +52,9 @@ fn total_requests(body: &str) -> u64 {
 }
 
 #[test]
-fn a_new_commit_is_visible_within_one_second_through_the_cache() {
+fn a_new_commit_shows_through_the_cache_once_its_answers_expire() {
+    // How soon (within the cache's TTL, at most 1 s) is the cache's unit test, on a paused clock;
+    // here the new commit must show in both answers, whatever the machine's speed.
     for backend in backends() {
         let db = TestDb::new(backend);
         let first = generated_log(db.dir(), "a.log", 3_000, 1);
@@ -70,18 +72,21 @@ fn a_new_commit_is_visible_within_one_second_through_the_cache() {
         // Both answers are now cached; a commit lands.
         let second = generated_log(db.dir(), "b.log", 3_000, 2);
         ingest_paths(&db.url, &[&second], 1);
-        std::thread::sleep(Duration::from_secs(1));
-        let (_, _, body) = send(&app, &uri, &[]);
-        assert!(
-            total_requests(&body) > before,
-            "{:?}: the commit shows within 1 s",
-            db.backend
-        );
-        let (_, _, summary_after) = send(&app, &summary, &[]);
-        assert_ne!(
-            summary_before, summary_after,
-            "{backend:?}: the summary too"
-        );
+        let started = Instant::now();
+        while total_requests(&send(&app, &uri, &[]).2) == before {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{backend:?}: the commit never showed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while send(&app, &summary, &[]).2 == summary_before {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "{backend:?}: the summary never changed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use logstats::day::Day;
 use logstats::stats::DayStats;
-use logstats::store::{CommitBatch, FileId, FileProgress, GroupDelta};
+use logstats::store::{CommitBatch, FileCheckpoint, FileId, GroupDelta};
 
 use crate::common::*;
 
@@ -16,11 +16,10 @@ fn delta(customer: &str, day: Day, requests: &[(u16, u64)]) -> GroupDelta {
     }
 }
 
-fn progress(path: &str, expected: u64, offset: u64) -> FileProgress {
-    FileProgress {
+fn progress(path: &str, expected: u64, offset: u64) -> FileCheckpoint {
+    FileCheckpoint {
         path: path.to_string(),
         expected_offset: expected,
-        from: expected,
         offset,
         decoded: 0,
         expected_decoded: 0,

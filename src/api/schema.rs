@@ -1,0 +1,135 @@
+//! The shapes of the API's answers as its OpenAPI document describes them. The answers are the
+//! store's and the statistics' own types, serialized; these mirrors only describe them (with
+//! examples), so that neither the store nor `stats` depends on the API's documentation. A test
+//! checks that each mirror names exactly the fields its type serializes.
+
+#![allow(dead_code)] // never built: only their schemas are used
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+/// The statistics of one group or range, in the order the API prints them.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Statistics {
+    /// Requests with a 2xx status.
+    #[schema(example = 97)]
+    success_requests: u64,
+    /// All other requests (1xx, 3xx, 4xx, 5xx).
+    #[schema(example = 104)]
+    failed_requests: u64,
+    /// 100 x (duration of successful requests) / (duration of all requests); 0 when that is 0.
+    #[schema(example = 47.72)]
+    uptime_percentage: f64,
+    /// Mean duration, seconds.
+    #[schema(example = 1.043)]
+    duration_mean: f64,
+    /// Median duration (nearest rank), seconds.
+    #[schema(example = 1.031)]
+    duration_p50: f64,
+    /// 99th percentile duration (nearest rank), seconds.
+    #[schema(example = 1.982)]
+    duration_p99: f64,
+    /// All requests.
+    #[schema(example = 201)]
+    total_requests: u64,
+    status_1xx: u64,
+    status_2xx: u64,
+    status_3xx: u64,
+    status_4xx: u64,
+    status_5xx: u64,
+    /// 100 x (requests with status < 500) / all requests.
+    #[schema(example = 86.07)]
+    availability_percentage: f64,
+    /// 90th percentile duration (nearest rank), seconds.
+    duration_p90: f64,
+    /// 95th percentile duration (nearest rank), seconds.
+    duration_p95: f64,
+    /// Longest duration, seconds.
+    duration_max: f64,
+}
+
+/// One stored day of one customer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DayRow {
+    #[schema(example = "cust_1")]
+    customer_id: String,
+    date: NaiveDate,
+    #[serde(flatten)]
+    statistics: Statistics,
+}
+
+/// One customer in the customer list.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CustomerSummary {
+    #[schema(example = "cust_1")]
+    customer_id: String,
+    /// The first day with data.
+    first_day: NaiveDate,
+    /// The last day with data.
+    last_day: NaiveDate,
+    #[schema(example = 6013)]
+    total_requests: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::OpenApi;
+
+    /// The property names the API document gives `schema` (its own and those of what it
+    /// flattens in).
+    fn documented(schema: &str) -> BTreeSet<String> {
+        let document = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        let mut names = BTreeSet::new();
+        let mut pending = vec![schemas[schema].clone()];
+        while let Some(value) = pending.pop() {
+            if let Some(properties) = value["properties"].as_object() {
+                names.extend(properties.keys().cloned());
+            }
+            if let Some(parts) = value["allOf"].as_array() {
+                pending.extend(parts.iter().cloned());
+            }
+            if let Some(reference) = value["$ref"].as_str() {
+                let name = reference.rsplit('/').next().unwrap();
+                pending.push(schemas[name].clone());
+            }
+        }
+        names
+    }
+
+    fn serialized(value: impl serde::Serialize) -> BTreeSet<String> {
+        let value = serde_json::to_value(value).unwrap();
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn every_answer_has_exactly_the_fields_the_document_names() {
+        let statistics = {
+            let mut empty = crate::stats::DayStats::default();
+            empty.statistics()
+        };
+        let day = crate::store::DayRow {
+            customer_id: "cust_1".into(),
+            date: chrono::NaiveDate::from_ymd_opt(2024, 9, 3).unwrap(),
+            statistics: statistics.clone(),
+        };
+        let customer = crate::store::CustomerSummary {
+            customer_id: "cust_1".into(),
+            first_day: day.date,
+            last_day: day.date,
+            total_requests: 0,
+        };
+        assert_eq!(documented("Statistics"), serialized(&statistics));
+        assert_eq!(documented("DayRow"), serialized(&day));
+        assert_eq!(documented("CustomerSummary"), serialized(&customer));
+        let summary = super::super::handlers::RangeSummary {
+            customer_id: "cust_1".into(),
+            from: day.date,
+            to: Some(day.date),
+            statistics,
+        };
+        assert_eq!(documented("RangeSummary"), serialized(&summary));
+    }
+}
