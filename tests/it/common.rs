@@ -390,6 +390,15 @@ impl CommitWatch {
     }
 }
 
+/// How many rounds a randomised test runs: `thorough` with `LOGSTATS_THOROUGH=1` (`.ci/run` sets
+/// it), `quick` otherwise, so that a plain `cargo test` stays within a few minutes.
+pub fn rounds(thorough: u64, quick: u64) -> u64 {
+    match std::env::var("LOGSTATS_THOROUGH").as_deref() {
+        Ok("1") => thorough,
+        _ => quick,
+    }
+}
+
 /// What an ingestion says while another program holds the database's write lock.
 pub const WAITING_FOR_THE_LOCK: &str = "waiting for the database's write lock";
 

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::common::*;
 
 /// Rounds of the two-writer race per backend.
-const ROUNDS: usize = 20;
+const ROUNDS: u64 = 20;
 /// Lines per writer's file: with [`UNIT_BYTES`], about 22 epochs per process, committed in a dozen or
 /// more commits (a commit takes every epoch that finished while the last one was written).
 const WRITER_LINES: u64 = 12_000;
@@ -72,7 +72,7 @@ fn two_ingest_processes_started_together_on_files_sharing_days_lose_nothing() {
             .map(|row| row["total_requests"].as_u64().unwrap())
             .sum();
         assert_eq!(total, 2 * WRITER_LINES, "{backend:?}: the reference");
-        for round in 0..ROUNDS {
+        for round in 0..rounds(ROUNDS, 4) {
             // A fresh, unmigrated database: the two processes also race to create the schema.
             let db = TestDb::new(backend);
             let first = spawn_ingest(&db.url, &a);

@@ -25,7 +25,7 @@ fn a_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run() {
             .map(|i| generated_log(db.dir(), &format!("{i}.log"), 150_000, 20 + i))
             .collect();
         let mut kills = 0;
-        for attempt in 0..6u64 {
+        for attempt in 0..rounds(6, 3) {
             // About 55 units of work, two per epoch, a commit as often as it can. Even attempts
             // are killed for certain in the middle, whatever the machine's speed: after 0, 1 or 2
             // commits another program takes the write lock, and the run is killed once it says it

@@ -95,7 +95,7 @@ fn a_spilling_run_killed_at_random_moments_then_run_again_ends_as_one_clean_run(
             command
         };
         let mut kills = 0;
-        for attempt in 0..4u64 {
+        for attempt in 0..rounds(4, 2) {
             // The second run is killed mid-way for certain: it reads and spills but cannot commit
             // while another program holds the write lock. The others are killed right after their
             // first, second or third commit, while later epochs spill (or once they are done).

@@ -199,7 +199,7 @@ fn a_stream_run_killed_at_commits_then_run_again_counts_every_message_once() {
         // reported, however fast the machine.
         publish_and_write(&stream, &log, 1_000_000, 8);
         let mut kills = 0;
-        for attempt in 0..3u64 {
+        for attempt in 0..rounds(3, 2) {
             // The first run is killed mid-way for certain: it reads but cannot commit while
             // another program holds the write lock (the database is migrated first). The others
             // are killed after their first or second commit.
