@@ -82,52 +82,78 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
-/// A stored day's row as a driver hands it over: the state columns by name.
-pub(super) trait StateRow {
-    fn integer(&self, column: &str) -> anyhow::Result<i64>;
-    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>>;
+/// A row as a driver hands it over, its columns by position, decoded to the few types the schema
+/// has: implemented once for sqlx's rows (both backends) and once for rusqlite's.
+pub(super) trait StoredRow {
+    fn integer(&self, column: usize) -> anyhow::Result<i64>;
+    fn real(&self, column: usize) -> anyhow::Result<f64>;
+    fn text(&self, column: usize) -> anyhow::Result<String>;
+    fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate>;
+    fn blob(&self, column: usize) -> anyhow::Result<Vec<u8>>;
 }
 
-impl StateRow for sqlx::postgres::PgRow {
-    fn integer(&self, column: &str) -> anyhow::Result<i64> {
-        Ok(sqlx::Row::try_get(self, column)?)
+impl<R: sqlx::Row> StoredRow for R
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    chrono::NaiveDate: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn integer(&self, column: usize) -> anyhow::Result<i64> {
+        Ok(self.try_get(column)?)
     }
-    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>> {
-        Ok(sqlx::Row::try_get(self, column)?)
+    fn real(&self, column: usize) -> anyhow::Result<f64> {
+        Ok(self.try_get(column)?)
+    }
+    fn text(&self, column: usize) -> anyhow::Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate> {
+        Ok(self.try_get(column)?)
+    }
+    fn blob(&self, column: usize) -> anyhow::Result<Vec<u8>> {
+        Ok(self.try_get(column)?)
     }
 }
 
-impl StateRow for sqlx::sqlite::SqliteRow {
-    fn integer(&self, column: &str) -> anyhow::Result<i64> {
-        Ok(sqlx::Row::try_get(self, column)?)
-    }
-    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>> {
-        Ok(sqlx::Row::try_get(self, column)?)
-    }
-}
-
-/// Decodes the mergeable state (status counts, sums, histogram) of a stored day's row.
-pub(super) fn state_from_row(row: &impl StateRow) -> anyhow::Result<crate::stats::DayStats> {
-    let count_of = |column| row.integer(column).map(count);
-    let wide_of = |low, high| Ok::<_, anyhow::Error>(wide(row.integer(low)?, row.integer(high)?));
+/// Decodes the mergeable state (status counts, sums, histogram) of a stored day's row, whose
+/// [`STATE_COLUMNS`] begin at column `first`.
+pub(super) fn state_from_row(
+    row: &impl StoredRow,
+    first: usize,
+) -> anyhow::Result<crate::stats::DayStats> {
+    let count_at = |offset| row.integer(first + offset).map(count);
+    let wide_at = |offset| {
+        Ok::<_, anyhow::Error>(wide(
+            row.integer(first + offset)?,
+            row.integer(first + offset + 1)?,
+        ))
+    };
     Ok(crate::stats::DayStats {
         by_class: [
-            count_of("status_1xx")?,
-            count_of("status_2xx")?,
-            count_of("status_3xx")?,
-            count_of("status_4xx")?,
-            count_of("status_5xx")?,
+            count_at(0)?,
+            count_at(1)?,
+            count_at(2)?,
+            count_at(3)?,
+            count_at(4)?,
         ],
-        duration_sum_us: wide_of("duration_sum_us", "duration_sum_us_high")?,
-        success_duration_sum_us: wide_of(
-            "success_duration_sum_us",
-            "success_duration_sum_us_high",
-        )?,
-        histogram: crate::histogram::Histogram::from_bytes(&row.blob("duration_histogram")?)?,
+        duration_sum_us: wide_at(5)?,
+        success_duration_sum_us: wide_at(7)?,
+        histogram: crate::histogram::Histogram::from_bytes(&row.blob(first + 9)?)?,
     })
 }
 
-/// The columns [`state_from_row`] reads.
+/// A row of [`batch::select_keys`]: the (customer, day) key, then the state.
+pub(super) fn keyed_state_from_row(
+    row: &impl StoredRow,
+) -> anyhow::Result<((String, crate::day::Day), crate::stats::DayStats)> {
+    let day = crate::day::Day::from_naive_date(row.date(1)?);
+    Ok(((row.text(0)?, day), state_from_row(row, 2)?))
+}
+
+/// The columns [`state_from_row`] reads, in the order it reads them.
 const STATE_COLUMNS: &str = "status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
      duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
      duration_histogram";

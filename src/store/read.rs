@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, count, state_from_row, with_pool};
+use super::{Store, StoredRow, count, state_from_row, with_pool};
 use crate::stats::{DayStats, Statistics};
 
 /// One stored day of one customer, as the API returns it.
@@ -66,34 +66,32 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
 static SELECT_RANGE_STATE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| super::batch::select_state(""));
 
-/// A [`DayRow`] from a row of [`SELECT_DAYS`] (an sqlx row, or a rusqlite one with `try_get`), by
-/// column position: looking 18 columns up by name was a sixth of a request's time.
-macro_rules! day_from_row {
-    ($row:expr) => {{
-        let row = $row;
-        DayRow {
-            customer_id: row.try_get(0usize)?,
-            date: row.try_get(1usize)?,
-            statistics: Statistics {
-                success_requests: count(row.try_get(2usize)?),
-                failed_requests: count(row.try_get(3usize)?),
-                uptime_percentage: row.try_get(4usize)?,
-                duration_mean: row.try_get(5usize)?,
-                duration_p50: row.try_get(6usize)?,
-                duration_p99: row.try_get(7usize)?,
-                total_requests: count(row.try_get(8usize)?),
-                status_1xx: count(row.try_get(9usize)?),
-                status_2xx: count(row.try_get(10usize)?),
-                status_3xx: count(row.try_get(11usize)?),
-                status_4xx: count(row.try_get(12usize)?),
-                status_5xx: count(row.try_get(13usize)?),
-                availability_percentage: row.try_get(14usize)?,
-                duration_p90: row.try_get(15usize)?,
-                duration_p95: row.try_get(16usize)?,
-                duration_max: row.try_get(17usize)?,
-            },
-        }
-    }};
+/// A [`DayRow`] from a row of [`SELECT_DAYS`], by column position: looking 18 columns up by name
+/// was a sixth of a request's time.
+fn day_from_row(row: &impl StoredRow) -> anyhow::Result<DayRow> {
+    let count_at = |column| row.integer(column).map(count);
+    Ok(DayRow {
+        customer_id: row.text(0)?,
+        date: row.date(1)?,
+        statistics: Statistics {
+            success_requests: count_at(2)?,
+            failed_requests: count_at(3)?,
+            uptime_percentage: row.real(4)?,
+            duration_mean: row.real(5)?,
+            duration_p50: row.real(6)?,
+            duration_p99: row.real(7)?,
+            total_requests: count_at(8)?,
+            status_1xx: count_at(9)?,
+            status_2xx: count_at(10)?,
+            status_3xx: count_at(11)?,
+            status_4xx: count_at(12)?,
+            status_5xx: count_at(13)?,
+            availability_percentage: row.real(14)?,
+            duration_p90: row.real(15)?,
+            duration_p95: row.real(16)?,
+            duration_max: row.real(17)?,
+        },
+    })
 }
 
 impl Store {
@@ -113,7 +111,7 @@ impl Store {
                     let mut rows = statement.query((customer, from, to))?;
                     let mut days = Vec::new();
                     while let Some(row) = rows.next()? {
-                        days.push(day_from_row!(&super::sqlite_reads::Row(row)));
+                        days.push(day_from_row(&super::sqlite_reads::Row(row))?);
                     }
                     Ok(days)
                 });
@@ -126,8 +124,8 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 rows.iter()
-                    .map(|row| Ok(day_from_row!(row)))
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
+                    .map(day_from_row)
+                    .collect::<anyhow::Result<Vec<_>>>()?
             });
             Ok(rows)
         })
@@ -151,7 +149,7 @@ impl Store {
                     let mut statement = connection.prepare_cached(select)?;
                     let mut rows = statement.query((customer, from, to))?;
                     while let Some(row) = rows.next()? {
-                        merged.merge(state_from_row(&super::sqlite_reads::Row(row))?);
+                        merged.merge(state_from_row(&super::sqlite_reads::Row(row), 0)?);
                     }
                     Ok(merged)
                 });
@@ -164,7 +162,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 for row in rows {
-                    merged.merge(state_from_row(&row)?);
+                    merged.merge(state_from_row(&row, 0)?);
                 }
             });
             Ok(merged)

@@ -82,23 +82,23 @@ impl Readers {
     }
 }
 
-/// A rusqlite row with sqlx's `try_get` by column name, so that one macro decodes both.
+/// A rusqlite row, read as [`super::StoredRow`] like sqlx's.
 pub(super) struct Row<'a>(pub &'a rusqlite::Row<'a>);
 
-impl Row<'_> {
-    pub fn try_get<I: rusqlite::RowIndex, T: rusqlite::types::FromSql>(
-        &self,
-        column: I,
-    ) -> rusqlite::Result<T> {
-        self.0.get(column)
+impl super::StoredRow for Row<'_> {
+    fn integer(&self, column: usize) -> anyhow::Result<i64> {
+        Ok(self.0.get(column)?)
     }
-}
-
-impl super::StateRow for Row<'_> {
-    fn integer(&self, column: &str) -> anyhow::Result<i64> {
-        Ok(self.try_get(column)?)
+    fn real(&self, column: usize) -> anyhow::Result<f64> {
+        Ok(self.0.get(column)?)
     }
-    fn blob(&self, column: &str) -> anyhow::Result<Vec<u8>> {
-        Ok(self.try_get(column)?)
+    fn text(&self, column: usize) -> anyhow::Result<String> {
+        Ok(self.0.get(column)?)
+    }
+    fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate> {
+        Ok(self.0.get(column)?)
+    }
+    fn blob(&self, column: usize) -> anyhow::Result<Vec<u8>> {
+        Ok(self.0.get(column)?)
     }
 }

@@ -15,7 +15,7 @@ use super::batch::{
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
-use super::{LOCK_PATIENCE, report_waiting_for_the_lock, state_from_row, stored};
+use super::{LOCK_PATIENCE, keyed_state_from_row, report_waiting_for_the_lock, stored};
 use crate::day::Day;
 
 /// How long a writer waits for another's lock before it gives up (as sqlx's busy timeout did).
@@ -160,13 +160,8 @@ impl WriteTx for SqliteWrite {
         let mut rows = select.query(bound.as_slice())?;
         let mut states = StoredStates::new();
         while let Some(row) = rows.next()? {
-            let row = super::sqlite_reads::Row(row);
-            let customer: String = row.try_get("customer_id")?;
-            let date: chrono::NaiveDate = row.try_get("date")?;
-            states.insert(
-                (customer, Day::from_naive_date(date)),
-                state_from_row(&row)?,
-            );
+            let (key, state) = keyed_state_from_row(&super::sqlite_reads::Row(row))?;
+            states.insert(key, state);
         }
         Ok(states)
     }

@@ -5,13 +5,15 @@
 
 use std::collections::HashMap;
 
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
     ADD_TOTALS, Column, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
-use super::{POSTGRES, WRITER_LOCK_KEY, say_when_waiting_for_the_lock, state_from_row, stored};
+use super::{
+    POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, say_when_waiting_for_the_lock, stored,
+};
 use crate::day::Day;
 use crate::stats::DayStats;
 
@@ -101,13 +103,7 @@ impl WriteTx for PgWrite {
         });
         select.push(KEYS_JOIN);
         let rows = select.build().fetch_all(&mut *self.0).await?;
-        rows.iter()
-            .map(|row| {
-                let customer: String = row.try_get("customer_id")?;
-                let date: chrono::NaiveDate = row.try_get("date")?;
-                Ok(((customer, Day::from_naive_date(date)), state_from_row(row)?))
-            })
-            .collect()
+        rows.iter().map(keyed_state_from_row).collect()
     }
 
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
