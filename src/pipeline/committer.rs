@@ -2,23 +2,23 @@
 //! merges it into the store with the offsets it advanced in one transaction, and returns the
 //! run's report when its thread ends.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::IngestReport;
-use super::aggregate::{Position, Rejected, Retracted, Tally};
+use super::aggregate::{Rejected, Retracted, Tally};
 use super::job::{Job, Outputs, Update};
 use super::partition::Partitions;
+use super::rejects::RejectsOutput;
 use crate::store::{BlockingStore, CommitBatch, FileCheckpoint, GroupDelta};
 
 struct Committer {
     job: Arc<Job>,
     store: BlockingStore,
     report: IngestReport,
-    rejects_file: Option<std::io::BufWriter<std::fs::File>>,
+    rejects: RejectsOutput,
     /// The groups of finished epochs not committed yet, merged, within the memory limit.
     groups: Partitions,
     /// Everything else of those epochs.
@@ -106,7 +106,7 @@ impl Committer {
             store,
             rejects_file,
         } = outputs;
-        let rejects_file = rejects_file.map(std::io::BufWriter::new);
+        let rejects = RejectsOutput::new(rejects_file, job.config.reject_samples);
         let mut report = IngestReport {
             files: job.plan.inputs.len() + job.streams.len(),
             read_stdin: job
@@ -132,7 +132,7 @@ impl Committer {
             job,
             store,
             report,
-            rejects_file,
+            rejects,
             absorbed: Absorbed::default(),
             last_commit: Instant::now(),
             halted: None,
@@ -229,9 +229,8 @@ impl Committer {
                 self.report.spilled_bytes = self.groups.spilled_bytes();
                 self.report.commits += 1;
                 self.report.add_tally(&absorbed.tally);
-                let mut rejects = absorbed.rejects;
-                rejects.sort_by(|a, b| (&a.file, a.position).cmp(&(&b.file, b.position)));
-                if let Err(e) = self.record_rejects(rejects) {
+                let samples = &mut self.report.reject_samples;
+                if let Err(e) = self.rejects.record(absorbed.rejects, samples) {
                     tracing::warn!("could not write rejected lines: {e:#}");
                 }
                 tracing::debug!(
@@ -273,28 +272,6 @@ impl Committer {
             == expected
     }
 
-    fn record_rejects(&mut self, rejects: Vec<Rejected>) -> anyhow::Result<()> {
-        let mut lines = LineNumbers::default();
-        for rejected in rejects {
-            let line = lines.of(&rejected.file, rejected.position);
-            let location = match line {
-                Some(n) => format!("{}:{n}", rejected.file),
-                None => format!("{}:byte {}", rejected.file, byte_of(rejected.position)),
-            };
-            let shown = format!("{location}: {}: {}", rejected.reason, rejected.text);
-            if self.report.reject_samples.len() < self.job.config.reject_samples {
-                self.report.reject_samples.push(shown);
-            }
-            if let Some(file) = self.rejects_file.as_mut() {
-                writeln!(file, "{location}\t{}\t{}", rejected.code, rejected.text)?;
-            }
-        }
-        if let Some(file) = self.rejects_file.as_mut() {
-            file.flush()?;
-        }
-        Ok(())
-    }
-
     /// The run's report, or why the committer stopped committing.
     fn into_report(self) -> anyhow::Result<IngestReport> {
         match self.halted {
@@ -326,44 +303,5 @@ fn merge_progress(all: &mut BTreeMap<String, FileCheckpoint>, record: FileCheckp
                 ..record
             }
         }
-    }
-}
-
-fn byte_of(position: Position) -> u64 {
-    match position {
-        Position::Byte(b) | Position::Line(b) => b,
-    }
-}
-
-/// Turns byte offsets into line numbers by counting newlines, resuming where the last count ended.
-#[derive(Default)]
-struct LineNumbers {
-    counted: HashMap<String, (u64, u64)>,
-}
-
-impl LineNumbers {
-    fn of(&mut self, file: &str, position: Position) -> Option<u64> {
-        let offset = match position {
-            Position::Line(n) => return Some(n),
-            Position::Byte(offset) => offset,
-        };
-        let (mut at, mut newlines) = self.counted.get(file).copied().unwrap_or((0, 0));
-        if offset < at {
-            (at, newlines) = (0, 0);
-        }
-        let handle = std::fs::File::open(file).ok()?;
-        let mut buffer = vec![0u8; 1 << 20];
-        while at < offset {
-            let want = buffer.len().min((offset - at) as usize);
-            let read =
-                std::os::unix::fs::FileExt::read_at(&handle, &mut buffer[..want], at).ok()?;
-            if read == 0 {
-                return None;
-            }
-            newlines += memchr::memchr_iter(b'\n', &buffer[..read]).count() as u64;
-            at += read as u64;
-        }
-        self.counted.insert(file.to_string(), (at, newlines));
-        Some(newlines + 1)
     }
 }

@@ -18,6 +18,7 @@ mod job;
 mod partition;
 mod process;
 mod reader;
+mod rejects;
 pub mod source;
 mod spill;
 mod stream;
