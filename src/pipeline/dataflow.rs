@@ -228,8 +228,8 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<Option<Inge
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.
         None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut feeder = Feeder::new(index, peers, Aggregator::new(index, reject_limit(job)));
-            feeder.run(worker, &mut input, &mut chunks, &probe, job)
+            let aggregator = Aggregator::new(index, reject_limit(job));
+            Feeder::new(worker, &mut input, &mut chunks, &probe, job, aggregator).run()
         }))
         .unwrap_or_else(|_| {
             Err(anyhow::anyhow!(

@@ -1,6 +1,8 @@
-//! Feeding the dataflow: each worker reads its units of the plan, epoch by epoch, then (when
-//! following) worker 0 tails the files once per flush interval while the others keep the epochs
-//! moving. Backpressure: a worker waits while more than one epoch has not reached the committer.
+//! Feeding the dataflow: each worker reads its units of the plan, epoch by epoch, then worker 0
+//! the streams; when following, worker 0 tails the files and streams once per flush interval
+//! while the others keep the epochs moving. Each of those inputs is an [`EpochSource`]; this
+//! decides which is read when. Backpressure: a worker waits while more than one epoch has not
+//! reached the committer.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -9,203 +11,140 @@ use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use super::aggregate::Aggregator;
-use super::aggregate::FileProgress;
 use super::follow::Follower;
-use super::job::{ChunkInput, Job, Update, UpdateInput, glob_pattern};
-use super::reader::read_piece;
-use super::source::PieceEnd;
-use super::stream::{StreamFeed, StreamRead};
+use super::input::{EpochOutput, EpochSource, PlannedUnits};
+use super::job::{ChunkInput, Job, UpdateInput, glob_pattern};
+use super::stream::StreamFeed;
 
 /// Epochs a worker may run ahead of the last absorbed one (bounds memory).
 const EPOCHS_IN_FLIGHT: u64 = 1;
 
 /// Reads this worker's share, epoch by epoch, into the dataflow's input.
-pub(super) struct Feeder {
+pub(super) struct Feeder<'a> {
     index: usize,
     peers: usize,
     aggregator: Aggregator,
     epoch: u64,
-    /// Worker 0's reading of the stream inputs.
-    streams: Option<StreamFeed>,
+    worker: &'a mut Worker,
+    updates: &'a mut UpdateInput,
+    chunks: &'a mut ChunkInput,
+    probe: &'a ProbeHandle<u64>,
+    job: &'a Job,
 }
 
-impl Feeder {
-    pub fn new(index: usize, peers: usize, aggregator: Aggregator) -> Feeder {
+impl<'a> Feeder<'a> {
+    pub fn new(
+        worker: &'a mut Worker,
+        updates: &'a mut UpdateInput,
+        chunks: &'a mut ChunkInput,
+        probe: &'a ProbeHandle<u64>,
+        job: &'a Job,
+        aggregator: Aggregator,
+    ) -> Feeder<'a> {
         Feeder {
-            index,
-            peers,
+            index: worker.index(),
+            peers: worker.peers(),
             aggregator,
             epoch: 0,
-            streams: None,
+            worker,
+            updates,
+            chunks,
+            probe,
+            job,
         }
     }
 
-    pub fn run(
-        &mut self,
-        worker: &mut Worker,
-        input: &mut UpdateInput,
-        chunks: &mut ChunkInput,
-        probe: &ProbeHandle<u64>,
-        job: &Job,
-    ) -> anyhow::Result<()> {
-        if self.index == 0 && !job.streams.is_empty() {
-            self.streams = Some(StreamFeed::open(&job.streams)?);
-        }
-        let plan = &job.plan;
-        let epochs = plan.units.len().div_ceil(self.peers);
-        for epoch in 0..epochs {
-            self.wait_for_commits(worker, probe, job);
-            if job.stop.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let unit = epoch * self.peers + self.index;
-            if let Some(pieces) = plan.units.get(unit) {
-                let mut progress = Vec::new();
-                for piece in pieces {
-                    let lines_before = self.aggregator.lines();
-                    let end = read_piece(plan, piece, &mut self.aggregator, &mut |n| {
-                        job.bytes_read.fetch_add(n, Ordering::Relaxed);
-                    })?;
-                    job.lines_read
-                        .fetch_add(self.aggregator.lines() - lines_before, Ordering::Relaxed);
-                    progress.extend(plan.progress_of(piece, &end));
-                    if let PieceEnd::Broken { problem, .. } | PieceEnd::Lost { problem } = end {
-                        input.send(Update::Unreadable(problem));
-                    }
-                }
-                self.send(input, progress);
-                input.send(Update::UnitDone(unit));
-            }
-            self.advance(worker, input, chunks);
-        }
+    /// The planned units, then (worker 0) the streams: to their planned end in a batch run,
+    /// together with the followed files, once per flush interval, when following.
+    pub fn run(&mut self) -> anyhow::Result<()> {
+        let job = self.job;
+        let mut streams = match self.index == 0 && !job.streams.is_empty() {
+            true => Some(StreamFeed::open(&job.streams)?),
+            false => None,
+        };
+        self.read_to_end(&mut PlannedUnits::new(self.index))?;
         if !job.config.follow {
-            // The streams' messages up to their planned end, an epoch at a time.
-            while self.streams.is_some() {
-                self.wait_for_commits(worker, probe, job);
-                if job.stop.load(Ordering::SeqCst) || !self.read_streams(input, chunks, job) {
-                    break;
-                }
-                self.advance(worker, input, chunks);
+            if let Some(streams) = streams.as_mut() {
+                self.read_to_end(streams)?;
             }
             return Ok(());
         }
-        self.follow(worker, input, chunks, probe, job)
-    }
-
-    /// Reads an epoch's worth of the streams' messages and sends them out to be parsed, with the
-    /// progress they make; false when there was nothing to read.
-    fn read_streams(
-        &mut self,
-        input: &mut UpdateInput,
-        chunks: &mut ChunkInput,
-        job: &Job,
-    ) -> bool {
-        let Some(streams) = self.streams.as_mut() else {
-            return false;
+        // Worker 0 tails every file; the others keep the epochs moving.
+        let follower = match self.index {
+            0 => Some(Follower::new(job, glob_pattern(&job.config)?)),
+            _ => None,
         };
-        let epoch_bytes = job.config.unit_bytes as usize * self.peers;
-        let StreamRead {
-            chunks: read,
-            progress,
-            notes,
-            problems,
-            warnings,
-        } = streams.read(epoch_bytes, self.peers);
-        let bytes: usize = read
-            .iter()
-            .flat_map(|c| &c.messages)
-            .map(|m| m.1.len())
-            .sum();
-        job.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
-        for warning in warnings {
-            tracing::warn!("{warning}");
-        }
-        for note in notes {
-            tracing::warn!("{note}");
-            input.send(Update::Note(note));
-        }
-        for problem in problems {
-            input.send(Update::Unreadable(problem));
-        }
-        for record in progress {
-            input.send(Update::Progress(record));
-        }
-        let any = !read.is_empty();
-        for chunk in read {
-            chunks.send(chunk);
-        }
-        any
+        self.follow(follower, streams)
     }
 
-    /// Follows the inputs, one epoch per flush interval, until told to stop.
+    /// Reads `source` an epoch at a time until it has nothing more (or the run stops).
+    fn read_to_end(&mut self, source: &mut dyn EpochSource) -> anyhow::Result<()> {
+        loop {
+            self.wait_for_commits();
+            if self.job.stop.load(Ordering::SeqCst) || !self.read(source)? {
+                return Ok(());
+            }
+            self.advance();
+        }
+    }
+
+    /// Follows the files and streams, one epoch per flush interval, until told to stop; the files
+    /// are read once more when stopping.
     fn follow(
         &mut self,
-        worker: &mut Worker,
-        input: &mut UpdateInput,
-        chunks: &mut ChunkInput,
-        probe: &ProbeHandle<u64>,
-        job: &Job,
+        mut follower: Option<Follower<'_>>,
+        mut streams: Option<StreamFeed>,
     ) -> anyhow::Result<()> {
-        // Worker 0 tails every file; the others keep the epochs moving.
-        let mut follower = if self.index == 0 {
-            Some(Follower::new(job, glob_pattern(&job.config)?))
-        } else {
-            None
-        };
         loop {
-            let tick = Instant::now() + job.config.flush_interval;
-            let stopping = job.stop.load(Ordering::SeqCst);
-            let progress = match follower.as_mut() {
-                Some(follower) => follower.poll(&mut self.aggregator, &job.bytes_read)?,
-                None => Vec::new(),
-            };
-            self.send(input, progress);
-            // A stream that had more than an epoch's worth waiting is read on without a pause.
-            let mut more = false;
-            if !stopping {
-                more = self.read_streams(input, chunks, job);
+            let tick = Instant::now() + self.job.config.flush_interval;
+            let stopping = self.job.stop.load(Ordering::SeqCst);
+            if let Some(follower) = follower.as_mut() {
+                self.read(follower)?;
             }
-            self.advance(worker, input, chunks);
+            // A stream that had more than an epoch's worth waiting is read on without a pause.
+            let more = match streams.as_mut() {
+                Some(streams) if !stopping => self.read(streams)?,
+                _ => false,
+            };
+            self.advance();
             if stopping {
                 return Ok(());
             }
-            while !more && Instant::now() < tick && !job.stop.load(Ordering::SeqCst) {
-                worker.step_or_park(Some(
+            while !more && Instant::now() < tick && !self.job.stop.load(Ordering::SeqCst) {
+                self.worker.step_or_park(Some(
                     tick.saturating_duration_since(Instant::now())
                         .min(Duration::from_millis(100)),
                 ));
             }
-            self.wait_for_commits(worker, probe, job);
+            self.wait_for_commits();
         }
     }
 
-    fn send(&mut self, input: &mut UpdateInput, progress: Vec<FileProgress>) {
-        for update in Update::drained(&mut self.aggregator) {
-            input.send(update);
-        }
-        for record in progress {
-            input.send(Update::Progress(record));
-        }
-        let retracted = self.aggregator.take_retracted();
-        if retracted != Default::default() {
-            input.send(Update::Retracted(retracted));
-        }
+    /// Reads `source`'s share of this epoch into the inputs.
+    fn read(&mut self, source: &mut dyn EpochSource) -> anyhow::Result<bool> {
+        source.read_epoch(&mut EpochOutput {
+            updates: self.updates,
+            chunks: self.chunks,
+            aggregator: &mut self.aggregator,
+            job: self.job,
+            peers: self.peers,
+        })
     }
 
-    fn advance(&mut self, worker: &mut Worker, input: &mut UpdateInput, chunks: &mut ChunkInput) {
+    fn advance(&mut self) {
         self.epoch += 1;
-        input.advance_to(self.epoch);
-        chunks.advance_to(self.epoch);
-        worker.step();
+        self.updates.advance_to(self.epoch);
+        self.chunks.advance_to(self.epoch);
+        self.worker.step();
     }
 
     /// Waits until at most [`EPOCHS_IN_FLIGHT`] epochs are uncommitted.
-    fn wait_for_commits(&self, worker: &mut Worker, probe: &ProbeHandle<u64>, job: &Job) {
+    fn wait_for_commits(&mut self) {
         let Some(oldest) = self.epoch.checked_sub(EPOCHS_IN_FLIGHT) else {
             return;
         };
-        while probe.less_equal(&oldest) && !job.stop.load(Ordering::SeqCst) {
-            worker.step_or_park(Some(Duration::from_millis(100)));
+        while self.probe.less_equal(&oldest) && !self.job.stop.load(Ordering::SeqCst) {
+            self.worker.step_or_park(Some(Duration::from_millis(100)));
         }
     }
 }

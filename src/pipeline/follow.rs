@@ -10,8 +10,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::aggregate::Aggregator;
-use super::aggregate::FileProgress;
+use super::aggregate::{Aggregator, FileProgress};
 use super::job::Job;
 use super::reader::{read_range, retract_tail};
 use super::source::{self, HEAD_BYTES, Head, Resume, Source, end_of_last_line, progress_key};

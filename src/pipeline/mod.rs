@@ -14,6 +14,7 @@ mod committer;
 mod dataflow;
 mod feeder;
 mod follow;
+mod input;
 mod job;
 mod partition;
 mod process;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::FileProgress;
-use super::aggregate::{Aggregator, Position};
+use super::aggregate::{Aggregator, FileProgress, Position};
 use super::reader::MAX_LINE_BYTES;
 use crate::nats::{Bounds, Message, StreamUrl};
 use crate::store::{FileCheckpoint, FileId, StoredProgress};
