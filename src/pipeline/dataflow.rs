@@ -75,34 +75,18 @@ pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<Inge
 /// planned against the stored progress), and where the committer writes.
 fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Job> {
     let stored = store.progress()?;
-    let mut stream_addresses = Vec::new();
-    let mut paths = Vec::new();
-    for input in &config.inputs {
-        match StreamAddress::parse(input)? {
-            Some(address) => stream_addresses.push(address),
-            None => paths.push(input.clone()),
-        }
-    }
     // From here on, the inputs are the paths (follow mode rescans them); streams are planned apart.
-    config.inputs = paths;
+    let stream_addresses;
+    (stream_addresses, config.inputs) = split_streams(&config.inputs)?;
     let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
-    let mut own_files: Vec<(PathBuf, &'static str)> = store
-        .own_files()
-        .into_iter()
-        .map(|path| (path, "this run's database"))
-        .collect();
-    found.leave_out(&own_files);
+    // Refused before anything is left out: a rejects file that is one of the inputs is an error.
     let rejects_file = config
         .rejects_file
         .as_ref()
         .map(|path| create_rejects_file(path, &found))
         .transpose()?;
-    own_files.extend(
-        config
-            .rejects_file
-            .clone()
-            .map(|p| (p, "the --rejects file")),
-    );
+    let own_files = own_files(&store, &config);
+    found.leave_out(&own_files);
     if config.follow && found.sources.contains(&source::Source::Stdin) {
         anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
     }
@@ -142,6 +126,32 @@ fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Jo
         bytes_read: AtomicU64::new(0),
         lines_read: AtomicU64::new(0),
     })
+}
+
+/// The inputs that name streams, and the others (paths).
+fn split_streams(inputs: &[String]) -> anyhow::Result<(Vec<StreamAddress>, Vec<String>)> {
+    let mut streams = Vec::new();
+    let mut paths = Vec::new();
+    for input in inputs {
+        match StreamAddress::parse(input)? {
+            Some(address) => streams.push(address),
+            None => paths.push(input.clone()),
+        }
+    }
+    Ok((streams, paths))
+}
+
+/// What this run writes (never read as one of its logs), each with what it is.
+fn own_files(store: &BlockingStore, config: &IngestConfig) -> Vec<(PathBuf, &'static str)> {
+    let database = store
+        .own_files()
+        .into_iter()
+        .map(|path| (path, "this run's database"));
+    let rejects = config
+        .rejects_file
+        .clone()
+        .map(|path| (path, "the --rejects file"));
+    database.chain(rejects).collect()
 }
 
 /// Creates (empties) the file every rejected line goes to, unless it is one of the inputs.

@@ -379,11 +379,10 @@ pub fn plan(
         notes: found.notes,
         ..Plan::default()
     };
-    let sources = found.sources;
     let mut pieces = Vec::new();
     // A file reached by two names (a hard link) is read once, under the first.
     let mut names: HashMap<FileId, String> = HashMap::new();
-    for source in sources {
+    for source in found.sources {
         if let Source::File { file, .. } = &source {
             if let Some(first) = names.get(file) {
                 plan.notes.push(format!(
@@ -395,94 +394,139 @@ pub fn plan(
             names.insert(*file, source.display());
         }
         let input = plan.inputs.len();
-        let planned = match &source {
+        let planned = match source {
             Source::Stdin => {
                 pieces.push(Piece {
                     input,
                     start: 0,
                     end: u64::MAX,
                 });
-                PlannedInput {
-                    source,
-                    start: 0,
-                    end: u64::MAX,
-                    expected_offset: 0,
-                    skip: 0,
-                    retract: 0,
-                    other_names: Vec::new(),
-                    expected_decoded: 0,
-                    head: Head::default(),
-                    note: None,
-                }
+                PlannedInput::stdin()
             }
-            Source::File {
-                path,
-                key,
-                gzip,
-                file: id,
-            } => {
-                let mut file = match File::open(path) {
-                    Ok(file) => file,
-                    Err(error) => {
-                        let cause = plain_io_error(&error);
-                        plan.problems
-                            .push(format!("cannot read {}: {cause}", shown_path(path)));
-                        continue;
-                    }
+            file => {
+                let at = PlanAt {
+                    input,
+                    stored,
+                    unit_bytes,
+                    whole_lines_only,
                 };
-                let size = file.metadata()?.len();
-                let mut resume = Resume::decide(&mut file, size, key, *id, stored)?;
-                if !whole_lines_only && resume.start + resume.retract == size {
-                    // The last line counted without a newline has not gone on: nothing to do.
-                    (resume.start, resume.retract) = (size, 0);
-                }
-                let end = if whole_lines_only && !gzip {
-                    end_of_last_line(&file, resume.start, size)?
-                } else {
-                    size
-                };
-                if *gzip {
-                    if end > resume.start {
-                        pieces.push(Piece {
-                            input,
-                            start: resume.start,
-                            end,
-                        });
-                    }
-                } else {
-                    split(&file, input, resume.start, end, unit_bytes, &mut pieces)?;
-                }
-                PlannedInput {
-                    head: Head::of(&mut file, end)?,
-                    start: resume.start,
-                    end,
-                    expected_offset: resume.expected_offset,
-                    skip: resume.skip,
-                    retract: resume.retract,
-                    other_names: resume.other_names,
-                    expected_decoded: resume.expected_decoded,
-                    note: resume.note.map(|n| format!("{}: {n}", shown_path(path))),
-                    source,
+                match plan_file(file, &at, &mut pieces, &mut plan.problems)? {
+                    Some(planned) => planned,
+                    None => continue,
                 }
             }
         };
         plan.inputs.push(planned);
     }
+    plan.units = units_of(pieces, unit_bytes);
+    Ok(plan)
+}
+
+/// What planning one file depends on besides the file.
+struct PlanAt<'a> {
+    /// Its index among the planned inputs.
+    input: usize,
+    stored: &'a BTreeMap<String, StoredProgress>,
+    unit_bytes: u64,
+    whole_lines_only: bool,
+}
+
+/// Plans a file: where to resume it, and its pieces (appended to `pieces`); `None` when it cannot
+/// be opened (said in `problems`: the run goes on without it).
+fn plan_file(
+    source: Source,
+    at: &PlanAt<'_>,
+    pieces: &mut Vec<Piece>,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<Option<PlannedInput>> {
+    let Source::File {
+        path,
+        key,
+        gzip,
+        file: id,
+    } = &source
+    else {
+        unreachable!("standard input is planned apart");
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            let cause = plain_io_error(&error);
+            problems.push(format!("cannot read {}: {cause}", shown_path(path)));
+            return Ok(None);
+        }
+    };
+    let size = file.metadata()?.len();
+    let mut resume = Resume::decide(&mut file, size, key, *id, at.stored)?;
+    if !at.whole_lines_only && resume.start + resume.retract == size {
+        // The last line counted without a newline has not gone on: nothing to do.
+        (resume.start, resume.retract) = (size, 0);
+    }
+    let end = if at.whole_lines_only && !gzip {
+        end_of_last_line(&file, resume.start, size)?
+    } else {
+        size
+    };
+    if !gzip {
+        split(&file, at.input, resume.start, end, at.unit_bytes, pieces)?;
+    } else if end > resume.start {
+        pieces.push(Piece {
+            input: at.input,
+            start: resume.start,
+            end,
+        });
+    }
+    let note = resume.note.map(|n| format!("{}: {n}", shown_path(path)));
+    Ok(Some(PlannedInput {
+        head: Head::of(&mut file, end)?,
+        start: resume.start,
+        end,
+        expected_offset: resume.expected_offset,
+        skip: resume.skip,
+        retract: resume.retract,
+        other_names: resume.other_names,
+        expected_decoded: resume.expected_decoded,
+        note,
+        source,
+    }))
+}
+
+/// Pieces gathered into units of about `unit_bytes` (a piece is never split across two).
+fn units_of(pieces: Vec<Piece>, unit_bytes: u64) -> Vec<Vec<Piece>> {
+    let mut units = Vec::new();
     let mut unit = Vec::new();
     let mut unit_size = 0;
     for piece in pieces {
         let size = piece.end.saturating_sub(piece.start);
         if !unit.is_empty() && unit_size + size > unit_bytes {
-            plan.units.push(std::mem::take(&mut unit));
+            units.push(std::mem::take(&mut unit));
             unit_size = 0;
         }
         unit.push(piece);
         unit_size += size;
     }
     if !unit.is_empty() {
-        plan.units.push(unit);
+        units.push(unit);
     }
-    Ok(plan)
+    units
+}
+
+impl PlannedInput {
+    /// Standard input: read from its start to its end, nothing recorded.
+    fn stdin() -> PlannedInput {
+        PlannedInput {
+            source: Source::Stdin,
+            start: 0,
+            end: u64::MAX,
+            expected_offset: 0,
+            skip: 0,
+            retract: 0,
+            other_names: Vec::new(),
+            expected_decoded: 0,
+            head: Head::default(),
+            note: None,
+        }
+    }
 }
 
 /// Where to resume a file, given its committed progress.

@@ -184,51 +184,16 @@ async fn write_commit(
     // In an empty table no group exists yet: nothing to read back.
     let stored_days = tx.holds_any_day().await?;
     let mut written = 0;
-    let mut chunk = Vec::with_capacity(CHUNK_ROWS);
     loop {
-        chunk.clear();
-        for group in groups.by_ref().take(CHUNK_ROWS) {
-            let group = group?;
-            chunk.push(((group.customer, group.day), group.stats));
-        }
+        let chunk = groups
+            .by_ref()
+            .take(CHUNK_ROWS)
+            .map(|group| group.map(|g| ((g.customer, g.day), g.stats)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if chunk.is_empty() {
             break;
         }
-        let mut existing = HashMap::new();
-        if stored_days {
-            let keys: Vec<(String, Day)> = chunk.iter().map(|(key, _)| key.clone()).collect();
-            existing = tx.stored_states(&keys).await?;
-        }
-        let mut merged = Vec::with_capacity(chunk.len());
-        for (key, delta) in chunk.drain(..) {
-            let mut stats = existing.remove(&key).unwrap_or_default();
-            stats.merge(delta);
-            for (status, duration_us) in retractions.remove(&key).unwrap_or_default() {
-                if !stats.remove(status, duration_us) {
-                    tracing::warn!(
-                        "{} {}: the stored day does not hold the request being taken back (the \
-                         database was changed by hand?)",
-                        crate::errors::escaped(key.0.as_bytes()),
-                        key.1
-                    );
-                }
-            }
-            let (customer, day) = key;
-            if stats.total() == 0 {
-                tx.delete_day(&customer, day).await?;
-            } else {
-                stats.compact();
-                merged.push(MergedDay {
-                    customer,
-                    day,
-                    stats,
-                });
-            }
-        }
-        if !merged.is_empty() {
-            tx.write_days(&mut merged, !stored_days).await?;
-        }
-        written += merged.len();
+        written += write_chunk(&mut tx, chunk, stored_days, &mut retractions).await?;
     }
     let linked = batch.progress.iter().flat_map(|progress| {
         let links = progress.other_names.iter().filter(|name| name.linked);
@@ -246,6 +211,51 @@ async fn write_commit(
     .await?;
     tx.commit().await?;
     Ok(written)
+}
+
+/// Merges a chunk of groups (in key order) into their stored days, takes back what `retractions`
+/// names, and writes the result: a day left with no request is deleted. Returns the days written.
+async fn write_chunk(
+    tx: &mut impl WriteTx,
+    chunk: Vec<((String, Day), DayStats)>,
+    stored_days: bool,
+    retractions: &mut HashMap<(String, Day), Vec<(u16, u64)>>,
+) -> anyhow::Result<usize> {
+    let mut existing = HashMap::new();
+    if stored_days {
+        let keys: Vec<(String, Day)> = chunk.iter().map(|(key, _)| key.clone()).collect();
+        existing = tx.stored_states(&keys).await?;
+    }
+    let mut merged = Vec::with_capacity(chunk.len());
+    for (key, delta) in chunk {
+        let mut stats = existing.remove(&key).unwrap_or_default();
+        stats.merge(delta);
+        for (status, duration_us) in retractions.remove(&key).unwrap_or_default() {
+            if !stats.remove(status, duration_us) {
+                tracing::warn!(
+                    "{} {}: the stored day does not hold the request being taken back (the \
+                     database was changed by hand?)",
+                    crate::errors::escaped(key.0.as_bytes()),
+                    key.1
+                );
+            }
+        }
+        let (customer, day) = key;
+        if stats.total() == 0 {
+            tx.delete_day(&customer, day).await?;
+        } else {
+            stats.compact();
+            merged.push(MergedDay {
+                customer,
+                day,
+                stats,
+            });
+        }
+    }
+    if !merged.is_empty() {
+        tx.write_days(&mut merged, !stored_days).await?;
+    }
+    Ok(merged.len())
 }
 
 /// A file's committed progress, as stored.
