@@ -13,7 +13,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -333,8 +332,7 @@ pub fn remove_abandoned(root: &Path) {
 
 /// Takes an exclusive lock on `file` if nobody holds one (released when the file is closed).
 fn try_lock(file: &File) -> bool {
-    // SAFETY: flock on a descriptor this function borrows; it changes no memory.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    file.try_lock().is_ok()
 }
 
 /// Groups of the table in (customer, day) order.

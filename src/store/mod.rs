@@ -516,18 +516,8 @@ async fn migrate_sqlite(pool: &SqlitePool) -> anyhow::Result<()> {
 /// Whether `path` is a file this process may not write (read-only storage, permissions, an
 /// immutable file).
 fn read_only_file(path: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: access(2) reads the NUL-terminated path and changes nothing.
-    let (exists, writable) = unsafe {
-        (
-            libc::access(path.as_ptr(), libc::F_OK) == 0,
-            libc::access(path.as_ptr(), libc::W_OK) == 0,
-        )
-    };
-    exists && !writable
+    use rustix::fs::{Access, access};
+    access(path, Access::EXISTS).is_ok() && access(path, Access::WRITE_OK).is_err()
 }
 
 /// Whether SQLite answered SQLITE_BUSY ("database is locked"; extended codes included).
