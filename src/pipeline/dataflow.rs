@@ -223,13 +223,12 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<Option<Inge
     let peers = worker.peers();
     // Every worker builds the dataflow and drains it to the end, even after an error: a worker
     // that left early would leave the others waiting for it forever.
-    let mut failure = None;
-    let committer = match index {
-        0 => start_committer(job, peers)
-            .map_err(|error| failure = Some(error))
-            .ok()
-            .flatten(),
-        _ => None,
+    let (committer, failure) = match index {
+        0 => match start_committer(job, peers) {
+            Ok(committer) => (committer, None),
+            Err(error) => (None, Some(error)),
+        },
+        _ => (None, None),
     };
     let committer = Rc::new(RefCell::new(committer));
     let (mut input, mut chunks, probe) = build_dataflow(worker, job, Rc::clone(&committer));
