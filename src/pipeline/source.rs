@@ -975,4 +975,43 @@ mod tests {
         assert_eq!(progress_key(Path::new("/logs/café.log")), "/logs/café.log");
         assert_eq!(shown_key(&progress_key(a)), "/logs/x\\xff.log");
     }
+
+    #[test]
+    fn a_walk_reads_each_file_once_skips_hidden_ones_and_does_not_follow_a_link_back_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        std::fs::create_dir_all(root.join(".hidden")).unwrap();
+        for name in [
+            "a.log",
+            "sub/b.log",
+            "sub/deeper/c.log",
+            ".hidden/d.log",
+            "sub/.e.log",
+        ] {
+            std::fs::write(root.join(name), "x\n").unwrap();
+        }
+        std::fs::write(root.join("sub/notes.txt"), "x\n").unwrap();
+        // A link to a directory above it: followed naively, the walk would never end.
+        std::os::unix::fs::symlink(root, root.join("sub/deeper/up")).unwrap();
+        let pattern = glob::Pattern::new("*.log").unwrap();
+        let mut found = Found::default();
+        walk(root, Some(&pattern), &mut found);
+        let mut names: Vec<String> = found
+            .sources
+            .iter()
+            .map(|source| {
+                source
+                    .path()
+                    .unwrap()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.log", "sub/b.log", "sub/deeper/c.log"]);
+        assert!(found.problems.is_empty(), "{:?}", found.problems);
+    }
 }
