@@ -16,8 +16,8 @@ COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --profile dist --locked \
- && install -D -m 0755 target/dist/logstats /out/logstats
+    cargo build --release --locked \
+ && install -D -m 0755 target/release/logstats /out/logstats
 
 # ---- run --------------------------------------------------------------------
 FROM debian:bookworm-slim

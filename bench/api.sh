@@ -30,8 +30,8 @@ FROM=2024-09-03
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 if [ -z "${BIN:-}" ]; then
-  cargo build --profile dist --bin logstats
-  BIN=${CARGO_TARGET_DIR:-target}/dist/logstats
+  cargo build --release --bin logstats
+  BIN=${CARGO_TARGET_DIR:-target}/release/logstats
 fi
 mkdir -p "$WORK"
 LOG="$WORK/api-$LINES-$CUSTOMERS.log"

@@ -18,9 +18,9 @@ cd "$(dirname "$0")/.."
 lines=${1:-10000000}
 work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
-# BIN=path/to/logstats measures that binary instead of building the `dist` profile.
-bin=${BIN:-target/dist/logstats}
-[ -n "${BIN:-}" ] || cargo build --profile dist --quiet
+# BIN=path/to/logstats measures that binary instead of building the release profile.
+bin=${BIN:-target/release/logstats}
+[ -n "${BIN:-}" ] || cargo build --release --quiet
 pg_admin=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 
 for n in 1000000 "$lines"; do

@@ -18,8 +18,8 @@ NATS=${NATS:-nats://127.0.0.1:4222}
 WORK=target/bench-stream
 BIN=${BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --profile dist --quiet
-  BIN=target/dist/logstats
+  cargo build --release --quiet
+  BIN=target/release/logstats
 fi
 rm -rf "$WORK" && mkdir -p "$WORK"
 "$BIN" generate --lines "$LINES" -o "$WORK/g.log"

@@ -10,6 +10,7 @@ mod docs;
 mod fuzz_checks;
 mod fuzz_regressions;
 mod hostile;
+mod layout;
 mod oracle;
 mod pipeline;
 mod robustness;
