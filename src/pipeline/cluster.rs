@@ -80,11 +80,15 @@ fn connect(cluster: &Cluster) -> anyhow::Result<Vec<Option<TcpStream>>> {
     Ok(sockets)
 }
 
-/// A connection to `address`, retried until `deadline` (the peer may not be listening yet).
+/// A connection to `address`, retried until `deadline` (the peer may not be listening yet, or its
+/// name not resolve yet).
 fn connect_before(address: &str, deadline: Instant) -> Option<TcpStream> {
     loop {
         let remaining = deadline.checked_duration_since(Instant::now())?;
-        let resolved: Vec<SocketAddr> = address.to_socket_addrs().ok()?.collect();
+        let resolved: Vec<SocketAddr> = address
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
         for socket in &resolved {
             let wait = remaining
                 .min(Duration::from_secs(1))
@@ -97,40 +101,36 @@ fn connect_before(address: &str, deadline: Instant) -> Option<TcpStream> {
     }
 }
 
-/// A connection from every process after this one, each identified by the index it sends.
+/// How long a connection may take to say which process it is.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection from every process after this one, each identified by the index it sends. A
+/// connection that does not name such a process in time is dropped; a process that connects again
+/// (it restarted) replaces its earlier connection.
 fn accept_before(
     listener: &TcpListener,
     cluster: &Cluster,
     deadline: Instant,
 ) -> anyhow::Result<Vec<TcpStream>> {
     let me = cluster.process_id;
-    let mut later: Vec<Option<TcpStream>> =
-        (me + 1..cluster.addresses.len()).map(|_| None).collect();
+    let processes = cluster.addresses.len();
+    let mut later: Vec<Option<TcpStream>> = (me + 1..processes).map(|_| None).collect();
     listener.set_nonblocking(true)?;
     while later.iter().any(Option::is_none) {
-        let remaining = deadline.checked_duration_since(Instant::now());
-        let Some(remaining) = remaining else {
-            let missing: Vec<usize> = (me + 1..cluster.addresses.len())
+        let Some(remaining) = deadline.checked_duration_since(Instant::now()) else {
+            let missing: Vec<usize> = (me + 1..processes)
                 .filter(|&peer| later[peer - me - 1].is_none())
                 .collect();
             return Err(did_not_form(cluster, &missing).into());
         };
         match listener.accept() {
-            Ok((mut stream, from)) => {
-                stream.set_nonblocking(false)?;
-                stream.set_read_timeout(Some(remaining.max(Duration::from_millis(1))))?;
-                let mut index = [0u8; 8];
-                if stream.read_exact(&mut index).is_err() {
-                    continue; // not a peer (or one that went away): wait for the real one
+            Ok((stream, _)) => {
+                if let Some((peer, stream)) = handshake(stream, remaining.min(HANDSHAKE_TIMEOUT))
+                    && peer > me
+                    && peer < processes
+                {
+                    later[peer - me - 1] = Some(stream);
                 }
-                let peer = u64::from_be_bytes(index) as usize;
-                anyhow::ensure!(
-                    peer > me && peer < cluster.addresses.len() && later[peer - me - 1].is_none(),
-                    "{from} connected as process {peer}, which is not a process this one expects"
-                );
-                stream.set_read_timeout(None)?;
-                stream.set_nodelay(true)?;
-                later[peer - me - 1] = Some(stream);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 std::thread::sleep(remaining.min(Duration::from_millis(20)));
@@ -139,6 +139,20 @@ fn accept_before(
         }
     }
     Ok(later.into_iter().flatten().collect())
+}
+
+/// The process index an accepted connection sends first, within `timeout`, and the connection
+/// made ready for timely (blocking, no delay); `None` when it sends none.
+fn handshake(mut stream: TcpStream, timeout: Duration) -> Option<(usize, TcpStream)> {
+    stream.set_nonblocking(false).ok()?;
+    stream
+        .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+        .ok()?;
+    let mut index = [0u8; 8];
+    stream.read_exact(&mut index).ok()?;
+    stream.set_read_timeout(None).ok()?;
+    stream.set_nodelay(true).ok()?;
+    Some((usize::try_from(u64::from_be_bytes(index)).ok()?, stream))
 }
 
 fn did_not_form(cluster: &Cluster, peers: &[usize]) -> ClusterDidNotForm {
@@ -196,5 +210,27 @@ mod tests {
 
         let error = connect(&cluster(0, &addresses, Duration::from_millis(300))).unwrap_err();
         assert!(error.to_string().contains("process 1"), "{error}");
+    }
+
+    #[test]
+    fn strangers_and_silent_connections_do_not_keep_a_peer_out() {
+        let addresses: Vec<String> = (0..2).map(|_| free_address()).collect();
+        let first = cluster(0, &addresses, Duration::from_secs(60));
+        let forming = std::thread::spawn(move || connect(&first));
+        // Once process 0 listens: one connection says nothing, another sends what no process would.
+        let silent = loop {
+            if let Ok(stream) = TcpStream::connect(&addresses[0]) {
+                break stream;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stranger = TcpStream::connect(&addresses[0]).unwrap();
+        stranger.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let second = cluster(1, &addresses, Duration::from_secs(60));
+        let sockets = connect(&second).unwrap();
+        assert!(sockets[0].is_some() && sockets[1].is_none());
+        let sockets = forming.join().unwrap().unwrap();
+        assert!(sockets[0].is_none() && sockets[1].is_some());
+        drop(silent);
     }
 }

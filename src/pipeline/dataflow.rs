@@ -4,6 +4,7 @@
 //! thread, which merges it and commits once per commit interval (or every epoch when following).
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{ProbeHandle, Stream};
 use timely::worker::Worker;
 
@@ -30,9 +31,9 @@ use crate::store::BlockingStore;
 pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
     let job = Arc::new(plan_job(config, store)?);
-    let progress = process::progress_bar(&job);
     let (allocators, connections) =
         cluster::allocators(job.config.workers, job.config.cluster.as_ref())?;
+    let progress = process::progress_bar(&job);
     let worker_job = Arc::clone(&job);
     let guards = timely::execute::execute_from(
         allocators,
@@ -79,11 +80,12 @@ fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Jo
     let stream_addresses;
     (stream_addresses, config.inputs) = split_streams(&config.inputs)?;
     let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
-    // Refused before anything is left out: a rejects file that is one of the inputs is an error.
+    // Refused before anything is left out: a rejects file that is one of the inputs, or the
+    // database, is an error.
     let rejects_file = config
         .rejects_file
         .as_ref()
-        .map(|path| create_rejects_file(path, &found))
+        .map(|path| create_rejects_file(path, &found, &store.own_files()))
         .transpose()?;
     let own_files = own_files(&store, &config);
     found.leave_out(&own_files);
@@ -154,11 +156,24 @@ fn own_files(store: &BlockingStore, config: &IngestConfig) -> Vec<(PathBuf, &'st
     database.chain(rejects).collect()
 }
 
-/// Creates (empties) the file every rejected line goes to, unless it is one of the inputs.
-fn create_rejects_file(path: &Path, found: &source::Found) -> anyhow::Result<std::fs::File> {
+/// Creates (empties) the file every rejected line goes to, unless it is one of the inputs or of
+/// the database's files.
+fn create_rejects_file(
+    path: &Path,
+    found: &source::Found,
+    database: &[PathBuf],
+) -> anyhow::Result<std::fs::File> {
     let shown = crate::errors::shown_path(path);
     if let Ok(metadata) = std::fs::metadata(path) {
         let id = source::file_id(&metadata);
+        let is_database = database
+            .iter()
+            .any(|file| std::fs::metadata(file).is_ok_and(|meta| source::file_id(&meta) == id));
+        anyhow::ensure!(
+            !is_database,
+            "--rejects {shown} is the database: it would be overwritten; write rejected lines \
+             elsewhere"
+        );
         let is_input = found
             .sources
             .iter()
@@ -315,8 +330,9 @@ fn parse_chunks<'scope>(
 }
 
 /// Gathers every update on worker 0 and, as the frontier passes each epoch, hands the finished
-/// epochs (ascending) to the committer. Its output carries nothing: a probe on it tells the
-/// feeders which epochs the committer has.
+/// epochs (ascending) to the committer. Its output carries nothing, but it holds each pending
+/// epoch's capability until the committer has taken the epoch: a probe on it tells the feeders
+/// which epochs the committer has (their backpressure).
 fn commit_epochs<'scope>(
     updates: Stream<'scope, u64, Vec<Update>>,
     committer: Rc<RefCell<Option<CommitterThread>>>,
@@ -325,27 +341,36 @@ fn commit_epochs<'scope>(
         Exchange::new(|_: &Update| 0),
         "Commit",
         move |initial, _| {
-            // Nothing is ever sent on: the output's frontier follows the input's.
             drop(initial);
-            let mut pending = std::collections::BTreeMap::<u64, Vec<Update>>::new();
+            let mut pending = BTreeMap::<u64, (Capability<u64>, Vec<Update>)>::new();
             move |(input, frontier), _output| {
                 input.for_each(|time, data: &mut Vec<Update>| {
-                    if let Some(&epoch) = time.least() {
-                        pending.entry(epoch).or_default().append(data);
-                    }
+                    let (Some(&epoch), Some(held)) = (time.least(), time.retain_least(0)) else {
+                        return;
+                    };
+                    pending
+                        .entry(epoch)
+                        .or_insert_with(|| (held, Vec::new()))
+                        .1
+                        .append(data);
                 });
                 let mut finished: Finished = Vec::new();
+                let mut held = Vec::new();
                 while let Some(entry) = pending.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
-                    finished.push(entry.remove_entry());
+                    let (epoch, (capability, updates)) = entry.remove_entry();
+                    finished.push((epoch, updates));
+                    held.push(capability);
                 }
                 if !finished.is_empty()
                     && let Some(committer) = committer.borrow().as_ref()
                 {
                     committer.send(finished);
                 }
+                // Released once the committer has the epochs (`send` waits while it is busy).
+                drop(held);
             }
         },
     )

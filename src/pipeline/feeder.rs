@@ -63,6 +63,9 @@ impl<'a> Feeder<'a> {
             false => None,
         };
         self.read_to_end(&mut PlannedUnits::new(self.index))?;
+        if job.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if !job.config.follow {
             if let Some(streams) = streams.as_mut() {
                 self.read_to_end(streams)?;

@@ -216,7 +216,7 @@ pub fn walk(dir: &Path, pattern: Option<&glob::Pattern>, found: &mut Found) {
             Err(error) if error.loop_ancestor().is_some() => {}
             Err(error) => {
                 let path = error.path().unwrap_or(dir);
-                let is_dir = std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+                let is_dir = std::fs::metadata(path).is_ok_and(|meta| meta.is_dir());
                 if is_dir || path.file_name().is_none_or(wanted) {
                     found.add_problem(path, walk_error(&error));
                 }

@@ -338,6 +338,17 @@ fn the_database_and_the_rejects_file_are_never_read_or_overwritten_as_logs() {
         before,
         "the input is untouched"
     );
+    let database = dir.path().join("logstats.db");
+    let stored = std::fs::read(&database).unwrap();
+    let output = run(&["--rejects", database.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is the database"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&database).unwrap(),
+        stored,
+        "the database is untouched"
+    );
     let text = format!(
         "{}{}",
         std::fs::read_to_string(&log).unwrap(),
