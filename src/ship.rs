@@ -128,12 +128,7 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
         !config.inputs.iter().any(|i| i == "-"),
         "ship reads files, not standard input: its position could not be found again"
     );
-    let pattern = config
-        .glob
-        .as_deref()
-        .map(glob::Pattern::new)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("invalid --glob: {e}"))?;
+    let pattern = source::name_pattern(config.glob.as_deref())?;
     let mut shipper = Shipper {
         connection: patiently(&config.url, &stop, || Connection::open(&config.url))?,
         config,

@@ -20,7 +20,7 @@ use crate::store::{FileCheckpoint, FileId, OtherName};
 /// Every followed file, by the path its progress is recorded under.
 pub(super) struct Follower<'a> {
     job: &'a Job,
-    pattern: Option<glob::Pattern>,
+    pattern: Option<source::NamePattern>,
     files: BTreeMap<String, Followed>,
     /// What each path's progress row will hold once the epochs sent so far commit.
     committed: HashMap<String, u64>,
@@ -103,7 +103,7 @@ fn renamed_beside(followed: &Followed) -> Option<PathBuf> {
 
 impl<'a> Follower<'a> {
     /// Starts where the backlog plan ended.
-    pub fn new(job: &'a Job, pattern: Option<glob::Pattern>) -> Follower<'a> {
+    pub fn new(job: &'a Job, pattern: Option<source::NamePattern>) -> Follower<'a> {
         let mut committed: HashMap<String, u64> = job
             .stored
             .iter()

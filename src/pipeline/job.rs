@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::InputHandle;
 
 use super::IngestConfig;
 use super::aggregate::{Aggregator, FileProgress, NumberedGroups, Rejected, Retracted, Tally};
-use super::source::Plan;
+use super::source::{NamePattern, Plan};
 use super::stream::{Chunk, PlannedStream};
 use crate::store::BlockingStore;
 
@@ -84,10 +83,6 @@ pub(super) struct Outputs {
 }
 
 /// The `--glob` pattern, checked.
-pub(super) fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<glob::Pattern>> {
-    config
-        .glob
-        .as_deref()
-        .map(|g| glob::Pattern::new(g).with_context(|| format!("invalid --glob {g}")))
-        .transpose()
+pub(super) fn glob_pattern(config: &IngestConfig) -> anyhow::Result<Option<NamePattern>> {
+    super::source::name_pattern(config.glob.as_deref())
 }

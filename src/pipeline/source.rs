@@ -128,10 +128,31 @@ impl Found {
     }
 }
 
+/// A file-name pattern (`--glob`), matched against names as a shell matches them (`*` never
+/// crosses a `/`).
+pub type NamePattern = globset::GlobMatcher;
+
+/// Compiles a shell pattern (`*.log`, `logs/**/*.gz`) as the command line means it.
+fn shell_pattern(text: &str) -> Result<globset::GlobMatcher, globset::Error> {
+    Ok(globset::GlobBuilder::new(text)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()?
+        .compile_matcher())
+}
+
+/// The `--glob` pattern, checked.
+pub fn name_pattern(glob: Option<&str>) -> anyhow::Result<Option<NamePattern>> {
+    glob.map(|text| {
+        shell_pattern(text).with_context(|| format!("invalid --glob {}", escaped(text.as_bytes())))
+    })
+    .transpose()
+}
+
 /// Expands the command line's paths: `-` is standard input, a directory is read recursively
 /// (files whose name matches `pattern` when one is given), a glob is expanded. Sorted, no repeats.
 /// Fails only on an invalid pattern; what cannot be read is listed in [`Found::problems`].
-pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Result<Found> {
+pub fn discover(paths: &[String], pattern: Option<&NamePattern>) -> anyhow::Result<Found> {
     let mut found = Found::default();
     for arg in paths {
         if arg == "-" {
@@ -139,22 +160,8 @@ pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Re
             continue;
         }
         let path = Path::new(arg);
-        if std::fs::symlink_metadata(path).is_err() && arg.contains(['*', '?', '[']) {
-            let matches = glob::glob(arg)
-                .with_context(|| format!("invalid pattern {}", escaped(arg.as_bytes())))?;
-            let before = found.sources.len();
-            for entry in matches {
-                match entry {
-                    Ok(entry) if entry.is_file() => found.add_file(&entry),
-                    Ok(_) => {}
-                    Err(error) => found.add_problem(error.path(), error.error()),
-                }
-            }
-            if found.sources.len() == before {
-                found
-                    .problems
-                    .push(format!("no file matches {}", escaped(arg.as_bytes())));
-            }
+        if std::fs::symlink_metadata(path).is_err() && arg.contains(['*', '?', '[', '{']) {
+            expand(arg, &mut found)?;
             continue;
         }
         match std::fs::metadata(path) {
@@ -167,6 +174,57 @@ pub fn discover(paths: &[String], pattern: Option<&glob::Pattern>) -> anyhow::Re
     found.sources.sort_by(|a, b| a.path().cmp(&b.path()));
     found.sources.dedup();
     Ok(found)
+}
+
+/// The files a pattern of the command line matches (`logs/*.log`, `/var/log/**/*.gz`), found by
+/// walking the directories it names literally (as deep as its components reach, or all the way
+/// for `**`) and matching each path whole.
+fn expand(arg: &str, found: &mut Found) -> anyhow::Result<()> {
+    let shown = escaped(arg.as_bytes());
+    let matcher = shell_pattern(arg).with_context(|| format!("invalid pattern {shown}"))?;
+    let components: Vec<&str> = arg.split('/').collect();
+    let literal = components
+        .iter()
+        .take_while(|c| !c.contains(['*', '?', '[', '{']))
+        .count();
+    let base = match components[..literal].join("/") {
+        base if base.is_empty() && arg.starts_with('/') => "/".to_string(),
+        base if base.is_empty() => ".".to_string(),
+        base => base,
+    };
+    let relative = !arg.starts_with('/') && literal == 0;
+    let mut walker = walkdir::WalkDir::new(&base).follow_links(true).min_depth(1);
+    if !arg.contains("**") {
+        walker = walker.max_depth(components.len() - literal);
+    }
+    let before = found.sources.len();
+    for entry in walker {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() => {
+                // Matched as the user wrote it: `*.log` names `a.log`, not `./a.log`.
+                let path = entry.path();
+                let written = match relative {
+                    true => path.strip_prefix(".").unwrap_or(path),
+                    false => path,
+                };
+                if matcher.is_match(written) {
+                    found.add_file(written);
+                }
+            }
+            Ok(_) => {}
+            Err(error) if error.loop_ancestor().is_some() => {}
+            Err(error) => {
+                let path = error.path().unwrap_or(Path::new(&base)).to_path_buf();
+                if std::fs::metadata(&path).is_ok_and(|meta| meta.is_dir()) {
+                    found.add_problem(&path, walk_error(&error));
+                }
+            }
+        }
+    }
+    if found.sources.len() == before {
+        found.problems.push(format!("no file matches {shown}"));
+    }
+    Ok(())
 }
 
 /// Why a path that is neither a file nor a directory is not read.
@@ -195,9 +253,8 @@ pub fn plain_io_error(error: &std::io::Error) -> String {
 /// `pattern`, when given. What cannot be read is a problem: a directory always, anything else
 /// when its name matches. A link back to a directory it is in is not followed (what it leads to
 /// is read once, under its own path).
-pub fn walk(dir: &Path, pattern: Option<&glob::Pattern>, found: &mut Found) {
-    let wanted =
-        |name: &std::ffi::OsStr| pattern.is_none_or(|p| p.matches(&name.to_string_lossy()));
+pub fn walk(dir: &Path, pattern: Option<&NamePattern>, found: &mut Found) {
+    let wanted = |name: &std::ffi::OsStr| pattern.is_none_or(|p| p.is_match(name));
     let entries = walkdir::WalkDir::new(dir)
         .follow_links(true)
         .into_iter()
@@ -994,9 +1051,9 @@ mod tests {
         std::fs::write(root.join("sub/notes.txt"), "x\n").unwrap();
         // A link to a directory above it: followed naively, the walk would never end.
         std::os::unix::fs::symlink(root, root.join("sub/deeper/up")).unwrap();
-        let pattern = glob::Pattern::new("*.log").unwrap();
+        let pattern = name_pattern(Some("*.log")).unwrap();
         let mut found = Found::default();
-        walk(root, Some(&pattern), &mut found);
+        walk(root, pattern.as_ref(), &mut found);
         let mut names: Vec<String> = found
             .sources
             .iter()
@@ -1013,5 +1070,50 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a.log", "sub/b.log", "sub/deeper/c.log"]);
         assert!(found.problems.is_empty(), "{:?}", found.problems);
+    }
+
+    #[test]
+    fn a_pattern_matches_as_a_shell_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+        for name in [
+            "a.log",
+            "b.txt",
+            "sub/c.log",
+            "sub/d.log.gz",
+            "sub/deeper/e.log.gz",
+        ] {
+            std::fs::write(root.join(name), "x\n").unwrap();
+        }
+        let matched = |pattern: &str| {
+            let found = discover(&[format!("{}/{pattern}", root.display())], None).unwrap();
+            let names: Vec<String> = found
+                .sources
+                .iter()
+                .map(|s| {
+                    s.path()
+                        .unwrap()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .display()
+                        .to_string()
+                })
+                .collect();
+            (names, found.problems)
+        };
+        assert_eq!(matched("*.log").0, ["a.log"], "`*` does not cross a `/`");
+        assert_eq!(matched("sub/*.log*").0, ["sub/c.log", "sub/d.log.gz"]);
+        assert_eq!(
+            matched("**/*.gz").0,
+            ["sub/d.log.gz", "sub/deeper/e.log.gz"]
+        );
+        assert_eq!(matched("{a,b}.*").0, ["a.log", "b.txt"]);
+        let (names, problems) = matched("*.csv");
+        assert!(names.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("no file matches"), "{problems:?}");
+        let invalid = discover(&[format!("{}/[a.log", root.display())], None);
+        assert!(invalid.unwrap_err().to_string().contains("invalid pattern"));
     }
 }
