@@ -2,6 +2,8 @@
 //! transactions (`transaction.rs`, `sqlite_writes.rs`): the batch and its parts, the SQL of each
 //! step, and the row of a merged day as it is bound. Imports none of them.
 
+use std::sync::LazyLock;
+
 use super::{stored, stored_wide};
 use crate::day::Day;
 use crate::stats::DayStats;
@@ -122,28 +124,55 @@ pub(super) const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
      head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
      inode = excluded.inode, decoded_offset = excluded.decoded_offset, \
      tail_len = excluded.tail_len, end_hash = excluded.end_hash";
-/// The columns of a stored day, in the order of [`MergedDay::columns`] (after the key, before the
-/// histogram).
-pub(super) const INSERT_DAYS: &str = "INSERT INTO resource_statistics_by_day (customer_id, date, \
-     success_requests, failed_requests, uptime_percentage, duration_mean, duration_p50, duration_p99, \
-     total_requests, status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
-     availability_percentage, duration_p90, duration_p95, duration_max, \
-     duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
-     duration_histogram) ";
-pub(super) const ON_CONFLICT_DAYS: &str = " ON CONFLICT (customer_id, date) DO UPDATE SET \
-     success_requests = excluded.success_requests, failed_requests = excluded.failed_requests, \
-     uptime_percentage = excluded.uptime_percentage, duration_mean = excluded.duration_mean, \
-     duration_p50 = excluded.duration_p50, duration_p99 = excluded.duration_p99, \
-     total_requests = excluded.total_requests, status_1xx = excluded.status_1xx, \
-     status_2xx = excluded.status_2xx, status_3xx = excluded.status_3xx, \
-     status_4xx = excluded.status_4xx, status_5xx = excluded.status_5xx, \
-     availability_percentage = excluded.availability_percentage, \
-     duration_p90 = excluded.duration_p90, duration_p95 = excluded.duration_p95, \
-     duration_max = excluded.duration_max, duration_sum_us = excluded.duration_sum_us, \
-     duration_sum_us_high = excluded.duration_sum_us_high, \
-     success_duration_sum_us = excluded.success_duration_sum_us, \
-     success_duration_sum_us_high = excluded.success_duration_sum_us_high, \
-     duration_histogram = excluded.duration_histogram";
+/// The value columns of a stored day, in the order of [`MergedDay::columns`] (between the key and
+/// the histogram): the one list of them. The first sixteen are the API's statistics, in its order.
+pub(super) const DAY_COLUMNS: [&str; 20] = [
+    "success_requests",
+    "failed_requests",
+    "uptime_percentage",
+    "duration_mean",
+    "duration_p50",
+    "duration_p99",
+    "total_requests",
+    "status_1xx",
+    "status_2xx",
+    "status_3xx",
+    "status_4xx",
+    "status_5xx",
+    "availability_percentage",
+    "duration_p90",
+    "duration_p95",
+    "duration_max",
+    "duration_sum_us",
+    "duration_sum_us_high",
+    "success_duration_sum_us",
+    "success_duration_sum_us_high",
+];
+
+/// How many of [`DAY_COLUMNS`] the API returns.
+pub(super) const STATISTICS_COLUMNS: usize = 16;
+
+/// `INSERT INTO` the days' table with every column: the key, [`DAY_COLUMNS`], the histogram
+/// (values or a `SELECT` follow).
+pub(super) static INSERT_DAYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO resource_statistics_by_day (customer_id, date, {}, duration_histogram) ",
+        DAY_COLUMNS.join(", ")
+    )
+});
+
+/// What follows [`INSERT_DAYS`] to replace a stored day: every value column from the new row.
+pub(super) static ON_CONFLICT_DAYS: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = DAY_COLUMNS
+        .iter()
+        .chain(&["duration_histogram"])
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect();
+    format!(
+        " ON CONFLICT (customer_id, date) DO UPDATE SET {}",
+        set.join(", ")
+    )
+});
 
 /// Selects the stored state (after `extra` columns) of one customer's days in a date range.
 pub(super) fn select_state(extra: &str) -> String {
@@ -182,8 +211,7 @@ pub(super) struct MergedDay {
 }
 
 impl MergedDay {
-    /// Its values for the columns of [`INSERT_DAYS`] between the key and the histogram: the one
-    /// place that lists them, for every backend. The stats must be compacted.
+    /// Its values for [`DAY_COLUMNS`], for every backend. The stats must be compacted.
     pub fn columns(&mut self) -> [Column; 20] {
         use Column::{Integer, Real};
         let s = self.stats.statistics();

@@ -1,9 +1,12 @@
 //! The API's queries: daily rows of a customer, the customer list, and a range's merged state.
 
+use std::sync::LazyLock;
+
 use chrono::NaiveDate;
 use serde::Serialize;
 use sqlx::Row;
 
+use super::batch::{DAY_COLUMNS, STATISTICS_COLUMNS};
 use super::{Store, StoredRow, count, state_from_row, with_pool};
 use crate::stats::{DayStats, Statistics};
 
@@ -51,11 +54,14 @@ const SELECT_PROGRESS_TOTALS: &str = "SELECT COUNT(*) AS files, \
      CAST(COALESCE(SUM(byte_offset), 0) AS BIGINT) AS bytes FROM ingest_progress";
 const SELECT_INGEST_TOTALS: &str =
     "SELECT lines, rejected, last_commit_unix FROM ingest_totals WHERE id = 1";
-const SELECT_DAYS: &str = "SELECT customer_id, date, success_requests, failed_requests, \
-     uptime_percentage, duration_mean, duration_p50, duration_p99, total_requests, \
-     status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, availability_percentage, \
-     duration_p90, duration_p95, duration_max FROM resource_statistics_by_day \
-     WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date";
+/// A customer's days in a range, the statistics of [`DAY_COLUMNS`] after the key.
+static SELECT_DAYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT customer_id, date, {} FROM resource_statistics_by_day \
+         WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date",
+        DAY_COLUMNS[..STATISTICS_COLUMNS].join(", ")
+    )
+});
 /// A page of customers after `$1`, or only customer `$2` when it is not null; `$3` at most.
 const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(date) AS last_day, \
      CAST(SUM(total_requests) AS BIGINT) AS total_requests FROM resource_statistics_by_day \
@@ -63,8 +69,7 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
      GROUP BY customer_id ORDER BY customer_id LIMIT $3";
 
 /// The stored states of a customer's days in a range (built once: it is on every summary's path).
-static SELECT_RANGE_STATE: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| super::batch::select_state(""));
+static SELECT_RANGE_STATE: LazyLock<String> = LazyLock::new(|| super::batch::select_state(""));
 
 /// A [`DayRow`] from a row of [`SELECT_DAYS`], by column position: looking 18 columns up by name
 /// was a sixth of a request's time.
@@ -107,7 +112,7 @@ impl Store {
             self.ready().await?;
             if let Some(readers) = &self.readers {
                 return readers.with(|connection| {
-                    let mut statement = connection.prepare_cached(SELECT_DAYS)?;
+                    let mut statement = connection.prepare_cached(&SELECT_DAYS)?;
                     let mut rows = statement.query((customer, from, to))?;
                     let mut days = Vec::new();
                     while let Some(row) = rows.next()? {
@@ -117,7 +122,7 @@ impl Store {
                 });
             }
             let rows = with_pool!(self, pool => {
-                let rows = sqlx::query(SELECT_DAYS)
+                let rows = sqlx::query(SELECT_DAYS.as_str())
                     .bind(customer)
                     .bind(from)
                     .bind(to)

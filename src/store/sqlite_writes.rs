@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
-    ADD_TOTALS, Column, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
@@ -168,11 +168,11 @@ impl WriteTx for SqliteWrite {
 
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
         static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let values = vec!["?"; 23].join(", ");
-            format!("{INSERT_DAYS}VALUES ({values})")
+            let values = vec!["?"; DAY_COLUMNS.len() + 3].join(", ");
+            format!("{}VALUES ({values})", *INSERT_DAYS)
         });
         static UPSERT: std::sync::LazyLock<String> =
-            std::sync::LazyLock::new(|| format!("{}{ON_CONFLICT_DAYS}", *INSERT));
+            std::sync::LazyLock::new(|| format!("{}{}", *INSERT, *ON_CONFLICT_DAYS));
         let mut upsert = self
             .connection
             .prepare_cached(if fresh { &INSERT } else { &UPSERT })?;

@@ -135,9 +135,10 @@ impl WriteTx for PgWrite {
             .enumerate()
             .map(|(i, t)| format!("${}::{t}", i + 1))
             .collect();
-        let on_conflict = if fresh { "" } else { ON_CONFLICT_DAYS };
+        let on_conflict = if fresh { "" } else { ON_CONFLICT_DAYS.as_str() };
         let sql = format!(
-            "{INSERT_DAYS}SELECT * FROM UNNEST({}){on_conflict}",
+            "{}SELECT * FROM UNNEST({}){on_conflict}",
+            *INSERT_DAYS,
             arrays.join(", ")
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql))
