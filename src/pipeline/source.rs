@@ -1033,6 +1033,16 @@ mod tests {
         assert_eq!(shown_key(&progress_key(a)), "/logs/x\\xff.log");
     }
 
+    /// The files found, by their paths below `root`.
+    fn names_below(root: &Path, found: &Found) -> Vec<String> {
+        found
+            .sources
+            .iter()
+            .map(|source| source.path().unwrap().strip_prefix(root).unwrap())
+            .map(|path| path.display().to_string())
+            .collect()
+    }
+
     #[test]
     fn a_walk_reads_each_file_once_skips_hidden_ones_and_does_not_follow_a_link_back_up() {
         let dir = tempfile::tempdir().unwrap();
@@ -1054,19 +1064,7 @@ mod tests {
         let pattern = name_pattern(Some("*.log")).unwrap();
         let mut found = Found::default();
         walk(root, pattern.as_ref(), &mut found);
-        let mut names: Vec<String> = found
-            .sources
-            .iter()
-            .map(|source| {
-                source
-                    .path()
-                    .unwrap()
-                    .strip_prefix(root)
-                    .unwrap()
-                    .display()
-                    .to_string()
-            })
-            .collect();
+        let mut names = names_below(root, &found);
         names.sort();
         assert_eq!(names, ["a.log", "sub/b.log", "sub/deeper/c.log"]);
         assert!(found.problems.is_empty(), "{:?}", found.problems);
@@ -1088,19 +1086,7 @@ mod tests {
         }
         let matched = |pattern: &str| {
             let found = discover(&[format!("{}/{pattern}", root.display())], None).unwrap();
-            let names: Vec<String> = found
-                .sources
-                .iter()
-                .map(|s| {
-                    s.path()
-                        .unwrap()
-                        .strip_prefix(root)
-                        .unwrap()
-                        .display()
-                        .to_string()
-                })
-                .collect();
-            (names, found.problems)
+            (names_below(root, &found), found.problems)
         };
         assert_eq!(matched("*.log").0, ["a.log"], "`*` does not cross a `/`");
         assert_eq!(matched("sub/*.log*").0, ["sub/c.log", "sub/d.log.gz"]);
