@@ -100,6 +100,23 @@ struct Absorbed {
     last_epoch: Option<u64>,
 }
 
+impl Absorbed {
+    /// What a commit records besides the groups: the files' checkpoints, the lines counted, and
+    /// what is taken back (the tally and rejected lines stay, for the report after the commit).
+    fn batch(&mut self) -> CommitBatch {
+        let retracted = std::mem::take(&mut self.retracted);
+        CommitBatch {
+            groups: Vec::new(),
+            progress: std::mem::take(&mut self.progress).into_values().collect(),
+            lines: self.tally.lines,
+            rejected: self.tally.rejected_total(),
+            retractions: retracted.requests,
+            retracted_lines: retracted.tally.lines,
+            retracted_rejected: retracted.tally.rejected_total(),
+        }
+    }
+}
+
 impl Committer {
     fn new(job: Arc<Job>, outputs: Outputs, peers: usize) -> anyhow::Result<Committer> {
         let Outputs {
@@ -158,9 +175,7 @@ impl Committer {
                 match update {
                     Update::Groups(groups) => {
                         if let Err(error) = self.groups.absorb(groups) {
-                            self.job.stop.store(true, Ordering::SeqCst);
-                            self.halted = Some(Halt::Failed(error));
-                            return;
+                            return self.fail(error);
                         }
                     }
                     Update::Progress(p) => records.push(p),
@@ -196,7 +211,7 @@ impl Committer {
         if matches!(self.halted, Some(Halt::Failed(_))) {
             return;
         }
-        let absorbed = std::mem::take(&mut self.absorbed);
+        let mut absorbed = std::mem::take(&mut self.absorbed);
         let spilled = (self.groups.runs(), self.groups.spilled_bytes());
         let groups = match self.groups.take_sorted() {
             Ok(groups) => groups.map(|group| {
@@ -206,21 +221,9 @@ impl Committer {
                     stats,
                 })
             }),
-            Err(error) => {
-                self.job.stop.store(true, Ordering::SeqCst);
-                self.halted = Some(Halt::Failed(error));
-                return;
-            }
+            Err(error) => return self.fail(error),
         };
-        let batch = CommitBatch {
-            groups: Vec::new(),
-            progress: absorbed.progress.into_values().collect(),
-            lines: absorbed.tally.lines,
-            rejected: absorbed.tally.rejected_total(),
-            retractions: absorbed.retracted.requests,
-            retracted_lines: absorbed.retracted.tally.lines,
-            retracted_rejected: absorbed.retracted.tally.rejected_total(),
-        };
+        let batch = absorbed.batch();
         let started = Instant::now();
         match self.store.commit_sorted(batch, groups) {
             Ok(groups) => {
@@ -241,12 +244,15 @@ impl Committer {
                     "committed"
                 );
             }
-            Err(error) => {
-                self.job.stop.store(true, Ordering::SeqCst);
-                self.halted = Some(Halt::Failed(error.context("committing to the database")));
-            }
+            Err(error) => self.fail(error.context("committing to the database")),
         }
         self.last_commit = Instant::now();
+    }
+
+    /// Stops the run and commits nothing more.
+    fn fail(&mut self, error: anyhow::Error) {
+        self.job.stop.store(true, Ordering::SeqCst);
+        self.halted = Some(Halt::Failed(error));
     }
 
     /// Whether the last absorbed epoch came after the backlog (a follow-mode tick).
