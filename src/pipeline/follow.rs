@@ -159,6 +159,26 @@ impl<'a> Follower<'a> {
             bytes_read.fetch_add(n, Ordering::Relaxed);
         };
         let present = self.discover();
+        let mut progress = Vec::new();
+        self.drain_moved(&present, aggregator, &mut on_bytes, &mut progress)?;
+        for (key, (path, identity)) in &present {
+            if !self.files.contains_key(key) {
+                self.start_following(key, path, *identity)?;
+            }
+        }
+        self.read_appended(aggregator, &mut on_bytes, &mut progress)?;
+        Ok(progress)
+    }
+
+    /// Drains the followed files whose path now names another file (or nothing), and follows
+    /// each under its new name when it has one among `present`.
+    fn drain_moved(
+        &mut self,
+        present: &BTreeMap<String, (PathBuf, FileId)>,
+        aggregator: &mut Aggregator,
+        on_bytes: &mut dyn FnMut(u64),
+        progress: &mut Vec<FileProgress>,
+    ) -> anyhow::Result<()> {
         // Files whose path now names another file (or nothing): rotated or removed. Drain them
         // (nobody appends to a rotated file any more), then follow them under their new name.
         // All of them leave their names first: in a numbered rotation (app.log.1 -> app.log.2,
@@ -175,13 +195,12 @@ impl<'a> Follower<'a> {
                 (key, followed)
             })
             .collect();
-        let mut progress = Vec::new();
         for (key, mut followed) in moved {
             aggregator.set_source(&shown_path(&followed.path));
             // Whole lines only: a writer that still holds the file may finish its last line.
             let size = followed.file.metadata()?.len();
             let end = end_of_last_line(&followed.file, followed.offset, size)?;
-            followed.read_to(end, aggregator, &mut on_bytes)?;
+            followed.read_to(end, aggregator, on_bytes)?;
             // The name it had keeps its row (until a new file there takes it over).
             followed.other_names.push(OtherName {
                 path: key.clone(),
@@ -209,11 +228,17 @@ impl<'a> Follower<'a> {
                 self.committed.insert(new_key, followed.offset);
             }
         }
-        for (key, (path, identity)) in &present {
-            if !self.files.contains_key(key) {
-                self.start_following(key, path, *identity)?;
-            }
-        }
+        Ok(())
+    }
+
+    /// Reads what was appended to every followed file (from its start again when it was
+    /// truncated or rewritten), and records how far each now is.
+    fn read_appended(
+        &mut self,
+        aggregator: &mut Aggregator,
+        on_bytes: &mut dyn FnMut(u64),
+        progress: &mut Vec<FileProgress>,
+    ) -> anyhow::Result<()> {
         for (key, followed) in &mut self.files {
             aggregator.set_source(&shown_path(&followed.path));
             let from = followed.offset;
@@ -233,7 +258,7 @@ impl<'a> Follower<'a> {
                 followed.restarted = true;
             }
             let end = end_of_last_line(&followed.file, followed.offset, size)?;
-            followed.read_to(end, aggregator, &mut on_bytes)?;
+            followed.read_to(end, aggregator, on_bytes)?;
             if followed.head.len < HEAD_BYTES.min(followed.offset) {
                 followed.head = Head::of(&mut followed.file, followed.offset)?;
             }
@@ -246,7 +271,7 @@ impl<'a> Follower<'a> {
                 followed.other_names = moved_along(&followed.other_names, true, followed.offset);
             }
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// The plain files the followed paths name now: key -> (path, identity). A file reached by
