@@ -80,14 +80,15 @@ fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Jo
     let stream_addresses;
     (stream_addresses, config.inputs) = split_streams(&config.inputs)?;
     let mut found = source::discover(&config.inputs, glob_pattern(&config)?.as_ref())?;
+    let database = store.own_files();
     // Refused before anything is left out: a rejects file that is one of the inputs, or the
     // database, is an error.
     let rejects_file = config
         .rejects_file
         .as_ref()
-        .map(|path| create_rejects_file(path, &found, &store.own_files()))
+        .map(|path| create_rejects_file(path, &found, &database))
         .transpose()?;
-    let own_files = own_files(&store, &config);
+    let own_files = own_files(database, &config);
     found.leave_out(&own_files);
     if config.follow && found.sources.contains(&source::Source::Stdin) {
         anyhow::bail!("--follow does not read standard input: pipe it without --follow instead");
@@ -143,10 +144,10 @@ fn split_streams(inputs: &[String]) -> anyhow::Result<(Vec<StreamAddress>, Vec<S
     Ok((streams, paths))
 }
 
-/// What this run writes (never read as one of its logs), each with what it is.
-fn own_files(store: &BlockingStore, config: &IngestConfig) -> Vec<(PathBuf, &'static str)> {
-    let database = store
-        .own_files()
+/// What this run writes (never read as one of its logs), each with what it is: the `database`'s
+/// files and the rejects file.
+fn own_files(database: Vec<PathBuf>, config: &IngestConfig) -> Vec<(PathBuf, &'static str)> {
+    let database = database
         .into_iter()
         .map(|path| (path, "this run's database"));
     let rejects = config

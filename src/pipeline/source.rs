@@ -212,13 +212,7 @@ fn expand(arg: &str, found: &mut Found) -> anyhow::Result<()> {
                 }
             }
             Ok(_) => {}
-            Err(error) if error.loop_ancestor().is_some() => {}
-            Err(error) => {
-                let path = error.path().unwrap_or(Path::new(&base)).to_path_buf();
-                if std::fs::metadata(&path).is_ok_and(|meta| meta.is_dir()) {
-                    found.add_problem(&path, walk_error(&error));
-                }
-            }
+            Err(error) => found.add_walk_error(&error, Path::new(&base), |_| false),
         }
     }
     if found.sources.len() == before {
@@ -270,14 +264,30 @@ pub fn walk(dir: &Path, pattern: Option<&NamePattern>, found: &mut Found) {
                 Ok(meta) => found.add_problem(entry.path(), not_regular(&meta)),
                 Err(error) => found.add_problem(entry.path(), walk_error(&error)),
             },
-            Err(error) if error.loop_ancestor().is_some() => {}
             Err(error) => {
-                let path = error.path().unwrap_or(dir);
-                let is_dir = std::fs::metadata(path).is_ok_and(|meta| meta.is_dir());
-                if is_dir || path.file_name().is_none_or(wanted) {
-                    found.add_problem(path, walk_error(&error));
-                }
+                found.add_walk_error(&error, dir, |path| path.file_name().is_none_or(wanted))
             }
+        }
+    }
+}
+
+impl Found {
+    /// Records where a walk from `root` could not go on: a directory always, anything else when
+    /// `wanted` (its name matches). A link back to a directory it is in is no problem: what it
+    /// leads to is read once, under its own path.
+    fn add_walk_error(
+        &mut self,
+        error: &walkdir::Error,
+        root: &Path,
+        wanted: impl Fn(&Path) -> bool,
+    ) {
+        if error.loop_ancestor().is_some() {
+            return;
+        }
+        let path = error.path().unwrap_or(root);
+        let is_dir = std::fs::metadata(path).is_ok_and(|meta| meta.is_dir());
+        if is_dir || wanted(path) {
+            self.add_problem(path, walk_error(error));
         }
     }
 }

@@ -6,7 +6,8 @@ use std::sync::LazyLock;
 
 use super::{stored, stored_wide};
 use crate::day::Day;
-use crate::stats::DayStats;
+use crate::stats::{DayStats, Statistics};
+use Column::{Integer, Real};
 
 /// New requests for one (customer, day) group.
 #[derive(Clone, Debug)]
@@ -124,30 +125,52 @@ pub(super) const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \
      head_hash = excluded.head_hash, head_len = excluded.head_len, device = excluded.device, \
      inode = excluded.inode, decoded_offset = excluded.decoded_offset, \
      tail_len = excluded.tail_len, end_hash = excluded.end_hash";
-/// The value columns of a stored day, in the order of [`MergedDay::columns`] (between the key and
-/// the histogram): the one list of them. The first sixteen are the API's statistics, in its order.
-pub(super) const DAY_COLUMNS: [&str; 20] = [
-    "success_requests",
-    "failed_requests",
-    "uptime_percentage",
-    "duration_mean",
-    "duration_p50",
-    "duration_p99",
-    "total_requests",
-    "status_1xx",
-    "status_2xx",
-    "status_3xx",
-    "status_4xx",
-    "status_5xx",
-    "availability_percentage",
-    "duration_p90",
-    "duration_p95",
-    "duration_max",
-    "duration_sum_us",
-    "duration_sum_us_high",
-    "success_duration_sum_us",
-    "success_duration_sum_us_high",
+/// How one stored value of a day is computed from its statistics and state.
+type DayValue = fn(&Statistics, &DayStats) -> Column;
+
+/// The value columns of a stored day (between the key and the histogram), each with how its value
+/// is computed: the one list of them, for every backend's writes and the API's reads. The first
+/// sixteen are the API's statistics, in its order.
+pub(super) const DAY_COLUMNS: [(&str, DayValue); 20] = [
+    ("success_requests", |s, _| {
+        Integer(stored(s.success_requests))
+    }),
+    ("failed_requests", |s, _| Integer(stored(s.failed_requests))),
+    ("uptime_percentage", |s, _| Real(s.uptime_percentage)),
+    ("duration_mean", |s, _| Real(s.duration_mean)),
+    ("duration_p50", |s, _| Real(s.duration_p50)),
+    ("duration_p99", |s, _| Real(s.duration_p99)),
+    ("total_requests", |s, _| Integer(stored(s.total_requests))),
+    ("status_1xx", |s, _| Integer(stored(s.status_1xx))),
+    ("status_2xx", |s, _| Integer(stored(s.status_2xx))),
+    ("status_3xx", |s, _| Integer(stored(s.status_3xx))),
+    ("status_4xx", |s, _| Integer(stored(s.status_4xx))),
+    ("status_5xx", |s, _| Integer(stored(s.status_5xx))),
+    ("availability_percentage", |s, _| {
+        Real(s.availability_percentage)
+    }),
+    ("duration_p90", |s, _| Real(s.duration_p90)),
+    ("duration_p95", |s, _| Real(s.duration_p95)),
+    ("duration_max", |s, _| Real(s.duration_max)),
+    ("duration_sum_us", |_, d| {
+        Integer(stored_wide(d.duration_sum_us).0)
+    }),
+    ("duration_sum_us_high", |_, d| {
+        Integer(stored_wide(d.duration_sum_us).1)
+    }),
+    ("success_duration_sum_us", |_, d| {
+        Integer(stored_wide(d.success_duration_sum_us).0)
+    }),
+    ("success_duration_sum_us_high", |_, d| {
+        Integer(stored_wide(d.success_duration_sum_us).1)
+    }),
 ];
+
+/// The names of [`DAY_COLUMNS`] (the first `count` of them), as an SQL list.
+pub(super) fn day_column_names(count: usize) -> String {
+    let names: Vec<&str> = DAY_COLUMNS[..count].iter().map(|(name, _)| *name).collect();
+    names.join(", ")
+}
 
 /// How many of [`DAY_COLUMNS`] the API returns.
 pub(super) const STATISTICS_COLUMNS: usize = 16;
@@ -157,7 +180,7 @@ pub(super) const STATISTICS_COLUMNS: usize = 16;
 pub(super) static INSERT_DAYS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO resource_statistics_by_day (customer_id, date, {}, duration_histogram) ",
-        DAY_COLUMNS.join(", ")
+        day_column_names(DAY_COLUMNS.len())
     )
 });
 
@@ -165,7 +188,8 @@ pub(super) static INSERT_DAYS: LazyLock<String> = LazyLock::new(|| {
 pub(super) static ON_CONFLICT_DAYS: LazyLock<String> = LazyLock::new(|| {
     let set: Vec<String> = DAY_COLUMNS
         .iter()
-        .chain(&["duration_histogram"])
+        .map(|(name, _)| *name)
+        .chain(["duration_histogram"])
         .map(|column| format!("{column} = excluded.{column}"))
         .collect();
     format!(
@@ -213,31 +237,7 @@ pub(super) struct MergedDay {
 impl MergedDay {
     /// Its values for [`DAY_COLUMNS`], for every backend. The stats must be compacted.
     pub fn columns(&mut self) -> [Column; 20] {
-        use Column::{Integer, Real};
-        let s = self.stats.statistics();
-        let sum = stored_wide(self.stats.duration_sum_us);
-        let success_sum = stored_wide(self.stats.success_duration_sum_us);
-        [
-            Integer(stored(s.success_requests)),
-            Integer(stored(s.failed_requests)),
-            Real(s.uptime_percentage),
-            Real(s.duration_mean),
-            Real(s.duration_p50),
-            Real(s.duration_p99),
-            Integer(stored(s.total_requests)),
-            Integer(stored(s.status_1xx)),
-            Integer(stored(s.status_2xx)),
-            Integer(stored(s.status_3xx)),
-            Integer(stored(s.status_4xx)),
-            Integer(stored(s.status_5xx)),
-            Real(s.availability_percentage),
-            Real(s.duration_p90),
-            Real(s.duration_p95),
-            Real(s.duration_max),
-            Integer(sum.0),
-            Integer(sum.1),
-            Integer(success_sum.0),
-            Integer(success_sum.1),
-        ]
+        let statistics = self.stats.statistics();
+        DAY_COLUMNS.map(|(_, value)| value(&statistics, &self.stats))
     }
 }

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use sqlx::Row;
 
-use super::batch::{DAY_COLUMNS, STATISTICS_COLUMNS};
+use super::batch::{STATISTICS_COLUMNS, day_column_names};
 use super::{Store, StoredRow, count, state_from_row, with_pool};
 use crate::stats::{DayStats, Statistics};
 
@@ -59,7 +59,7 @@ static SELECT_DAYS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT customer_id, date, {} FROM resource_statistics_by_day \
          WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date",
-        DAY_COLUMNS[..STATISTICS_COLUMNS].join(", ")
+        day_column_names(STATISTICS_COLUMNS)
     )
 });
 /// A page of customers after `$1`, or only customer `$2` when it is not null; `$3` at most.
