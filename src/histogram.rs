@@ -451,9 +451,15 @@ impl Histogram {
             counts.push((value, count));
             previous = Some(value);
         }
+        Ok(Histogram::from_counts(&counts))
+    }
+
+    /// The histogram of sorted `(value, count)` pairs: strictly ascending values, counts above 0.
+    pub fn from_counts(counts: &[(u64, u64)]) -> Histogram {
+        debug_assert!(counts.windows(2).all(|w| w[0].0 < w[1].0));
         let mut histogram = Histogram::default();
-        histogram.add(&counts);
-        Ok(histogram)
+        histogram.add(counts);
+        histogram
     }
 }
 

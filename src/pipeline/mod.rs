@@ -9,6 +9,7 @@
 //! ```
 
 mod aggregate;
+mod chunked;
 mod cluster;
 mod committer;
 mod dataflow;
@@ -20,6 +21,7 @@ mod partition;
 mod process;
 mod reader;
 mod rejects;
+mod small;
 pub mod source;
 mod spill;
 mod stream;

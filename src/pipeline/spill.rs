@@ -11,14 +11,17 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use rustc_hash::FxHashMap;
 
+use super::chunked::Chunked;
+use super::small::SmallStats;
 use crate::day::Day;
 use crate::histogram::{allocated, read_varint, write_varint};
 use crate::stats::DayStats;
@@ -26,12 +29,17 @@ use crate::stats::DayStats;
 /// Groups by (customer, day), within `budget` bytes of memory. Customers are numbered once and
 /// keep their numbers for the table's life (spilling empties the groups, not the names), so the
 /// committer can map each worker's customer numbers to the table's without hashing names.
+///
+/// A group of a few requests is kept as a [`SmallStats`] (40 bytes, nothing on the heap); one
+/// that outgrows it as a [`DayStats`]. States are stored in chunks, so growing never copies them
+/// and never holds twice the memory.
 pub struct GroupTable {
     names: FxHashMap<Box<str>, u32>,
     customers: Arc<Vec<Box<str>>>,
-    index: FxHashMap<(u32, Day), u32>,
-    groups: Vec<(u32, Day, DayStats)>,
-    /// Heap bytes of the groups' histograms.
+    index: FxHashMap<(u32, Day), Place>,
+    small: Chunked<SmallStats>,
+    large: Chunked<DayStats>,
+    /// Heap bytes of the large states' histograms.
     heap_bytes: usize,
     /// Heap bytes of the names.
     names_heap: usize,
@@ -42,6 +50,30 @@ pub struct GroupTable {
 /// One group, as a commit receives it.
 pub type Group = (String, Day, DayStats);
 
+/// Where a group's state is: an index into the small states, or (the top bit set) the large ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place(u32);
+
+impl Place {
+    const LARGE: u32 = 1 << 31;
+
+    fn small(index: usize) -> Place {
+        Place(index as u32)
+    }
+
+    fn large(index: usize) -> Place {
+        Place(index as u32 | Place::LARGE)
+    }
+
+    /// `Ok` with a small state's index, `Err` with a large one's.
+    fn index(self) -> Result<usize, usize> {
+        match self.0 & Place::LARGE {
+            0 => Ok(self.0 as usize),
+            _ => Err((self.0 & !Place::LARGE) as usize),
+        }
+    }
+}
+
 impl GroupTable {
     /// An empty table that spills to a directory made under `spill_root` past `budget` bytes.
     pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
@@ -49,7 +81,8 @@ impl GroupTable {
             names: FxHashMap::default(),
             customers: Arc::default(),
             index: FxHashMap::default(),
-            groups: Vec::new(),
+            small: Chunked::new(),
+            large: Chunked::new(),
             heap_bytes: 0,
             names_heap: 0,
             budget,
@@ -69,22 +102,47 @@ impl GroupTable {
         self.add_numbered(customer, day, stats)
     }
 
-    /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when the
-    /// table would outgrow its budget.
-    pub fn add_numbered(&mut self, customer: u32, day: Day, stats: DayStats) -> anyhow::Result<()> {
-        if self.groups.len() == self.groups.capacity() && self.bytes_when_grown() > self.limit() {
+    /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when a
+    /// new group would take the table past its budget.
+    pub fn add_numbered(
+        &mut self,
+        customer: u32,
+        day: Day,
+        mut stats: DayStats,
+    ) -> anyhow::Result<()> {
+        if self.bytes_with_a_new_group() > self.limit()
+            && !self.index.contains_key(&(customer, day))
+        {
             self.spill()?;
         }
-        let next = self.groups.len() as u32;
-        let slot = *self.index.entry((customer, day)).or_insert(next);
-        if slot == next {
-            self.heap_bytes += stats.heap_bytes();
-            self.groups.push((customer, day, stats));
-        } else {
-            let group = &mut self.groups[slot as usize].2;
-            let before = group.heap_bytes();
-            group.merge(stats);
-            self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
+        match self.index.entry((customer, day)) {
+            Entry::Vacant(vacant) => {
+                let place = match SmallStats::of(&mut stats) {
+                    Some(small) => Place::small(self.small.push(small)),
+                    None => {
+                        self.heap_bytes += stats.heap_bytes();
+                        Place::large(self.large.push(stats))
+                    }
+                };
+                vacant.insert(place);
+            }
+            Entry::Occupied(mut occupied) => match occupied.get().index() {
+                Ok(small) => {
+                    let small = self.small.get_mut(small);
+                    if !small.add(&mut stats) {
+                        let mut large = small.to_stats();
+                        large.merge(stats);
+                        self.heap_bytes += large.heap_bytes();
+                        occupied.insert(Place::large(self.large.push(large)));
+                    }
+                }
+                Err(large) => {
+                    let group = self.large.get_mut(large);
+                    let before = group.heap_bytes();
+                    group.merge(stats);
+                    self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
+                }
+            },
         }
         if self.bytes() > self.limit() {
             self.spill()?;
@@ -99,7 +157,7 @@ impl GroupTable {
     }
 
     fn names_bytes(&self) -> usize {
-        self.names.capacity() * 8 / 7 * (size_of::<(Box<str>, u32)>() + 1)
+        hash_table_bytes(self.names.capacity(), size_of::<(Box<str>, u32)>())
             + allocated(self.customers.capacity() * size_of::<Box<str>>())
             + self.names_heap
     }
@@ -116,19 +174,25 @@ impl GroupTable {
 
     /// Memory held, estimated from capacities (what the allocator gave out, not what is used).
     pub fn bytes(&self) -> usize {
-        self.bytes_with_capacity(self.groups.capacity())
+        self.bytes_with_index(self.index.capacity())
     }
 
-    fn bytes_when_grown(&self) -> usize {
-        self.bytes_with_capacity((self.groups.capacity() * 2).max(4))
+    /// The most [`GroupTable::bytes`] can be once one more group is in: a new chunk of either
+    /// kind of state, and while the index grows, its old and new tables both.
+    fn bytes_with_a_new_group(&self) -> usize {
+        let index = match self.index.len() == self.index.capacity() {
+            true => (self.index.capacity() * 2).max(4) * 3 / 2,
+            false => self.index.capacity(),
+        };
+        let (_, small) = self.small.bytes();
+        let (_, large) = self.large.bytes();
+        self.bytes_with_index(index) + small.max(large + size_of::<DayStats>())
     }
 
-    fn bytes_with_capacity(&self, groups: usize) -> usize {
-        let group = size_of::<(u32, Day, DayStats)>();
-        // A hash table holds one control byte per bucket and 1/8 of its buckets free.
-        let table = |capacity: usize, entry: usize| capacity * 8 / 7 * (entry + 1);
-        allocated(groups * group)
-            + table(self.index.capacity(), size_of::<((u32, Day), u32)>())
+    fn bytes_with_index(&self, index_capacity: usize) -> usize {
+        hash_table_bytes(index_capacity, size_of::<((u32, Day), Place)>())
+            + self.small.bytes().0
+            + self.large.bytes().0
             + self.names_bytes()
             + self.heap_bytes
     }
@@ -146,12 +210,10 @@ impl GroupTable {
         id
     }
 
-    /// The groups in memory in (customer, day) order, leaving the table empty.
+    /// The groups in memory in (customer, day) order, leaving the table empty (its index keeps
+    /// its room for the groups to come).
     fn drain_sorted(&mut self) -> InMemory {
-        let groups = std::mem::take(&mut self.groups);
         let customers = Arc::clone(&self.customers);
-        self.index = FxHashMap::default();
-        self.heap_bytes = 0;
         // Sorting by rank compares two integers instead of two strings.
         let mut by_name: Vec<u32> = (0..customers.len() as u32).collect();
         by_name.sort_unstable_by(|&a, &b| customers[a as usize].cmp(&customers[b as usize]));
@@ -159,36 +221,36 @@ impl GroupTable {
         for (position, &id) in by_name.iter().enumerate() {
             rank[id as usize] = position as u32;
         }
-        // Sorting small keys, not the groups themselves (large values, moved at every swap).
-        let mut order: Vec<(u32, Day, u32)> = groups
-            .iter()
-            .enumerate()
-            .map(|(i, &(customer, day, _))| (rank[customer as usize], day, i as u32))
+        let mut order: Vec<(u32, Day, Place)> = self
+            .index
+            .drain()
+            .map(|((customer, day), place)| (rank[customer as usize], day, place))
             .collect();
-        order.sort_unstable();
+        order.sort_unstable_by_key(|&(rank, day, _)| (rank, day));
+        self.heap_bytes = 0;
         InMemory {
             order: order.into_iter(),
-            groups,
+            by_name,
+            small: std::mem::replace(&mut self.small, Chunked::new()),
+            large: std::mem::replace(&mut self.large, Chunked::new()),
             customers,
         }
     }
 
     /// Writes the groups in memory to a new sorted run file and empties the table.
     fn spill(&mut self) -> anyhow::Result<()> {
-        if self.groups.is_empty() {
+        if self.index.is_empty() {
             return Ok(());
         }
         let groups = self.drain_sorted();
-        self.spill.write_run(groups)
+        self.spill.write_run(groups.map(Ok))
     }
 
     /// Every group, in memory and spilled, in (customer, day) order, each once; the table is
     /// empty afterwards (its run files are removed once read).
     pub fn take_sorted(&mut self) -> anyhow::Result<SortedGroups> {
         let mut sources = vec![Source::Memory(self.drain_sorted())];
-        for path in self.spill.runs.drain(..) {
-            sources.push(Source::Run(RunReader::open(path)?));
-        }
+        sources.extend(self.spill.take_runs()?);
         SortedGroups::new(sources)
     }
 }
@@ -201,19 +263,27 @@ struct Spill {
     bytes: u64,
 }
 
+/// Run files past which they are merged into one: a commit reads every run at once, and each
+/// reader holds a buffer and a file descriptor.
+const MOST_RUNS: usize = 32;
+
 impl Spill {
-    fn write_run(&mut self, groups: InMemory) -> anyhow::Result<()> {
+    fn write_run(
+        &mut self,
+        groups: impl Iterator<Item = anyhow::Result<Group>>,
+    ) -> anyhow::Result<()> {
         if self.dir.is_none() {
             self.dir = Some(SpillDir::create(&self.root)?);
         }
         let dir = self.dir.as_ref().expect("created above");
         let path = dir.path.join(format!("run-{}", dir.next_run()));
         let shown = path.display().to_string();
-        let write = || -> io::Result<u64> {
+        let write = || -> anyhow::Result<u64> {
             let mut file = BufWriter::with_capacity(1 << 16, File::create(&path)?);
             let (mut record, mut length) = (Vec::new(), Vec::with_capacity(10));
             let mut written = 0;
-            for (customer, day, mut stats) in groups {
+            for group in groups {
+                let (customer, day, mut stats) = group?;
                 record.clear();
                 length.clear();
                 encode(&mut record, &customer, day, &mut stats);
@@ -222,7 +292,8 @@ impl Spill {
                 file.write_all(&record)?;
                 written += (length.len() + record.len()) as u64;
             }
-            file.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+            // Not synced: a run is read back by this process or not at all.
+            file.flush()?;
             Ok(written)
         };
         let written = write().with_context(|| {
@@ -230,7 +301,25 @@ impl Spill {
         })?;
         self.bytes += written;
         self.runs.push(path);
+        if self.runs.len() >= MOST_RUNS {
+            self.merge_runs()?;
+        }
         Ok(())
+    }
+
+    /// Merges every run into one.
+    fn merge_runs(&mut self) -> anyhow::Result<()> {
+        let runs = self.take_runs()?;
+        self.write_run(SortedGroups::new(runs)?)
+    }
+
+    /// Readers of every run, which is forgotten (and removed once read).
+    fn take_runs(&mut self) -> anyhow::Result<Vec<Source>> {
+        let paths = std::mem::take(&mut self.runs);
+        paths
+            .into_iter()
+            .map(|path| Ok(Source::Run(RunReader::open(path)?)))
+            .collect()
     }
 }
 
@@ -337,9 +426,12 @@ fn try_lock(file: &File) -> bool {
 
 /// Groups of the table in (customer, day) order.
 struct InMemory {
-    /// Indexes into `groups`, in (customer, day) order.
-    order: std::vec::IntoIter<(u32, Day, u32)>,
-    groups: Vec<(u32, Day, DayStats)>,
+    /// (rank of the customer's name, day, where the state is), in (customer, day) order.
+    order: std::vec::IntoIter<(u32, Day, Place)>,
+    /// Customer numbers by the rank of their names.
+    by_name: Vec<u32>,
+    small: Chunked<SmallStats>,
+    large: Chunked<DayStats>,
     customers: Arc<Vec<Box<str>>>,
 }
 
@@ -347,10 +439,13 @@ impl Iterator for InMemory {
     type Item = Group;
 
     fn next(&mut self) -> Option<Group> {
-        let (_, _, index) = self.order.next()?;
-        let (customer, day, stats) = &mut self.groups[index as usize];
-        let stats = std::mem::take(stats);
-        Some((self.customers[*customer as usize].to_string(), *day, stats))
+        let (rank, day, place) = self.order.next()?;
+        let stats = match place.index() {
+            Ok(small) => self.small.get_mut(small).to_stats(),
+            Err(large) => std::mem::take(self.large.get_mut(large)),
+        };
+        let customer = &self.customers[self.by_name[rank as usize] as usize];
+        Some((customer.to_string(), day, stats))
     }
 }
 
@@ -428,51 +523,77 @@ impl Source {
 /// The k-way merge of sorted sources, equal keys merged into one group.
 pub struct SortedGroups {
     sources: Vec<Source>,
-    /// The next group of each source, by source index.
-    heads: Vec<Option<Group>>,
-    /// (customer, day, source index) of every source's next group, least first.
-    order: BinaryHeap<Reverse<(String, Day, usize)>>,
+    /// The next group of every source that has one, least first.
+    heads: BinaryHeap<Reverse<Head>>,
+}
+
+/// A source's next group, ordered by (customer, day, source): the group moves through the heap,
+/// its name is never copied.
+struct Head {
+    group: Group,
+    source: usize,
+}
+
+impl Head {
+    fn key(&self) -> (&str, Day, usize) {
+        (&self.group.0, self.group.1, self.source)
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Head) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Head {}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Head) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Head) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl SortedGroups {
-    fn new(mut sources: Vec<Source>) -> anyhow::Result<SortedGroups> {
-        let mut heads = Vec::with_capacity(sources.len());
-        let mut order = BinaryHeap::new();
-        for (i, source) in sources.iter_mut().enumerate() {
-            let head = source.next()?;
-            if let Some((customer, day, _)) = &head {
-                order.push(Reverse((customer.clone(), *day, i)));
-            }
-            heads.push(head);
-        }
-        Ok(SortedGroups {
+    fn new(sources: Vec<Source>) -> anyhow::Result<SortedGroups> {
+        let mut merge = SortedGroups {
+            heads: BinaryHeap::with_capacity(sources.len()),
             sources,
-            heads,
-            order,
-        })
+        };
+        for source in 0..merge.sources.len() {
+            merge.advance(source)?;
+        }
+        Ok(merge)
     }
 
-    /// The next group of source `i`, replacing its head.
-    fn advance(&mut self, i: usize) -> anyhow::Result<Group> {
-        let next = self.sources[i].next()?;
-        if let Some((customer, day, _)) = &next {
-            self.order.push(Reverse((customer.clone(), *day, i)));
+    /// Puts the next group of `source`, if it has one, among the heads.
+    fn advance(&mut self, source: usize) -> anyhow::Result<()> {
+        if let Some(group) = self.sources[source].next()? {
+            self.heads.push(Reverse(Head { group, source }));
         }
-        Ok(std::mem::replace(&mut self.heads[i], next).expect("a source in the heap has a head"))
+        Ok(())
     }
 
     fn next_group(&mut self) -> anyhow::Result<Option<Group>> {
-        let Some(Reverse((_, _, i))) = self.order.pop() else {
+        let Some(Reverse(Head { mut group, source })) = self.heads.pop() else {
             return Ok(None);
         };
-        let mut group = self.advance(i)?;
-        while let Some(Reverse((customer, day, j))) = self.order.peek()
-            && (customer.as_str(), *day) == (group.0.as_str(), group.1)
+        self.advance(source)?;
+        while let Some(Reverse(next)) = self.heads.peek()
+            && (next.group.0.as_str(), next.group.1) == (group.0.as_str(), group.1)
         {
-            let j = *j;
-            self.order.pop();
-            let (_, _, stats) = self.advance(j)?;
-            group.2.merge(stats);
+            let Reverse(Head {
+                group: same,
+                source,
+            }) = self.heads.pop().expect("peeked");
+            group.2.merge(same.2);
+            self.advance(source)?;
         }
         Ok(Some(group))
     }
@@ -484,6 +605,12 @@ impl Iterator for SortedGroups {
     fn next(&mut self) -> Option<anyhow::Result<Group>> {
         self.next_group().transpose()
     }
+}
+
+/// Bytes of a hash table of `capacity` entries of `entry` bytes: a control byte per bucket and an
+/// eighth of the buckets free.
+fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
+    capacity * 8 / 7 * (entry + 1)
 }
 
 #[cfg(test)]
@@ -514,7 +641,12 @@ mod tests {
                 .merge(delta.clone());
             table.add(&customer, day, delta).unwrap();
         }
-        assert!(table.runs() > 10, "the budget forces spills");
+        // More spills than runs are kept: they were merged on the way.
+        assert!(
+            table.spilled_bytes() > 2 * 2000 * 10,
+            "the budget forces spills"
+        );
+        assert!((1..MOST_RUNS).contains(&table.runs()));
         let got: Vec<Group> = table.take_sorted().unwrap().map(Result::unwrap).collect();
         let want: Vec<Group> = expected
             .into_iter()
