@@ -8,6 +8,8 @@ use crate::histogram::allocated;
 pub struct Chunked<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
+    /// Bytes of the chunks, as allocated.
+    chunk_bytes: usize,
 }
 
 const FIRST: usize = 64;
@@ -22,6 +24,7 @@ impl<T> Chunked<T> {
         Chunked {
             chunks: Vec::new(),
             len: 0,
+            chunk_bytes: 0,
         }
     }
 
@@ -30,6 +33,7 @@ impl<T> Chunked<T> {
         let (chunk, _) = place(self.len);
         if chunk == self.chunks.len() {
             self.chunks.push(Vec::with_capacity(chunk_len(chunk)));
+            self.chunk_bytes += chunk_bytes::<T>(chunk);
         }
         self.chunks[chunk].push(value);
         self.len += 1;
@@ -43,15 +47,11 @@ impl<T> Chunked<T> {
 
     /// Bytes held, including the room not used yet, and what the next push adds.
     pub fn bytes(&self) -> (usize, usize) {
-        let held = self
-            .chunks
-            .iter()
-            .map(|chunk| allocated(chunk.capacity() * size_of::<T>()))
-            .sum::<usize>()
-            + allocated(self.chunks.capacity() * size_of::<Vec<T>>());
+        // Called for every value added to a table: no walk over the chunks.
+        let held = self.chunk_bytes + allocated(self.chunks.capacity() * size_of::<Vec<T>>());
         let (chunk, _) = place(self.len);
         let next = match chunk == self.chunks.len() {
-            true => allocated(chunk_len(chunk) * size_of::<T>()),
+            true => chunk_bytes::<T>(chunk),
             false => 0,
         };
         (held, next)
@@ -60,6 +60,10 @@ impl<T> Chunked<T> {
 
 fn chunk_len(chunk: usize) -> usize {
     FIRST << chunk.min(GROWING - 1)
+}
+
+fn chunk_bytes<T>(chunk: usize) -> usize {
+    allocated(chunk_len(chunk) * size_of::<T>())
 }
 
 /// The chunk of the value at `index`, and its offset in it.
