@@ -69,6 +69,7 @@ pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<Inge
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.lines_per_second = report.lines as f64 / report.seconds.max(1e-9);
+    report.peak_rss_bytes = super::peak_rss_bytes();
     Ok(report)
 }
 

@@ -111,6 +111,8 @@ pub struct IngestReport {
     pub commits: u64,
     /// Bytes of group state written to spill files (0 when everything fit in memory).
     pub spilled_bytes: u64,
+    /// The process's peak resident memory so far (0 where the system does not tell).
+    pub peak_rss_bytes: u64,
     pub seconds: f64,
     pub lines_per_second: f64,
     /// A sample of rejected lines: `file:line: reason: text`.
@@ -134,6 +136,17 @@ pub struct IngestReport {
 pub struct ClusterPart {
     pub process_id: usize,
     pub processes: usize,
+}
+
+/// The peak resident memory of this process so far (`VmHWM` of /proc/self/status).
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 impl IngestReport {

@@ -2,7 +2,7 @@
 //! the limit, the order of the lines, how they are split over runs, or a kill in the middle.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use logstats::pipeline::{IngestConfig, IngestReport};
@@ -160,4 +160,92 @@ fn a_spill_directory_that_cannot_be_written_stops_the_run_with_nothing_committed
     assert!(rerun.status.success(), "{rerun:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+}
+
+/// The peak resident memory of a running process, from its `VmHWM`.
+fn peak_rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A customer base of 100,000 within 32 MB: each run spills, one is killed after a commit (its
+/// peak memory read just before), and the database ends equal to the oracle, every run within
+/// 96 MB of resident memory.
+#[test]
+fn a_hundred_thousand_customers_within_32mb_over_runs_and_a_kill_stay_exact() {
+    const MOST_RSS: u64 = 96 * MIB;
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let log = generated_log_of(db.dir(), "all.log", 2_000_000, 11, 100_000);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let third = lines.len() / 3;
+        let parts: Vec<_> = (0..3)
+            .map(|i| {
+                let path = db.dir().join(format!("part{i}.log"));
+                let end = if i == 2 { lines.len() } else { (i + 1) * third };
+                write_lines(&path, &lines[i * third..end]);
+                path
+            })
+            .collect();
+        let spill = db.dir().join("spill");
+        let ingest = |parts: &[PathBuf]| {
+            let mut command = Command::new(binary());
+            command
+                .args([
+                    "ingest",
+                    "--json",
+                    "--database",
+                    &db.url,
+                    "--memory-limit",
+                    "32MB",
+                ])
+                .arg("--spill-dir")
+                .arg(&spill)
+                .args(parts)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            command
+        };
+        let complete = |parts: &[PathBuf]| {
+            let output = ingest(parts).output().unwrap();
+            assert!(output.status.success(), "{backend:?}: {output:?}");
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let rss = report["peak_rss_bytes"].as_u64().unwrap();
+            assert!(
+                rss > 0 && rss <= MOST_RSS,
+                "{backend:?}: peak RSS {rss} bytes"
+            );
+            assert!(
+                report["spilled_bytes"].as_u64().unwrap() > 0,
+                "{backend:?}: spilled"
+            );
+        };
+        complete(&parts[..1]);
+        // The second part, killed after its first commit (an epoch at a time).
+        let mut child = ingest(&parts[..2])
+            .env("LOGSTATS_LOG", "logstats=debug")
+            .env("LOGSTATS_COMMIT_INTERVAL", "0.001")
+            .spawn()
+            .unwrap();
+        let mut watch = CommitWatch::new(&mut child);
+        let committed = watch.until_commits(1, PATIENCE);
+        let rss = peak_rss_of(child.id());
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            committed,
+            "{backend:?}: the second run committed before its kill"
+        );
+        assert_eq!(status.signal(), Some(9), "{backend:?}: killed mid-way");
+        assert!(
+            rss <= MOST_RSS,
+            "{backend:?}: peak RSS {rss} bytes before the kill"
+        );
+        complete(&parts);
+        assert!(is_empty_dir(&spill), "{backend:?}: spill files are removed");
+        assert_store_matches_text(&db.url, &text);
+    }
 }
