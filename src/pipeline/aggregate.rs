@@ -7,9 +7,9 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::small::GroupState;
 use crate::day::Day;
 use crate::record::{Reject, parse_line};
-use crate::stats::DayStats;
 use crate::store::{FileCheckpoint, Retraction};
 
 /// How far a reading of one file got: the checkpoint its commit records, and where the reading
@@ -73,7 +73,7 @@ pub struct NumberedGroups {
     /// The number of `names[0]`; the names of lower numbers came in earlier groups.
     pub first_name: u32,
     pub names: Vec<String>,
-    pub groups: Vec<(u32, Day, DayStats)>,
+    pub groups: Vec<(u32, Day, GroupState)>,
 }
 
 /// Lines counted by an earlier run before they were complete, taken back now.
@@ -96,7 +96,7 @@ pub struct Aggregator {
     customer_ids: FxHashMap<Box<str>, u32>,
     customer_names: Vec<Box<str>>,
     group_index: FxHashMap<(u32, Day), u32>,
-    groups: Vec<(u32, Day, DayStats)>,
+    groups: Vec<(u32, Day, GroupState)>,
     tally: Tally,
     rejects: Vec<Rejected>,
     retracted: Retracted,
@@ -142,7 +142,7 @@ impl Aggregator {
                     .or_insert(next);
                 if slot == next {
                     self.groups
-                        .push((customer, request.day, DayStats::default()));
+                        .push((customer, request.day, GroupState::default()));
                 }
                 self.groups[slot as usize]
                     .2

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 use super::aggregate::NumberedGroups;
+use super::small::GroupState;
 use super::spill::{Group, GroupTable};
 use crate::day::Day;
-use crate::stats::DayStats;
 
 /// Batches of groups that may wait for a partition before the committer waits (bounds memory).
 const QUEUED_BATCHES: usize = 1;
@@ -50,7 +50,7 @@ enum Message {
     Groups {
         worker: usize,
         names: Vec<(u32, String)>,
-        groups: Vec<(u32, Day, DayStats)>,
+        groups: Vec<(u32, Day, GroupState)>,
     },
     /// Every group so far, in order, in chunks; an empty chunk ends them.
     TakeSorted(SyncSender<Vec<anyhow::Result<Group>>>),
@@ -315,6 +315,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::stats::DayStats;
 
     /// Numbers the names of one worker as its aggregator would: each name once, in first-use order.
     #[derive(Default)]
@@ -334,7 +335,7 @@ mod tests {
                         names.push(customer.clone());
                         next
                     });
-                    (number, *day, stats.clone())
+                    (number, *day, stats.clone().into())
                 })
                 .collect();
             NumberedGroups {

@@ -1,9 +1,102 @@
 //! The state of a group of a few requests in 40 bytes, where a [`DayStats`] takes 160 and more on
 //! the heap: at a customer base of hundreds of thousands most (customer, day) groups hold a handful
-//! of requests, and the committer's tables hold millions of them before they spill.
+//! of requests, each unit of work makes hundreds of thousands of them, and the committer's tables
+//! hold millions before they spill. [`GroupState`] is what workers make and tables hold: small
+//! while it can be, a boxed [`DayStats`] past that.
+
+use serde::{Deserialize, Serialize};
 
 use crate::histogram::Histogram;
 use crate::stats::DayStats;
+
+/// A group's exact state: small (inline, 40 bytes) while it holds a few requests of durations
+/// under 2^32 µs, a [`DayStats`] on the heap otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupState {
+    Small(SmallStats),
+    Large(Box<DayStats>),
+}
+
+impl Default for GroupState {
+    fn default() -> GroupState {
+        GroupState::Small(SmallStats::default())
+    }
+}
+
+impl From<DayStats> for GroupState {
+    fn from(mut stats: DayStats) -> GroupState {
+        match SmallStats::of(&mut stats) {
+            Some(small) => GroupState::Small(small),
+            None => GroupState::Large(Box::new(stats)),
+        }
+    }
+}
+
+impl GroupState {
+    /// Counts one request. `status` must be in 100..=599 (the parser guarantees it).
+    #[inline]
+    pub fn record(&mut self, status: u16, duration_us: u64) {
+        if let GroupState::Small(small) = self {
+            if small.record(status, duration_us) {
+                return;
+            }
+            *self = GroupState::Large(Box::new(small.to_stats()));
+        }
+        if let GroupState::Large(stats) = self {
+            stats.record(status, duration_us);
+        }
+    }
+
+    /// Adds every request of `other`.
+    pub fn merge(&mut self, other: GroupState) {
+        match (&mut *self, other) {
+            (GroupState::Small(mine), GroupState::Small(theirs)) => {
+                if !mine.merge(&theirs) {
+                    let mut stats = mine.to_stats();
+                    stats.merge(theirs.to_stats());
+                    *self = GroupState::Large(Box::new(stats));
+                }
+            }
+            (GroupState::Large(mine), theirs) => mine.merge(theirs.into_stats()),
+            (GroupState::Small(mine), GroupState::Large(mut theirs)) => {
+                theirs.merge(mine.to_stats());
+                *self = GroupState::Large(theirs);
+            }
+        }
+    }
+
+    /// Requests counted.
+    pub fn total(&self) -> u64 {
+        match self {
+            GroupState::Small(small) => u64::from(small.len),
+            GroupState::Large(stats) => stats.total(),
+        }
+    }
+
+    /// Folds buffered durations into a large state's histogram.
+    pub fn compact(&mut self) {
+        if let GroupState::Large(stats) = self {
+            stats.compact();
+        }
+    }
+
+    /// Bytes on the heap: a large state's box and its histogram's buffers.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            GroupState::Small(_) => 0,
+            GroupState::Large(stats) => {
+                crate::histogram::allocated(size_of::<DayStats>()) + stats.heap_bytes()
+            }
+        }
+    }
+
+    pub fn into_stats(self) -> DayStats {
+        match self {
+            GroupState::Small(small) => small.to_stats(),
+            GroupState::Large(stats) => *stats,
+        }
+    }
+}
 
 /// The most requests a small state holds.
 pub const SMALL_REQUESTS: usize = 6;
@@ -11,7 +104,7 @@ pub const SMALL_REQUESTS: usize = 6;
 /// The exact state of a group of at most [`SMALL_REQUESTS`] requests, each under 2^32 µs: their
 /// durations, ascending, the counts by status class and the successful requests' duration sum
 /// (which the durations alone do not give). The total duration is the durations' sum.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmallStats {
     success_duration_sum_us: u64,
     durations: [u32; SMALL_REQUESTS],
@@ -64,6 +157,61 @@ impl SmallStats {
         true
     }
 
+    /// Counts one request; false, and nothing changed, when it does not fit.
+    #[inline]
+    pub fn record(&mut self, status: u16, duration_us: u64) -> bool {
+        let len = usize::from(self.len);
+        let Ok(duration) = u32::try_from(duration_us) else {
+            return false;
+        };
+        let success = u64::from(duration) * u64::from(status / 100 == 2);
+        let Some(success) = self.success_duration_sum_us.checked_add(success) else {
+            return false;
+        };
+        if len == SMALL_REQUESTS {
+            return false;
+        }
+        let at = self.durations[..len].partition_point(|&d| d <= duration);
+        self.durations.copy_within(at..len, at + 1);
+        self.durations[at] = duration;
+        self.len += 1;
+        self.by_class[usize::from(status / 100 - 1)] += 1;
+        self.success_duration_sum_us = success;
+        true
+    }
+
+    /// Adds every request of `other`; false, and nothing changed, when they do not fit.
+    pub fn merge(&mut self, other: &SmallStats) -> bool {
+        let (len, theirs) = (usize::from(self.len), usize::from(other.len));
+        if len + theirs > SMALL_REQUESTS {
+            return false;
+        }
+        let Some(success) = self
+            .success_duration_sum_us
+            .checked_add(other.success_duration_sum_us)
+        else {
+            return false;
+        };
+        let mut durations = [0u32; SMALL_REQUESTS];
+        let (mut i, mut j) = (0, 0);
+        for slot in &mut durations[..len + theirs] {
+            if j == theirs || (i < len && self.durations[i] <= other.durations[j]) {
+                *slot = self.durations[i];
+                i += 1;
+            } else {
+                *slot = other.durations[j];
+                j += 1;
+            }
+        }
+        for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
+            *mine += theirs;
+        }
+        self.durations = durations;
+        self.len = (len + theirs) as u8;
+        self.success_duration_sum_us = success;
+        true
+    }
+
     /// The same state as a [`DayStats`].
     pub fn to_stats(self) -> DayStats {
         let durations = &self.durations[..usize::from(self.len)];
@@ -110,6 +258,32 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// However requests are recorded and states merged, in any order and whatever their
+        /// sizes and durations, the state is theirs exactly.
+        #[test]
+        fn group_states_recorded_and_merged_in_any_order_equal_the_state_of_their_requests(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(
+                    (1u16..6, proptest::prop_oneof![0u64..100, 0u64..(1 << 33)]), 0..10),
+                1..5),
+        ) {
+            let mut merged = GroupState::default();
+            let mut expected = DayStats::default();
+            for part in &parts {
+                let mut state = GroupState::default();
+                for &(class, duration) in part {
+                    state.record(class * 100 + 7, duration);
+                    expected.record(class * 100 + 7, duration);
+                }
+                proptest::prop_assert_eq!(state.total(), part.len() as u64);
+                merged.merge(state);
+            }
+            let mut got = merged.into_stats();
+            got.compact();
+            expected.compact();
+            proptest::prop_assert_eq!(got, expected);
+        }
+
         /// Any way of splitting a few requests into small states gives their exact state.
         #[test]
         fn small_states_add_up_to_the_state_of_their_requests(

@@ -21,7 +21,7 @@ use anyhow::Context;
 use rustc_hash::FxHashMap;
 
 use super::chunked::Chunked;
-use super::small::SmallStats;
+use super::small::GroupState;
 use crate::day::Day;
 use crate::histogram::{allocated, read_varint, write_varint};
 use crate::stats::DayStats;
@@ -30,16 +30,15 @@ use crate::stats::DayStats;
 /// keep their numbers for the table's life (spilling empties the groups, not the names), so the
 /// committer can map each worker's customer numbers to the table's without hashing names.
 ///
-/// A group of a few requests is kept as a [`SmallStats`] (40 bytes, nothing on the heap); one
-/// that outgrows it as a [`DayStats`]. States are stored in chunks, so growing never copies them
-/// and never holds twice the memory.
+/// A group of a few requests is kept small (a [`GroupState`] of 48 bytes, nothing on the heap).
+/// States are stored in chunks, so growing never copies them and never holds twice the memory.
 pub struct GroupTable {
     names: FxHashMap<Box<str>, u32>,
     customers: Arc<Vec<Box<str>>>,
-    index: FxHashMap<(u32, Day), Place>,
-    small: Chunked<SmallStats>,
-    large: Chunked<DayStats>,
-    /// Heap bytes of the large states' histograms.
+    /// Where each group's state is in `states`.
+    index: FxHashMap<(u32, Day), u32>,
+    states: Chunked<GroupState>,
+    /// Heap bytes of the large states.
     heap_bytes: usize,
     /// Heap bytes of the names.
     names_heap: usize,
@@ -50,30 +49,6 @@ pub struct GroupTable {
 /// One group, as a commit receives it.
 pub type Group = (String, Day, DayStats);
 
-/// Where a group's state is: an index into the small states, or (the top bit set) the large ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Place(u32);
-
-impl Place {
-    const LARGE: u32 = 1 << 31;
-
-    fn small(index: usize) -> Place {
-        Place(index as u32)
-    }
-
-    fn large(index: usize) -> Place {
-        Place(index as u32 | Place::LARGE)
-    }
-
-    /// `Ok` with a small state's index, `Err` with a large one's.
-    fn index(self) -> Result<usize, usize> {
-        match self.0 & Place::LARGE {
-            0 => Ok(self.0 as usize),
-            _ => Err((self.0 & !Place::LARGE) as usize),
-        }
-    }
-}
-
 impl GroupTable {
     /// An empty table that spills to a directory made under `spill_root` past `budget` bytes.
     pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
@@ -81,8 +56,7 @@ impl GroupTable {
             names: FxHashMap::default(),
             customers: Arc::default(),
             index: FxHashMap::default(),
-            small: Chunked::new(),
-            large: Chunked::new(),
+            states: Chunked::new(),
             heap_bytes: 0,
             names_heap: 0,
             budget,
@@ -99,7 +73,7 @@ impl GroupTable {
     #[cfg(test)]
     pub fn add(&mut self, customer: &str, day: Day, stats: DayStats) -> anyhow::Result<()> {
         let customer = self.intern(customer);
-        self.add_numbered(customer, day, stats)
+        self.add_numbered(customer, day, stats.into())
     }
 
     /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when a
@@ -108,41 +82,23 @@ impl GroupTable {
         &mut self,
         customer: u32,
         day: Day,
-        mut stats: DayStats,
+        state: GroupState,
     ) -> anyhow::Result<()> {
-        if self.bytes_with_a_new_group() > self.limit()
-            && !self.index.contains_key(&(customer, day))
+        if self.bytes_with_a_new_group() > self.limit() && !self.index.contains_key(&(customer, day))
         {
             self.spill()?;
         }
         match self.index.entry((customer, day)) {
             Entry::Vacant(vacant) => {
-                let place = match SmallStats::of(&mut stats) {
-                    Some(small) => Place::small(self.small.push(small)),
-                    None => {
-                        self.heap_bytes += stats.heap_bytes();
-                        Place::large(self.large.push(stats))
-                    }
-                };
-                vacant.insert(place);
+                self.heap_bytes += state.heap_bytes();
+                vacant.insert(self.states.push(state) as u32);
             }
-            Entry::Occupied(mut occupied) => match occupied.get().index() {
-                Ok(small) => {
-                    let small = self.small.get_mut(small);
-                    if !small.add(&mut stats) {
-                        let mut large = small.to_stats();
-                        large.merge(stats);
-                        self.heap_bytes += large.heap_bytes();
-                        occupied.insert(Place::large(self.large.push(large)));
-                    }
-                }
-                Err(large) => {
-                    let group = self.large.get_mut(large);
-                    let before = group.heap_bytes();
-                    group.merge(stats);
-                    self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
-                }
-            },
+            Entry::Occupied(occupied) => {
+                let group = self.states.get_mut(*occupied.get() as usize);
+                let before = group.heap_bytes();
+                group.merge(state);
+                self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
+            }
         }
         if self.bytes() > self.limit() {
             self.spill()?;
@@ -177,22 +133,19 @@ impl GroupTable {
         self.bytes_with_index(self.index.capacity())
     }
 
-    /// The most [`GroupTable::bytes`] can be once one more group is in: a new chunk of either
-    /// kind of state, and while the index grows, its old and new tables both.
+    /// The most [`GroupTable::bytes`] can be once one more group is in: a new chunk of states,
+    /// and while the index grows, its old and new tables both.
     fn bytes_with_a_new_group(&self) -> usize {
         let index = match self.index.len() == self.index.capacity() {
             true => (self.index.capacity() * 2).max(4) * 3 / 2,
             false => self.index.capacity(),
         };
-        let (_, small) = self.small.bytes();
-        let (_, large) = self.large.bytes();
-        self.bytes_with_index(index) + small.max(large + size_of::<DayStats>())
+        self.bytes_with_index(index) + self.states.bytes().1
     }
 
     fn bytes_with_index(&self, index_capacity: usize) -> usize {
-        hash_table_bytes(index_capacity, size_of::<((u32, Day), Place)>())
-            + self.small.bytes().0
-            + self.large.bytes().0
+        hash_table_bytes(index_capacity, size_of::<((u32, Day), u32)>())
+            + self.states.bytes().0
             + self.names_bytes()
             + self.heap_bytes
     }
@@ -221,7 +174,7 @@ impl GroupTable {
         for (position, &id) in by_name.iter().enumerate() {
             rank[id as usize] = position as u32;
         }
-        let mut order: Vec<(u32, Day, Place)> = self
+        let mut order: Vec<(u32, Day, u32)> = self
             .index
             .drain()
             .map(|((customer, day), place)| (rank[customer as usize], day, place))
@@ -231,8 +184,7 @@ impl GroupTable {
         InMemory {
             order: order.into_iter(),
             by_name,
-            small: std::mem::replace(&mut self.small, Chunked::new()),
-            large: std::mem::replace(&mut self.large, Chunked::new()),
+            states: std::mem::replace(&mut self.states, Chunked::new()),
             customers,
         }
     }
@@ -427,11 +379,10 @@ fn try_lock(file: &File) -> bool {
 /// Groups of the table in (customer, day) order.
 struct InMemory {
     /// (rank of the customer's name, day, where the state is), in (customer, day) order.
-    order: std::vec::IntoIter<(u32, Day, Place)>,
+    order: std::vec::IntoIter<(u32, Day, u32)>,
     /// Customer numbers by the rank of their names.
     by_name: Vec<u32>,
-    small: Chunked<SmallStats>,
-    large: Chunked<DayStats>,
+    states: Chunked<GroupState>,
     customers: Arc<Vec<Box<str>>>,
 }
 
@@ -440,10 +391,7 @@ impl Iterator for InMemory {
 
     fn next(&mut self) -> Option<Group> {
         let (rank, day, place) = self.order.next()?;
-        let stats = match place.index() {
-            Ok(small) => self.small.get_mut(small).to_stats(),
-            Err(large) => std::mem::take(self.large.get_mut(large)),
-        };
+        let stats = std::mem::take(self.states.get_mut(place as usize)).into_stats();
         let customer = &self.customers[self.by_name[rank as usize] as usize];
         Some((customer.to_string(), day, stats))
     }
