@@ -84,7 +84,8 @@ impl GroupTable {
         day: Day,
         state: GroupState,
     ) -> anyhow::Result<()> {
-        if self.bytes_with_a_new_group() > self.limit() && !self.index.contains_key(&(customer, day))
+        if self.bytes_with_a_new_group() > self.limit()
+            && !self.index.contains_key(&(customer, day))
         {
             self.spill()?;
         }

@@ -112,3 +112,31 @@ fn a_commit_expecting_an_offset_another_writer_moved_is_refused_whole() {
         assert_eq!(block_on(store.totals()).unwrap().ingested_lines, 7);
     }
 }
+
+#[test]
+fn a_new_sqlite_database_gets_16k_pages_and_one_made_with_4k_pages_keeps_them() {
+    let page_size = |db: &TestDb| -> i64 {
+        let path = db.url.strip_prefix("sqlite://").unwrap();
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap()
+    };
+    let new = TestDb::new(Backend::Sqlite);
+    let old = TestDb::new(Backend::Sqlite);
+    {
+        // As earlier releases made it: SQLite's default pages, in WAL mode.
+        let path = old.url.strip_prefix("sqlite://").unwrap();
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection
+            .execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; VACUUM;")
+            .unwrap();
+    }
+    for db in [&new, &old] {
+        let log = generated_log(db.dir(), "a.log", 2_000, 5);
+        ingest_paths(&db.url, &[&log], 2);
+        let text = std::fs::read_to_string(&log).unwrap();
+        crate::oracle::assert_rows_match_text(&all_rows(&db.url), &text);
+    }
+    assert_eq!((page_size(&new), page_size(&old)), (16384, 4096));
+}
