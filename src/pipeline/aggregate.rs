@@ -7,6 +7,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::name_key::NameKey;
 use super::small::GroupState;
 use crate::day::Day;
 use crate::record::{Reject, parse_line};
@@ -93,7 +94,7 @@ pub struct Aggregator {
     worker: usize,
     /// Customer names already sent with earlier groups.
     names_sent: usize,
-    customer_ids: FxHashMap<Box<str>, u32>,
+    customer_ids: FxHashMap<NameKey, u32>,
     customer_names: Vec<Box<str>>,
     group_index: FxHashMap<(u32, Day), u32>,
     groups: Vec<(u32, Day, GroupState)>,
@@ -224,12 +225,12 @@ impl Aggregator {
 
     #[inline]
     fn intern(&mut self, customer: &str) -> u32 {
-        if let Some(&id) = self.customer_ids.get(customer) {
+        if let Some(&id) = self.customer_ids.get(customer.as_bytes()) {
             return id;
         }
         let id = self.customer_names.len() as u32;
         self.customer_names.push(customer.into());
-        self.customer_ids.insert(customer.into(), id);
+        self.customer_ids.insert(NameKey::new(customer), id);
         id
     }
 

@@ -45,6 +45,21 @@ impl<T> Chunked<T> {
         &mut self.chunks[chunk][offset]
     }
 
+    /// Asks the processor to load the value at `index` into its cache: values read in an order
+    /// of their own (a table's groups in key order) otherwise wait on memory one at a time.
+    #[inline]
+    pub fn prefetch(&self, index: usize) {
+        let (chunk, offset) = place(index);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(value) = self.chunks.get(chunk).and_then(|c| c.get(offset)) {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // A hint: it reads nothing and cannot fault, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (chunk, offset);
+    }
+
     /// Bytes held, including the room not used yet, and what the next push adds.
     pub fn bytes(&self) -> (usize, usize) {
         // Called for every value added to a table: no walk over the chunks.

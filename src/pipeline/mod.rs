@@ -17,6 +17,7 @@ mod feeder;
 mod follow;
 mod input;
 mod job;
+mod name_key;
 mod partition;
 mod process;
 mod reader;
