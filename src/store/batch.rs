@@ -111,6 +111,10 @@ pub struct Conflict {
     pub found: u64,
 }
 
+/// Groups read, merged and written together: one statement reads their stored state (two bound
+/// values a group: 1,000 stay under both backends' limit on bound values).
+pub(super) const CHUNK_ROWS: usize = 1000;
+
 pub(super) const DELETE_DAY: &str =
     "DELETE FROM resource_statistics_by_day WHERE customer_id = $1 AND date = $2";
 /// Every row of one file: under its path, or under another name with the same identity.
@@ -232,6 +236,19 @@ pub(super) struct MergedDay {
     pub customer: String,
     pub day: Day,
     pub stats: DayStats,
+}
+
+impl From<GroupDelta> for MergedDay {
+    /// The day of a group that has no stored state to merge with.
+    fn from(group: GroupDelta) -> MergedDay {
+        let mut stats = group.stats;
+        stats.compact();
+        MergedDay {
+            customer: group.customer,
+            day: group.day,
+            stats,
+        }
+    }
 }
 
 impl MergedDay {

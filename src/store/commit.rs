@@ -6,15 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
 
-use super::batch::{CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay};
+use super::batch::{
+    CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
+};
 use super::transaction::{PgWrite, WriteTx};
 use super::{Backend, Store, count, stored, with_pool};
 use crate::day::Day;
 use crate::stats::DayStats;
-
-/// Groups read, merged and written together: one statement reads their stored state (two bound
-/// values a group: 1,000 stay under both backends' limit on bound values).
-const CHUNK_ROWS: usize = 1000;
 
 /// Two ascending streams of groups as one, equal keys merged.
 fn merge_sorted(
@@ -181,9 +179,16 @@ async fn write_commit(
         let rows = tx.progress_rows(progress).await?;
         check_progress(progress, &rows)?;
     }
-    // In an empty table no group exists yet: nothing to read back.
+    // In an empty table no group exists yet: nothing to read back, nothing to merge with.
     let stored_days = tx.holds_any_day().await?;
     let mut written = 0;
+    if !stored_days && retractions.is_empty() {
+        let days = groups.by_ref().filter_map(|group| match group {
+            Ok(group) if group.stats.total() == 0 => None,
+            group => Some(group.map(MergedDay::from)),
+        });
+        written = tx.insert_fresh(days).await?;
+    }
     loop {
         let chunk = groups
             .by_ref()

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
-    ADD_TOTALS, Column, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
+    ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
+    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS,
+    day_column_names, select_keys,
 };
 use super::{
     POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, say_when_waiting_for_the_lock, stored,
@@ -36,6 +37,26 @@ pub(super) trait WriteTx {
     /// Inserts or replaces these days; `fresh` when the table held no day as this transaction
     /// began (nothing can conflict: the rows are only inserted, the fastest way there is).
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()>;
+
+    /// Inserts `days` into a table that held no day as this transaction began: nothing can
+    /// conflict. Returns the days written.
+    async fn insert_fresh(
+        &mut self,
+        mut days: impl Iterator<Item = anyhow::Result<MergedDay>>,
+    ) -> anyhow::Result<usize> {
+        let mut written = 0;
+        loop {
+            let mut chunk = days
+                .by_ref()
+                .take(CHUNK_ROWS)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if chunk.is_empty() {
+                return Ok(written);
+            }
+            self.write_days(&mut chunk, true).await?;
+            written += chunk.len();
+        }
+    }
 
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
 
@@ -154,6 +175,48 @@ impl WriteTx for PgWrite {
         Ok(())
     }
 
+    /// One `COPY ... FROM STDIN` in PostgreSQL's binary format, streamed: the server inserts
+    /// while the next rows are encoded (a statement per chunk waits for the server each time).
+    async fn insert_fresh(
+        &mut self,
+        days: impl Iterator<Item = anyhow::Result<MergedDay>>,
+    ) -> anyhow::Result<usize> {
+        static COPY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "COPY resource_statistics_by_day (customer_id, date, {}, duration_histogram) \
+                 FROM STDIN (FORMAT binary)",
+                day_column_names(DAY_COLUMNS.len())
+            )
+        });
+        let mut copy = self.0.copy_in_raw(&COPY).await?;
+        let mut rows = BinaryRows::new();
+        let mut written = 0;
+        let sent = async {
+            for day in days {
+                rows.push(&mut day?);
+                written += 1;
+                if rows.bytes.len() >= COPY_SEND_BYTES {
+                    copy.send(rows.bytes.as_slice()).await?;
+                    rows.bytes.clear();
+                }
+            }
+            rows.end();
+            copy.send(rows.bytes.as_slice()).await?;
+            anyhow::Ok(())
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                copy.finish().await?;
+                Ok(written)
+            }
+            Err(error) => {
+                let _ = copy.abort("the commit failed").await;
+                Err(error)
+            }
+        }
+    }
+
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()> {
         sqlx::query(DELETE_DAY)
             .bind(customer)
@@ -195,6 +258,53 @@ impl WriteTx for PgWrite {
 
     async fn commit(self) -> anyhow::Result<()> {
         Ok(self.0.commit().await?)
+    }
+}
+
+/// Bytes of COPY data sent at a time.
+const COPY_SEND_BYTES: usize = 1 << 20;
+
+/// Days in PostgreSQL's binary COPY format: a header, then each row's fields as a length and the
+/// value in network byte order, then a trailer.
+struct BinaryRows {
+    bytes: Vec<u8>,
+}
+
+/// Days from 1970-01-01 (a [`Day`]) to 2000-01-01 (PostgreSQL's dates count from there).
+const POSTGRES_EPOCH_DAY: i32 = 10_957;
+
+impl BinaryRows {
+    fn new() -> BinaryRows {
+        let mut bytes = Vec::with_capacity(COPY_SEND_BYTES + (64 << 10));
+        bytes.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        bytes.extend_from_slice(&0i32.to_be_bytes()); // flags
+        bytes.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        BinaryRows { bytes }
+    }
+
+    fn push(&mut self, day: &mut MergedDay) {
+        let columns = day.columns();
+        let fields = 2 + columns.len() + 1;
+        self.bytes.extend_from_slice(&(fields as i16).to_be_bytes());
+        self.field(day.customer.as_bytes());
+        self.field(&(day.day.0 - POSTGRES_EPOCH_DAY).to_be_bytes());
+        for column in columns {
+            match column {
+                Column::Integer(value) => self.field(&value.to_be_bytes()),
+                Column::Real(value) => self.field(&value.to_be_bytes()),
+            }
+        }
+        self.field(&day.stats.histogram.to_bytes());
+    }
+
+    fn field(&mut self, value: &[u8]) {
+        self.bytes
+            .extend_from_slice(&(value.len() as i32).to_be_bytes());
+        self.bytes.extend_from_slice(value);
+    }
+
+    fn end(&mut self) {
+        self.bytes.extend_from_slice(&(-1i16).to_be_bytes());
     }
 }
 
