@@ -38,7 +38,7 @@ impl BlockingStore {
     pub fn commit_sorted(
         &self,
         batch: CommitBatch,
-        groups: impl Iterator<Item = anyhow::Result<GroupDelta>>,
+        groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
     ) -> anyhow::Result<usize> {
         self.runtime
             .block_on(self.store.commit_sorted(batch, groups))

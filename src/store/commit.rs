@@ -16,9 +16,9 @@ use crate::stats::DayStats;
 
 /// Two ascending streams of groups as one, equal keys merged.
 fn merge_sorted(
-    a: impl Iterator<Item = anyhow::Result<GroupDelta>>,
-    b: impl Iterator<Item = GroupDelta>,
-) -> impl Iterator<Item = anyhow::Result<GroupDelta>> {
+    a: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
+    b: impl Iterator<Item = GroupDelta> + Send,
+) -> impl Iterator<Item = anyhow::Result<GroupDelta>> + Send {
     let mut a = a.peekable();
     let mut b = b.peekable();
     fn key(group: &GroupDelta) -> (&str, Day) {
@@ -101,7 +101,7 @@ impl Store {
     pub async fn commit_sorted(
         &self,
         batch: CommitBatch,
-        groups: impl Iterator<Item = anyhow::Result<GroupDelta>>,
+        groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
     ) -> anyhow::Result<usize> {
         debug_assert!(batch.groups.is_empty(), "groups come apart from the batch");
         let mut retractions: HashMap<(String, Day), Vec<(u16, u64)>> = HashMap::new();
@@ -172,7 +172,7 @@ impl Store {
 async fn write_commit(
     mut tx: impl WriteTx,
     batch: &CommitBatch,
-    mut groups: impl Iterator<Item = anyhow::Result<GroupDelta>>,
+    mut groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
     mut retractions: HashMap<(String, Day), Vec<(u16, u64)>>,
 ) -> anyhow::Result<usize> {
     for progress in &batch.progress {

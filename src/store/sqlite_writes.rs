@@ -11,8 +11,9 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
-    ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
+    ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
+    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS,
+    select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
 use super::{LOCK_PATIENCE, keyed_state_from_row, report_waiting_for_the_lock, stored};
@@ -124,6 +125,51 @@ impl ToSql for DateText {
     }
 }
 
+/// Chunks of prepared rows that may wait for the writer.
+const PREPARED_CHUNKS: usize = 4;
+
+/// The statement that writes a day: an insert into a table that held no day, an upsert otherwise.
+fn write_days_sql(fresh: bool) -> &'static str {
+    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let values = vec!["?"; DAY_COLUMNS.len() + 3].join(", ");
+        format!("{}VALUES ({values})", *INSERT_DAYS)
+    });
+    static UPSERT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{}{}", *INSERT, *ON_CONFLICT_DAYS));
+    if fresh { &INSERT } else { &UPSERT }
+}
+
+/// A day's values, computed and ready to bind.
+struct PreparedDay {
+    customer: String,
+    date: DateText,
+    columns: [Column; DAY_COLUMNS.len()],
+    histogram: Vec<u8>,
+}
+
+impl PreparedDay {
+    fn of(day: &mut MergedDay) -> PreparedDay {
+        PreparedDay {
+            columns: day.columns(),
+            customer: std::mem::take(&mut day.customer),
+            date: DateText::of(day.day),
+            histogram: day.stats.histogram.to_bytes(),
+        }
+    }
+
+    /// Binds the day's values to `statement` (see [`write_days_sql`]) and runs it.
+    fn write(&self, statement: &mut rusqlite::CachedStatement<'_>) -> anyhow::Result<()> {
+        statement.raw_bind_parameter(1, &self.customer)?;
+        statement.raw_bind_parameter(2, &self.date)?;
+        for (index, column) in self.columns.iter().enumerate() {
+            statement.raw_bind_parameter(index + 3, column)?;
+        }
+        statement.raw_bind_parameter(self.columns.len() + 3, &self.histogram)?;
+        statement.raw_execute()?;
+        Ok(())
+    }
+}
+
 impl WriteTx for SqliteWrite {
     async fn progress_rows(
         &mut self,
@@ -167,27 +213,42 @@ impl WriteTx for SqliteWrite {
     }
 
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
-        static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let values = vec!["?"; DAY_COLUMNS.len() + 3].join(", ");
-            format!("{}VALUES ({values})", *INSERT_DAYS)
-        });
-        static UPSERT: std::sync::LazyLock<String> =
-            std::sync::LazyLock::new(|| format!("{}{}", *INSERT, *ON_CONFLICT_DAYS));
-        let mut upsert = self
-            .connection
-            .prepare_cached(if fresh { &INSERT } else { &UPSERT })?;
+        let mut write = self.connection.prepare_cached(write_days_sql(fresh))?;
         for day in days.iter_mut() {
-            let date = DateText::of(day.day);
-            let histogram = day.stats.histogram.to_bytes();
-            upsert.raw_bind_parameter(1, &day.customer)?;
-            upsert.raw_bind_parameter(2, &date)?;
-            for (index, column) in day.columns().iter().enumerate() {
-                upsert.raw_bind_parameter(index + 3, column)?;
-            }
-            upsert.raw_bind_parameter(23, &histogram)?;
-            upsert.raw_execute()?;
+            PreparedDay::of(day).write(&mut write)?;
         }
         Ok(())
+    }
+
+    /// The rows are prepared (statistics, histogram, date) on a thread of their own, which also
+    /// pulls the groups: this one only binds and steps, which is all SQLite can do at a time.
+    async fn insert_fresh(
+        &mut self,
+        days: impl Iterator<Item = anyhow::Result<MergedDay>> + Send,
+    ) -> anyhow::Result<usize> {
+        let mut insert = self.connection.prepare_cached(write_days_sql(true))?;
+        std::thread::scope(|scope| {
+            let (prepared, received) = std::sync::mpsc::sync_channel(PREPARED_CHUNKS);
+            scope.spawn(move || {
+                let mut days = days.map(|day| day.map(|mut day| PreparedDay::of(&mut day)));
+                loop {
+                    let chunk: anyhow::Result<Vec<_>> = days.by_ref().take(CHUNK_ROWS).collect();
+                    let end = chunk.as_ref().is_ok_and(Vec::is_empty);
+                    // The writer stopped (it failed): nothing more is wanted.
+                    if prepared.send(chunk).is_err() || end {
+                        return;
+                    }
+                }
+            });
+            let mut written = 0;
+            for chunk in received {
+                for day in chunk? {
+                    day.write(&mut insert)?;
+                    written += 1;
+                }
+            }
+            Ok(written)
+        })
     }
 
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ pub(super) trait WriteTx {
     /// conflict. Returns the days written.
     async fn insert_fresh(
         &mut self,
-        mut days: impl Iterator<Item = anyhow::Result<MergedDay>>,
+        mut days: impl Iterator<Item = anyhow::Result<MergedDay>> + Send,
     ) -> anyhow::Result<usize> {
         let mut written = 0;
         loop {
@@ -179,7 +179,7 @@ impl WriteTx for PgWrite {
     /// while the next rows are encoded (a statement per chunk waits for the server each time).
     async fn insert_fresh(
         &mut self,
-        days: impl Iterator<Item = anyhow::Result<MergedDay>>,
+        days: impl Iterator<Item = anyhow::Result<MergedDay>> + Send,
     ) -> anyhow::Result<usize> {
         static COPY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
