@@ -31,6 +31,16 @@ impl DayStats {
         self.histogram.record(duration_us);
     }
 
+    /// The state of these (status, duration in µs) requests.
+    #[cfg(test)]
+    pub fn of_requests(requests: &[(u16, u64)]) -> DayStats {
+        let mut stats = DayStats::default();
+        for &(status, duration) in requests {
+            stats.record(status, duration);
+        }
+        stats
+    }
+
     /// Adds every request of `other`.
     pub fn merge(&mut self, other: DayStats) {
         for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {

@@ -235,11 +235,7 @@ mod tests {
     use super::*;
 
     fn stats(requests: &[(u16, u64)]) -> DayStats {
-        let mut stats = DayStats::default();
-        for &(status, duration) in requests {
-            stats.record(status, duration);
-        }
-        stats
+        DayStats::of_requests(requests)
     }
 
     #[test]

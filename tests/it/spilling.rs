@@ -21,6 +21,19 @@ fn ingest_within(url: &str, paths: &[&Path], memory_limit: u64, spill_dir: &Path
     ingest_into(url, config).expect("ingestion succeeds")
 }
 
+/// `lines` cut in three files in `dir`, in order.
+fn split_in_three(dir: &Path, lines: &[&str]) -> Vec<PathBuf> {
+    let third = lines.len() / 3;
+    (0..3)
+        .map(|i| {
+            let path = dir.join(format!("part{i}.log"));
+            let end = if i == 2 { lines.len() } else { (i + 1) * third };
+            write_lines(&path, &lines[i * third..end]);
+            path
+        })
+        .collect()
+}
+
 fn is_empty_dir(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
 }
@@ -36,16 +49,7 @@ fn numbers_do_not_depend_on_the_memory_limit_the_order_or_the_runs() {
             let db = TestDb::new(backend);
             let spill = db.dir().join("spill");
             // The lines shuffled and cut in three: one file, then two more in a second run.
-            let lines = shuffled_lines(&text, seed);
-            let third = lines.len() / 3;
-            let parts: Vec<_> = (0..3)
-                .map(|i| {
-                    let path = db.dir().join(format!("part{i}.log"));
-                    let end = if i == 2 { lines.len() } else { (i + 1) * third };
-                    write_lines(&path, &lines[i * third..end]);
-                    path
-                })
-                .collect();
+            let parts = split_in_three(db.dir(), &shuffled_lines(&text, seed));
             let first = ingest_within(&db.url, &[&parts[0]], limit, &spill);
             let rest = ingest_within(&db.url, &[&parts[1], &parts[2]], limit, &spill);
             let again = ingest_within(&db.url, &[&parts[0], &parts[1], &parts[2]], limit, &spill);
@@ -180,16 +184,7 @@ fn a_hundred_thousand_customers_within_32mb_over_runs_and_a_kill_stay_exact() {
         let db = TestDb::new(backend);
         let log = generated_log_of(db.dir(), "all.log", 2_000_000, 11, 100_000);
         let text = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        let third = lines.len() / 3;
-        let parts: Vec<_> = (0..3)
-            .map(|i| {
-                let path = db.dir().join(format!("part{i}.log"));
-                let end = if i == 2 { lines.len() } else { (i + 1) * third };
-                write_lines(&path, &lines[i * third..end]);
-                path
-            })
-            .collect();
+        let parts = split_in_three(db.dir(), &text.lines().collect::<Vec<_>>());
         let spill = db.dir().join("spill");
         let ingest = |parts: &[PathBuf]| {
             let mut command = Command::new(binary());
