@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::histogram::Histogram;
+use crate::histogram::{Histogram, read_varint, write_varint};
 use crate::stats::DayStats;
 
 /// A group's exact state: small (inline, 40 bytes) while it holds a few requests of durations
@@ -90,6 +90,60 @@ impl GroupState {
         }
     }
 
+    /// Appends a compact form of this state (read back by [`GroupState::decode`]): a small one
+    /// in a dozen bytes or so, a large one as [`DayStats::encode`] writes it.
+    pub fn encode(&mut self, bytes: &mut Vec<u8>) {
+        match self {
+            GroupState::Small(small) => {
+                bytes.push(SMALL_TAG);
+                bytes.push(small.len);
+                bytes.extend_from_slice(&small.by_class);
+                write_varint(bytes, small.success_duration_sum_us);
+                let mut previous = 0;
+                for &duration in &small.durations[..usize::from(small.len)] {
+                    write_varint(bytes, u64::from(duration - previous));
+                    previous = duration;
+                }
+            }
+            GroupState::Large(stats) => {
+                bytes.push(LARGE_TAG);
+                stats.encode(bytes);
+            }
+        }
+    }
+
+    /// Reads one state written by [`GroupState::encode`] from the front of `bytes`; `None` when
+    /// they do not hold one.
+    pub fn decode(bytes: &mut &[u8]) -> Option<GroupState> {
+        let (&tag, rest) = bytes.split_first()?;
+        *bytes = rest;
+        if tag == LARGE_TAG {
+            return DayStats::decode(bytes)
+                .ok()
+                .map(|s| GroupState::Large(Box::new(s)));
+        }
+        let (&len, rest) = bytes.split_first().filter(|_| tag == SMALL_TAG)?;
+        let by_class: [u8; 5] = rest.get(..5)?.try_into().ok()?;
+        *bytes = &rest[5..];
+        let by_class_total: usize = by_class.iter().map(|&c| usize::from(c)).sum();
+        if usize::from(len) > SMALL_REQUESTS || by_class_total != usize::from(len) {
+            return None;
+        }
+        let mut small = SmallStats {
+            success_duration_sum_us: read_varint(bytes).ok()?,
+            by_class,
+            len,
+            ..SmallStats::default()
+        };
+        let mut previous = 0u32;
+        for slot in &mut small.durations[..usize::from(len)] {
+            let step = u32::try_from(read_varint(bytes).ok()?).ok()?;
+            previous = previous.checked_add(step)?;
+            *slot = previous;
+        }
+        Some(GroupState::Small(small))
+    }
+
     pub fn into_stats(self) -> DayStats {
         match self {
             GroupState::Small(small) => small.to_stats(),
@@ -97,6 +151,10 @@ impl GroupState {
         }
     }
 }
+
+/// The first byte of an encoded state: which form follows.
+const SMALL_TAG: u8 = 0;
+const LARGE_TAG: u8 = 1;
 
 /// The most requests a small state holds.
 pub const SMALL_REQUESTS: usize = 6;
@@ -278,6 +336,28 @@ mod tests {
             got.compact();
             expected.compact();
             proptest::prop_assert_eq!(got, expected);
+        }
+
+        /// Every state reads back as it was written, and bytes that are not one are refused
+        /// without a panic.
+        #[test]
+        fn group_states_read_back_as_written(
+            requests in proptest::collection::vec(
+                (1u16..6, proptest::prop_oneof![0u64..100, 0u64..(1 << 33)]), 0..10),
+            cut in 0usize..64,
+        ) {
+            let mut state = GroupState::default();
+            for &(class, duration) in &requests {
+                state.record(class * 100, duration);
+            }
+            state.compact();
+            let mut bytes = vec![7];
+            state.encode(&mut bytes);
+            bytes.push(9);
+            let mut rest = &bytes[1..];
+            proptest::prop_assert_eq!(GroupState::decode(&mut rest), Some(state));
+            proptest::prop_assert_eq!(rest, &[9][..]);
+            let _ = GroupState::decode(&mut &bytes[1..(1 + cut).min(bytes.len())]);
         }
 
         /// Any way of splitting a few requests into small states gives their exact state.

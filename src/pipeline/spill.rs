@@ -49,6 +49,9 @@ pub struct GroupTable {
 /// One group, as a commit receives it.
 pub type Group = (String, Day, DayStats);
 
+/// One group as the table holds it, spills it and merges it back.
+type Held = (String, Day, GroupState);
+
 impl GroupTable {
     /// An empty table that spills to a directory made under `spill_root` past `budget` bytes.
     pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
@@ -201,10 +204,12 @@ impl GroupTable {
 
     /// Every group, in memory and spilled, in (customer, day) order, each once; the table is
     /// empty afterwards (its run files are removed once read).
-    pub fn take_sorted(&mut self) -> anyhow::Result<SortedGroups> {
+    pub fn take_sorted(&mut self) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Group>>> {
         let mut sources = vec![Source::Memory(self.drain_sorted())];
         sources.extend(self.spill.take_runs()?);
-        SortedGroups::new(sources)
+        let groups = SortedGroups::new(sources)?;
+        Ok(groups
+            .map(|group| group.map(|(customer, day, state)| (customer, day, state.into_stats()))))
     }
 }
 
@@ -223,7 +228,7 @@ const MOST_RUNS: usize = 32;
 impl Spill {
     fn write_run(
         &mut self,
-        groups: impl Iterator<Item = anyhow::Result<Group>>,
+        groups: impl Iterator<Item = anyhow::Result<Held>>,
     ) -> anyhow::Result<()> {
         if self.dir.is_none() {
             self.dir = Some(SpillDir::create(&self.root)?);
@@ -236,10 +241,10 @@ impl Spill {
             let (mut record, mut length) = (Vec::new(), Vec::with_capacity(10));
             let mut written = 0;
             for group in groups {
-                let (customer, day, mut stats) = group?;
+                let (customer, day, mut state) = group?;
                 record.clear();
                 length.clear();
-                encode(&mut record, &customer, day, &mut stats);
+                encode(&mut record, &customer, day, &mut state);
                 write_varint(&mut length, record.len() as u64);
                 file.write_all(&length)?;
                 file.write_all(&record)?;
@@ -276,21 +281,21 @@ impl Spill {
     }
 }
 
-fn encode(record: &mut Vec<u8>, customer: &str, day: Day, stats: &mut DayStats) {
+fn encode(record: &mut Vec<u8>, customer: &str, day: Day, state: &mut GroupState) {
     write_varint(record, customer.len() as u64);
     record.extend_from_slice(customer.as_bytes());
     write_varint(record, u64::from(day.0 as u32));
-    stats.encode(record);
+    state.encode(record);
 }
 
-fn decode(mut record: &[u8]) -> Option<Group> {
+fn decode(mut record: &[u8]) -> Option<Held> {
     let bytes = &mut record;
     let len = usize::try_from(read_varint(bytes).ok()?).ok()?;
     let customer = std::str::from_utf8(bytes.get(..len)?).ok()?.to_string();
     *bytes = &bytes[len..];
     let day = Day(u32::try_from(read_varint(bytes).ok()?).ok()? as i32);
-    let stats = DayStats::decode(bytes).ok()?;
-    bytes.is_empty().then_some((customer, day, stats))
+    let state = GroupState::decode(bytes)?;
+    bytes.is_empty().then_some((customer, day, state))
 }
 
 /// A directory of this process's run files, removed when dropped.
@@ -391,18 +396,18 @@ struct InMemory {
 }
 
 impl Iterator for InMemory {
-    type Item = Group;
+    type Item = Held;
 
-    fn next(&mut self) -> Option<Group> {
+    fn next(&mut self) -> Option<Held> {
         // Groups come in key order, their states lie in the order they came: ask for the states
         // of the groups a few places ahead (a miss each, otherwise).
         if let Some(&(_, _, ahead)) = self.order.as_slice().get(PREFETCH_AHEAD) {
             self.states.prefetch(ahead as usize);
         }
         let (rank, day, place) = self.order.next()?;
-        let stats = std::mem::take(self.states.get_mut(place as usize)).into_stats();
+        let state = std::mem::take(self.states.get_mut(place as usize));
         let customer = &self.customers[self.by_name[rank as usize] as usize];
-        Some((customer.to_string(), day, stats))
+        Some((customer.to_string(), day, state))
     }
 }
 
@@ -424,7 +429,7 @@ impl RunReader {
         })
     }
 
-    fn next(&mut self) -> anyhow::Result<Option<Group>> {
+    fn next(&mut self) -> anyhow::Result<Option<Held>> {
         let Some(len) = self.read_length()? else {
             return Ok(None);
         };
@@ -469,7 +474,7 @@ enum Source {
 }
 
 impl Source {
-    fn next(&mut self) -> anyhow::Result<Option<Group>> {
+    fn next(&mut self) -> anyhow::Result<Option<Held>> {
         match self {
             Source::Memory(groups) => Ok(groups.next()),
             Source::Run(run) => run.next(),
@@ -487,7 +492,7 @@ pub struct SortedGroups {
 /// A source's next group, ordered by (customer, day, source): the group moves through the heap,
 /// its name is never copied.
 struct Head {
-    group: Group,
+    group: Held,
     source: usize,
 }
 
@@ -537,7 +542,7 @@ impl SortedGroups {
         Ok(())
     }
 
-    fn next_group(&mut self) -> anyhow::Result<Option<Group>> {
+    fn next_group(&mut self) -> anyhow::Result<Option<Held>> {
         let Some(Reverse(Head { mut group, source })) = self.heads.pop() else {
             return Ok(None);
         };
@@ -557,9 +562,9 @@ impl SortedGroups {
 }
 
 impl Iterator for SortedGroups {
-    type Item = anyhow::Result<Group>;
+    type Item = anyhow::Result<Held>;
 
-    fn next(&mut self) -> Option<anyhow::Result<Group>> {
+    fn next(&mut self) -> Option<anyhow::Result<Held>> {
         self.next_group().transpose()
     }
 }
