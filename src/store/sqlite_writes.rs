@@ -139,6 +139,25 @@ fn write_days_sql(fresh: bool) -> &'static str {
     if fresh { &INSERT } else { &UPSERT }
 }
 
+/// Values bound for a day: its key, [`DAY_COLUMNS`], its histogram.
+const VALUES_PER_DAY: usize = DAY_COLUMNS.len() + 3;
+
+/// Days a fresh table's insert writes per statement.
+const DAYS_PER_INSERT: usize = 16;
+
+/// An insert of [`DAYS_PER_INSERT`] days into a table that held none.
+fn insert_many_sql() -> &'static str {
+    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let row = format!("({})", vec!["?"; VALUES_PER_DAY].join(", "));
+        format!(
+            "{}VALUES {}",
+            *INSERT_DAYS,
+            vec![row; DAYS_PER_INSERT].join(", ")
+        )
+    });
+    &INSERT
+}
+
 /// A day's values, computed and ready to bind.
 struct PreparedDay {
     customer: String,
@@ -159,13 +178,24 @@ impl PreparedDay {
 
     /// Binds the day's values to `statement` (see [`write_days_sql`]) and runs it.
     fn write(&self, statement: &mut rusqlite::CachedStatement<'_>) -> anyhow::Result<()> {
-        statement.raw_bind_parameter(1, &self.customer)?;
-        statement.raw_bind_parameter(2, &self.date)?;
-        for (index, column) in self.columns.iter().enumerate() {
-            statement.raw_bind_parameter(index + 3, column)?;
-        }
-        statement.raw_bind_parameter(self.columns.len() + 3, &self.histogram)?;
+        self.bind(statement, 0)?;
         statement.raw_execute()?;
+        Ok(())
+    }
+
+    /// Binds the day's values as the `row`th row of a statement's `VALUES` list.
+    fn bind(
+        &self,
+        statement: &mut rusqlite::CachedStatement<'_>,
+        row: usize,
+    ) -> anyhow::Result<()> {
+        let first = row * VALUES_PER_DAY + 1;
+        statement.raw_bind_parameter(first, &self.customer)?;
+        statement.raw_bind_parameter(first + 1, &self.date)?;
+        for (index, column) in self.columns.iter().enumerate() {
+            statement.raw_bind_parameter(first + 2 + index, column)?;
+        }
+        statement.raw_bind_parameter(first + VALUES_PER_DAY - 1, &self.histogram)?;
         Ok(())
     }
 }
@@ -240,12 +270,21 @@ impl WriteTx for SqliteWrite {
                     }
                 }
             });
+            let mut many = self.connection.prepare_cached(insert_many_sql())?;
             let mut written = 0;
             for chunk in received {
-                for day in chunk? {
-                    day.write(&mut insert)?;
-                    written += 1;
+                let chunk = chunk?;
+                let mut days = chunk.chunks_exact(DAYS_PER_INSERT);
+                for days in days.by_ref() {
+                    for (row, day) in days.iter().enumerate() {
+                        day.bind(&mut many, row)?;
+                    }
+                    many.raw_execute()?;
                 }
+                for day in days.remainder() {
+                    day.write(&mut insert)?;
+                }
+                written += chunk.len();
             }
             Ok(written)
         })
