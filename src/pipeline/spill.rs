@@ -316,18 +316,26 @@ impl SpillDir {
         std::fs::create_dir_all(root)
             .with_context(|| format!("cannot create the spill directory {shown}"))?;
         remove_abandoned(root);
+        // Unique among this process's directories (its partitions spill at once) and, with the
+        // time, among the directories a reused process id left behind.
+        static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let name = format!("{SPILL_PREFIX}{}-{nanos}", std::process::id());
+        let name = format!("{SPILL_PREFIX}{}-{nanos}-{made}", std::process::id());
         let lock_path = root.join(format!("{name}.lock"));
-        let lock = File::create(&lock_path)
+        // Locked before it is given its name: another run's cleaning never sees it unlocked.
+        let unnamed = root.join(format!("{name}.locking"));
+        let lock = File::create(&unnamed)
             .with_context(|| format!("cannot write in the spill directory {shown}"))?;
         anyhow::ensure!(
             try_lock(&lock),
             "cannot lock {}",
-            crate::errors::shown_path(&lock_path)
+            crate::errors::shown_path(&unnamed)
         );
+        std::fs::rename(&unnamed, &lock_path)
+            .with_context(|| format!("cannot write in the spill directory {shown}"))?;
         let path = root.join(name);
         std::fs::create_dir(&path)
             .with_context(|| format!("cannot create {}", crate::errors::shown_path(&path)))?;
@@ -640,6 +648,31 @@ mod tests {
             let want: Vec<Group> = expected.into_iter().map(|((c, d), s)| (c, d, s)).collect();
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn spill_directories_made_at_once_by_one_process_are_all_its_own() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<SpillDir> = std::thread::scope(|scope| {
+            let makers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..20)
+                            .map(|_| SpillDir::create(root.path()).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            makers.into_iter().flat_map(|m| m.join().unwrap()).collect()
+        });
+        let paths: std::collections::BTreeSet<_> = dirs.iter().map(|d| d.path.clone()).collect();
+        assert_eq!(paths.len(), 160);
+        assert!(
+            dirs.iter()
+                .all(|d| d.path.is_dir() && d.lock_path.is_file())
+        );
+        drop(dirs);
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
 
     #[test]
