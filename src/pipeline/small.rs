@@ -23,6 +23,8 @@ impl Default for GroupState {
     }
 }
 
+/// The state of a group given as a [`DayStats`] (tests build theirs so).
+#[cfg(test)]
 impl From<DayStats> for GroupState {
     fn from(mut stats: DayStats) -> GroupState {
         match SmallStats::of(&mut stats) {
@@ -172,12 +174,14 @@ pub struct SmallStats {
 
 impl SmallStats {
     /// The small form of `stats`, when it fits.
+    #[cfg(test)]
     pub fn of(stats: &mut DayStats) -> Option<SmallStats> {
         let mut small = SmallStats::default();
         small.add(stats).then_some(small)
     }
 
     /// Adds every request of `stats`; false, and nothing changed, when the sum would not fit.
+    #[cfg(test)]
     pub fn add(&mut self, stats: &mut DayStats) -> bool {
         let len = usize::from(self.len);
         let total = stats.total();

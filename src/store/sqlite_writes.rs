@@ -128,33 +128,30 @@ impl ToSql for DateText {
 /// Chunks of prepared rows that may wait for the writer.
 const PREPARED_CHUNKS: usize = 4;
 
-/// The statement that writes a day: an insert into a table that held no day, an upsert otherwise.
-fn write_days_sql(fresh: bool) -> &'static str {
-    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let values = vec!["?"; DAY_COLUMNS.len() + 3].join(", ");
-        format!("{}VALUES ({values})", *INSERT_DAYS)
-    });
-    static UPSERT: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("{}{}", *INSERT, *ON_CONFLICT_DAYS));
-    if fresh { &INSERT } else { &UPSERT }
-}
-
 /// Values bound for a day: its key, [`DAY_COLUMNS`], its histogram.
 const VALUES_PER_DAY: usize = DAY_COLUMNS.len() + 3;
 
 /// Days a fresh table's insert writes per statement.
 const DAYS_PER_INSERT: usize = 16;
 
+/// An insert of `days` days.
+fn insert_sql(days: usize) -> String {
+    let row = format!("({})", vec!["?"; VALUES_PER_DAY].join(", "));
+    format!("{}VALUES {}", *INSERT_DAYS, vec![row; days].join(", "))
+}
+
+/// The statement that writes a day: an insert into a table that held no day, an upsert otherwise.
+fn write_days_sql(fresh: bool) -> &'static str {
+    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_sql(1));
+    static UPSERT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{}{}", *INSERT, *ON_CONFLICT_DAYS));
+    if fresh { &INSERT } else { &UPSERT }
+}
+
 /// An insert of [`DAYS_PER_INSERT`] days into a table that held none.
 fn insert_many_sql() -> &'static str {
-    static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let row = format!("({})", vec!["?"; VALUES_PER_DAY].join(", "));
-        format!(
-            "{}VALUES {}",
-            *INSERT_DAYS,
-            vec![row; DAYS_PER_INSERT].join(", ")
-        )
-    });
+    static INSERT: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| insert_sql(DAYS_PER_INSERT));
     &INSERT
 }
 

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
-    ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
-    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS,
-    day_column_names, select_keys,
+    ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, day_column_names, select_keys,
 };
 use super::{
     POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, say_when_waiting_for_the_lock, stored,
@@ -42,21 +41,8 @@ pub(super) trait WriteTx {
     /// conflict. Returns the days written.
     async fn insert_fresh(
         &mut self,
-        mut days: impl Iterator<Item = anyhow::Result<MergedDay>> + Send,
-    ) -> anyhow::Result<usize> {
-        let mut written = 0;
-        loop {
-            let mut chunk = days
-                .by_ref()
-                .take(CHUNK_ROWS)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            if chunk.is_empty() {
-                return Ok(written);
-            }
-            self.write_days(&mut chunk, true).await?;
-            written += chunk.len();
-        }
-    }
+        days: impl Iterator<Item = anyhow::Result<MergedDay>> + Send,
+    ) -> anyhow::Result<usize>;
 
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
 
