@@ -141,6 +141,15 @@ pub struct IngestArgs {
         default_value_t = 1.0
     )]
     pub flush_interval: f64,
+    /// Following: how many followed files are kept open at most; the least recently appended to
+    /// are closed and opened again when they grow.
+    #[arg(
+        long,
+        env = "LOGSTATS_MAX_OPEN_FILES",
+        value_name = "N",
+        default_value_t = crate::pipeline::DEFAULT_MAX_OPEN_FILES
+    )]
+    pub max_open_files: usize,
     /// How often progress through a backlog is committed, in seconds (a killed run redoes at most this
     /// much; each commit rewrites every group changed since the last).
     #[arg(
@@ -268,6 +277,8 @@ impl IngestArgs {
         config.commit_interval = Duration::from_secs_f64(self.commit_interval);
         config.follow = self.follow;
         config.flush_interval = Duration::from_secs_f64(self.flush_interval);
+        anyhow::ensure!(self.max_open_files > 0, "--max-open-files must be at least 1");
+        config.max_open_files = self.max_open_files;
         config.glob = self.glob.clone();
         config.rejects_file = self.rejects.clone();
         config.unit_bytes = self.unit_bytes.unwrap_or(0);

@@ -21,6 +21,7 @@ use timely::worker::Worker;
 use super::aggregate::Aggregator;
 use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
+use super::identity::Known;
 use super::job::{ChunkInput, Job, Outputs, Update, UpdateInput, glob_pattern};
 use super::stream::{Chunk, StreamAddress, plan_streams};
 use super::{ClusterPart, IngestConfig, IngestReport, cluster, process, source};
@@ -76,7 +77,7 @@ pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<Inge
 /// Everything the workers share, decided before they start: what to read (the inputs found,
 /// planned against the stored progress), and where the committer writes.
 fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Job> {
-    let stored = store.progress()?;
+    let stored = Known::new(store.progress()?);
     // From here on, the inputs are the paths (follow mode rescans them); streams are planned apart.
     let stream_addresses;
     (stream_addresses, config.inputs) = split_streams(&config.inputs)?;
@@ -102,7 +103,7 @@ fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Jo
     let commits = config.cluster.as_ref().is_none_or(|c| c.process_id == 0);
     let streams_given = !stream_addresses.is_empty();
     let streams = match commits {
-        true => plan_streams(stream_addresses, &stored, config.follow, &mut plan),
+        true => plan_streams(stream_addresses, stored.rows(), config.follow, &mut plan),
         false => Vec::new(),
     };
     // Nothing can be read at all (a stream given to another process of a cluster is read there).

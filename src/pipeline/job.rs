@@ -2,7 +2,6 @@
 //! that flow through the dataflow from the workers to the committer. Imports none of the
 //! operators, so that each of them (the feeder, the follower, the committer) imports it alone.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -59,7 +58,7 @@ pub(super) struct Job {
     pub plan: Plan,
     /// The streams this run reads (planned by the committing process only: worker 0 reads them).
     pub streams: Vec<PlannedStream>,
-    pub stored: BTreeMap<String, crate::store::StoredProgress>,
+    pub stored: super::identity::Known,
     /// Set by SIGINT/SIGTERM, a failed commit or any worker's error: read no more, commit what
     /// was read, stop.
     pub stop: Arc<AtomicBool>,

@@ -15,6 +15,7 @@ mod committer;
 mod dataflow;
 mod feeder;
 mod follow;
+mod identity;
 mod input;
 mod job;
 mod name_key;
@@ -50,6 +51,9 @@ pub struct IngestConfig {
     pub follow: bool,
     /// How often follow mode reads and commits.
     pub flush_interval: Duration,
+    /// Follow mode: how many followed files are kept open at most (the least recently active
+    /// ones are closed, and opened again when they grow).
+    pub max_open_files: usize,
     /// How often a backlog's progress is committed (a killed run redoes at most this much).
     pub commit_interval: Duration,
     /// Target bytes per unit of work (an epoch reads one unit per worker).
@@ -65,6 +69,9 @@ pub struct IngestConfig {
     /// Where spill files are written (in a directory of their own, removed at the end).
     pub spill_dir: PathBuf,
 }
+
+/// How many followed files are kept open when `--max-open-files` is not given.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 1024;
 
 /// The memory limit when none is given.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
@@ -87,6 +94,7 @@ impl IngestConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             follow: false,
             flush_interval: Duration::from_secs(1),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
             commit_interval: Duration::from_secs(5),
             unit_bytes: 0,
             rejects_file: None,

@@ -46,7 +46,7 @@ pub fn read_piece(
                 }
             };
             if *gzip {
-                let end = read_compressed(file, piece, input.skip, aggregator);
+                let end = read_compressed(file, piece, (input.skip, input.retract), aggregator);
                 on_bytes(piece.end - piece.start);
                 end.map(|end| match end {
                     PieceEnd::Broken { decoded, problem } => PieceEnd::Broken {
@@ -85,13 +85,16 @@ fn open_planned(path: &std::path::Path, planned: FileId) -> Result<File, String>
     Ok(file)
 }
 
-/// Feeds the lines of a compressed piece, after the `skip` decompressed bytes already ingested.
-fn read_compressed(
+/// Feeds the lines of a compressed piece, after the `skip` decompressed bytes already ingested
+/// (`already.0`), the last `already.1` of which are a last line counted without its newline:
+/// taken back, then read again whole.
+pub fn read_compressed(
     file: File,
     piece: &Piece,
-    skip: u64,
+    already: (u64, u64),
     aggregator: &mut Aggregator,
 ) -> io::Result<PieceEnd> {
+    let (skip, retract) = already;
     let range = range_of(file, piece.start, piece.end)?;
     let mut decoder = MultiGzDecoder::new(io::BufReader::new(range));
     let broken = |decoded: u64, error: io::Error| PieceEnd::Broken {
@@ -101,9 +104,10 @@ fn read_compressed(
             plain_io_error(&error)
         ),
     };
-    match io::copy(&mut (&mut decoder).take(skip), &mut io::sink()) {
+    let before = skip - retract.min(skip);
+    match io::copy(&mut (&mut decoder).take(before), &mut io::sink()) {
         Err(error) => return Ok(broken(0, error)),
-        Ok(skipped) if skipped < skip => {
+        Ok(skipped) if skipped < before => {
             let error = io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "it ends before the part already ingested",
@@ -112,13 +116,28 @@ fn read_compressed(
         }
         Ok(_) => {}
     }
-    let fed = feed_lines(decoder, Numbering::Lines, aggregator, &mut |_| {});
+    let mut line = Vec::new();
+    if retract > 0 {
+        match (&mut decoder).take(retract).read_to_end(&mut line) {
+            Ok(read) if read as u64 == retract => retract_line(&line, aggregator),
+            Ok(_) => line.clear(),
+            Err(error) => return Ok(broken(0, error)),
+        }
+    }
+    let fed = feed_lines(
+        io::Cursor::new(line).chain(decoder),
+        Numbering::Lines,
+        aggregator,
+        &mut |_| {},
+    );
+    // Decoded bytes past `skip`: the line taken back was read again whole.
+    let decoded = fed.bytes.saturating_sub(retract);
     Ok(match fed.result {
         Ok(()) => PieceEnd::Whole {
             tail: 0,
             end_hash: 0,
         },
-        Err(error) => broken(fed.bytes, error),
+        Err(error) => broken(decoded, error),
     })
 }
 
@@ -136,8 +155,16 @@ pub fn retract_tail(
     }
     let mut line = vec![0; len as usize];
     std::os::unix::fs::FileExt::read_exact_at(file, &mut line, start)?;
-    aggregator.retract(&line);
+    retract_line(&line, aggregator);
     Ok(())
+}
+
+/// Takes back a line counted without its newline (a longer one was counted as too long).
+fn retract_line(line: &[u8], aggregator: &mut Aggregator) {
+    match line.len() > MAX_LINE_BYTES {
+        true => aggregator.retract_too_long(),
+        false => aggregator.retract(line),
+    }
 }
 
 /// Feeds the lines of bytes `start..end` of a plain file (the source must be set already);

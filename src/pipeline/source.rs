@@ -4,18 +4,18 @@
 //! The plan is a pure function of the inputs and the committed progress, so every worker (and every
 //! process of a cluster) computes the same one and reads only its share.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::aggregate::FileProgress;
+pub use super::identity::{HEAD_BYTES, Head, file_id, progress_key};
+use super::identity::{Known, Resume};
 use crate::errors::{escaped, shown_path};
-use crate::store::{FileCheckpoint, FileId, OtherName, StoredProgress};
+use crate::store::{FileCheckpoint, FileId, OtherName};
 
 /// One input of an ingestion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,28 +57,6 @@ impl Source {
             gzip,
             file: file_id(&metadata),
         })
-    }
-}
-
-/// The identity of the file `metadata` describes.
-pub fn file_id(metadata: &std::fs::Metadata) -> FileId {
-    FileId {
-        device: metadata.dev(),
-        inode: metadata.ino(),
-    }
-}
-
-/// The text a path's progress row is stored under, byte for byte: the path itself when it is
-/// UTF-8 (as every row before held); otherwise `bytes:` and the hex of its bytes (an absolute
-/// path starts with `/`, so the two never meet).
-pub fn progress_key(path: &Path) -> String {
-    let bytes = path.as_os_str().as_bytes();
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_string(),
-        Err(_) => {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            format!("bytes:{hex}")
-        }
     }
 }
 
@@ -332,6 +310,8 @@ pub struct PlannedInput {
     pub head: Head,
     /// Why reading restarts from 0, when it does.
     pub note: Option<String>,
+    /// The row under its name describes another file: kept under this retired name.
+    pub retire: Option<String>,
 }
 
 /// How the reading of a piece ended.
@@ -423,6 +403,7 @@ impl Plan {
                 head_len: input.head.len,
                 end_hash,
                 file: *file,
+                retire: input.retire.clone().filter(|_| first_piece),
             },
         })
     }
@@ -431,13 +412,13 @@ impl Plan {
 /// Plans reading `sources`, resuming from `stored` progress, in units of about `unit_bytes`.
 /// `whole_lines_only` (follow mode) leaves a partial last line for later.
 ///
-/// The plan depends only on its inputs, in their order (`stored` is a `BTreeMap`, searched in key
-/// order): every process of a cluster computes the same plan, and so reads its own share of the
+/// The plan depends only on its inputs, in their order (`stored` is searched in key order):
+/// every process of a cluster computes the same plan, and so reads its own share of the
 /// same units, as long as each sees the same paths, in the same order, with the same contents
 /// (files that do not change between the processes' starts) and reads the same stored progress.
 pub fn plan(
     found: Found,
-    stored: &BTreeMap<String, StoredProgress>,
+    stored: &Known,
     unit_bytes: u64,
     whole_lines_only: bool,
 ) -> anyhow::Result<Plan> {
@@ -493,7 +474,7 @@ pub fn plan(
 struct PlanAt<'a> {
     /// Its index among the planned inputs.
     input: usize,
-    stored: &'a BTreeMap<String, StoredProgress>,
+    stored: &'a Known,
     unit_bytes: u64,
     whole_lines_only: bool,
 }
@@ -524,8 +505,8 @@ fn plan_file(
         }
     };
     let size = file.metadata()?.len();
-    let mut resume = Resume::decide(&mut file, size, key, *id, at.stored)?;
-    if !at.whole_lines_only && resume.start + resume.retract == size {
+    let mut resume = Resume::decide(&file, *gzip, size, key, *id, at.stored)?;
+    if !at.whole_lines_only && !gzip && resume.start + resume.retract == size {
         // The last line counted without a newline has not gone on: nothing to do.
         (resume.start, resume.retract) = (size, 0);
     }
@@ -554,6 +535,7 @@ fn plan_file(
         other_names: resume.other_names,
         expected_decoded: resume.expected_decoded,
         note,
+        retire: resume.retire,
         source,
     }))
 }
@@ -592,188 +574,8 @@ impl PlannedInput {
             expected_decoded: 0,
             head: Head::default(),
             note: None,
+            retire: None,
         }
-    }
-}
-
-/// Where to resume a file, given its committed progress.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resume {
-    pub start: u64,
-    /// A last line counted without its newline, at `start`: taken back, then read again whole.
-    pub retract: u64,
-    /// Decompressed bytes already ingested after `start` (compressed files that broke off).
-    pub skip: u64,
-    pub expected_offset: u64,
-    pub expected_decoded: u64,
-    pub note: Option<String>,
-    /// The other rows of this file (same device and inode).
-    pub other_names: Vec<OtherName>,
-}
-
-impl Resume {
-    /// Continues where the stored progress of `key` left off when it is the same file: not
-    /// shorter than the offset, with the same first bytes, and the same device and inode where the
-    /// row has them (a file of 4 KiB or more whose fingerprint matches may have moved: a restored
-    /// copy, a renumbered device). Otherwise the file is new, read from 0 — unless a row under another path is this very
-    /// file (same device and inode, same first bytes): a file renamed by log rotation, or a hard
-    /// link, which continues where that path left off (and is not read twice). Two files that
-    /// merely begin alike are two files.
-    pub fn decide(
-        file: &mut File,
-        size: u64,
-        key: &str,
-        id: FileId,
-        stored: &BTreeMap<String, StoredProgress>,
-    ) -> anyhow::Result<Resume> {
-        let other_names = other_names(key, id, stored);
-        let own = stored.get(key);
-        let expected_offset = own.map_or(0, |p| p.offset);
-        let expected_decoded = own.map_or(0, |p| p.decoded);
-        let note = match own {
-            None => None,
-            Some(p) if size < p.offset => {
-                Some("shrank below the bytes already ingested; read again as a new file")
-            }
-            Some(p) if !Head::of(file, p.head_len)?.is(p) => {
-                Some("its first bytes changed since the last ingestion; read again as a new file")
-            }
-            Some(p) if p.end_hash != 0 && Head::before(file, p.offset)? != p.end_hash => Some(
-                "its bytes before the part already ingested changed (rewritten in place); read \
-                 again as a new file",
-            ),
-            // Same first bytes, another inode: with a full fingerprint, the same file moved to
-            // another device or restored from a copy; with a shorter one, a short file replaced
-            // by another that begins alike.
-            Some(p) if p.file.is_known() && p.file != id && p.head_len < HEAD_BYTES => {
-                Some("is another file than the one ingested under this name; read as a new file")
-            }
-            Some(p) => {
-                return Ok(Resume {
-                    start: p.offset - p.tail,
-                    retract: p.tail,
-                    skip: p.decoded,
-                    expected_offset,
-                    expected_decoded,
-                    note: None,
-                    other_names,
-                });
-            }
-        };
-        for (path, other) in stored {
-            if path != key
-                && other.file.is_known()
-                && other.file == id
-                && other.offset <= size
-                && Head::of(file, other.head_len)?.is(other)
-                && (other.end_hash == 0 || Head::before(file, other.offset)? == other.end_hash)
-            {
-                return Ok(Resume {
-                    start: other.offset - other.tail,
-                    retract: other.tail,
-                    skip: other.decoded,
-                    expected_offset,
-                    expected_decoded,
-                    note: Some(format!(
-                        "is the file ingested as {} (renamed or linked): continues after its {} ingested bytes",
-                        shown_key(path),
-                        other.offset
-                    )),
-                    other_names,
-                });
-            }
-        }
-        Ok(Resume {
-            start: 0,
-            retract: 0,
-            skip: 0,
-            expected_offset,
-            expected_decoded,
-            note: note.map(str::to_string),
-            other_names,
-        })
-    }
-}
-
-/// The rows of `stored` other than `key`'s that belong to the file `id`: linked when their path
-/// still names that file.
-fn other_names(key: &str, id: FileId, stored: &BTreeMap<String, StoredProgress>) -> Vec<OtherName> {
-    if !id.is_known() {
-        return Vec::new();
-    }
-    stored
-        .iter()
-        .filter(|(path, row)| *path != key && row.file == id)
-        .map(|(path, row)| OtherName {
-            path: path.clone(),
-            offset: row.offset,
-            linked: std::fs::metadata(key_path(path)).is_ok_and(|m| file_id(&m) == id),
-        })
-        .collect()
-}
-
-/// The path a progress key stands for (see [`progress_key`]).
-fn key_path(key: &str) -> PathBuf {
-    let bytes = key
-        .strip_prefix("bytes:")
-        .and_then(|hex| {
-            (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-                .collect::<Option<Vec<u8>>>()
-        })
-        .unwrap_or_else(|| key.as_bytes().to_vec());
-    PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
-}
-
-/// A progress key as people see it.
-fn shown_key(key: &str) -> String {
-    shown_path(&key_path(key))
-}
-
-/// FNV-1a: stable across versions and platforms.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// A fingerprint of a file's first bytes (FNV-1a, stable across versions and platforms).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Head {
-    pub hash: u64,
-    pub len: u64,
-}
-
-/// How many leading bytes are fingerprinted (with the device and inode, they tell a file that was
-/// rewritten in place, or an inode reused by a new file, from the one ingested).
-pub const HEAD_BYTES: u64 = 4096;
-
-impl Head {
-    /// The fingerprint of the first `min(limit, HEAD_BYTES)` bytes of `file`.
-    pub fn of(file: &mut File, limit: u64) -> anyhow::Result<Head> {
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0))?;
-        file.by_ref()
-            .take(limit.min(HEAD_BYTES))
-            .read_to_end(&mut bytes)?;
-        Ok(Head {
-            hash: fnv1a(&bytes),
-            len: bytes.len() as u64,
-        })
-    }
-
-    /// The fingerprint of the (up to) [`HEAD_BYTES`] bytes before `offset` of a plain file.
-    pub fn before(file: &File, offset: u64) -> std::io::Result<u64> {
-        let len = offset.min(HEAD_BYTES);
-        let mut bytes = vec![0; len as usize];
-        file.read_exact_at(&mut bytes, offset - len)?;
-        Ok(fnv1a(&bytes))
-    }
-
-    /// Whether this is the fingerprint `stored` holds.
-    fn is(&self, stored: &StoredProgress) -> bool {
-        self.hash == stored.head_hash && self.len == stored.head_len
     }
 }
 
@@ -856,7 +658,7 @@ mod tests {
         let content: String = (0..1000).map(|i| format!("line {i}\n")).collect();
         let (_dir, path) = file_with(&content);
         let sources = vec![Source::file(&path).unwrap()];
-        let plan = plan(found(sources), &BTreeMap::new(), 100, false).unwrap();
+        let plan = plan(found(sources), &Known::default(), 100, false).unwrap();
         let pieces: Vec<Piece> = plan.units.iter().flatten().copied().collect();
         assert!(pieces.len() > 10);
         assert_eq!(pieces[0].start, 0);
@@ -872,7 +674,7 @@ mod tests {
         let (_dir, path) = file_with("a\nb\npartial");
         let plan = plan(
             found(vec![Source::file(&path).unwrap()]),
-            &BTreeMap::new(),
+            &Known::default(),
             1 << 20,
             true,
         )
@@ -880,7 +682,7 @@ mod tests {
         assert_eq!(plan.inputs[0].end, 4);
         let batch = super::plan(
             found(vec![Source::file(&path).unwrap()]),
-            &BTreeMap::new(),
+            &Known::default(),
             1 << 20,
             false,
         )
@@ -893,154 +695,6 @@ mod tests {
             sources,
             ..Found::default()
         }
-    }
-
-    fn id_of(path: &Path) -> FileId {
-        file_id(&std::fs::metadata(path).unwrap())
-    }
-
-    /// The progress row of `path` ingested up to `offset`, fingerprinted over `head_len` bytes.
-    fn ingested(path: &Path, offset: u64, head_len: u64) -> StoredProgress {
-        let head = Head::of(&mut File::open(path).unwrap(), head_len).unwrap();
-        StoredProgress {
-            offset,
-            head_hash: head.hash,
-            head_len: head.len,
-            decoded: 0,
-            tail: 0,
-            end_hash: 0,
-            file: id_of(path),
-        }
-    }
-
-    #[test]
-    fn stored_progress_resumes_unless_the_file_shrank_or_was_replaced() {
-        let (_dir, path) = file_with("first line\nsecond line\n");
-        let mut file = File::open(&path).unwrap();
-        let id = id_of(&path);
-        let stored = ingested(&path, 11, 11);
-        let decide = |file: &mut File, progress: StoredProgress| {
-            Resume::decide(
-                file,
-                23,
-                "a.log",
-                id,
-                &BTreeMap::from([("a.log".to_string(), progress)]),
-            )
-            .unwrap()
-        };
-        assert_eq!(decide(&mut file, stored).start, 11);
-        let old_row = StoredProgress {
-            file: FileId::default(),
-            ..stored
-        };
-        assert_eq!(
-            decide(&mut file, old_row).start,
-            11,
-            "rows without an inode"
-        );
-        let resume = decide(
-            &mut file,
-            StoredProgress {
-                offset: 100,
-                ..stored
-            },
-        );
-        assert_eq!((resume.start, resume.expected_offset), (0, 100));
-        assert!(resume.note.unwrap().contains("shrank"));
-        let resume = decide(
-            &mut file,
-            StoredProgress {
-                head_hash: stored.head_hash ^ 1,
-                ..stored
-            },
-        );
-        assert_eq!(resume.start, 0);
-        assert!(resume.note.unwrap().contains("changed"));
-        let resume = decide(
-            &mut file,
-            StoredProgress {
-                file: FileId {
-                    inode: id.inode + 1,
-                    ..id
-                },
-                ..stored
-            },
-        );
-        assert_eq!(resume.start, 0);
-        assert!(resume.note.unwrap().contains("another file"));
-    }
-
-    #[test]
-    fn a_file_with_a_full_fingerprint_that_moved_to_another_inode_continues() {
-        let content: String = (0..200)
-            .map(|i| format!("line {i} of a restored log\n"))
-            .collect();
-        let (_dir, path) = file_with(&content);
-        let moved = StoredProgress {
-            file: FileId {
-                device: 1,
-                inode: 2,
-            },
-            ..ingested(&path, 3000, HEAD_BYTES)
-        };
-        let stored = BTreeMap::from([(progress_key(&path), moved)]);
-        let mut file = File::open(&path).unwrap();
-        let size = content.len() as u64;
-        let resume = Resume::decide(&mut file, size, &progress_key(&path), id_of(&path), &stored);
-        assert_eq!(resume.unwrap().start, 3000);
-    }
-
-    #[test]
-    fn a_file_renamed_by_rotation_continues_where_its_old_name_left_off() {
-        let (_dir, path) = file_with("first line\nsecond line\n");
-        let mut file = File::open(&path).unwrap();
-        let old_name = ingested(&path, 11, 11);
-        let stored = BTreeMap::from([("app.log".to_string(), old_name)]);
-        let resume = Resume::decide(&mut file, 23, "app.log.1", id_of(&path), &stored).unwrap();
-        assert_eq!((resume.start, resume.expected_offset), (11, 0));
-        assert!(resume.note.unwrap().contains("renamed"));
-    }
-
-    #[test]
-    fn a_new_file_that_begins_like_an_ingested_one_is_a_new_file() {
-        let (dir, path) = file_with("the same line\n");
-        let other = dir.path().join("b.log");
-        std::fs::copy(&path, &other).unwrap();
-        let ingested = ingested(&path, 14, 100);
-        let stored = BTreeMap::from([(progress_key(&path), ingested)]);
-        let mut copy = File::open(&other).unwrap();
-        let resume = Resume::decide(&mut copy, 14, &progress_key(&other), id_of(&other), &stored);
-        assert_eq!(
-            resume.unwrap(),
-            Resume {
-                start: 0,
-                retract: 0,
-                skip: 0,
-                expected_offset: 0,
-                expected_decoded: 0,
-                note: None,
-                other_names: Vec::new(),
-            }
-        );
-        // Rows written before identities were recorded are never matched by first bytes alone.
-        let old_row = StoredProgress {
-            file: FileId::default(),
-            ..ingested
-        };
-        let stored = BTreeMap::from([(progress_key(&path), old_row)]);
-        let resume = Resume::decide(&mut copy, 14, &progress_key(&other), id_of(&other), &stored);
-        assert_eq!(resume.unwrap().start, 0);
-    }
-
-    #[test]
-    fn non_utf8_names_keep_distinct_keys_and_are_shown_escaped() {
-        use std::ffi::OsStr;
-        let a = Path::new(OsStr::from_bytes(b"/logs/x\xff.log"));
-        let b = Path::new(OsStr::from_bytes(b"/logs/x\xfe.log"));
-        assert_ne!(progress_key(a), progress_key(b));
-        assert_eq!(progress_key(Path::new("/logs/café.log")), "/logs/café.log");
-        assert_eq!(shown_key(&progress_key(a)), "/logs/x\\xff.log");
     }
 
     /// The files found, by their paths below `root`.

@@ -413,6 +413,7 @@ impl FedStream {
                 end_hash: 0,
                 file: FileId::default(),
                 other_names: Vec::new(),
+                retire: None,
             },
         });
         self.committed = reader.position();

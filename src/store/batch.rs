@@ -55,6 +55,10 @@ pub struct FileCheckpoint {
     /// The other rows of this file (same device and inode) the plan saw, each with the offset it
     /// must hold now: any other row of it means another process got there meanwhile.
     pub other_names: Vec<OtherName>,
+    /// The row under `path` describes another file (the path names a new one now): before it is
+    /// overwritten, it is kept under this name, so that its file is still known by its content
+    /// when it turns up again (compressed, copied).
+    pub retire: Option<String>,
 }
 
 /// Another progress row of the same file.
@@ -120,6 +124,12 @@ pub(super) const DELETE_DAY: &str =
 /// Every row of one file: under its path, or under another name with the same identity.
 pub(super) const SELECT_PROGRESS: &str = "SELECT path, byte_offset, decoded_offset FROM ingest_progress \
      WHERE path = $1 OR (device = $2 AND inode = $3 AND (device <> 0 OR inode <> 0))";
+/// Keeps the progress row of `$2` under the name `$1` (as a file known by content only: no
+/// device or inode), unless a row of that name is there already.
+pub(super) const RETIRE_PROGRESS: &str = "INSERT INTO ingest_progress \
+     (path, byte_offset, head_hash, head_len, device, inode, decoded_offset, tail_len, end_hash) \
+     SELECT $1, byte_offset, head_hash, head_len, 0, 0, decoded_offset, tail_len, end_hash \
+     FROM ingest_progress WHERE path = $2 ON CONFLICT (path) DO NOTHING";
 pub(super) const ADD_TOTALS: &str = "UPDATE ingest_totals SET lines = lines + $1, rejected = rejected + $2, \
      last_commit_unix = $3 WHERE id = 1";
 pub(super) const UPSERT_PROGRESS: &str = "INSERT INTO ingest_progress \

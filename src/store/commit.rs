@@ -205,6 +205,11 @@ async fn write_commit(
         std::iter::once((&progress.path, progress))
             .chain(links.map(move |name| (&name.path, progress)))
     });
+    for progress in &batch.progress {
+        if let Some(retired) = &progress.retire {
+            tx.retire_progress(&progress.path, retired).await?;
+        }
+    }
     for (path, progress) in linked {
         tx.record_progress(path, progress).await?;
     }

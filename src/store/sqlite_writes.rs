@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
     ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
-    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS,
+    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, SELECT_PROGRESS, UPSERT_PROGRESS,
     select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
@@ -310,6 +310,12 @@ impl WriteTx for SqliteWrite {
             stored(progress.tail),
             progress.end_hash as i64,
         ])?;
+        Ok(())
+    }
+
+    async fn retire_progress(&mut self, path: &str, retired: &str) -> anyhow::Result<()> {
+        let mut retire = self.connection.prepare_cached(RETIRE_PROGRESS)?;
+        retire.execute(params![retired, path])?;
         Ok(())
     }
 

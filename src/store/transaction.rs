@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
-    ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ADD_TOTALS, Column, RETIRE_PROGRESS, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
     ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, day_column_names, select_keys,
 };
 use super::{
@@ -45,6 +45,9 @@ pub(super) trait WriteTx {
     ) -> anyhow::Result<usize>;
 
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
+
+    /// Keeps the progress row of `path` under the name `retired` (see [`RETIRE_PROGRESS`]).
+    async fn retire_progress(&mut self, path: &str, retired: &str) -> anyhow::Result<()>;
 
     /// Records how far `progress`'s file is, under `path`.
     async fn record_progress(
@@ -227,6 +230,15 @@ impl WriteTx for PgWrite {
             .bind(stored(progress.decoded))
             .bind(stored(progress.tail))
             .bind(progress.end_hash as i64)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn retire_progress(&mut self, path: &str, retired: &str) -> anyhow::Result<()> {
+        sqlx::query(RETIRE_PROGRESS)
+            .bind(retired)
+            .bind(path)
             .execute(&mut *self.0)
             .await?;
         Ok(())

@@ -14,6 +14,7 @@ mod layout;
 mod oracle;
 mod pipeline;
 mod robustness;
+mod rotation;
 mod serving;
 mod spilling;
 mod store;

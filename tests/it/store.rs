@@ -29,6 +29,7 @@ fn progress(path: &str, expected: u64, offset: u64) -> FileCheckpoint {
         end_hash: 0,
         file: FileId::default(),
         other_names: Vec::new(),
+        retire: None,
     }
 }
 
