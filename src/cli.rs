@@ -277,7 +277,10 @@ impl IngestArgs {
         config.commit_interval = Duration::from_secs_f64(self.commit_interval);
         config.follow = self.follow;
         config.flush_interval = Duration::from_secs_f64(self.flush_interval);
-        anyhow::ensure!(self.max_open_files > 0, "--max-open-files must be at least 1");
+        anyhow::ensure!(
+            self.max_open_files > 0,
+            "--max-open-files must be at least 1"
+        );
         config.max_open_files = self.max_open_files;
         config.glob = self.glob.clone();
         config.rejects_file = self.rejects.clone();

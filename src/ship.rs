@@ -1,9 +1,11 @@
 //! `logstats ship`: publishes the lines of log files to a NATS JetStream stream, exactly once.
 //!
-//! Each file (by device and inode, so a rotated file keeps its place) has a subject of its own,
-//! `PREFIX.HOST.DEVICE_INODE`. Every message carries where its lines are in the file
+//! Each file has a subject of its own named by its content, `PREFIX.HOST.FIRSTLINE` (the
+//! fingerprint of its first line, decompressed for `.gz`), so that a file keeps its place whatever
+//! logrotate does to it: renamed, copied (`copytruncate`) or compressed, it is the same content
+//! and goes on where it was. Every message carries where its lines are in the file
 //! (`Logstats-Start`/`Logstats-End`, decompressed bytes for `.gz`), a fingerprint of the file's
-//! first bytes, and a generation that grows when the file is truncated or replaced. The last
+//! first bytes, and a generation that grows when the file is rewritten behind the same first line. The last
 //! message of a file's subject is therefore where shipping resumes, after a rerun or a kill -9,
 //! with no state kept anywhere else; `Nats-Msg-Id` makes a retried publish a no-op, and a retry
 //! first asks the stream whether the message got there.
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::errors::shown_path;
 use crate::nats::{Conflict, Connection, LastMessage, Permanent, StreamUrl};
 use crate::pipeline::BOM;
+use crate::pipeline::identity::{content_head, first_line_of};
 use crate::pipeline::source::{self, Head, Source};
 use crate::store::FileId;
 
@@ -110,6 +113,8 @@ impl Shipped {
 struct Tracked {
     /// Open while following, so that a file renamed or removed is still drained.
     file: File,
+    /// Where its lines go (named by its first line).
+    subject: String,
     path: PathBuf,
     gzip: bool,
     position: Shipped,
@@ -238,10 +243,7 @@ impl Shipper<'_> {
     /// Refuses a stream that would not take this shipper's subjects (its publishes would go
     /// nowhere).
     fn check_subjects(&self) -> anyhow::Result<()> {
-        let sample = self.subject(FileId {
-            device: 1,
-            inode: 1,
-        });
+        let sample = self.subject(1);
         let subjects = patiently(&self.config.url, self.stop, || self.connection.subjects())?;
         anyhow::ensure!(
             subjects.iter().any(|s| subject_matches(s, &sample)),
@@ -260,11 +262,46 @@ impl Shipper<'_> {
             .subject_for(&format!("{}.*", self.config.host))
     }
 
-    fn subject(&self, file: FileId) -> String {
+    /// The subject of the content whose first line has the fingerprint `first_line`.
+    fn subject(&self, first_line: u64) -> String {
+        self.config
+            .url
+            .subject_for(&format!("{}.{first_line:016x}", self.config.host))
+    }
+
+    /// The subject earlier versions shipped a file to (by device and inode).
+    fn subject_before(&self, file: FileId) -> String {
         self.config.url.subject_for(&format!(
             "{}.{}_{}",
             self.config.host, file.device, file.inode
         ))
+    }
+
+    /// Where shipping of `file` stands: in the subject of its content, or, when that has nothing
+    /// yet, in the subject an earlier version shipped it to (whose position then carries over).
+    fn position_of(
+        &self,
+        file: &File,
+        gzip: bool,
+        id: FileId,
+        subject: &str,
+    ) -> anyhow::Result<Shipped> {
+        let position = self.position_in_stream(subject)?;
+        if position.sequence != 0 {
+            return Ok(position);
+        }
+        let before = self.position_in_stream(&self.subject_before(id))?;
+        let len = before.head.len;
+        let same = before.end > 0
+            && (content_head(file, gzip, len)? == before.head
+                || Head::of(file, len)? == before.head);
+        Ok(match same {
+            true => Shipped {
+                sequence: 0,
+                ..before
+            },
+            false => position,
+        })
     }
 
     /// Where the stream says `subject`'s shipping stands.
@@ -295,9 +332,15 @@ impl Shipper<'_> {
                     return Ok(());
                 }
             };
-            let position = self.position_in_stream(&self.subject(id))?;
+            let Some(first_line) = first_line_of(&file, gzip) else {
+                self.report.waiting.push(shown_path(path));
+                return Ok(()); // no complete first line yet: nothing tells what it is
+            };
+            let subject = self.subject(first_line);
+            let position = self.position_of(&file, gzip, id, &subject)?;
             let tracked = Tracked {
                 file,
+                subject,
                 path: path.to_path_buf(),
                 gzip,
                 position,
@@ -318,10 +361,12 @@ impl Shipper<'_> {
     /// Ships what a tracked file has that the stream does not; true when it had something new.
     /// When another shipper wrote to its subject meanwhile, goes on from where that one got.
     fn ship_tracked(&mut self, id: FileId) -> anyhow::Result<bool> {
-        let subject = self.subject(id);
         loop {
-            match self.ship_new_lines(id, &subject) {
+            match self.ship_new_lines(id) {
                 Err(error) if error.is::<Conflict>() => {
+                    let Some(subject) = self.files.get(&id).map(|t| t.subject.clone()) else {
+                        return Ok(false);
+                    };
                     let position = self.position_in_stream(&subject)?;
                     if let Some(tracked) = self.files.get_mut(&id) {
                         tracked.position = position;
@@ -332,7 +377,36 @@ impl Shipper<'_> {
         }
     }
 
-    fn ship_new_lines(&mut self, id: FileId, subject: &str) -> anyhow::Result<bool> {
+    /// Moves a tracked file whose content no longer begins as shipped to the subject of its first
+    /// line now; false while it has none (truncated, being refilled).
+    fn follow_content(&mut self, id: FileId) -> anyhow::Result<bool> {
+        let Some(tracked) = self.files.get(&id) else {
+            return Ok(false);
+        };
+        let Some(first_line) = first_line_of(&tracked.file, tracked.gzip) else {
+            self.report.waiting.push(shown_path(&tracked.path));
+            return Ok(false);
+        };
+        let subject = self.subject(first_line);
+        if subject != tracked.subject {
+            let position = self.position_in_stream(&subject)?;
+            let tracked = self.files.get_mut(&id).expect("tracked above");
+            tracked.subject = subject;
+            tracked.position = position;
+        }
+        Ok(true)
+    }
+
+    fn ship_new_lines(&mut self, id: FileId) -> anyhow::Result<bool> {
+        let Some(tracked) = self.files.get(&id) else {
+            return Ok(false);
+        };
+        let shipped = tracked.position;
+        let begins_as_shipped =
+            content_head(&tracked.file, tracked.gzip, shipped.head.len)? == shipped.head;
+        if !begins_as_shipped && !self.follow_content(id)? {
+            return Ok(false);
+        }
         let Some(tracked) = self.files.get_mut(&id) else {
             return Ok(false);
         };
@@ -342,10 +416,9 @@ impl Shipper<'_> {
         }
         let shipped = tracked.position;
         let mut position = shipped;
-        // The same file as shipped (same first bytes, not shorter): go on; else start again.
-        let same = Head::of(&mut tracked.file, shipped.head.len)? == shipped.head
-            && (tracked.gzip || size >= shipped.end);
-        if !same && shipped.end > 0 {
+        let gzip = tracked.gzip;
+        // The same content as shipped: go on; rewritten behind the same first line: start again.
+        if content_head(&tracked.file, gzip, shipped.head.len)? != shipped.head && shipped.end > 0 {
             position = Shipped {
                 end: 0,
                 head: Head::default(),
@@ -353,20 +426,22 @@ impl Shipper<'_> {
                 sequence: shipped.sequence,
             };
         }
-        if !tracked.gzip && size == position.end {
+        // Not past what was shipped (a copy of fewer bytes): nothing new.
+        if !gzip && size <= position.end {
             return Ok(false);
         }
-        position.head = Head::of(&mut tracked.file, size)?;
+        position.head = content_head(&tracked.file, gzip, size)?;
+        let subject = tracked.subject.clone();
         let mut file = tracked.file.try_clone()?;
         file.seek(SeekFrom::Start(0))?;
-        let (gzip, path) = (tracked.gzip, tracked.path.clone());
+        let path = tracked.path.clone();
         let lines: Box<dyn BufRead> = if gzip {
             Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
         } else {
             Box::new(BufReader::new(file))
         };
         let before = position.end;
-        let result = self.ship_lines(lines, subject, &path, gzip, &mut position);
+        let result = self.ship_lines(lines, &subject, &path, gzip, &mut position);
         if let Some(tracked) = self.files.get_mut(&id) {
             tracked.position = position;
             if gzip && result.as_ref().is_ok_and(|&whole| whole) {

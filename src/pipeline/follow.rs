@@ -128,9 +128,10 @@ impl Followed {
 
     /// What its progress row holds once its progress so far commits.
     fn row(&self) -> StoredProgress {
-        let end_hash = self.file.as_ref().map_or(0, |file| {
-            Head::before(file, self.offset).unwrap_or(0)
-        });
+        let end_hash = self
+            .file
+            .as_ref()
+            .map_or(0, |file| Head::before(file, self.offset).unwrap_or(0));
         StoredProgress {
             offset: self.offset,
             decoded: 0,
@@ -376,9 +377,12 @@ impl<'a> Follower<'a> {
             followed.head = Head::of(followed.opened(), followed.offset)?;
         }
         let committed = self.known.get(key).map_or(0, |row| row.offset);
-        if (followed.offset != committed || followed.restarted.is_some()) && followed.retract == 0
-        {
-            let from = if followed.restarted.is_some() { 0 } else { from };
+        if (followed.offset != committed || followed.restarted.is_some()) && followed.retract == 0 {
+            let from = if followed.restarted.is_some() {
+                0
+            } else {
+                from
+            };
             self.record(key.to_string(), followed, from, progress);
             followed.other_names = moved_along(&followed.other_names, true, followed.offset);
         }

@@ -204,6 +204,33 @@ fn first_of(reader: impl Read, limit: u64) -> Vec<u8> {
     }
 }
 
+/// The fingerprint of the first `min(limit, HEAD_BYTES)` bytes of what a file's lines are read
+/// from: its bytes, or, when it is compressed, its decompressed bytes (as far as they go).
+pub fn content_head(file: &File, gzip: bool, limit: u64) -> io::Result<Head> {
+    match gzip {
+        false => Head::of(file, limit),
+        true => Ok(Head::of_bytes(&first_of(
+            decompressed(file),
+            limit.min(HEAD_BYTES),
+        ))),
+    }
+}
+
+/// A name of a file's content that stays as the file grows, is renamed, copied or compressed:
+/// the fingerprint of its first line (of its first [`HEAD_BYTES`] when that line is longer).
+/// `None` while the file has no complete first line.
+pub fn first_line_of(file: &File, gzip: bool) -> Option<u64> {
+    let first = match gzip {
+        false => first_of(FromStart { file, at: 0 }, HEAD_BYTES),
+        true => first_of(decompressed(file), HEAD_BYTES),
+    };
+    match memchr::memchr(b'\n', &first) {
+        Some(end) => Some(fnv1a(&first[..end])),
+        None if first.len() as u64 == HEAD_BYTES => Some(fnv1a(&first)),
+        None => None,
+    }
+}
+
 /// What a compressed file holds before an offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Before {
@@ -332,7 +359,12 @@ impl Known {
 
     /// The rows (other than `key`'s) whose fingerprinted first bytes begin `first`, of
     /// compressed files or of plain ones.
-    fn beginning(&self, first: &[u8], key: &str, compressed: bool) -> Vec<(&String, &StoredProgress)> {
+    fn beginning(
+        &self,
+        first: &[u8],
+        key: &str,
+        compressed: bool,
+    ) -> Vec<(&String, &StoredProgress)> {
         let mut found = Vec::new();
         let mut hash = FNV_START;
         let mut lens = self.head_lens.iter().copied().peekable();
@@ -434,7 +466,11 @@ impl Resume {
                 compressed => format!(
                     "is the file ingested as {} ({}): continues after its {} ingested bytes",
                     shown_key(from),
-                    if compressed { "compressed" } else { "renamed or copied" },
+                    if compressed {
+                        "compressed"
+                    } else {
+                        "renamed or copied"
+                    },
                     found.start + found.skip
                 ),
             };
@@ -487,7 +523,9 @@ fn continued_by_content<'a>(
             row.offset <= size && Head::before(file, row.offset)? == row.end_hash
         } else {
             row.offset <= size
-                && (row.file == id || row.head_len >= row.offset || (gzip && row.head_len == HEAD_BYTES))
+                && (row.file == id
+                    || row.head_len >= row.offset
+                    || (gzip && row.head_len == HEAD_BYTES))
         };
         if verified {
             let resume = Resume {
@@ -569,7 +607,13 @@ mod tests {
 
     fn log_text(lines: usize) -> String {
         (0..lines)
-            .map(|i| format!("2024-09-03T10:{:02}:{:02} cust_{i} GET /x 200 {i}\n", i / 60 % 60, i % 60))
+            .map(|i| {
+                format!(
+                    "2024-09-03T10:{:02}:{:02} cust_{i} GET /x 200 {i}\n",
+                    i / 60 % 60,
+                    i % 60
+                )
+            })
             .collect()
     }
 
@@ -610,7 +654,10 @@ mod tests {
             },
             ..ingested(&path, 3000, HEAD_BYTES)
         };
-        assert_eq!(decide(&path, false, "/a.log", &[("/a.log", moved)]).start, 3000);
+        assert_eq!(
+            decide(&path, false, "/a.log", &[("/a.log", moved)]).start,
+            3000
+        );
     }
 
     #[test]
@@ -622,12 +669,18 @@ mod tests {
         assert!(resume.note.unwrap().contains("renamed or copied"));
         let copy = dir.path().join("copy.log");
         std::fs::copy(&path, &copy).unwrap();
-        assert_eq!(decide(&copy, false, "/copy.log", &[("/app.log", row)]).start, 5000);
+        assert_eq!(
+            decide(&copy, false, "/copy.log", &[("/app.log", row)]).start,
+            5000
+        );
         // The same first bytes, other bytes before the offset: another file.
         let mut other = log_text(300).into_bytes();
         other[4990] = b'#';
         std::fs::write(&copy, other).unwrap();
-        assert_eq!(decide(&copy, false, "/copy.log", &[("/app.log", row)]).start, 0);
+        assert_eq!(
+            decide(&copy, false, "/copy.log", &[("/app.log", row)]).start,
+            0
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod committer;
 mod dataflow;
 mod feeder;
 mod follow;
-mod identity;
+pub mod identity;
 mod input;
 mod job;
 mod name_key;

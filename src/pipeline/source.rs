@@ -496,7 +496,7 @@ fn plan_file(
     else {
         unreachable!("standard input is planned apart");
     };
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(error) => {
             let cause = plain_io_error(&error);
@@ -526,7 +526,7 @@ fn plan_file(
     }
     let note = resume.note.map(|n| format!("{}: {n}", shown_path(path)));
     Ok(Some(PlannedInput {
-        head: Head::of(&mut file, end)?,
+        head: Head::of(&file, end)?,
         start: resume.start,
         end,
         expected_offset: resume.expected_offset,

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
     ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
-    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, SELECT_PROGRESS, UPSERT_PROGRESS,
-    select_keys,
+    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, SELECT_PROGRESS,
+    UPSERT_PROGRESS, select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
 use super::{LOCK_PATIENCE, keyed_state_from_row, report_waiting_for_the_lock, stored};

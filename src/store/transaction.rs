@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
-    ADD_TOTALS, Column, RETIRE_PROGRESS, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, SELECT_PROGRESS, UPSERT_PROGRESS, day_column_names, select_keys,
+    ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
+    ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, SELECT_PROGRESS, UPSERT_PROGRESS,
+    day_column_names, select_keys,
 };
 use super::{
     POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, say_when_waiting_for_the_lock, stored,

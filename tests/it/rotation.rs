@@ -92,7 +92,10 @@ fn logrotate_compress_between_two_runs_stores_every_line_once() {
         logs.compress("app.log.1");
         logs.write("app.log", 10_000);
         let said = ingest_dir(&db.url, &logs.dir);
-        assert!(said.contains("compressed"), "the .gz is said to be known: {said}");
+        assert!(
+            said.contains("compressed"),
+            "the .gz is said to be known: {said}"
+        );
         oracle::assert_rows_match_text(&all_rows(&db.url), &logs.written);
         ingest_dir(&db.url, &logs.dir);
         oracle::assert_rows_match_text(&all_rows(&db.url), &logs.written);
@@ -122,7 +125,9 @@ fn rotations_with_runs_between(url: &str, logs: &mut Logs, steps: &[&dyn Fn(&mut
         let context = format!("after step {i}");
         let rows = all_rows(url);
         assert_eq!(
-            rows.iter().map(|r| r["total_requests"].as_u64().unwrap()).sum::<u64>(),
+            rows.iter()
+                .map(|r| r["total_requests"].as_u64().unwrap())
+                .sum::<u64>(),
             logs.written.lines().count() as u64,
             "{context}"
         );
@@ -201,8 +206,7 @@ fn stop(mut follower: std::process::Child) {
 }
 
 #[test]
-fn following_through_logrotate_compress_and_copytruncate_then_a_batch_run_stores_every_line_once()
-{
+fn following_through_logrotate_compress_and_copytruncate_then_a_batch_run_stores_every_line_once() {
     for backend in backends() {
         let db = TestDb::new(backend);
         let mut logs = Logs::new(&db, 60_000);
@@ -262,5 +266,34 @@ fn following_many_files_keeps_few_open_and_still_reads_every_append_and_rotation
     stop(follower);
     assert!(open <= 16, "{open} files open");
     ingest_dir(&db.url, &logs.dir);
+    oracle::assert_rows_match_text(&all_rows(&db.url), &logs.written);
+}
+
+#[test]
+fn shipping_through_logrotate_compress_and_copytruncate_sends_every_line_once() {
+    use crate::stream::{NatsServer, ingest, ship_command};
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let mut logs = Logs::new(&db, 5_000);
+    let stream = nats.url("ROTATED");
+    let ship = |logs: &Logs| {
+        let output = ship_command(&[&logs.dir], &stream).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    logs.write("app.log", 2_000);
+    ship(&logs);
+    logs.write("app.log", 100);
+    logs.rename("app.log", "app.log.1");
+    logs.compress("app.log.1");
+    logs.write("app.log", 1_000);
+    ship(&logs);
+    logs.write("app.log", 100);
+    logs.copytruncate("app.log", "app.log.2");
+    logs.write("app.log", 1_000);
+    ship(&logs);
+    ship(&logs);
+    ingest(&db, &[&stream]);
     oracle::assert_rows_match_text(&all_rows(&db.url), &logs.written);
 }

@@ -10,7 +10,7 @@ use crate::common::*;
 use crate::oracle;
 
 /// A `nats-server` with JetStream in a directory of its own, stopped on drop.
-struct NatsServer {
+pub(crate) struct NatsServer {
     child: Child,
     port: u16,
     store: tempfile::TempDir,
@@ -19,7 +19,7 @@ struct NatsServer {
 impl NatsServer {
     /// Starts a server on a free port; `None` when nats-server is not installed (a failure when
     /// `LOGSTATS_REQUIRE_NATS=1`, as in CI).
-    fn start(extra: &[&str]) -> Option<NatsServer> {
+    pub(crate) fn start(extra: &[&str]) -> Option<NatsServer> {
         let installed = Command::new("nats-server")
             .arg("--version")
             .output()
@@ -61,7 +61,7 @@ impl NatsServer {
         NatsServer { child, port, store }
     }
 
-    fn url(&self, stream: &str) -> String {
+    pub(crate) fn url(&self, stream: &str) -> String {
         format!("nats://127.0.0.1:{}/{stream}", self.port)
     }
 
@@ -132,7 +132,7 @@ fn publish_and_write(stream: &str, log: &Path, lines: u64, seed: u64) {
     generate_to(log.to_str().unwrap(), lines, seed);
 }
 
-fn ingest(db: &TestDb, inputs: &[&str]) -> String {
+pub(crate) fn ingest(db: &TestDb, inputs: &[&str]) -> String {
     let mut args = vec!["ingest", "--database", &db.url];
     args.extend(inputs);
     run(&args)
@@ -388,7 +388,7 @@ fn a_two_process_cluster_reading_a_stream_gives_the_numbers_of_one_process() {
 }
 
 /// `logstats ship ARGS... STREAM` with a fixed host name.
-fn ship_command(paths: &[&Path], stream: &str) -> Command {
+pub(crate) fn ship_command(paths: &[&Path], stream: &str) -> Command {
     let mut command = Command::new(binary());
     command
         .args(["ship", "--host", "web1"])
