@@ -50,7 +50,9 @@ pub struct StoreTotals {
 
 const SELECT_TOTALS: &str = "SELECT CAST(COALESCE(SUM(total_requests), 0) AS BIGINT) AS requests, \
      COUNT(*) AS days, COUNT(DISTINCT customer_id) AS customers FROM resource_statistics_by_day";
-const SELECT_PROGRESS_TOTALS: &str = "SELECT COUNT(*) AS files, \
+/// Files and bytes ingested (rows kept for files known by content only, `retired:`, are no files).
+const SELECT_PROGRESS_TOTALS: &str = "SELECT \
+     CAST(COALESCE(SUM(CASE WHEN path LIKE 'retired:%' THEN 0 ELSE 1 END), 0) AS BIGINT) AS files, \
      CAST(COALESCE(SUM(byte_offset), 0) AS BIGINT) AS bytes FROM ingest_progress";
 const SELECT_INGEST_TOTALS: &str =
     "SELECT lines, rejected, last_commit_unix FROM ingest_totals WHERE id = 1";
