@@ -37,8 +37,11 @@ pub(super) struct Follower<'a> {
     compressed: HashMap<String, Look>,
     /// What every progress row will hold once the epochs sent so far commit.
     known: Known,
-    /// Polls so far (a file's last activity is the poll it was last read in).
+    /// Polls so far (a file's last activity is the poll it last had new lines in).
     polls: u64,
+    /// Followed files open now, and how many may be.
+    open: usize,
+    max_open: usize,
 }
 
 /// What a look at a file's metadata found.
@@ -84,19 +87,17 @@ struct Followed {
     other_names: Vec<OtherName>,
     /// The metadata when it was last read (nothing to do while it stays so).
     seen: Option<Look>,
-    /// The poll it was last read in or opened.
+    /// The poll it last had new lines in (or was found in).
     active: u64,
 }
 
 impl Followed {
-    /// Whether the file is open, opened again by its path when it was closed (false when its
-    /// path no longer names it).
-    fn open(&mut self) -> bool {
-        if self.file.is_none() {
-            let file = File::open(&self.path).ok();
-            let same = |file: &File| file.metadata().is_ok_and(|m| file_id(&m) == self.identity);
-            self.file = file.filter(same);
-        }
+    /// Opens the file again by its path (nothing when its path no longer names it); true when
+    /// it did.
+    fn reopen(&mut self) -> bool {
+        let file = File::open(&self.path).ok();
+        let same = |file: &File| file.metadata().is_ok_and(|m| file_id(&m) == self.identity);
+        self.file = file.filter(same);
         self.file.is_some()
     }
 
@@ -154,6 +155,8 @@ impl<'a> Follower<'a> {
             compressed: HashMap::new(),
             known: job.stored.clone(),
             polls: 0,
+            open: 0,
+            max_open: open_files_allowed(job.config.max_open_files),
         };
         for input in &job.plan.inputs {
             let Source::File {
@@ -165,8 +168,7 @@ impl<'a> Follower<'a> {
             else {
                 continue;
             };
-            let Ok(file) = File::open(path) else { continue };
-            let Ok(metadata) = file.metadata() else {
+            let Ok(metadata) = std::fs::metadata(path) else {
                 continue;
             };
             if *gzip {
@@ -174,9 +176,9 @@ impl<'a> Follower<'a> {
                 continue;
             }
             let read = input.end > input.start;
-            let followed = Followed {
+            let mut followed = Followed {
                 path: path.clone(),
-                file: Some(file),
+                file: None,
                 identity: *identity,
                 offset: input.end,
                 head: input.head,
@@ -188,6 +190,8 @@ impl<'a> Follower<'a> {
                 active: 0,
             };
             if read {
+                // Its row's fingerprint of the bytes before the offset needs the file open.
+                follower.open(&mut followed);
                 if let Some(retired) = &input.retire {
                     follower.known.retire_as(key, retired);
                 }
@@ -195,8 +199,19 @@ impl<'a> Follower<'a> {
             }
             follower.files.insert(key.clone(), followed);
         }
-        follower.close_least_active();
         follower
+    }
+
+    /// Whether `followed` is open, opened again when it was closed (closing the least recently
+    /// active files first when as many as allowed are open).
+    fn open(&mut self, followed: &mut Followed) -> bool {
+        if followed.file.is_none() {
+            if self.open >= self.max_open {
+                self.close_least_active(self.max_open / 2);
+            }
+            self.open += usize::from(followed.reopen());
+        }
+        followed.file.is_some()
     }
 
     /// Reads what was appended since the last poll; returns the progress to commit with it.
@@ -227,7 +242,6 @@ impl<'a> Follower<'a> {
             }
         }
         self.read_appended(&present, aggregator, &mut on_bytes, &mut progress)?;
-        self.close_least_active();
         Ok(progress)
     }
 
@@ -272,7 +286,7 @@ impl<'a> Follower<'a> {
             }
             aggregator.set_source(&shown_path(&followed.path));
             // Whole lines only: a writer that still holds the file may finish its last line.
-            if followed.open() {
+            if self.open(followed) {
                 let file = followed.opened();
                 let size = file.metadata()?.len();
                 let end = end_of_last_line(file, followed.offset, size)?;
@@ -299,7 +313,10 @@ impl<'a> Follower<'a> {
                 }
                 // Renamed out of the followed names: how far it was read is recorded under the
                 // name it has now, so that a later run over that name does not read it again.
-                (None, Some((new_key, _))) => self.record(new_key, followed, 0, progress),
+                (None, Some((new_key, _))) => {
+                    self.record(new_key, followed, 0, progress);
+                    self.close(followed);
+                }
                 // Gone (removed, or compressed away): how far it was read is kept under a
                 // retired name, so that its compressed form or a copy is known for it.
                 (None, None) => {
@@ -308,6 +325,7 @@ impl<'a> Follower<'a> {
                     followed.identity = FileId::default();
                     followed.other_names.clear();
                     self.record(retired, followed, 0, progress);
+                    self.close(followed);
                 }
             }
         }
@@ -348,10 +366,9 @@ impl<'a> Follower<'a> {
         progress: &mut Vec<FileProgress>,
     ) -> anyhow::Result<()> {
         aggregator.set_source(&shown_path(&followed.path));
-        if !followed.open() {
+        if !self.open(followed) {
             return Ok(()); // replaced since the rescan: the next poll drains it
         }
-        followed.active = self.polls;
         let file = followed.opened();
         let from = followed.offset;
         let size = file.metadata()?.len();
@@ -372,6 +389,9 @@ impl<'a> Follower<'a> {
             followed.restarted = Some(row.map(|row| retired_key(key, row)));
         }
         let end = end_of_last_line(followed.opened(), followed.offset, size)?;
+        if end > followed.offset {
+            followed.active = self.polls;
+        }
         followed.read_to(end, aggregator, on_bytes)?;
         if followed.head.len < HEAD_BYTES.min(followed.offset) {
             followed.head = Head::of(followed.opened(), followed.offset)?;
@@ -482,6 +502,10 @@ impl<'a> Follower<'a> {
         tracing::info!("following {}", shown_path(&found.path));
         let restarts = resume.retire.is_some()
             || (resume.start == 0 && self.known.get(key).is_some_and(|row| row.offset > 0));
+        if self.open >= self.max_open {
+            self.close_least_active(self.max_open / 2);
+        }
+        self.open += 1;
         let followed = Followed {
             path: found.path.clone(),
             file: Some(file),
@@ -591,24 +615,45 @@ impl<'a> Follower<'a> {
         Ok(())
     }
 
-    /// Closes the least recently active files past `--max-open-files`.
-    fn close_least_active(&mut self) {
-        let limit = self.job.config.max_open_files.max(1);
-        let mut open: Vec<(u64, &mut Followed)> = self
+    /// Closes `followed`'s file.
+    fn close(&mut self, followed: &mut Followed) {
+        if followed.file.take().is_some() {
+            self.open -= 1;
+        }
+    }
+
+    /// Closes the least recently active followed files until `keep` are open.
+    fn close_least_active(&mut self, keep: usize) {
+        let mut open: Vec<&mut Followed> = self
             .files
             .values_mut()
             .filter(|f| f.file.is_some())
-            .map(|f| (f.active, f))
             .collect();
-        if open.len() <= limit {
+        if open.len() <= keep {
             return;
         }
-        open.sort_by_key(|(active, _)| *active);
-        let excess = open.len() - limit;
-        for (_, followed) in open.into_iter().take(excess) {
+        open.sort_by_key(|f| f.active);
+        let excess = open.len() - keep;
+        for followed in open.into_iter().take(excess) {
             followed.file = None;
+            self.open -= 1;
         }
     }
+}
+
+/// How many followed files may be open: `wanted`, within what the process may open (its soft
+/// limit raised to the hard one first), less a margin for the database, sockets and spill files.
+fn open_files_allowed(wanted: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit.clone()).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let available = limit.current.map_or(usize::MAX, |n| n as usize);
+    wanted.min(available.saturating_sub(128)).max(1)
 }
 
 impl Followed {
