@@ -319,6 +319,8 @@ impl<'a> Follower<'a> {
                 }
                 // Gone (removed, or compressed away): how far it was read is kept under a
                 // retired name, so that its compressed form or a copy is known for it.
+                // (Closed and not found again, it read nothing more: its row says how far it is.)
+                (None, None) if followed.file.is_none() => {}
                 (None, None) => {
                     let row = followed.row();
                     let retired = retired_key(key, &row);
