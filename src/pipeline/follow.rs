@@ -35,13 +35,26 @@ pub(super) struct Follower<'a> {
     /// Compressed files already read, with what they were then (read again only if they change:
     /// one still being written).
     compressed: HashMap<String, Look>,
-    /// What every progress row will hold once the epochs sent so far commit.
+    /// What every progress row will hold once the epochs sent so far commit: what tells which
+    /// file is which.
     known: Known,
+    /// What they hold once the epochs before this poll's commit: what this poll's records expect
+    /// to find (a commit checks rows as they were before it).
+    committed: Known,
+    /// What this poll changed of `known`, to be made of `committed` when it ends.
+    changes: Vec<Change>,
     /// Polls so far (a file's last activity is the poll it last had new lines in).
     polls: u64,
     /// Followed files open now, and how many may be.
     open: usize,
     max_open: usize,
+}
+
+/// A change of a progress row.
+enum Change {
+    /// The row under the first name, kept under the second (see [`Known::retire_as`]).
+    Retire(String, String),
+    Record(String, StoredProgress),
 }
 
 /// What a look at a file's metadata found.
@@ -154,6 +167,8 @@ impl<'a> Follower<'a> {
             files: BTreeMap::new(),
             compressed: HashMap::new(),
             known: job.stored.clone(),
+            committed: job.stored.clone(),
+            changes: Vec::new(),
             polls: 0,
             open: 0,
             max_open: open_files_allowed(job.config.max_open_files),
@@ -193,13 +208,48 @@ impl<'a> Follower<'a> {
                 // Its row's fingerprint of the bytes before the offset needs the file open.
                 follower.open(&mut followed);
                 if let Some(retired) = &input.retire {
-                    follower.known.retire_as(key, retired);
+                    follower.change(Change::Retire(key.clone(), retired.clone()));
                 }
-                follower.known.record(key.clone(), followed.row());
+                follower.change(Change::Record(key.clone(), followed.row()));
             }
             follower.files.insert(key.clone(), followed);
         }
+        follower.end_poll();
         follower
+    }
+
+    /// Makes `change` of the rows known now (and of the committed ones when the poll ends).
+    fn change(&mut self, change: Change) {
+        match &change {
+            Change::Retire(key, retired) => self.known.retire_as(key, retired),
+            Change::Record(key, row) => self.known.record(key.clone(), *row),
+        }
+        self.changes.push(change);
+    }
+
+    /// What this poll recorded is what the next poll's records find.
+    fn end_poll(&mut self) {
+        for change in self.changes.drain(..) {
+            match change {
+                Change::Retire(key, retired) => self.committed.retire_as(&key, &retired),
+                Change::Record(key, row) => self.committed.record(key, row),
+            }
+        }
+    }
+
+    /// What a decision against the rows known now expects of the rows as committed.
+    fn expecting_committed(&self, resume: Resume, key: &str, id: FileId) -> Resume {
+        let own = self.committed.get(key);
+        Resume {
+            expected_offset: own.map_or(0, |row| row.offset),
+            expected_decoded: own.map_or(0, |row| row.decoded),
+            other_names: self.committed.other_names(key, id),
+            retire: resume.retire.as_ref().and_then(|_| {
+                own.filter(|row| row.offset > 0 || row.decoded > 0)
+                    .map(|row| retired_key(key, row))
+            }),
+            ..resume
+        }
     }
 
     /// Whether `followed` is open, opened again when it was closed (closing the least recently
@@ -242,6 +292,7 @@ impl<'a> Follower<'a> {
             }
         }
         self.read_appended(&present, aggregator, &mut on_bytes, &mut progress)?;
+        self.end_poll();
         Ok(progress)
     }
 
@@ -295,7 +346,7 @@ impl<'a> Follower<'a> {
             // The name it had keeps its row (until a new file there takes it over).
             followed.other_names.push(OtherName {
                 path: key.clone(),
-                offset: self.known.get(key).map_or(0, |row| row.offset),
+                offset: self.committed.get(key).map_or(0, |row| row.offset),
                 linked: false,
             });
             match (renamed, new_name) {
@@ -387,7 +438,7 @@ impl<'a> Follower<'a> {
             followed.head = Head::default();
             // What was read before is kept under a retired name: a copy of it (copytruncate)
             // is known by it.
-            let row = self.known.get(key).filter(|row| row.offset > 0);
+            let row = self.committed.get(key).filter(|row| row.offset > 0);
             followed.restarted = Some(row.map(|row| retired_key(key, row)));
         }
         let end = end_of_last_line(followed.opened(), followed.offset, size)?;
@@ -422,7 +473,7 @@ impl<'a> Follower<'a> {
     ) {
         let row = followed.row();
         let retire = followed.restarted.take().flatten();
-        let committed = self.known.get(&key).map_or(0, |row| row.offset);
+        let committed = self.committed.get(&key).map_or(0, |row| row.offset);
         progress.push(FileProgress {
             from,
             checkpoint: FileCheckpoint {
@@ -440,10 +491,10 @@ impl<'a> Follower<'a> {
                 retire: retire.clone(),
             },
         });
-        if let Some(retired) = &retire {
-            self.known.retire_as(&key, retired);
+        if let Some(retired) = retire {
+            self.change(Change::Retire(key.clone(), retired));
         }
-        self.known.record(key, row);
+        self.change(Change::Record(key, row));
     }
 
     /// The files the followed paths name now, by key. A file reached by two names (a hard
@@ -496,14 +547,17 @@ impl<'a> Follower<'a> {
                     ..Resume::default()
                 }
             }
-            None => Resume::decide(&file, false, size, key, identity, &self.known)?,
+            None => {
+                let resume = Resume::decide(&file, false, size, key, identity, &self.known)?;
+                self.expecting_committed(resume, key, identity)
+            }
         };
         if let Some(note) = &resume.note {
             tracing::warn!("{}: {note}", shown_path(&found.path));
         }
         tracing::info!("following {}", shown_path(&found.path));
         let restarts = resume.retire.is_some()
-            || (resume.start == 0 && self.known.get(key).is_some_and(|row| row.offset > 0));
+            || (resume.start == 0 && self.committed.get(key).is_some_and(|row| row.offset > 0));
         if self.open >= self.max_open {
             self.close_least_active(self.max_open / 2);
         }
@@ -563,6 +617,7 @@ impl<'a> Follower<'a> {
         let look = Look::of(&metadata);
         self.compressed.insert(key.to_string(), look);
         let resume = Resume::decide(&file, true, look.size, key, look.identity, &self.known)?;
+        let resume = self.expecting_committed(resume, key, look.identity);
         if let Some(note) = &resume.note {
             tracing::info!("{}: {note}", shown_path(&found.path));
         }
@@ -602,7 +657,7 @@ impl<'a> Follower<'a> {
             },
         });
         if let Some(retired) = &resume.retire {
-            self.known.retire_as(key, retired);
+            self.change(Change::Retire(key.to_string(), retired.clone()));
         }
         let row = StoredProgress {
             offset,
@@ -613,7 +668,7 @@ impl<'a> Follower<'a> {
             head_len: head.len,
             file: look.identity,
         };
-        self.known.record(key.to_string(), row);
+        self.change(Change::Record(key.to_string(), row));
         Ok(())
     }
 

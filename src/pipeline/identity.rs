@@ -193,12 +193,19 @@ fn decompressed(file: &File) -> impl Read + '_ {
 /// Up to `limit` bytes of `reader`: as many as it gives before its end or an error (a compressed
 /// file still being written breaks off; what came before counts).
 fn first_of(reader: impl Read, limit: u64) -> Vec<u8> {
+    first_of_checked(reader, limit).0
+}
+
+/// [`first_of`], and whether `reader` broke off (an error) before `limit` bytes.
+fn first_of_checked(reader: impl Read, limit: u64) -> (Vec<u8>, bool) {
     let mut bytes = Vec::new();
     let mut reader = reader.take(limit);
     let mut block = [0; 8192];
     loop {
         match reader.read(&mut block) {
-            Ok(0) | Err(_) => return bytes,
+            Ok(0) => return (bytes, false),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return (bytes, true),
             Ok(n) => bytes.extend_from_slice(&block[..n]),
         }
     }
@@ -457,19 +464,21 @@ impl Resume {
             resume.retire = Some(retired_key(key, p));
         }
         if let Some((from, found)) = continued_by_content(file, gzip, size, key, id, known)? {
-            let note = match gzip && !is_compressed_key(from) {
-                true if found.start >= size => format!(
+            let note = match from {
+                None => "breaks off within its first 4 KiB (being compressed?): too short yet to \
+                         tell which file it is; read once it is whole"
+                    .to_string(),
+                Some(from) if gzip && found.start >= size => format!(
                     "begins as the file ingested as {} but breaks off before its ingested \
                      bytes (being compressed?): read once it is whole",
                     shown_key(from)
                 ),
-                compressed => format!(
+                Some(from) => format!(
                     "is the file ingested as {} ({}): continues after its {} ingested bytes",
                     shown_key(from),
-                    if compressed {
-                        "compressed"
-                    } else {
-                        "renamed or copied"
+                    match gzip && !is_compressed_key(from) {
+                        true => "compressed",
+                        false => "renamed or copied",
                     },
                     found.start + found.skip
                 ),
@@ -501,6 +510,10 @@ impl Resume {
 /// row of a compressed file whose compressed bytes this one's begin with. Of several, the one
 /// that has read the most. A row recorded without the bytes before its offset (by an older
 /// version) counts only for the very file it was recorded for (same device and inode).
+///
+/// A compressed file that breaks off before it can be told apart (within its first 4 KiB, or
+/// before the bytes a row it begins like ingested) is being written: it resumes at its end (read
+/// nothing now), with the row it begins like, if any.
 fn continued_by_content<'a>(
     file: &File,
     gzip: bool,
@@ -508,15 +521,20 @@ fn continued_by_content<'a>(
     key: &str,
     id: FileId,
     known: &'a Known,
-) -> io::Result<Option<(&'a String, Resume)>> {
-    let raw = first_of(FromStart { file, at: 0 }, HEAD_BYTES);
-    let mut best: Option<(&String, Resume)> = None;
-    let mut consider = |from: &'a String, resume: Resume| {
-        let done = resume.start + resume.skip;
-        if best.as_ref().is_none_or(|(_, b)| b.start + b.skip < done) {
-            best = Some((from, resume));
-        }
+) -> io::Result<Option<(Option<&'a String>, Resume)>> {
+    let wait = || Resume {
+        start: size,
+        ..Resume::default()
     };
+    let raw = first_of(FromStart { file, at: 0 }, HEAD_BYTES);
+    // Of the rows found, the one that read the most (in decompressed bytes for a compressed file;
+    // a compressed file's row read whole read it all).
+    let mut best: Option<(u64, &String, Resume)> = None;
+    fn consider<'a>(best: &mut Option<(u64, &'a String, Resume)>, found: (u64, &'a String, Resume)) {
+        if best.as_ref().is_none_or(|(most, ..)| *most < found.0) {
+            *best = Some(found);
+        }
+    }
     // The same bytes as stored: a renamed or copied plain file, a renamed compressed one.
     for (from, row) in known.beginning(&raw, key, gzip) {
         let verified = if row.end_hash != 0 && !gzip {
@@ -528,28 +546,30 @@ fn continued_by_content<'a>(
                     || (gzip && row.head_len == HEAD_BYTES))
         };
         if verified {
+            let read = match gzip {
+                true if row.offset > 0 => u64::MAX,
+                true => row.decoded,
+                false => row.offset,
+            };
             let resume = Resume {
                 start: row.offset - row.tail,
                 retract: row.tail,
                 skip: row.decoded,
                 ..Resume::default()
             };
-            consider(from, resume);
+            consider(&mut best, (read, from, resume));
         }
     }
     // A compressed file whose decompressed bytes are those of a plain file ingested.
     if gzip {
-        let first = first_of(decompressed(file), HEAD_BYTES);
+        let (first, broke) = first_of_checked(decompressed(file), HEAD_BYTES);
+        if broke && best.is_none() {
+            return Ok(Some((None, wait())));
+        }
         for (from, row) in known.beginning(&first, key, false) {
             let verified = match (row.end_hash, decompressed_before(file, row.offset)) {
-                // Being compressed from a file ingested: read once it is whole.
-                (_, Before::Broken) => {
-                    let wait = Resume {
-                        start: size,
-                        ..Resume::default()
-                    };
-                    return Ok(Some((from, wait)));
-                }
+                (_, Before::Broken) if best.is_none() => return Ok(Some((Some(from), wait()))),
+                (_, Before::Broken) => false,
                 (0, before) => row.head_len >= row.offset && before != Before::Shorter,
                 (hash, before) => before == Before::Hash(hash),
             };
@@ -560,11 +580,11 @@ fn continued_by_content<'a>(
                     retract: row.tail,
                     ..Resume::default()
                 };
-                consider(from, resume);
+                consider(&mut best, (row.offset - row.tail, from, resume));
             }
         }
     }
-    Ok(best)
+    Ok(best.map(|(_, from, resume)| (Some(from), resume)))
 }
 
 #[cfg(test)]

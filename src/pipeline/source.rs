@@ -515,7 +515,15 @@ fn plan_file(
     } else {
         size
     };
-    if !gzip {
+    if !gzip && end == resume.start && resume.retire.is_some() {
+        // Nothing to read yet (recreated empty), but its name's row is another file's: an empty
+        // piece records that this file starts there, and keeps the other one's row retired.
+        pieces.push(Piece {
+            input: at.input,
+            start: resume.start,
+            end,
+        });
+    } else if !gzip {
         split(&file, at.input, resume.start, end, at.unit_bytes, pieces)?;
     } else if end > resume.start {
         pieces.push(Piece {
