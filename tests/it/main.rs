@@ -15,6 +15,7 @@ mod oracle;
 mod pipeline;
 mod robustness;
 mod rotation;
+mod rotation_attack;
 mod serving;
 mod spilling;
 mod store;
