@@ -530,7 +530,10 @@ fn continued_by_content<'a>(
     // Of the rows found, the one that read the most (in decompressed bytes for a compressed file;
     // a compressed file's row read whole read it all).
     let mut best: Option<(u64, &String, Resume)> = None;
-    fn consider<'a>(best: &mut Option<(u64, &'a String, Resume)>, found: (u64, &'a String, Resume)) {
+    fn consider<'a>(
+        best: &mut Option<(u64, &'a String, Resume)>,
+        found: (u64, &'a String, Resume),
+    ) {
         if best.as_ref().is_none_or(|(most, ..)| *most < found.0) {
             *best = Some(found);
         }

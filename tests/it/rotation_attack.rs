@@ -668,7 +668,6 @@ fn batch_runs_through_random_rotations_with_partial_lines_store_every_line_once(
 }
 
 #[test]
-#[ignore = "reproduces: a renamed .gz that read past its plain original is read again after it"]
 fn batch_runs_through_random_rotations_with_unread_lines_compressed_store_every_line_once() {
     let features = Features {
         partial_lines: true,
@@ -678,7 +677,6 @@ fn batch_runs_through_random_rotations_with_unread_lines_compressed_store_every_
 }
 
 #[test]
-#[ignore = "reproduces: a .gz whose first 4 KiB are not written yet is read as a new file"]
 fn batch_runs_through_random_rotations_with_gzip_written_slowly_store_every_line_once() {
     let features = Features {
         run_before_rotation: true,
@@ -710,7 +708,6 @@ fn following_with_two_open_files_through_random_rotations_without_compression_st
 }
 
 #[test]
-#[ignore = "reproduces: a follower's own commit is refused once app.log.1.gz is shifted to .2.gz"]
 fn following_through_random_rotations_with_compression_stores_every_line_once() {
     attack(
         EVERYTHING,
@@ -763,7 +760,6 @@ fn run_and_count(url: &str, dir: &Path, extra: &[&str]) -> (u64, String) {
 /// original's row (9,768 decompressed bytes) beats the `.gz`'s own (2,392 compressed bytes)
 /// as "the one that read the most", and the line is read again, at every rename after.
 #[test]
-#[ignore = "reproduces: a renamed .gz that read past its plain original is read again after it"]
 fn a_gz_renamed_after_it_read_past_its_plain_original_is_not_read_again() {
     let db = TestDb::new(Backend::Sqlite);
     let dir = db.dir().join("logs");
@@ -787,7 +783,6 @@ fn a_gz_renamed_after_it_read_past_its_plain_original_is_not_read_again() {
 /// (less than the 4 KiB fingerprinted of `app.log.1`'s content) and is taken for a new file;
 /// once whole, it is read from its start, though `app.log.1` was read.
 #[test]
-#[ignore = "reproduces: a .gz whose first 4 KiB are not written yet is read as a new file"]
 fn a_gz_being_written_from_an_ingested_file_is_not_read_again_once_whole() {
     let mut failures = Vec::new();
     for (lines, written) in [(1000, 20), (1, 20), (1000, 2000), (1000, 6000)] {
@@ -822,7 +817,6 @@ fn a_gz_being_written_from_an_ingested_file_is_not_read_again_once_whole() {
 /// ("app.log.1.gz was ingested by another process meanwhile (expected offset 0, found 205)")
 /// and it exits 1; lines appended afterwards are never read. (With `copytruncate` the same.)
 #[test]
-#[ignore = "reproduces: a follower's own commit is refused once app.log.1.gz is shifted to .2.gz"]
 fn following_through_two_compressing_rotations_goes_on() {
     let db = TestDb::new(Backend::Sqlite);
     let mut world = World::new(db.dir(), 0);
