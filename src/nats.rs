@@ -286,17 +286,62 @@ impl Connection {
         Ok(self.stream()?.cached_info().config.subjects.clone())
     }
 
-    /// The first and last sequence the stream holds now (`first > last` when it is empty).
-    pub fn bounds(&self) -> anyhow::Result<Bounds> {
+    /// The stream's bounds, and the sequences between its first and last that it no longer holds
+    /// (deleted, or dropped by a limit per subject), in any order. The list is asked for (a second
+    /// request) only when there are such sequences.
+    pub fn deleted(&self) -> anyhow::Result<(Bounds, Vec<u64>)> {
         let stream = self.stream()?;
-        let info = stream.cached_info();
-        Ok(Bounds {
-            first: info.state.first_sequence,
-            last: info.state.last_sequence,
-            created: info.created.unix_timestamp_nanos() as u64,
-            messages: info.state.messages,
-            bytes: info.state.bytes,
-        })
+        let bounds = Bounds::of(stream.cached_info());
+        if bounds.inner_holes() == 0 {
+            return Ok((bounds, Vec::new()));
+        }
+        let info = self
+            .runtime
+            .block_on(stream.info_builder().with_deleted(true).fetch())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?
+            .info;
+        let bounds = Bounds::of(&info);
+        let mut deleted = info.state.deleted.unwrap_or_default();
+        // The list may be short: NATS 2.9 leaves out a memory-stored stream's last sequence, and a
+        // file-stored one's sequences at the start of a block (those, reading finds as gaps).
+        let listed = deleted
+            .iter()
+            .filter(|&&s| s >= bounds.first && s <= bounds.last)
+            .count() as u64;
+        if listed < bounds.inner_holes()
+            && !deleted.contains(&bounds.last)
+            && !self.holds(&stream, bounds.last)?
+        {
+            deleted.push(bounds.last);
+        }
+        Ok((bounds, deleted))
+    }
+
+    /// Whether `stream` holds a message at `sequence`.
+    fn holds(&self, stream: &stream::Stream, sequence: u64) -> anyhow::Result<bool> {
+        match self.runtime.block_on(stream.get_raw_message(sequence)) {
+            Ok(_) => Ok(true),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(error) => Err(anyhow::anyhow!("{}: {error}", self.url.key())),
+        }
+    }
+
+    /// The sequence of the first message at or after `sequence` of the URL's subject (any, without
+    /// one); `None` when there is none.
+    pub fn first_from(&self, sequence: u64) -> anyhow::Result<Option<u64>> {
+        let stream = self
+            .runtime
+            .block_on(self.jetstream.get_stream_no_info(&self.url.stream))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url.key()))?;
+        let subject = self.url.subject.as_deref().unwrap_or(">");
+        match self
+            .runtime
+            .block_on(stream.get_first_raw_message_by_subject(subject, sequence))
+        {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(error) if error.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(anyhow::anyhow!("{}: {error}", self.url.key())),
+        }
     }
 
     /// Publishes `payload` to `subject` and waits for the stream to store it; `id` makes a
@@ -476,9 +521,21 @@ pub struct Bounds {
 }
 
 impl Bounds {
-    /// Messages after `position` that the stream dropped (retention) before they were read.
-    pub fn dropped_after(&self, position: u64) -> u64 {
-        self.first.saturating_sub(position + 1)
+    fn of(info: &stream::Info) -> Bounds {
+        Bounds {
+            first: info.state.first_sequence,
+            last: info.state.last_sequence,
+            created: info.created.unix_timestamp_nanos() as u64,
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+        }
+    }
+
+    /// How many sequences between the first and the last the stream no longer holds.
+    pub fn inner_holes(&self) -> u64 {
+        (self.last + 1)
+            .saturating_sub(self.first)
+            .saturating_sub(self.messages)
     }
 
     /// About how many bytes the messages after `position` hold (for a progress bar).
@@ -535,6 +592,11 @@ impl Reader {
     /// The last sequence read.
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// Moves the position on to `position`, past sequences known to hold nothing to read.
+    pub fn skip_to(&mut self, position: u64) {
+        self.position = self.position.max(position);
     }
 
     /// The next messages up to sequence `end`, about `max_bytes` of them; empty when there are
@@ -688,7 +750,7 @@ mod tests {
     }
 
     #[test]
-    fn dropped_messages_are_those_between_the_position_and_the_first_kept() {
+    fn inner_holes_are_the_sequences_between_the_first_and_last_not_held() {
         let bounds = Bounds {
             first: 11,
             last: 20,
@@ -696,10 +758,21 @@ mod tests {
             messages: 10,
             bytes: 1000,
         };
-        assert_eq!(bounds.dropped_after(0), 10);
-        assert_eq!(bounds.dropped_after(4), 6);
-        assert_eq!(bounds.dropped_after(10), 0);
-        assert_eq!(bounds.dropped_after(15), 0);
+        assert_eq!(bounds.inner_holes(), 0);
+        assert_eq!(
+            Bounds {
+                messages: 7,
+                ..bounds
+            }
+            .inner_holes(),
+            3
+        );
+        let emptied = Bounds {
+            first: 21,
+            messages: 0,
+            ..bounds
+        };
+        assert_eq!(emptied.inner_holes(), 0);
         assert_eq!(bounds.bytes_after(0), 1000);
         assert_eq!(bounds.bytes_after(15), 500);
         assert_eq!(bounds.bytes_after(20), 0);

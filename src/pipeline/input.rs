@@ -118,7 +118,10 @@ impl EpochSource for StreamFeed {
             tracing::warn!("{warning}");
         }
         for note in notes {
-            tracing::warn!("{note}");
+            // Following, the summary comes at the end of the run: say it now too.
+            if out.job.config.follow {
+                tracing::warn!("{note}");
+            }
             out.updates.send(Update::Note(note));
         }
         for problem in problems {

@@ -323,6 +323,245 @@ fn messages_the_stream_dropped_before_they_were_read_are_reported_with_their_cou
     assert!(stderr.contains("ingested 3 lines"), "{stderr}");
 }
 
+/// A log line of its own for message `i`: one group (customer and day) per message, so that the
+/// database tells exactly which messages were ingested.
+fn line_of(i: u64) -> String {
+    format!("2024-09-{:02} 10:00:00 cust_{i} /x 200 0.100", 1 + i % 28)
+}
+
+/// The text of the lines of messages `sequences`.
+fn lines_of(sequences: impl IntoIterator<Item = u64>) -> String {
+    sequences.into_iter().map(|i| line_of(i) + "\n").collect()
+}
+
+/// Makes the stream `config.name`, taking `NAME.>`, and publishes message i (from 1) to subject
+/// `NAME.{subjects[i - 1]}` with [`line_of`]`(i)` as its payload; each is stored at sequence i.
+fn publish_lines(
+    nats: &NatsServer,
+    config: async_nats::jetstream::stream::Config,
+    subjects: &[&str],
+) {
+    let jetstream = jetstream_of(nats);
+    block_on(async {
+        let name = config.name.clone();
+        jetstream
+            .get_or_create_stream(async_nats::jetstream::stream::Config {
+                subjects: vec![format!("{name}.>")],
+                ..config
+            })
+            .await
+            .unwrap();
+        let mut stream = jetstream.get_stream(&name).await.unwrap();
+        let first = stream.info().await.unwrap().state.last_sequence + 1;
+        for (i, subject) in (first..).zip(subjects) {
+            let ack = jetstream
+                .publish(format!("{name}.{subject}"), line_of(i).into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(ack.sequence, i);
+        }
+    });
+}
+
+/// Deletes messages `sequences` of `stream`.
+fn delete_messages(nats: &NatsServer, stream: &str, sequences: &[u64]) {
+    let jetstream = jetstream_of(nats);
+    block_on(async {
+        let stream = jetstream.get_stream(stream).await.unwrap();
+        for &sequence in sequences {
+            assert!(stream.delete_message(sequence).await.unwrap());
+        }
+    });
+}
+
+fn jetstream_of(nats: &NatsServer) -> async_nats::jetstream::Context {
+    block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        async_nats::jetstream::new(client)
+    })
+}
+
+/// What `ingest` said of messages the stream lost: the notes that say so.
+fn lost_notes(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("removed from the stream"))
+        .collect()
+}
+
+#[test]
+fn a_limit_per_subject_reports_every_message_it_dropped_with_its_sequences() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let name = format!("PER{}", backend as u8);
+        let url = nats.url(&name);
+        // One message kept per subject, of 9 subjects: 1-83 go round them all; from 84 on, each
+        // subject but the first gets two messages in a row, the first of which its second drops.
+        // 91 are dropped: 1-83 at the stream's head, and 85, 87, ..., 99 between the 9 kept.
+        let subjects: Vec<String> = (1..=100u64)
+            .map(|i| match i {
+                ..=83 => format!("s{}", i % 9),
+                _ => format!("s{}", (i - 83) / 2),
+            })
+            .collect();
+        let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+        publish_lines(
+            &nats,
+            async_nats::jetstream::stream::Config {
+                name: name.clone(),
+                max_messages_per_subject: 1,
+                ..Default::default()
+            },
+            &subjects,
+        );
+        let stderr = ingest(&db, &[&url]);
+        assert_eq!(
+            lost_notes(&stderr),
+            [format!(
+                "note: {url}: 91 messages (sequences 1-83, 85, 87, 89, 91, 93, 95, 97, 99) were \
+                 removed from the stream (by its limits or deleted) before they were read: never \
+                 ingested"
+            )],
+            "{stderr}"
+        );
+        assert!(stderr.contains("ingested 9 lines (0 rejected)"), "{stderr}");
+        let kept = [84, 86, 88, 90, 92, 94, 96, 98, 100];
+        oracle::assert_rows_match_text(&all_rows(&db.url), &lines_of(kept));
+        let again = ingest(&db, &[&url]);
+        assert!(lost_notes(&again).is_empty(), "{again}");
+        assert!(again.contains("ingested 0 lines"), "{again}");
+    }
+}
+
+#[test]
+fn messages_deleted_inside_a_stream_before_it_was_read_are_reported_and_the_rest_stored() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    use async_nats::jetstream::stream::StorageType;
+    for backend in backends() {
+        for storage in [StorageType::File, StorageType::Memory] {
+            let db = TestDb::new(backend);
+            let name = format!("DEL{}{}", backend as u8, storage as u8);
+            let url = nats.url(&name);
+            let config = async_nats::jetstream::stream::Config {
+                name: name.clone(),
+                storage,
+                ..Default::default()
+            };
+            publish_lines(&nats, config, &["a"; 20]);
+            // The last one too: the stream's last sequence stays 20 without its message.
+            delete_messages(&nats, &name, &[5, 11, 20]);
+            let stderr = ingest(&db, &[&url]);
+            assert_eq!(
+                lost_notes(&stderr),
+                [format!(
+                    "note: {url}: 3 messages (sequences 5, 11, 20) were removed from the stream \
+                     (by its limits or deleted) before they were read: never ingested"
+                )],
+                "{backend:?} {storage:?}: {stderr}"
+            );
+            assert!(stderr.contains("ingested 17 lines"), "{stderr}");
+            let stored = (1..=20).filter(|i| ![5, 11, 20].contains(i));
+            oracle::assert_rows_match_text(&all_rows(&db.url), &lines_of(stored));
+            // The position moved past the last hole: nothing is said twice.
+            let again = ingest(&db, &[&url]);
+            assert!(
+                lost_notes(&again).is_empty(),
+                "{backend:?} {storage:?}: {again}"
+            );
+        }
+    }
+}
+
+#[test]
+fn only_messages_lost_after_the_stored_position_are_reported_run_after_run() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let name = format!("RUNS{}", backend as u8);
+        let url = nats.url(&name);
+        let config = || async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            ..Default::default()
+        };
+        publish_lines(&nats, config(), &["a"; 10]);
+        let first = ingest(&db, &[&url]);
+        assert!(first.contains("ingested 10 lines"), "{first}");
+        assert!(lost_notes(&first).is_empty(), "{first}");
+        // 3 was read already; 12, 20, 25 and the last one, 30, were not.
+        publish_lines(&nats, config(), &["a"; 20]);
+        delete_messages(&nats, &name, &[3, 12, 20, 25, 30]);
+        let second = ingest(&db, &[&url]);
+        assert_eq!(
+            lost_notes(&second),
+            [format!(
+                "note: {url}: 4 messages (sequences 12, 20, 25, 30) were removed from the stream \
+                 (by its limits or deleted) before they were read: never ingested"
+            )],
+            "{second}"
+        );
+        assert!(second.contains("ingested 16 lines"), "{second}");
+        let third = ingest(&db, &[&url]);
+        assert!(lost_notes(&third).is_empty(), "{third}");
+        // The next ones: one of them deleted.
+        publish_lines(&nats, config(), &["a"; 3]);
+        delete_messages(&nats, &name, &[32]);
+        let fourth = ingest(&db, &[&url]);
+        assert_eq!(
+            lost_notes(&fourth),
+            [format!(
+                "note: {url}: 1 message (sequence 32) was removed from the stream (by its limits \
+                 or deleted) before it was read: never ingested"
+            )],
+            "{fourth}"
+        );
+        let stored = (1..=33).filter(|i| ![12, 20, 25, 30, 32].contains(i));
+        oracle::assert_rows_match_text(&all_rows(&db.url), &lines_of(stored));
+    }
+}
+
+#[test]
+fn with_a_subject_filter_lost_messages_are_an_upper_bound_said_once() {
+    let Some(nats) = NatsServer::start(&[]) else {
+        return;
+    };
+    let db = TestDb::new(Backend::Sqlite);
+    let name = "FILTERED";
+    let url = format!("{}?subject={name}.a", nats.url(name));
+    let config = async_nats::jetstream::stream::Config {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    // a and b in turn: a has the odd sequences. 3 and 7 of a, 4 and 10 of b are deleted; the
+    // stream cannot say which subject a deleted message had.
+    publish_lines(&nats, config, &["a", "b"].repeat(5));
+    delete_messages(&nats, name, &[3, 4, 7, 10]);
+    let stderr = ingest(&db, &[&url]);
+    assert_eq!(
+        lost_notes(&stderr),
+        [format!(
+            "note: {url}: 4 messages (sequences 3-4, 7, 10) were removed from the stream (by its \
+             limits or deleted) before they were read: up to that many of them of its subject"
+        )],
+        "{stderr}"
+    );
+    assert!(stderr.contains("ingested 3 lines"), "{stderr}");
+    oracle::assert_rows_match_text(&all_rows(&db.url), &lines_of([1, 5, 9]));
+    // Past the last message of its subject, the holes were said already.
+    let again = ingest(&db, &[&url]);
+    assert!(lost_notes(&again).is_empty(), "{again}");
+}
+
 #[test]
 fn credentials_in_a_stream_url_never_appear_in_output() {
     let Some(nats) = NatsServer::start(&["--user", "ann", "--pass", "s3cret"]) else {
