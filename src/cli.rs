@@ -187,7 +187,8 @@ pub struct IngestArgs {
     /// A file with one host:port per line, one per process.
     #[arg(long, env = "LOGSTATS_HOSTFILE", value_name = "FILE")]
     pub hostfile: Option<PathBuf>,
-    /// Seconds to wait for every process of the cluster to connect.
+    /// Seconds to wait for every process of the cluster to connect; later, a peer that sends
+    /// nothing for this long (at least 1 s; a stopped process, a cut network) is lost.
     #[arg(
         long,
         env = "LOGSTATS_CONNECT_TIMEOUT",

@@ -28,11 +28,15 @@ fn main() -> std::process::ExitCode {
         Ok(status) => std::process::ExitCode::from(status),
         Err(error) => {
             eprintln!("error: {}", logstats::errors::one_line(&error));
-            // 3: a cluster did not form in time (the others exit 1).
-            let formed = error
-                .downcast_ref::<logstats::pipeline::ClusterDidNotForm>()
-                .is_none();
-            std::process::ExitCode::from(if formed { 1 } else { 3 })
+            // 3: a cluster did not form in time; 4: it lost a peer (the others exit 1).
+            let status = if error.is::<logstats::pipeline::ClusterDidNotForm>() {
+                3
+            } else if error.is::<logstats::pipeline::PeerLost>() {
+                logstats::pipeline::PEER_LOST_EXIT_STATUS
+            } else {
+                1
+            };
+            std::process::ExitCode::from(status)
         }
     }
 }

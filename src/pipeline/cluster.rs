@@ -4,11 +4,14 @@
 //! Timely connects a cluster itself but retries a missing peer forever and reports each attempt on
 //! stdout. Here every connection is made (with timely's handshake: the connecting process sends
 //! its index as a big-endian u64) before the workers start, and a peer that has not answered by
-//! `--connect-timeout` is an error that names it; timely then runs on the connected sockets.
+//! `--connect-timeout` is an error that names it; timely then runs on the connected sockets,
+//! watched (`peers.rs`): a peer that dies or falls silent that long later is lost, and named.
 
 use std::any::Any;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -17,6 +20,7 @@ use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
 use timely::communication::{Config, Hooks};
 
 use super::Cluster;
+use super::peers::{self, Connections, PeerWatch};
 
 /// The cluster did not form within its connect timeout (`ingest` exits 3).
 #[derive(Debug, thiserror::Error)]
@@ -27,31 +31,62 @@ pub struct ClusterDidNotForm {
     pub missing: String,
 }
 
-/// The workers' allocators (`workers` threads; in a cluster, connected to every other process)
-/// and what must live as long as they run.
-pub(super) type Allocators = (Vec<AllocatorBuilder>, Box<dyn Any + Send>);
+/// The workers' allocators (`workers` threads; in a cluster, connected to every other process),
+/// what must live as long as they run, and in a cluster the watch on its peers.
+pub(super) struct Allocators {
+    pub builders: Vec<AllocatorBuilder>,
+    pub connections: Box<dyn Any + Send>,
+    pub peers: Option<Arc<PeerWatch>>,
+}
 
-/// Allocators for `workers` threads of this process, and of a cluster when one is given.
-pub(super) fn allocators(workers: usize, cluster: Option<&Cluster>) -> anyhow::Result<Allocators> {
+/// Allocators for `workers` threads of this process, and of a cluster when one is given; losing
+/// a peer of the cluster sets `stop`.
+pub(super) fn allocators(
+    workers: usize,
+    cluster: Option<&Cluster>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Allocators> {
     let workers = workers.max(1);
     let Some(cluster) = cluster else {
         let config = match workers {
             1 => Config::Thread,
             _ => Config::Process(workers),
         };
-        return config
+        let (builders, connections) = config
             .try_build()
-            .map_err(|e| anyhow::anyhow!("starting the workers: {e}"));
+            .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
+        return Ok(Allocators {
+            builders,
+            connections,
+            peers: None,
+        });
     };
     let sockets = connect(cluster)?;
+    let (sockets, watch) = peers::watch(
+        cluster.process_id,
+        &cluster.addresses,
+        sockets,
+        silence_limit(cluster),
+        Arc::clone(stop),
+    )
+    .context("starting the cluster's connections")?;
     let hooks = Hooks::default();
     let local =
         ProcessBuilder::new_typed_vector(workers, hooks.refill.clone(), hooks.spill.clone());
     let (builders, guard) =
         initialize_networking_from_sockets(local, sockets, cluster.process_id, workers, hooks)
             .context("starting the cluster's connections")?;
-    let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
-    Ok((builders, Box::new(guard)))
+    Ok(Allocators {
+        builders: builders.into_iter().map(AllocatorBuilder::Tcp).collect(),
+        connections: Box::new(Connections::new(guard, Arc::clone(&watch))),
+        peers: Some(watch),
+    })
+}
+
+/// How long a peer may send nothing (its heartbeats stopped: a stopped process, a cut network)
+/// before it is lost: the connect timeout, and at least a second.
+fn silence_limit(cluster: &Cluster) -> Duration {
+    cluster.connect_timeout.max(Duration::from_secs(1))
 }
 
 /// A connection to every other process, in process order (`None` for this one): this process

@@ -23,6 +23,7 @@ use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::identity::Known;
 use super::job::{ChunkInput, Job, Outputs, Update, UpdateInput, glob_pattern};
+use super::peers::{PeerLost, PeerWatch};
 use super::stream::{Chunk, StreamAddress, plan_streams};
 use super::{ClusterPart, IngestConfig, IngestReport, cluster, process, source};
 use crate::store::BlockingStore;
@@ -32,15 +33,19 @@ use crate::store::BlockingStore;
 pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<IngestReport> {
     let started = Instant::now();
     let job = Arc::new(plan_job(config, store)?);
-    let (allocators, connections) =
-        cluster::allocators(job.config.workers, job.config.cluster.as_ref())?;
+    let cluster::Allocators {
+        builders,
+        connections,
+        peers,
+    } = cluster::allocators(job.config.workers, job.config.cluster.as_ref(), &job.stop)?;
     let progress = process::progress_bar(&job);
     let worker_job = Arc::clone(&job);
+    let worker_peers = peers.clone();
     let guards = timely::execute::execute_from(
-        allocators,
+        builders,
         connections,
         timely::WorkerConfig::default(),
-        move |worker| run_worker(worker, &worker_job),
+        move |worker| run_worker(worker, &worker_job, worker_peers.as_deref()),
     )
     .map_err(|e| anyhow::anyhow!("starting the workers: {e}"))?;
     let mut failure = None;
@@ -56,7 +61,11 @@ pub fn ingest(config: IngestConfig, store: BlockingStore) -> anyhow::Result<Inge
         bar.finish_and_clear();
     }
     if let Some(error) = failure {
-        return Err(error);
+        // A lost peer is the cause of whatever else went wrong after it.
+        return Err(match peers.and_then(|peers| peers.lost()) {
+            Some(lost) => lost.into(),
+            None => error,
+        });
     }
     // Not the committing process of a cluster: it reports nothing of its own.
     let mut report = committed.unwrap_or_default();
@@ -234,9 +243,13 @@ fn groups_in_first_mib(path: &Path) -> Option<u64> {
     (groups > 0).then(|| groups * (1 << 20) / complete.len() as u64)
 }
 
-/// One worker: builds the dataflow, feeds it, and drains it to the end. Worker 0 of the
-/// committing process returns the run's report.
-fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<Option<IngestReport>> {
+/// One worker: builds the dataflow, feeds it, and drains it to the end (or, when a peer of the
+/// cluster is lost, until then). Worker 0 of the committing process returns the run's report.
+fn run_worker(
+    worker: &mut Worker,
+    job: &Arc<Job>,
+    cluster: Option<&PeerWatch>,
+) -> anyhow::Result<Option<IngestReport>> {
     let index = worker.index();
     let peers = worker.peers();
     // Every worker builds the dataflow and drains it to the end, even after an error: a worker
@@ -270,10 +283,31 @@ fn run_worker(worker: &mut Worker, job: &Arc<Job>) -> anyhow::Result<Option<Inge
 
     drop(input);
     drop(chunks);
-    while worker.step_or_park(Some(Duration::from_millis(100))) {}
+    let lost = drain(worker, cluster);
+    // The committer commits the whole epochs it was handed, even when a peer was lost.
     let report = committer.borrow_mut().take().map(CommitterThread::finish);
+    if let Some(lost) = lost {
+        return Err(lost.into());
+    }
     fed?;
     report.transpose()
+}
+
+/// Runs the dataflow to its end. A lost peer means it has none: then this worker drops it (it
+/// leaves the cluster) and returns the loss.
+fn drain(worker: &mut Worker, cluster: Option<&PeerWatch>) -> Option<PeerLost> {
+    while worker.step_or_park(Some(Duration::from_millis(100))) {
+        if let Some(cluster) = cluster
+            && let Some(lost) = cluster.lost()
+        {
+            cluster.leave();
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+            return Some(lost);
+        }
+    }
+    None
 }
 
 /// The committer, on the process that commits (the one holding the outputs).

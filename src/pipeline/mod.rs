@@ -20,6 +20,7 @@ mod input;
 mod job;
 mod name_key;
 mod partition;
+mod peers;
 mod process;
 mod reader;
 mod rejects;
@@ -36,6 +37,7 @@ use serde::Serialize;
 pub use aggregate::{Aggregator, Position, Rejected, Tally};
 pub use cluster::ClusterDidNotForm;
 pub use dataflow::ingest;
+pub use peers::{PEER_LOST_EXIT_STATUS, PeerLost};
 pub use reader::{BOM, MAX_LINE_BYTES};
 
 use crate::record::Reject;

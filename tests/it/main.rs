@@ -4,6 +4,7 @@ mod api;
 mod auth;
 mod browser;
 mod cli;
+mod cluster;
 mod common;
 mod concurrency;
 mod docs;
