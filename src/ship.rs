@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::errors::shown_path;
 use crate::nats::{Conflict, Connection, LastMessage, Permanent, StreamUrl};
 use crate::pipeline::BOM;
-use crate::pipeline::identity::{content_head, first_line_of};
+use crate::pipeline::identity::{HEAD_BYTES, content_head, first_line_of, whole_content_head};
 use crate::pipeline::source::{self, Head, Source};
 use crate::store::FileId;
 
@@ -398,12 +398,20 @@ impl Shipper<'_> {
     }
 
     fn ship_new_lines(&mut self, id: FileId) -> anyhow::Result<bool> {
-        let Some(tracked) = self.files.get(&id) else {
+        let Some(tracked) = self.files.get_mut(&id) else {
             return Ok(false);
         };
         let shipped = tracked.position;
-        let begins_as_shipped =
-            content_head(&tracked.file, tracked.gzip, shipped.head.len)? == shipped.head;
+        // A compressed file that breaks off within its first bytes is still being written: what it
+        // is can be told once it is whole.
+        let limit = shipped.head.len.max(HEAD_BYTES);
+        let Some(head) = whole_content_head(&tracked.file, tracked.gzip, limit)? else {
+            let path = tracked.path.clone();
+            self.report.problems.push(still_compressing(&path));
+            return Ok(false);
+        };
+        let begins_as_shipped = head.len >= shipped.head.len
+            && content_head(&tracked.file, tracked.gzip, shipped.head.len)? == shipped.head;
         if !begins_as_shipped && !self.follow_content(id)? {
             return Ok(false);
         }
@@ -461,7 +469,14 @@ impl Shipper<'_> {
         gzip: bool,
         position: &mut Shipped,
     ) -> anyhow::Result<bool> {
-        std::io::copy(&mut (&mut lines).take(position.end), &mut std::io::sink())?;
+        if let Err(error) =
+            std::io::copy(&mut (&mut lines).take(position.end), &mut std::io::sink())
+        {
+            // A compressed file that breaks off before what was shipped: still being written.
+            anyhow::ensure!(gzip, error);
+            self.report.problems.push(still_compressing(path));
+            return Ok(false);
+        }
         let mut offset = position.end;
         let mut payload = Vec::with_capacity(MESSAGE_BYTES);
         let mut count = 0;
@@ -565,6 +580,15 @@ impl Shipper<'_> {
         self.report.messages += 1;
         Ok(())
     }
+}
+
+/// What is said of a compressed file that breaks off before what tells it apart or what was
+/// shipped of it.
+fn still_compressing(path: &Path) -> String {
+    format!(
+        "cannot read {} completely yet: it breaks off early (being compressed?); shipped once whole",
+        shown_path(path)
+    )
 }
 
 /// Whether a stream's subject (with `*` and `>` wildcards) takes `subject`.

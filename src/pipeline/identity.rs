@@ -223,6 +223,16 @@ pub fn content_head(file: &File, gzip: bool, limit: u64) -> io::Result<Head> {
     }
 }
 
+/// [`content_head`], or `None` for a compressed file that breaks off before `limit` bytes (or
+/// [`HEAD_BYTES`]): still being written, it cannot be told yet.
+pub fn whole_content_head(file: &File, gzip: bool, limit: u64) -> io::Result<Option<Head>> {
+    if !gzip {
+        return Head::of(file, limit).map(Some);
+    }
+    let (first, broke) = first_of_checked(decompressed(file), limit.min(HEAD_BYTES));
+    Ok((!broke).then(|| Head::of_bytes(&first)))
+}
+
 /// A name of a file's content that stays as the file grows, is renamed, copied or compressed:
 /// the fingerprint of its first line (of its first [`HEAD_BYTES`] when that line is longer).
 /// `None` while the file has no complete first line.
@@ -397,8 +407,8 @@ impl Known {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resume {
     pub start: u64,
-    /// A last line counted without its newline, at `start` (in a compressed file: after
-    /// `skip`): taken back, then read again whole.
+    /// A last line counted without its newline, at `start` (in a compressed file: the bytes
+    /// after the `skip` ones): taken back, then read again whole.
     pub retract: u64,
     /// Decompressed bytes already ingested after `start` (compressed files).
     pub skip: u64,
@@ -468,7 +478,7 @@ impl Resume {
                 None => "breaks off within its first 4 KiB (being compressed?): too short yet to \
                          tell which file it is; read once it is whole"
                     .to_string(),
-                Some(from) if gzip && found.start >= size => format!(
+                Some(from) if gzip && found.start >= size && !is_compressed_key(from) => format!(
                     "begins as the file ingested as {} but breaks off before its ingested \
                      bytes (being compressed?): read once it is whole",
                     shown_key(from)

@@ -85,9 +85,9 @@ fn open_planned(path: &std::path::Path, planned: FileId) -> Result<File, String>
     Ok(file)
 }
 
-/// Feeds the lines of a compressed piece, after the `skip` decompressed bytes already ingested
-/// (`already.0`), the last `already.1` of which are a last line counted without its newline:
-/// taken back, then read again whole.
+/// Feeds the lines of a compressed piece, after the decompressed bytes already ingested
+/// (`already.0`); the `already.1` bytes after those are a last line counted without its newline,
+/// taken back before it is read again whole (as a plain file's `retract`).
 pub fn read_compressed(
     file: File,
     piece: &Piece,
@@ -104,10 +104,9 @@ pub fn read_compressed(
             plain_io_error(&error)
         ),
     };
-    let before = skip - retract.min(skip);
-    match io::copy(&mut (&mut decoder).take(before), &mut io::sink()) {
+    match io::copy(&mut (&mut decoder).take(skip), &mut io::sink()) {
         Err(error) => return Ok(broken(0, error)),
-        Ok(skipped) if skipped < before => {
+        Ok(skipped) if skipped < skip => {
             let error = io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "it ends before the part already ingested",
@@ -120,18 +119,18 @@ pub fn read_compressed(
     if retract > 0 {
         match (&mut decoder).take(retract).read_to_end(&mut line) {
             Ok(read) if read as u64 == retract => retract_line(&line, aggregator),
-            Ok(_) => line.clear(),
+            Ok(_) => {}
             Err(error) => return Ok(broken(0, error)),
         }
     }
+    // The line taken back is fed again, whole, with what follows it.
     let fed = feed_lines(
         io::Cursor::new(line).chain(decoder),
         Numbering::Lines,
         aggregator,
         &mut |_| {},
     );
-    // Decoded bytes past `skip`: the line taken back was read again whole.
-    let decoded = fed.bytes.saturating_sub(retract);
+    let decoded = fed.bytes;
     Ok(match fed.result {
         Ok(()) => PieceEnd::Whole {
             tail: 0,
