@@ -31,7 +31,7 @@ LOGSTATS_LOG=logstats=debug $bin ingest --database "$db" --follow "$work/logs" 2
 follower=$!
 trap 'kill $follower 2>/dev/null || true' EXIT
 # Caught up: two commits after it began following.
-until [ "$(grep -c committed "$work/follow.err")" -ge 2 ]; do sleep 0.2; done
+until [ "$(grep -c committed "$work/follow.err" 2>/dev/null || true)" -ge 2 ] 2>/dev/null; do sleep 0.2; done
 open=$(ls -l /proc/$follower/fd 2>/dev/null | grep -c "$work/logs/" || true)
 before=$(lines)
 start=$(date +%s.%N)
