@@ -98,6 +98,8 @@ struct Followed {
     /// The other progress rows of this file, with the offsets they hold once the epochs sent so
     /// far commit.
     other_names: Vec<OtherName>,
+    /// The fingerprint of the bytes before `offset` when it was last read (0: not taken).
+    end_hash: u64,
     /// The metadata when it was last read (nothing to do while it stays so).
     seen: Option<Look>,
     /// The poll it last had new lines in (or was found in).
@@ -112,6 +114,19 @@ impl Followed {
         let same = |file: &File| file.metadata().is_ok_and(|m| file_id(&m) == self.identity);
         self.file = file.filter(same);
         self.file.is_some()
+    }
+
+    /// Whether the file at `path` begins as this one and holds the same bytes before its offset:
+    /// this file, closed since, found again (not a new file that took its inode).
+    fn still_in(&self, path: &PathBuf) -> bool {
+        let Ok(file) = File::open(path) else {
+            return false;
+        };
+        let same_head = Head::of(&file, self.head.len).is_ok_and(|head| head == self.head);
+        let same_end = self.offset == 0
+            || self.end_hash == 0
+            || Head::before(&file, self.offset).is_ok_and(|hash| hash == self.end_hash);
+        same_head && same_end
     }
 
     /// The open file.
@@ -136,16 +151,17 @@ impl Followed {
             }
             read_range(file.try_clone()?, self.offset, end, aggregator, on_bytes)?;
             self.offset = end;
+            self.end_hash = Head::before(file, end).unwrap_or(0);
         }
         Ok(())
     }
 
     /// What its progress row holds once its progress so far commits.
     fn row(&self) -> StoredProgress {
-        let end_hash = self
-            .file
-            .as_ref()
-            .map_or(0, |file| Head::before(file, self.offset).unwrap_or(0));
+        let end_hash = match &self.file {
+            Some(file) => Head::before(file, self.offset).unwrap_or(0),
+            None => self.end_hash,
+        };
         StoredProgress {
             offset: self.offset,
             decoded: 0,
@@ -201,12 +217,14 @@ impl<'a> Follower<'a> {
                 // Taken back by the backlog's reading when it read anything.
                 retract: if read { 0 } else { input.retract },
                 other_names: moved_along(&input.other_names, read, input.end),
+                end_hash: 0,
                 seen: None,
                 active: 0,
             };
             if read {
                 // Its row's fingerprint of the bytes before the offset needs the file open.
                 follower.open(&mut followed);
+                followed.end_hash = followed.row().end_hash;
                 if let Some(retired) = &input.retire {
                     follower.change(Change::Retire(key.clone(), retired.clone()));
                 }
@@ -322,14 +340,22 @@ impl<'a> Follower<'a> {
             .collect();
         for (key, followed) in &mut moved {
             followed.restarted = None;
+            // A closed file is found again by its identity only when its content is still what
+            // was read of it: its inode may have been freed and taken by a new file.
+            let is_it = |path: &PathBuf| followed.file.is_some() || followed.still_in(path);
             let renamed = present
                 .iter()
-                .find(|(k, p)| p.look.identity == followed.identity && !self.files.contains_key(*k))
+                .find(|(k, p)| {
+                    p.look.identity == followed.identity
+                        && !self.files.contains_key(*k)
+                        && is_it(&p.path)
+                })
                 .map(|(k, p)| (k.clone(), p.path.clone()));
             let new_name = renamed.clone().or_else(|| {
-                let path = renamed_beside(followed)?;
+                let path = renamed_beside(followed).filter(is_it)?;
                 Some((progress_key(&path), path))
             });
+            let old_path = followed.path.clone();
             if followed.file.is_none()
                 && let Some((_, path)) = &new_name
             {
@@ -353,7 +379,7 @@ impl<'a> Follower<'a> {
                 (Some((new_key, new_path)), _) => {
                     tracing::info!(
                         "{} was renamed to {}: following it there",
-                        shown_path(&followed.path),
+                        shown_path(&old_path),
                         shown_path(&new_path)
                     );
                     followed.path = new_path;
@@ -562,6 +588,7 @@ impl<'a> Follower<'a> {
             self.close_least_active(self.max_open / 2);
         }
         self.open += 1;
+        let end_hash = Head::before(&file, resume.start).unwrap_or(0);
         let followed = Followed {
             path: found.path.clone(),
             file: Some(file),
@@ -571,6 +598,7 @@ impl<'a> Follower<'a> {
             other_names: resume.other_names,
             head: Head::default(),
             restarted: (restarts || resume.start > 0).then_some(resume.retire),
+            end_hash,
             seen: None,
             active: self.polls,
         };
@@ -725,6 +753,7 @@ impl Followed {
             restarted: None,
             retract: 0,
             other_names: Vec::new(),
+            end_hash: 0,
             seen: None,
             active: 0,
         }
