@@ -533,6 +533,10 @@ impl Bounds {
 
     /// How many sequences between the first and the last the stream no longer holds.
     pub fn inner_holes(&self) -> u64 {
+        // A stream that never held a message has sequence 0 for both its first and last.
+        if self.last == 0 {
+            return 0;
+        }
         (self.last + 1)
             .saturating_sub(self.first)
             .saturating_sub(self.messages)
@@ -773,6 +777,17 @@ mod tests {
             ..bounds
         };
         assert_eq!(emptied.inner_holes(), 0);
+        let never_written = Bounds {
+            first: 0,
+            last: 0,
+            messages: 0,
+            ..bounds
+        };
+        assert_eq!(
+            never_written.inner_holes(),
+            0,
+            "an empty stream's sequences are 0"
+        );
         assert_eq!(bounds.bytes_after(0), 1000);
         assert_eq!(bounds.bytes_after(15), 500);
         assert_eq!(bounds.bytes_after(20), 0);
