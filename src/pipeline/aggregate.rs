@@ -1,8 +1,10 @@
 //! Per-worker pre-aggregation: lines in, one [`DayStats`] per (customer, day) out.
 //!
-//! Customer ids are interned once per worker, so the hot path hashes a few bytes and updates one
-//! group; no line is kept. Rejected lines are counted by reason and a bounded number are kept as
-//! samples (all of them when the user asked for a rejects file).
+//! Customer ids are interned per worker until its next drain, so the hot path hashes a few bytes
+//! and updates one group; no line is kept, and nothing of a customer outlives the batch that read
+//! it (a run of a million customers holds no table of them all). Rejected lines are counted by
+//! reason and a bounded number are kept as samples (all of them when the user asked for a
+//! rejects file).
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -65,15 +67,12 @@ impl Tally {
     }
 }
 
-/// One worker's groups, keyed by its own customer numbers: each name is sent once, with the first
-/// groups that use it, so that groups travel without their customer's name.
+/// One worker's groups of one batch, each keyed by its customer's place in `names`: a name
+/// travels once per batch, whatever the number of days its groups span. The numbers mean nothing
+/// outside the batch, so no table of names lives longer than a batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberedGroups {
-    /// The worker (its index in the whole cluster) whose numbers these are.
-    pub worker: usize,
-    /// The number of `names[0]`; the names of lower numbers came in earlier groups.
-    pub first_name: u32,
-    pub names: Vec<String>,
+    pub names: Vec<Box<str>>,
     pub groups: Vec<(u32, Day, GroupState)>,
 }
 
@@ -90,11 +89,9 @@ const REJECT_TEXT_CHARS: usize = 200;
 
 /// Accumulates the groups of the lines fed to it until drained.
 pub struct Aggregator {
-    /// Which worker this is (named in its groups).
-    worker: usize,
-    /// Customer names already sent with earlier groups.
-    names_sent: usize,
+    /// The batch's customers, by name (cleared by each drain).
     customer_ids: FxHashMap<NameKey, u32>,
+    /// The batch's customers, by number (handed over by each drain).
     customer_names: Vec<Box<str>>,
     group_index: FxHashMap<(u32, Day), u32>,
     groups: Vec<(u32, Day, GroupState)>,
@@ -108,10 +105,10 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(worker: usize, reject_limit: usize) -> Aggregator {
+    /// An aggregator that keeps `reject_limit` rejected lines. The worker's index is no longer
+    /// used (each batch numbers its own customers); callers still pass it.
+    pub fn new(_worker: usize, reject_limit: usize) -> Aggregator {
         Aggregator {
-            worker,
-            names_sent: 0,
             customer_ids: FxHashMap::default(),
             customer_names: Vec::new(),
             group_index: FxHashMap::default(),
@@ -234,23 +231,19 @@ impl Aggregator {
         id
     }
 
-    /// Takes everything accumulated since the last drain.
+    /// Takes everything accumulated since the last drain; the customers are numbered anew from
+    /// then on.
     pub fn drain(&mut self) -> (NumberedGroups, Tally, Vec<Rejected>) {
         self.group_index.clear();
+        self.customer_ids.clear();
         let mut groups = std::mem::take(&mut self.groups);
         for (_, _, stats) in &mut groups {
             stats.compact();
         }
-        let first_name = self.names_sent as u32;
-        let names = self.customer_names[self.names_sent..]
-            .iter()
-            .map(|name| name.to_string())
-            .collect();
-        self.names_sent = self.customer_names.len();
+        // The next batch likely names about as many customers.
+        let room = self.customer_names.len();
         let numbered = NumberedGroups {
-            worker: self.worker,
-            first_name,
-            names,
+            names: std::mem::replace(&mut self.customer_names, Vec::with_capacity(room)),
             groups,
         };
         (
@@ -281,12 +274,12 @@ mod tests {
             aggregator.feed(line.as_bytes(), Position::Line(i as u64 + 1));
         }
         let (numbered, tally, rejects) = aggregator.drain();
-        assert_eq!(numbered.names, ["a", "b"]);
+        assert_eq!(numbered.names, ["a".into(), "b".into()]);
         let mut groups = numbered.groups;
         groups.sort_by_key(|g| (g.0, g.1));
         let totals: Vec<(&str, u64)> = groups
             .iter()
-            .map(|g| (numbered.names[g.0 as usize].as_str(), g.2.total()))
+            .map(|g| (&*numbered.names[g.0 as usize], g.2.total()))
             .collect();
         assert_eq!(totals, [("a", 2), ("a", 1), ("b", 1)]);
         assert_eq!(tally.lines, 6);
@@ -299,9 +292,8 @@ mod tests {
         aggregator.feed(b"2024-09-15 10:00:00 c /x 200 1.0", Position::Line(8));
         aggregator.feed(b"2024-09-15 10:00:00 a /x 200 1.0", Position::Line(9));
         let (last, _, _) = aggregator.drain();
-        assert_eq!(
-            (last.first_name, last.names.as_slice()),
-            (2, &["c".to_string()][..])
-        );
+        // Each batch names the customers it holds, numbered from 0: none is remembered.
+        assert_eq!(last.names, ["c".into(), "a".into()]);
+        assert_eq!(last.groups.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1]);
     }
 }

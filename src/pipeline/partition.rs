@@ -32,8 +32,6 @@ pub struct Partitions {
     senders: Vec<SyncSender<Message>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     shared: Vec<Arc<Shared>>,
-    /// By worker: the partition of each of the worker's customer numbers.
-    partition_of: Vec<Vec<u16>>,
 }
 
 /// What a partition thread tells the committer without being asked.
@@ -46,10 +44,10 @@ struct Shared {
 }
 
 enum Message {
-    /// Groups of one worker, keyed by its customer numbers, with the names it numbered anew.
+    /// A batch's groups of this partition's customers, each keyed by its customer's place in
+    /// `names`.
     Groups {
-        worker: usize,
-        names: Vec<(u32, String)>,
+        names: Vec<Box<str>>,
         groups: Vec<(u32, Day, GroupState)>,
     },
     /// Every group so far, in order, in chunks; an empty chunk ends them.
@@ -64,7 +62,6 @@ impl Partitions {
             senders: Vec::new(),
             threads: Vec::new(),
             shared: Vec::new(),
-            partition_of: Vec::new(),
         };
         for index in 0..count {
             let (sender, received) = sync_channel(QUEUED_BATCHES);
@@ -83,45 +80,38 @@ impl Partitions {
         Ok(partitions)
     }
 
-    /// Sends a worker's groups to their partitions.
+    /// Sends a batch's groups to their partitions, each with the names of its customers (numbered
+    /// anew for it). Nothing of the batch is kept.
     pub fn absorb(&mut self, numbered: NumberedGroups) -> anyhow::Result<()> {
         self.check()?;
         let count = self.senders.len();
-        if self.partition_of.len() <= numbered.worker {
-            self.partition_of.resize_with(numbered.worker + 1, Vec::new);
-        }
-        let partition_of = &mut self.partition_of[numbered.worker];
-        anyhow::ensure!(
-            numbered.first_name as usize == partition_of.len(),
-            "worker {}'s customer names came out of order (a bug: please report it)",
-            numbered.worker
-        );
         let mut names = vec![Vec::new(); count];
-        for (number, name) in (numbered.first_name..).zip(numbered.names) {
-            let partition = partition_of_name(&name, count);
-            partition_of.push(partition as u16);
-            names[partition].push((number, name));
-        }
+        // Each of the batch's customer numbers: its partition and its number there.
+        let places: Vec<(u16, u32)> = numbered
+            .names
+            .into_iter()
+            .map(|name| {
+                let partition = partition_of_name(&name, count);
+                let names = &mut names[partition];
+                names.push(name);
+                (partition as u16, names.len() as u32 - 1)
+            })
+            .collect();
         let mut groups: Vec<Vec<_>> = (0..count)
             .map(|_| Vec::with_capacity(numbered.groups.len() / count + 1))
             .collect();
-        for group in numbered.groups {
-            let partition = *partition_of
-                .get(group.0 as usize)
+        for (customer, day, state) in numbered.groups {
+            let &(partition, number) = places
+                .get(customer as usize)
                 .context("a group of a customer never named (a bug: please report it)")?;
-            groups[usize::from(partition)].push(group);
+            groups[usize::from(partition)].push((number, day, state));
         }
         for ((sender, names), groups) in self.senders.iter().zip(names).zip(groups) {
-            if names.is_empty() && groups.is_empty() {
+            if groups.is_empty() {
                 continue;
             }
-            let message = Message::Groups {
-                worker: numbered.worker,
-                names,
-                groups,
-            };
             sender
-                .send(message)
+                .send(Message::Groups { names, groups })
                 .map_err(|_| anyhow::anyhow!("a partition of the groups failed (a bug)"))?;
         }
         Ok(())
@@ -185,6 +175,9 @@ impl Drop for Partitions {
 
 /// Which of `count` partitions holds `name`'s groups.
 fn partition_of_name(name: &str, count: usize) -> usize {
+    if count == 1 {
+        return 0;
+    }
     let mut hasher = rustc_hash::FxHasher::default();
     hasher.write(name.as_bytes());
     (hasher.finish() % count as u64) as usize
@@ -192,37 +185,16 @@ fn partition_of_name(name: &str, count: usize) -> usize {
 
 /// One partition's thread: merges what comes, hands out its groups when asked.
 fn run_partition(mut table: GroupTable, messages: Receiver<Message>, shared: &Shared) {
-    // By worker: the table's number of each of the worker's customer numbers it holds.
-    let mut numbers: Vec<Vec<u32>> = Vec::new();
     let mut failed = false;
     for message in messages {
         match message {
-            Message::Groups {
-                worker,
-                names,
-                groups,
-            } => {
-                if numbers.len() <= worker {
-                    numbers.resize_with(worker + 1, Vec::new);
-                }
-                let numbers = &mut numbers[worker];
-                for (number, name) in names {
-                    let number = number as usize;
-                    if numbers.len() <= number {
-                        numbers.resize(number + 1, u32::MAX);
-                    }
-                    numbers[number] = table.intern(&name);
-                }
+            Message::Groups { names, groups } => {
                 if failed {
                     continue;
                 }
-                for (customer, day, stats) in groups {
-                    let customer = numbers[customer as usize];
-                    if let Err(error) = table.add_numbered(customer, day, stats) {
-                        *shared.error.lock().expect("partition error lock") = Some(error);
-                        failed = true;
-                        break;
-                    }
+                if let Err(error) = table.add_batch(&names, groups) {
+                    *shared.error.lock().expect("partition error lock") = Some(error);
+                    failed = true;
                 }
                 shared.runs.store(table.runs(), Ordering::Relaxed);
                 shared
@@ -317,57 +289,49 @@ mod tests {
     use super::*;
     use crate::stats::DayStats;
 
-    /// Numbers the names of one worker as its aggregator would: each name once, in first-use order.
-    #[derive(Default)]
-    struct Worker {
-        numbers: BTreeMap<String, u32>,
-    }
-
-    impl Worker {
-        fn batch(&mut self, index: usize, groups: &[(String, Day, DayStats)]) -> NumberedGroups {
-            let first_name = self.numbers.len() as u32;
-            let mut names = Vec::new();
-            let groups = groups
-                .iter()
-                .map(|(customer, day, stats)| {
-                    let next = self.numbers.len() as u32;
-                    let number = *self.numbers.entry(customer.clone()).or_insert_with(|| {
-                        names.push(customer.clone());
-                        next
-                    });
-                    (number, *day, stats.clone().into())
-                })
-                .collect();
-            NumberedGroups {
-                worker: index,
-                first_name,
-                names,
-                groups,
-            }
-        }
+    /// Numbers the names of one batch as an aggregator does: each name once, in first-use order.
+    fn batch(groups: &[(String, Day, DayStats)]) -> NumberedGroups {
+        let mut numbers: BTreeMap<String, u32> = BTreeMap::new();
+        let mut names = Vec::new();
+        let groups = groups
+            .iter()
+            .map(|(customer, day, stats)| {
+                let next = numbers.len() as u32;
+                let number = *numbers.entry(customer.clone()).or_insert_with(|| {
+                    names.push(customer.as_str().into());
+                    next
+                });
+                (number, *day, stats.clone().into())
+            })
+            .collect();
+        NumberedGroups { names, groups }
     }
 
     proptest::proptest! {
         #[test]
         fn partitions_give_every_group_once_in_order_whatever_their_count_and_budget(
             deltas in proptest::collection::vec(
-                (0u8..60, 0i32..4, 1u16..6, 0u64..50, 0usize..3), 1..300),
+                (0u8..60, 0i32..4, 1u16..6, 0u64..50, proptest::bool::weighted(0.3)), 1..300),
             partitions in 1usize..4,
             budget in 0usize..40_000,
             commit_after in 0usize..300,
         ) {
             let root = tempfile::tempdir().unwrap();
             let mut table = Partitions::start(partitions, budget, root.path().to_path_buf()).unwrap();
-            let mut workers: Vec<Worker> = (0..3).map(|_| Worker::default()).collect();
             let mut expected: BTreeMap<(String, Day), DayStats> = BTreeMap::new();
             let mut commits = Vec::new();
-            for (i, &(customer, day, class, duration, worker)) in deltas.iter().enumerate() {
+            let mut pending = Vec::new();
+            for (i, &(customer, day, class, duration, ends_batch)) in deltas.iter().enumerate() {
                 let mut delta = DayStats::default();
                 delta.record(class * 100, duration);
                 let group = (format!("c{customer}"), Day(day), delta.clone());
                 expected.entry((group.0.clone(), group.1)).or_default().merge(delta);
-                table.absorb(workers[worker].batch(worker, &[group])).unwrap();
-                if i + 1 == commit_after.min(deltas.len()) {
+                pending.push(group);
+                let commits_now = i + 1 == commit_after.min(deltas.len());
+                if ends_batch || commits_now || i + 1 == deltas.len() {
+                    table.absorb(batch(&std::mem::take(&mut pending))).unwrap();
+                }
+                if commits_now {
                     commits.push(table.take_sorted().unwrap().map(Result::unwrap).collect::<Vec<_>>());
                 }
             }

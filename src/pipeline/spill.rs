@@ -15,7 +15,6 @@ use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use rustc_hash::FxHashMap;
@@ -26,15 +25,16 @@ use crate::day::Day;
 use crate::histogram::{allocated, read_varint, write_varint};
 use crate::stats::DayStats;
 
-/// Groups by (customer, day), within `budget` bytes of memory. Customers are numbered once and
-/// keep their numbers for the table's life (spilling empties the groups, not the names), so the
-/// committer can map each worker's customer numbers to the table's without hashing names.
+/// Groups by (customer, day), within `budget` bytes of memory, names included. A customer is
+/// numbered when its first group comes in and forgotten when its groups go (spilled, or taken by a
+/// commit): the table holds the names of the groups in memory only, so a customer base of
+/// millions costs memory only while its groups are held.
 ///
 /// A group of a few requests is kept small (a [`GroupState`] of 48 bytes, nothing on the heap).
 /// States are stored in chunks, so growing never copies them and never holds twice the memory.
 pub struct GroupTable {
+    /// The customers of the groups in memory, numbered from 0 in the order they came.
     names: FxHashMap<Box<str>, u32>,
-    customers: Arc<Vec<Box<str>>>,
     /// Where each group's state is in `states`.
     index: FxHashMap<(u32, Day), u32>,
     states: Chunked<GroupState>,
@@ -42,6 +42,8 @@ pub struct GroupTable {
     heap_bytes: usize,
     /// Heap bytes of the names.
     names_heap: usize,
+    /// How many times the groups in memory went (each time, the customers are numbered anew).
+    drains: u64,
     budget: usize,
     spill: Spill,
 }
@@ -57,11 +59,11 @@ impl GroupTable {
     pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
         GroupTable {
             names: FxHashMap::default(),
-            customers: Arc::default(),
             index: FxHashMap::default(),
             states: Chunked::new(),
             heap_bytes: 0,
             names_heap: 0,
+            drains: 0,
             budget,
             spill: Spill {
                 root: spill_root,
@@ -75,23 +77,56 @@ impl GroupTable {
     /// Merges `stats` into the group of (`customer`, `day`).
     #[cfg(test)]
     pub fn add(&mut self, customer: &str, day: Day, stats: DayStats) -> anyhow::Result<()> {
-        let customer = self.intern(customer);
-        self.add_numbered(customer, day, stats.into())
+        self.add_batch(&[customer.into()], vec![(0, day, stats.into())])
     }
 
-    /// Merges `stats` into the group of (customer number `customer`, `day`); spills first when a
-    /// new group would take the table past its budget.
-    pub fn add_numbered(
+    /// Merges a batch of groups, each keyed by its customer's place in `names`, spilling whenever
+    /// the next group would take the table past its budget.
+    pub fn add_batch(
         &mut self,
-        customer: u32,
+        names: &[Box<str>],
+        groups: Vec<(u32, Day, GroupState)>,
+    ) -> anyhow::Result<()> {
+        // The table's number of each of the batch's customers, once one of its groups came, until
+        // the groups in memory go (a spill numbers the customers anew).
+        let mut numbers = vec![None; names.len()];
+        let mut drains = self.drains;
+        for (customer, day, state) in groups {
+            if drains != self.drains {
+                numbers.fill(None);
+                drains = self.drains;
+            }
+            let customer = customer as usize;
+            let name = names
+                .get(customer)
+                .context("a group of a customer never named (a bug: please report it)")?;
+            numbers[customer] = Some(self.add_named(name, numbers[customer], day, state)?);
+        }
+        Ok(())
+    }
+
+    /// Merges `state` into the group of (`name`, `day`), given the customer's number when it is
+    /// known; spills first when a new group would take the table past its budget, and after, when
+    /// the merge did. The customer's number, until the next spill.
+    fn add_named(
+        &mut self,
+        name: &str,
+        known: Option<u32>,
         day: Day,
         state: GroupState,
-    ) -> anyhow::Result<()> {
-        if self.bytes_with_a_new_group() > self.limit()
-            && !self.index.contains_key(&(customer, day))
+    ) -> anyhow::Result<u32> {
+        let mut customer = known.or_else(|| self.names.get(name).copied());
+        let new_group = customer.is_none_or(|customer| !self.index.contains_key(&(customer, day)));
+        if new_group
+            && self.bytes_with_a_new_group(customer.is_none().then_some(name)) > self.budget
         {
             self.spill()?;
+            customer = None;
         }
+        let customer = match customer {
+            Some(customer) => customer,
+            None => self.number(name),
+        };
         match self.index.entry((customer, day)) {
             Entry::Vacant(vacant) => {
                 self.heap_bytes += state.heap_bytes();
@@ -104,22 +139,18 @@ impl GroupTable {
                 self.heap_bytes = self.heap_bytes + group.heap_bytes() - before;
             }
         }
-        if self.bytes() > self.limit() {
+        if self.bytes() > self.budget {
             self.spill()?;
         }
-        Ok(())
+        Ok(customer)
     }
 
-    /// The bytes past which the groups spill: the budget, names included; when the names alone
-    /// come near it (they are never spilled), the names and a quarter of the budget.
-    fn limit(&self) -> usize {
-        self.budget.max(self.names_bytes() + self.budget / 4)
-    }
-
-    fn names_bytes(&self) -> usize {
-        hash_table_bytes(self.names.capacity(), size_of::<(Box<str>, u32)>())
-            + allocated(self.customers.capacity() * size_of::<Box<str>>())
-            + self.names_heap
+    /// Numbers a customer the table does not hold.
+    fn number(&mut self, name: &str) -> u32 {
+        let number = self.names.len() as u32;
+        self.names_heap += allocated(name.len());
+        self.names.insert(name.into(), number);
+        number
     }
 
     /// Run files written since the last [`GroupTable::take_sorted`].
@@ -134,43 +165,42 @@ impl GroupTable {
 
     /// Memory held, estimated from capacities (what the allocator gave out, not what is used).
     pub fn bytes(&self) -> usize {
-        self.bytes_with_index(self.index.capacity())
+        self.bytes_with(self.index.capacity(), self.names.capacity()) + self.names_heap
     }
 
-    /// The most [`GroupTable::bytes`] can be once one more group is in: a new chunk of states,
-    /// and while the index grows, its old and new tables both.
-    fn bytes_with_a_new_group(&self) -> usize {
-        let index = match self.index.len() == self.index.capacity() {
-            true => (self.index.capacity() * 2).max(4) * 3 / 2,
-            false => self.index.capacity(),
+    /// The most [`GroupTable::bytes`] can be once one more group is in (of a customer not held,
+    /// `name`): a new chunk of states, and while the index or the names grow, their old and new
+    /// tables both.
+    fn bytes_with_a_new_group(&self, name: Option<&str>) -> usize {
+        let index = growing(self.index.len(), self.index.capacity());
+        let (names, name_heap) = match name {
+            Some(name) => (
+                growing(self.names.len(), self.names.capacity()),
+                allocated(name.len()),
+            ),
+            None => (self.names.capacity(), 0),
         };
-        self.bytes_with_index(index) + self.states.bytes().1
+        self.bytes_with(index, names) + self.names_heap + name_heap + self.states.bytes().1
     }
 
-    fn bytes_with_index(&self, index_capacity: usize) -> usize {
+    /// Bytes of the tables at these capacities, of the states, and of the large states' heaps.
+    fn bytes_with(&self, index_capacity: usize, names_capacity: usize) -> usize {
         hash_table_bytes(index_capacity, size_of::<((u32, Day), u32)>())
+            + hash_table_bytes(names_capacity, size_of::<(Box<str>, u32)>())
             + self.states.bytes().0
-            + self.names_bytes()
             + self.heap_bytes
     }
 
-    /// The table's number for `customer`.
-    pub fn intern(&mut self, customer: &str) -> u32 {
-        if let Some(&id) = self.names.get(customer) {
-            return id;
-        }
-        let id = self.customers.len() as u32;
-        // Two copies of the name: the map's key and the list's entry.
-        self.names_heap += 2 * allocated(customer.len());
-        Arc::make_mut(&mut self.customers).push(customer.into());
-        self.names.insert(customer.into(), id);
-        id
-    }
-
-    /// The groups in memory in (customer, day) order, leaving the table empty (its index keeps
-    /// its room for the groups to come).
+    /// The groups in memory in (customer, day) order, leaving the table empty (its index and
+    /// names keep their room for the groups to come); the customers are numbered anew.
     fn drain_sorted(&mut self) -> InMemory {
-        let customers = Arc::clone(&self.customers);
+        self.drains += 1;
+        let mut customers: Vec<Box<str>> = Vec::new();
+        customers.resize_with(self.names.len(), Box::default);
+        for (name, number) in self.names.drain() {
+            customers[number as usize] = name;
+        }
+        self.names_heap = 0;
         // Sorting by rank compares two integers instead of two strings.
         let mut by_name: Vec<u32> = (0..customers.len() as u32).collect();
         by_name.sort_unstable_by(|&a, &b| customers[a as usize].cmp(&customers[b as usize]));
@@ -400,7 +430,7 @@ struct InMemory {
     /// Customer numbers by the rank of their names.
     by_name: Vec<u32>,
     states: Chunked<GroupState>,
-    customers: Arc<Vec<Box<str>>>,
+    customers: Vec<Box<str>>,
 }
 
 impl Iterator for InMemory {
@@ -574,6 +604,15 @@ impl Iterator for SortedGroups {
 
     fn next(&mut self) -> Option<anyhow::Result<Held>> {
         self.next_group().transpose()
+    }
+}
+
+/// The capacity a hash table of `len` entries in `capacity` holds room for once one more entry is
+/// in: when it is full, its old and new tables both (for a moment).
+fn growing(len: usize, capacity: usize) -> usize {
+    match len == capacity {
+        true => (capacity * 2).max(4) * 3 / 2,
+        false => capacity,
     }
 }
 
