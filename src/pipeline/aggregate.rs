@@ -105,9 +105,9 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// An aggregator that keeps `reject_limit` rejected lines. The worker's index is no longer
-    /// used (each batch numbers its own customers); callers still pass it.
-    pub fn new(_worker: usize, reject_limit: usize) -> Aggregator {
+    /// An aggregator that keeps `reject_limit` rejected lines (each batch numbers its own
+    /// customers).
+    pub fn new(reject_limit: usize) -> Aggregator {
         Aggregator {
             customer_ids: FxHashMap::default(),
             customer_names: Vec::new(),
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn lines_are_grouped_by_customer_and_day_and_rejects_are_counted() {
-        let mut aggregator = Aggregator::new(0, 1);
+        let mut aggregator = Aggregator::new(1);
         let lines = [
             "2024-09-15 20:51:37 a /x 200 1.0",
             "2024-09-15 10:00:00 a /x 500 2.0",

@@ -268,7 +268,7 @@ fn run_worker(
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.
         None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let aggregator = Aggregator::new(index, reject_limit(job));
+            let aggregator = Aggregator::new(reject_limit(job));
             Feeder::new(worker, &mut input, &mut chunks, &probe, job, aggregator).run()
         }))
         .unwrap_or_else(|_| {
@@ -330,8 +330,7 @@ fn build_dataflow(
     let mut input = UpdateInput::new();
     let mut chunks = ChunkInput::new();
     let probe = ProbeHandle::<u64>::new();
-    // The parser's customer numbers are apart from the feeder's (worker `index`).
-    let parser = Aggregator::new(worker.peers() + worker.index(), reject_limit(job));
+    let parser = Aggregator::new(reject_limit(job));
     let parse_job = Arc::clone(job);
     worker.dataflow::<u64, _, _>(|scope| {
         let parsed = parse_chunks(chunks.to_stream(scope), parser, parse_job);

@@ -338,7 +338,7 @@ mod tests {
     }
 
     fn feed(reader: impl Read, numbering: Numbering) -> (u64, Vec<(Reject, Position)>) {
-        let mut aggregator = Aggregator::new(0, 100);
+        let mut aggregator = Aggregator::new(100);
         feed_lines(reader, numbering, &mut aggregator, &mut |_| {})
             .result
             .unwrap();
@@ -369,7 +369,7 @@ mod tests {
         // Rotated: the planned file has another name, a new one took its place.
         std::fs::rename(&path, dir.path().join("z.log.1")).unwrap();
         std::fs::write(&path, b"new\n").unwrap();
-        let mut aggregator = Aggregator::new(0, 10);
+        let mut aggregator = Aggregator::new(10);
         let end = read_piece(&plan, &piece, &mut aggregator, &mut |_| {}).unwrap();
         assert!(matches!(&end, PieceEnd::Lost { problem } if problem.contains("replaced")));
         assert_eq!(plan.progress_of(&piece, &end), None, "nothing is recorded");

@@ -586,7 +586,7 @@ mod tests {
     use super::*;
 
     fn lines_fed(payload: &[u8]) -> (u64, Vec<Position>) {
-        let mut aggregator = Aggregator::new(0, 100);
+        let mut aggregator = Aggregator::new(100);
         feed_message(payload, &mut aggregator);
         let (_, tally, rejects) = aggregator.drain();
         (
