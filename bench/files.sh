@@ -31,16 +31,19 @@ LOGSTATS_LOG=logstats=debug $bin ingest --database "$db" --follow "$work/logs" 2
 follower=$!
 trap 'kill $follower 2>/dev/null || true' EXIT
 # Caught up: two commits after it began following.
-until [ "$(grep -c committed "$work/follow.err" 2>/dev/null || true)" -ge 2 ] 2>/dev/null; do sleep 0.2; done
+until [ "$(grep -c committed "$work/follow.err" 2>/dev/null || true)" -ge 2 ] 2>/dev/null; do
+  kill -0 $follower 2>/dev/null || { echo "files=$files the follower ended: $(grep -m1 -i error "$work/follow.err")"; exit 1; }
+  sleep 0.2
+done
 open=$(ls -l /proc/$follower/fd 2>/dev/null | grep -c "$work/logs/" || true)
 before=$(lines)
 start=$(date +%s.%N)
 tail -n 1 "$work/all.log" >> "$work/logs/faaaaaa.log"
-until [ "$(lines)" -gt "$before" ]; do sleep 0.05; done
+until [ "$(lines)" -gt "$before" ]; do kill -0 $follower || exit 1; sleep 0.05; done
 append_s=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
 before=$(lines)
 start=$(date +%s.%N)
 tail -n 1 "$work/all.log" > "$work/logs/new.log"
-until [ "$(lines)" -gt "$before" ]; do sleep 0.05; done
+until [ "$(lines)" -gt "$before" ]; do kill -0 $follower || exit 1; sleep 0.05; done
 new_s=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
 echo "files=$files follow_open_descriptors=$open append_committed_after_s=$append_s new_file_committed_after_s=$new_s"

@@ -383,9 +383,12 @@ impl Known {
         compressed: bool,
     ) -> Vec<(&String, &StoredProgress)> {
         let mut found = Vec::new();
+        let Some(&longest) = self.head_lens.last() else {
+            return found;
+        };
         let mut hash = FNV_START;
         let mut lens = self.head_lens.iter().copied().peekable();
-        for len in 0..=first.len() as u64 {
+        for len in 0..=(first.len() as u64).min(longest) {
             if len > 0 {
                 hash = fnv_step(hash, first[len as usize - 1]);
             }

@@ -371,9 +371,15 @@ fn an_unchanged_answer_revalidates_to_304_and_a_commit_changes_its_tag() {
         let (status, ..) = send(&app, &uri, &[(header::IF_NONE_MATCH, "W/\"other\"")]);
         assert_eq!(status, StatusCode::OK, "{uri}");
 
-        // New requests for the customer: a new answer, a new tag.
-        let more = db.dir().join(format!("more-{}.log", tag.len() + uri.len()));
-        std::fs::write(&more, format!("{first} 12:00:00 cust_2 /x 200 0.25\n")).unwrap();
+        // New requests for the customer: a new answer, a new tag. (Each file its own request: a
+        // file with the content of one ingested is that file.)
+        let second = uri.len() % 60;
+        let more = db.dir().join(format!("more-{second}.log"));
+        std::fs::write(
+            &more,
+            format!("{first} 12:00:{second:02} cust_2 /x 200 0.25\n"),
+        )
+        .unwrap();
         ingest_paths(&db.url, &[&more], 1);
         let (status, headers, changed) = send(&app, &uri, &[(header::IF_NONE_MATCH, &tag)]);
         assert_eq!(status, StatusCode::OK, "{uri}");
