@@ -2,7 +2,6 @@
 //! others end soon after, each with exit status 4 and one `error:` line naming the lost process,
 //! never a panic; what process 0 committed is whole, so a rerun ends as one clean run.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
@@ -140,16 +139,7 @@ fn start_cluster(url: &str, hostfile: &Path, log: &Path, connect_timeout: u64) -
                 .arg(log)
                 .spawn()
                 .unwrap();
-            let stderr = child.stderr.take().unwrap();
-            let (sender, lines) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if sender.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
+            let lines = stderr_lines(&mut child);
             Member {
                 child,
                 lines,

@@ -326,20 +326,39 @@ pub struct CommitWatch {
     ended: bool,
 }
 
+/// The lines of a child's stderr, read on a thread of their own.
+pub fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// `ingest --follow` of `input` with `extra` flags, reading every 0.2 s, once it has committed
+/// twice (it is following).
+pub fn following(url: &str, input: &Path, extra: &[&str]) -> (std::process::Child, CommitWatch) {
+    let mut follower = watched_ingest(url)
+        .args(["--follow", "--flush-interval", "0.2"])
+        .args(extra)
+        .arg(input)
+        .spawn()
+        .unwrap();
+    let mut watch = CommitWatch::new(&mut follower);
+    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    (follower, watch)
+}
+
 impl CommitWatch {
     pub fn new(child: &mut std::process::Child) -> CommitWatch {
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (sender, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         CommitWatch {
-            lines,
+            lines: stderr_lines(child),
             commits: 0,
             ended: false,
         }

@@ -92,14 +92,7 @@ fn watched_batch(url: &str, logs: &[std::path::PathBuf]) -> (std::process::Child
 
 /// `ingest --follow` of `path`, once it has committed twice (it is following).
 fn follow(url: &str, path: &Path) -> (std::process::Child, CommitWatch) {
-    let mut follower = watched_ingest(url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .arg(path)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(2, PATIENCE), "following goes on");
-    (follower, watch)
+    following(url, path, &[])
 }
 
 #[test]

@@ -187,19 +187,6 @@ fn every_scheme_of_logrotate_in_turn_stores_every_line_once() {
     rotations_with_runs_between(&db.url, &mut logs, steps);
 }
 
-/// `ingest --follow DIR` with a short flush interval, once it is following.
-fn follow_dir(url: &str, dir: &Path, extra: &[&str]) -> (std::process::Child, CommitWatch) {
-    let mut follower = watched_ingest(url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .args(extra)
-        .arg(dir)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(2, PATIENCE), "following goes on");
-    (follower, watch)
-}
-
 fn stop(mut follower: std::process::Child) {
     signal(follower.id(), "TERM");
     assert!(follower.wait().unwrap().success());
@@ -211,7 +198,7 @@ fn following_through_logrotate_compress_and_copytruncate_then_a_batch_run_stores
         let db = TestDb::new(backend);
         let mut logs = Logs::new(&db, 60_000);
         logs.write("app.log", 20_000);
-        let (follower, _watch) = follow_dir(&db.url, &logs.dir, &[]);
+        let (follower, _watch) = following(&db.url, &logs.dir, &[]);
         eventually_matches(&db.url, &logs.written, PATIENCE).expect("the backlog");
         // compress: renamed and compressed at once, before the follower drains it
         logs.write("app.log", 100);
@@ -251,7 +238,7 @@ fn following_many_files_keeps_few_open_and_still_reads_every_append_and_rotation
     for i in 0..files {
         logs.write(&format!("f{i:03}.log"), 10);
     }
-    let (follower, _watch) = follow_dir(&db.url, &logs.dir, &["--max-open-files", "16"]);
+    let (follower, _watch) = following(&db.url, &logs.dir, &["--max-open-files", "16"]);
     eventually_matches(&db.url, &logs.written, PATIENCE).expect("the backlog");
     assert!(open_below(follower.id(), &logs.dir) <= 16);
     // Appends to files long closed, one of them renamed while closed.

@@ -533,14 +533,7 @@ fn play(steps: &[Step], seed: u64, mode: Mode) -> Result<(), String> {
                 }
                 Mode::Follow(extra) => {
                     if follower.is_none() {
-                        let mut child = watched_ingest(&db.url)
-                            .args(["--follow", "--flush-interval", "0.2"])
-                            .args(extra)
-                            .arg(&world.dir)
-                            .spawn()
-                            .unwrap();
-                        let mut watch = CommitWatch::new(&mut child);
-                        assert!(watch.until_commits(2, PATIENCE), "following goes on");
+                        let (child, watch) = following(&db.url, &world.dir, extra);
                         std::thread::spawn(move || for _ in watch.lines.iter() {});
                         follower = Some(child);
                     }
@@ -821,13 +814,7 @@ fn following_through_two_compressing_rotations_goes_on() {
     let db = TestDb::new(Backend::Sqlite);
     let mut world = World::new(db.dir(), 0);
     std::fs::write(world.path("app.log"), "").unwrap();
-    let mut follower = watched_ingest(&db.url)
-        .args(["--follow", "--flush-interval", "0.2"])
-        .arg(&world.dir)
-        .spawn()
-        .unwrap();
-    let mut watch = CommitWatch::new(&mut follower);
-    assert!(watch.until_commits(2, PATIENCE), "following goes on");
+    let (mut follower, watch) = following(&db.url, &world.dir, &[]);
     let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let lines = std::sync::Arc::clone(&said);
     std::thread::spawn(move || {
