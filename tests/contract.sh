@@ -13,8 +13,10 @@ WORK=target/contract
 PORT=${PORT:-18899}
 BIN=${LOGSTATS_BIN:-target/debug/logstats}
 
-if [ ! -x "$VENV/bin/schemathesis" ] ||
+# A venv that was moved (its scripts name their old path) is made again.
+if ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1 ||
   [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))')" != "$SCHEMATHESIS_VERSION" ]; then
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
