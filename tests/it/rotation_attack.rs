@@ -16,9 +16,9 @@ use crate::common::*;
 use crate::oracle;
 
 /// How long a follower may take to catch up before a step counts as failed
-/// (`ROTATION_ATTACK_CATCH_UP` seconds, 30 by default).
+/// (`ROTATION_ATTACK_CATCH_UP` seconds, 60 by default: a guard against a hang, not a measure).
 fn catch_up() -> Duration {
-    let seconds = std::env::var("ROTATION_ATTACK_CATCH_UP").map_or(30.0, |s| s.parse().unwrap());
+    let seconds = std::env::var("ROTATION_ATTACK_CATCH_UP").map_or(60.0, |s| s.parse().unwrap());
     Duration::from_secs_f64(seconds)
 }
 
