@@ -658,6 +658,7 @@ impl<'a> Follower<'a> {
             start: resume.start,
             end: look.size,
         };
+        let head = Head::of(&file, look.size)?;
         let end = read_compressed(file, &piece, (resume.skip, resume.retract), aggregator)?;
         let (offset, decoded) = match &end {
             PieceEnd::Broken { decoded, problem } => {
@@ -666,7 +667,6 @@ impl<'a> Follower<'a> {
             }
             _ => (look.size, 0),
         };
-        let head = Head::of(&File::open(&found.path)?, look.size)?;
         progress.push(FileProgress {
             from: resume.start,
             checkpoint: FileCheckpoint {
