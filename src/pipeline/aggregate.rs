@@ -2,7 +2,8 @@
 //!
 //! Customer ids are interned per worker until its next drain, so the hot path hashes a few bytes
 //! and updates one group; no line is kept, and nothing of a customer outlives the batch that read
-//! it (a run of a million customers holds no table of them all). Rejected lines are counted by
+//! it (a run of a million customers holds no table of them all). A customer is numbered once, among
+//! the customers of the worker that owns it ([`owner_of`]): a drain hands each owner its groups. Rejected lines are counted by
 //! reason and a bounded number are kept as samples (all of them when the user asked for a
 //! rejects file).
 
@@ -67,9 +68,9 @@ impl Tally {
     }
 }
 
-/// One worker's groups of one batch, each keyed by its customer's place in `names`: a name
-/// travels once per batch, whatever the number of days its groups span. The numbers mean nothing
-/// outside the batch, so no table of names lives longer than a batch.
+/// One worker's groups of one batch for one owner, each keyed by its customer's place in `names`:
+/// a name travels once per batch, whatever the number of days its groups span. The numbers mean
+/// nothing outside the batch, so no table of names lives longer than a batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberedGroups {
     pub names: Vec<Box<str>>,
@@ -87,12 +88,24 @@ pub struct Retracted {
 /// How many characters of a rejected line are kept.
 const REJECT_TEXT_CHARS: usize = 200;
 
+/// Which of `owners` workers owns `customer`'s groups (merges and commits them).
+pub fn owner_of(customer: &str, owners: usize) -> usize {
+    if owners <= 1 {
+        return 0;
+    }
+    let mut hasher = rustc_hash::FxHasher::default();
+    std::hash::Hasher::write(&mut hasher, customer.as_bytes());
+    (std::hash::Hasher::finish(&hasher) % owners as u64) as usize
+}
+
 /// Accumulates the groups of the lines fed to it until drained.
 pub struct Aggregator {
-    /// The batch's customers, by name (cleared by each drain).
+    /// The batch's customers, by name (cleared by each drain): their index in `places`.
     customer_ids: FxHashMap<NameKey, u32>,
-    /// The batch's customers, by number (handed over by each drain).
-    customer_names: Vec<Box<str>>,
+    /// Each of the batch's customers: its owner and its number among the owner's `names`.
+    places: Vec<(u32, u32)>,
+    /// The batch's customers of each owner, by number (handed over by each drain).
+    names: Vec<Vec<Box<str>>>,
     group_index: FxHashMap<(u32, Day), u32>,
     groups: Vec<(u32, Day, GroupState)>,
     tally: Tally,
@@ -106,11 +119,17 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// An aggregator that keeps `reject_limit` rejected lines (each batch numbers its own
-    /// customers).
+    /// customers), for one owner.
     pub fn new(reject_limit: usize) -> Aggregator {
+        Aggregator::owned_by(1, reject_limit)
+    }
+
+    /// An aggregator whose drains split the groups among `owners` workers.
+    pub fn owned_by(owners: usize, reject_limit: usize) -> Aggregator {
         Aggregator {
             customer_ids: FxHashMap::default(),
-            customer_names: Vec::new(),
+            places: Vec::new(),
+            names: vec![Vec::new(); owners.max(1)],
             group_index: FxHashMap::default(),
             groups: Vec::new(),
             tally: Tally::default(),
@@ -225,27 +244,45 @@ impl Aggregator {
         if let Some(&id) = self.customer_ids.get(customer.as_bytes()) {
             return id;
         }
-        let id = self.customer_names.len() as u32;
-        self.customer_names.push(customer.into());
+        let id = self.places.len() as u32;
+        let owner = owner_of(customer, self.names.len());
+        let names = &mut self.names[owner];
+        self.places.push((owner as u32, names.len() as u32));
+        names.push(customer.into());
         self.customer_ids.insert(NameKey::new(customer), id);
         id
     }
 
-    /// Takes everything accumulated since the last drain; the customers are numbered anew from
+    /// Takes everything accumulated since the last drain: each owner's groups (owners that got
+    /// none are left out), the tally and the rejected lines; the customers are numbered anew from
     /// then on.
-    pub fn drain(&mut self) -> (NumberedGroups, Tally, Vec<Rejected>) {
+    pub fn drain(&mut self) -> (Vec<(usize, NumberedGroups)>, Tally, Vec<Rejected>) {
         self.group_index.clear();
         self.customer_ids.clear();
-        let mut groups = std::mem::take(&mut self.groups);
-        for (_, _, stats) in &mut groups {
-            stats.compact();
+        let owners = self.names.len();
+        let mut groups: Vec<Vec<(u32, Day, GroupState)>> = self
+            .names
+            .iter()
+            .map(|names| Vec::with_capacity(names.len()))
+            .collect();
+        for (customer, day, mut state) in self.groups.drain(..) {
+            state.compact();
+            let (owner, number) = self.places[customer as usize];
+            groups[owner as usize].push((number, day, state));
         }
-        // The next batch likely names about as many customers.
-        let room = self.customer_names.len();
-        let numbered = NumberedGroups {
-            names: std::mem::replace(&mut self.customer_names, Vec::with_capacity(room)),
-            groups,
-        };
+        self.places.clear();
+        let numbered = groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, groups)| !groups.is_empty())
+            .map(|(owner, groups)| {
+                // The next batch likely names about as many of the owner's customers.
+                let room = self.names[owner].len();
+                let names = std::mem::replace(&mut self.names[owner], Vec::with_capacity(room));
+                (owner, NumberedGroups { names, groups })
+            })
+            .collect();
+        debug_assert_eq!(self.names.len(), owners);
         (
             numbered,
             std::mem::take(&mut self.tally),
@@ -273,8 +310,12 @@ mod tests {
         for (i, line) in lines.iter().enumerate() {
             aggregator.feed(line.as_bytes(), Position::Line(i as u64 + 1));
         }
-        let (numbered, tally, rejects) = aggregator.drain();
+        let (owned, tally, rejects) = aggregator.drain();
+        let [(0, numbered)] = &owned[..] else {
+            panic!("one owner: {owned:?}")
+        };
         assert_eq!(numbered.names, ["a".into(), "b".into()]);
+        let numbered = numbered.clone();
         let mut groups = numbered.groups;
         groups.sort_by_key(|g| (g.0, g.1));
         let totals: Vec<(&str, u64)> = groups
@@ -288,12 +329,38 @@ mod tests {
         assert_eq!(rejects.len(), 1, "only the sample limit is kept");
         assert_eq!(rejects[0].position, Position::Line(5));
         let (next, _, _) = aggregator.drain();
-        assert!(next.groups.is_empty() && next.names.is_empty());
+        assert!(next.is_empty());
         aggregator.feed(b"2024-09-15 10:00:00 c /x 200 1.0", Position::Line(8));
         aggregator.feed(b"2024-09-15 10:00:00 a /x 200 1.0", Position::Line(9));
         let (last, _, _) = aggregator.drain();
+        let last = &last[0].1;
         // Each batch names the customers it holds, numbered from 0: none is remembered.
         assert_eq!(last.names, ["c".into(), "a".into()]);
         assert_eq!(last.groups.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn each_owner_gets_the_groups_of_its_own_customers_numbered_among_them() {
+        let mut aggregator = Aggregator::owned_by(3, 0);
+        let customers: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        for (i, customer) in customers.iter().enumerate() {
+            for day in 15..17 {
+                let line = format!("2024-09-{day} 10:00:00 {customer} /x 200 1.0");
+                aggregator.feed(line.as_bytes(), Position::Line(i as u64));
+            }
+        }
+        let (owned, _, _) = aggregator.drain();
+        let mut seen = Vec::new();
+        for (owner, numbered) in owned {
+            for (number, _, state) in &numbered.groups {
+                let name = &numbered.names[*number as usize];
+                assert_eq!(owner_of(name, 3), owner);
+                assert_eq!(state.total(), 1);
+                seen.push(name.to_string());
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), customers.len());
     }
 }

@@ -1,17 +1,21 @@
-//! The committer (worker 0 of process 0), on a thread of its own: collects each finished epoch,
-//! merges it into the store with the offsets it advanced in one transaction, and returns the
-//! run's report when its thread ends.
+//! The committer (worker 0 of process 0), on a thread of its own: collects each finished epoch;
+//! at each cut, takes every owner's groups (the tables of this process's owners, the runs other
+//! processes' owners sent) and writes them, in (customer, day) order, with the offsets the epochs
+//! advanced, in one transaction; and returns the run's report when its thread ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use super::IngestReport;
 use super::aggregate::{Rejected, Retracted, Tally};
-use super::job::{Job, Outputs, Update};
-use super::partition::Partitions;
+use super::drain::SortedStreams;
+use super::job::{END_OF_RUN, Job, Outputs, Update, epoch_is_complete};
+use super::owner::Handoff;
 use super::rejects::RejectsOutput;
+use super::spill::{GroupTable, IncomingRuns, into_group};
 use crate::store::{BlockingStore, CommitBatch, FileCheckpoint, GroupDelta};
 
 struct Committer {
@@ -19,11 +23,17 @@ struct Committer {
     store: BlockingStore,
     report: IngestReport,
     rejects: RejectsOutput,
-    /// The groups of finished epochs not committed yet, merged, within the memory limit.
-    groups: Partitions,
-    /// Everything else of those epochs.
+    /// The tables this process's owners handed over, by the commit they end.
+    handoffs: Receiver<Handoff>,
+    handed: BTreeMap<u64, Vec<anyhow::Result<GroupTable>>>,
+    /// The runs other processes' owners sent, and how many of them sent their last.
+    incoming: IncomingRuns,
+    remote_ends: usize,
+    /// Owners in this process and in the others.
+    local_owners: usize,
+    remote_owners: usize,
+    /// Everything else of the epochs since the last commit.
     absorbed: Absorbed,
-    last_commit: Instant,
     /// Once an epoch came incomplete, nothing later is absorbed; once something failed, nothing
     /// more commits.
     halted: Option<Halt>,
@@ -36,7 +46,7 @@ enum Halt {
     /// A worker stopped before an epoch was complete: what came before it still commits, and
     /// the run ends without an error (an interrupted run reports what it committed).
     IncompleteEpoch,
-    /// A partition, a rejects file or a commit failed: nothing more commits.
+    /// An owner, a rejects file or a commit failed: nothing more commits.
     Failed(anyhow::Error),
 }
 
@@ -64,9 +74,8 @@ impl CommitterThread {
             .spawn(move || {
                 for finished in received {
                     committer.absorb(finished);
-                    committer.commit_if_due(false);
                 }
-                committer.commit_if_due(true);
+                committer.commit_at_end();
                 committer.into_report()
             })?;
         Ok(CommitterThread { epochs, thread })
@@ -97,7 +106,6 @@ struct Absorbed {
     rejects: Vec<Rejected>,
     retracted: Retracted,
     epochs: u64,
-    last_epoch: Option<u64>,
 }
 
 impl Absorbed {
@@ -122,6 +130,7 @@ impl Committer {
         let Outputs {
             store,
             rejects_file,
+            handoffs,
         } = outputs;
         let rejects = RejectsOutput::new(rejects_file, job.config.reject_samples);
         let mut report = IngestReport {
@@ -138,20 +147,19 @@ impl Committer {
         report
             .notes
             .extend(job.plan.inputs.iter().filter_map(|i| i.note.clone()));
-        // A partition per worker of this process: they merge on as many cores.
-        let groups = Partitions::start(
-            job.config.workers,
-            group_budget(job.config.memory_limit),
-            job.config.spill_dir.clone(),
-        )?;
+        let local_owners = job.config.workers.max(1);
         Ok(Committer {
-            groups,
+            handoffs,
+            handed: BTreeMap::new(),
+            incoming: IncomingRuns::new(job.config.spill_dir.clone()),
+            remote_ends: 0,
+            local_owners,
+            remote_owners: peers.saturating_sub(local_owners),
             job,
             store,
             report,
             rejects,
             absorbed: Absorbed::default(),
-            last_commit: Instant::now(),
             halted: None,
             peers,
         })
@@ -171,13 +179,29 @@ impl Committer {
             }
             let absorbed = &mut self.absorbed;
             let mut records = Vec::new();
+            let mut cut = false;
             for update in updates {
                 match update {
-                    Update::Groups(groups) => {
-                        if let Err(error) = self.groups.absorb(groups) {
-                            return self.fail(error);
+                    Update::Groups { .. } => {
+                        return self.fail(anyhow::anyhow!(
+                            "groups reached the committer instead of their owner (a bug)"
+                        ));
+                    }
+                    Update::Cut => cut = true,
+                    Update::Run {
+                        owner,
+                        commit,
+                        records,
+                    } => {
+                        if commit == END_OF_RUN {
+                            self.remote_ends += 1;
+                        }
+                        let appended = self.incoming.append(owner, commit, &records);
+                        if let Err(error) = appended {
+                            return self.fail(error.context("receiving another process's groups"));
                         }
                     }
+                    Update::OwnerFailed(error) => return self.fail(anyhow::anyhow!("{error}")),
                     Update::Progress(p) => records.push(p),
                     Update::Tally(t) => absorbed.tally.add(&t),
                     Update::Rejected(r) => absorbed.rejects.push(r),
@@ -195,25 +219,65 @@ impl Committer {
                 merge_progress(&mut absorbed.progress, record.checkpoint);
             }
             absorbed.epochs += 1;
-            absorbed.last_epoch = Some(epoch);
+            if cut {
+                self.commit(epoch);
+            }
         }
     }
 
-    /// Commits what was absorbed, in one transaction, when `force`d, once per commit interval
-    /// while reading a backlog, and every epoch when following (an epoch is a flush interval there).
-    fn commit_if_due(&mut self, force: bool) {
-        let following = self.job.config.follow && self.absorbed_follow_epoch();
-        let due =
-            force || following || self.last_commit.elapsed() >= self.job.config.commit_interval;
-        if !due || self.absorbed.epochs == 0 {
-            return;
+    /// Commits what is left once every owner has handed over its last groups (not when the run
+    /// ended without them: a peer of the cluster was lost).
+    fn commit_at_end(&mut self) {
+        self.take_handoffs();
+        let local_ends = self.handed.get(&END_OF_RUN).map_or(0, Vec::len);
+        if local_ends == self.local_owners && self.remote_ends == self.remote_owners {
+            self.commit(END_OF_RUN);
         }
+    }
+
+    /// The tables handed over so far, by commit.
+    fn take_handoffs(&mut self) {
+        for handoff in self.handoffs.try_iter() {
+            self.handed
+                .entry(handoff.commit)
+                .or_default()
+                .push(handoff.table);
+        }
+    }
+
+    /// Every owner's groups as of `commit`, sorted and read each on a thread of its own.
+    fn groups_of(&mut self, commit: u64) -> anyhow::Result<SortedStreams> {
+        self.take_handoffs();
+        let tables = self.handed.remove(&commit).unwrap_or_default();
+        anyhow::ensure!(
+            tables.len() == self.local_owners,
+            "{} of {} owners handed their groups over (a bug: please report it)",
+            tables.len(),
+            self.local_owners
+        );
+        let mut sources: Vec<Box<dyn FnOnce() -> anyhow::Result<Groups> + Send>> = Vec::new();
+        for table in tables {
+            let table = table?;
+            self.report.spilled_bytes += table.spilled_bytes();
+            sources.push(Box::new(move || {
+                let sorted = table.into_sorted_states()?;
+                Ok(Box::new(sorted.map(|group| group.map(into_group))) as Groups)
+            }));
+        }
+        if self.remote_owners > 0 {
+            let runs = self.incoming.take(commit)?;
+            sources.push(Box::new(move || Ok(Box::new(runs) as Groups)));
+        }
+        Ok(SortedStreams::new(sources))
+    }
+
+    /// Writes every owner's groups as of `commit` and what was absorbed since the last commit, in
+    /// one transaction.
+    fn commit(&mut self, commit: u64) {
         if matches!(self.halted, Some(Halt::Failed(_))) {
             return;
         }
-        let mut absorbed = std::mem::take(&mut self.absorbed);
-        let spilled = (self.groups.runs(), self.groups.spilled_bytes());
-        let groups = match self.groups.take_sorted() {
+        let groups = match self.groups_of(commit) {
             Ok(groups) => groups.map(|group| {
                 group.map(|(customer, day, stats)| GroupDelta {
                     customer,
@@ -223,13 +287,16 @@ impl Committer {
             }),
             Err(error) => return self.fail(error),
         };
+        if self.absorbed.epochs == 0 {
+            return;
+        }
+        let mut absorbed = std::mem::take(&mut self.absorbed);
         let batch = absorbed.batch();
         let started = Instant::now();
         match self.store.commit_sorted(batch, groups) {
             Ok(groups) => {
                 let groups = groups as u64;
                 self.report.groups_changed += groups;
-                self.report.spilled_bytes = self.groups.spilled_bytes();
                 self.report.commits += 1;
                 self.report.add_tally(&absorbed.tally);
                 let samples = &mut self.report.reject_samples;
@@ -238,15 +305,13 @@ impl Committer {
                 }
                 tracing::debug!(
                     groups,
-                    spilled_runs = spilled.0,
-                    spilled_bytes = spilled.1,
+                    received_bytes = self.incoming.bytes(),
                     ms = started.elapsed().as_millis() as u64,
                     "committed"
                 );
             }
             Err(error) => self.fail(error.context("committing to the database")),
         }
-        self.last_commit = Instant::now();
     }
 
     /// Stops the run and commits nothing more.
@@ -255,27 +320,14 @@ impl Committer {
         self.halted = Some(Halt::Failed(error));
     }
 
-    /// Whether the last absorbed epoch came after the backlog (a follow-mode tick).
-    fn absorbed_follow_epoch(&self) -> bool {
-        self.absorbed
-            .last_epoch
-            .is_some_and(|e| e as usize * self.peers >= self.job.plan.units.len())
-    }
-
-    /// A batch epoch is complete when every unit planned for it was read.
+    /// A batch epoch is complete when every unit planned for it was read (the owners decide
+    /// alike).
     fn epoch_is_complete(&self, epoch: u64, updates: &[Update]) -> bool {
-        let peers = self.peers;
-        let planned = self.job.plan.units.len();
-        let first = epoch as usize * peers;
-        if first >= planned {
-            return true; // a follow-mode epoch: files are owned whole, nothing can be missing
-        }
-        let expected = planned.min(first + peers) - first;
-        updates
+        let units_done = updates
             .iter()
             .filter(|u| matches!(u, Update::UnitDone(_)))
-            .count()
-            == expected
+            .count();
+        epoch_is_complete(epoch, self.peers, self.job.plan.units.len(), units_done)
     }
 
     /// The run's report, or why the committer stopped committing.
@@ -287,11 +339,15 @@ impl Committer {
     }
 }
 
-/// The share of the memory limit the committer's groups may hold before they spill: the rest is
-/// for the epochs in flight (an eighth, see the unit size), reading, the allocator's slack and the
-/// process itself.
-fn group_budget(memory_limit: u64) -> usize {
-    (memory_limit / 2) as usize
+/// A sorted stream of one owner's groups.
+type Groups = Box<dyn Iterator<Item = anyhow::Result<crate::pipeline::spill::Group>>>;
+
+/// The share of the memory limit each of this process's `owners` may hold in its table before it
+/// spills: together half the limit, the rest being for the epochs in flight (an eighth, see the
+/// unit size), reading, the allocator's slack and the process itself. A table being committed and
+/// the one filling meanwhile share it.
+pub(super) fn owner_budget(memory_limit: u64, owners: usize) -> usize {
+    (memory_limit / 2) as usize / (2 * owners.max(1))
 }
 
 /// Several records for one file in one transaction, in reading order: the first says what the

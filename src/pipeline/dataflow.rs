@@ -1,7 +1,9 @@
 //! The timely dataflow: workers read their units (and, when following, their files) epoch by
-//! epoch and pre-aggregate them (`parse_chunks` for stream messages); everything of an epoch goes
-//! to worker 0, where `commit_epochs` hands each epoch the frontier has passed to the committer's
-//! thread, which merges it and commits once per commit interval (or every epoch when following).
+//! epoch and pre-aggregate them (`parse_chunks` for stream messages); each group goes to the worker
+//! that owns its customer (`own_groups`), which merges it into its table and hands the table over
+//! at each cut; everything else of an epoch goes to worker 0, where `commit_epochs` hands each
+//! epoch the frontier has passed to the committer's thread, which commits at each cut (once per
+//! commit interval, or every epoch when following).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -12,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{ProbeHandle, Stream};
 use timely::worker::Worker;
@@ -23,6 +26,7 @@ use super::committer::{CommitterThread, Finished};
 use super::feeder::Feeder;
 use super::identity::Known;
 use super::job::{ChunkInput, Job, Outputs, Update, UpdateInput, glob_pattern};
+use super::owner::{Handoff, Mark, Owner};
 use super::peers::{PeerLost, PeerWatch};
 use super::stream::{Chunk, StreamAddress, plan_streams};
 use super::{ClusterPart, IngestConfig, IngestReport, cluster, process, source};
@@ -123,9 +127,11 @@ fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Jo
     {
         anyhow::bail!("{problem}");
     }
+    let (handoffs, handed) = std::sync::mpsc::channel();
     let outputs = commits.then_some(Outputs {
         store,
         rejects_file,
+        handoffs: handed,
     });
     let (stop, signal) = process::stop_on_signals()?;
     Ok(Job {
@@ -137,6 +143,7 @@ fn plan_job(mut config: IngestConfig, store: BlockingStore) -> anyhow::Result<Jo
         signal,
         own_files,
         outputs: Mutex::new(outputs),
+        handoffs: commits.then_some(handoffs),
         bytes_read: AtomicU64::new(0),
         lines_read: AtomicU64::new(0),
     })
@@ -268,7 +275,7 @@ fn run_worker(
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.
         None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let aggregator = Aggregator::new(reject_limit(job));
+            let aggregator = Aggregator::owned_by(peers, reject_limit(job));
             Feeder::new(worker, &mut input, &mut chunks, &probe, job, aggregator).run()
         }))
         .unwrap_or_else(|_| {
@@ -330,14 +337,182 @@ fn build_dataflow(
     let mut input = UpdateInput::new();
     let mut chunks = ChunkInput::new();
     let probe = ProbeHandle::<u64>::new();
-    let parser = Aggregator::new(reject_limit(job));
+    let peers = worker.peers();
+    let parser = Aggregator::owned_by(peers, reject_limit(job));
     let parse_job = Arc::clone(job);
+    let owner = Owner::new(
+        super::committer::owner_budget(job.config.memory_limit, job.config.workers),
+        job.config.spill_dir.clone(),
+        peers,
+        job.plan.units.len(),
+    );
+    let own = OwnGroups {
+        owner,
+        index: worker.index(),
+        handoffs: job.handoffs.clone(),
+        stop: Arc::clone(&job.stop),
+    };
     worker.dataflow::<u64, _, _>(|scope| {
         let parsed = parse_chunks(chunks.to_stream(scope), parser, parse_job);
         let updates = input.to_stream(scope).concat(parsed);
-        commit_epochs(updates, committer).probe_with(&probe);
+        let marks = marks_of(updates.clone()).broadcast();
+        let owned = own_groups(updates, marks, own);
+        commit_epochs(owned, committer).probe_with(&probe);
     });
     (input, chunks, probe)
+}
+
+/// The marks every owner needs of every worker's updates.
+fn marks_of<'scope>(updates: Stream<'scope, u64, Vec<Update>>) -> Stream<'scope, u64, Vec<Mark>> {
+    updates.unary(Pipeline, "Marks", |_, _| {
+        |input, output| {
+            input.for_each(|time, updates: &mut Vec<Update>| {
+                let marks = updates.iter().filter_map(Mark::of);
+                output.session(&time).give_iterator(marks);
+            });
+        }
+    })
+}
+
+/// What a worker's owner operator holds.
+struct OwnGroups {
+    owner: Owner,
+    /// The worker's index: the owner's number in the cluster.
+    index: usize,
+    /// Where tables go on the committing process (`None` on the others: there they are sent on
+    /// as runs).
+    handoffs: Option<std::sync::mpsc::Sender<Handoff>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The output of the owner operator.
+type UpdateOutput<'a> =
+    OutputBuilderSession<'a, u64, timely::container::CapacityContainerBuilder<Vec<Update>>>;
+
+impl OwnGroups {
+    /// Hands a table over: to the committer, on its process; sorted and encoded as a run, to
+    /// worker 0, from another process.
+    fn hand_over(&self, handoff: Handoff, output: &mut UpdateOutput<'_>, held: &Capability<u64>) {
+        if handoff.table.is_err() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+        match &self.handoffs {
+            // Fails only when the committer has stopped, which it reports itself.
+            Some(handoffs) => drop(handoffs.send(handoff)),
+            None => output
+                .session(held)
+                .give_iterator(run_of(handoff, self.index)),
+        }
+    }
+}
+
+/// Bytes of records an [`Update::Run`] carries.
+const RUN_CHUNK_BYTES: usize = 1 << 20;
+
+/// The updates that take `owner`'s table to the committer of another process: its groups in
+/// (customer, day) order, encoded as a run file holds them, a chunk at a time; at least one, so
+/// that the committer knows the owner's end of the run came.
+fn run_of(handoff: Handoff, owner: usize) -> Box<dyn Iterator<Item = Update>> {
+    let failed = |error: anyhow::Error| Update::OwnerFailed(format!("{error:#}"));
+    let Handoff { commit, table } = handoff;
+    let mut sorted = match table.and_then(super::spill::GroupTable::into_sorted_states) {
+        Ok(sorted) => sorted,
+        Err(error) => return Box::new(std::iter::once(failed(error))),
+    };
+    let (mut first, mut done) = (true, false);
+    Box::new(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut records = Vec::new();
+        while records.len() < RUN_CHUNK_BYTES {
+            match sorted.next() {
+                Some(Ok((customer, day, mut state))) => {
+                    super::spill::write_record(&mut records, &customer, day, &mut state)
+                }
+                Some(Err(error)) => {
+                    done = true;
+                    return Some(failed(error));
+                }
+                None => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if records.is_empty() && !first {
+            return None;
+        }
+        first = false;
+        Some(Update::Run {
+            owner,
+            commit,
+            records,
+        })
+    }))
+}
+
+/// Takes every group to the worker that owns its customer, which merges it into its table as the
+/// frontier passes its epoch and hands the table over at each cut (see `owner.rs`). Everything
+/// else goes on to worker 0, as it came.
+fn own_groups<'scope>(
+    updates: Stream<'scope, u64, Vec<Update>>,
+    marks: Stream<'scope, u64, Vec<Mark>>,
+    mut own: OwnGroups,
+) -> Stream<'scope, u64, Vec<Update>> {
+    updates.binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<Update>>, _, _, _, _>(
+        marks,
+        Exchange::new(Update::destination),
+        Pipeline,
+        "Own",
+        move |initial, _| {
+            // Held at the inputs' frontier: the runs of a cut go out under it.
+            let mut held = Some(initial);
+            move |(updates, updates_frontier), (marks, marks_frontier), output| {
+                updates.for_each(|time, data: &mut Vec<Update>| {
+                    let Some(&epoch) = time.least() else {
+                        return;
+                    };
+                    let mut others = Vec::new();
+                    for update in data.drain(..) {
+                        match update {
+                            Update::Groups { groups, .. } => own.owner.groups(epoch, groups),
+                            other => others.push(other),
+                        }
+                    }
+                    if !others.is_empty() {
+                        output.session(&time).give_iterator(others.into_iter());
+                    }
+                });
+                marks.for_each(|time, data: &mut Vec<Mark>| {
+                    if let Some(&epoch) = time.least() {
+                        data.drain(..).for_each(|mark| own.owner.mark(epoch, mark));
+                    }
+                });
+                let least = |frontier: &timely::progress::frontier::MutableAntichain<u64>| {
+                    frontier.frontier().first().copied()
+                };
+                let frontier = match (least(updates_frontier), least(marks_frontier)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let handoffs = own.owner.pass(frontier);
+                if let Some(capability) = &held {
+                    for handoff in handoffs {
+                        own.hand_over(handoff, output, capability);
+                    }
+                }
+                match frontier {
+                    Some(frontier) => {
+                        if let Some(capability) = held.as_mut() {
+                            capability.downgrade(&frontier);
+                        }
+                    }
+                    None => held = None,
+                }
+            }
+        },
+    )
 }
 
 /// Parses the stream messages each chunk holds, on the worker it names, into updates.

@@ -13,7 +13,7 @@ use timely::worker::Worker;
 use super::aggregate::Aggregator;
 use super::follow::Follower;
 use super::input::{EpochOutput, EpochSource, PlannedUnits};
-use super::job::{ChunkInput, Job, UpdateInput, glob_pattern};
+use super::job::{ChunkInput, Job, Update, UpdateInput, glob_pattern};
 use super::stream::StreamFeed;
 
 /// Epochs a worker may run ahead of the last absorbed one (bounds memory).
@@ -30,6 +30,8 @@ pub(super) struct Feeder<'a> {
     chunks: &'a mut ChunkInput,
     probe: &'a ProbeHandle<u64>,
     job: &'a Job,
+    /// When worker 0 last cut a commit (the run's start, before the first).
+    last_cut: Instant,
 }
 
 impl<'a> Feeder<'a> {
@@ -51,6 +53,7 @@ impl<'a> Feeder<'a> {
             chunks,
             probe,
             job,
+            last_cut: Instant::now(),
         }
     }
 
@@ -135,10 +138,23 @@ impl<'a> Feeder<'a> {
     }
 
     fn advance(&mut self) {
+        if self.index == 0 && self.cut_is_due() {
+            self.updates.send(Update::Cut);
+            self.last_cut = Instant::now();
+        }
         self.epoch += 1;
         self.updates.advance_to(self.epoch);
         self.chunks.advance_to(self.epoch);
         self.worker.step();
+    }
+
+    /// Whether worker 0 ends a commit with this epoch: once per commit interval while reading a
+    /// backlog, every epoch when following past it (an epoch is a flush interval there). The end
+    /// of the run commits whatever is left.
+    fn cut_is_due(&self) -> bool {
+        let past_backlog = self.epoch as usize * self.peers >= self.job.plan.units.len();
+        (self.job.config.follow && past_backlog)
+            || self.last_cut.elapsed() >= self.job.config.commit_interval
     }
 
     /// Waits until at most [`EPOCHS_IN_FLIGHT`] epochs are uncommitted.

@@ -18,10 +18,27 @@ use crate::store::BlockingStore;
 /// What flows through the dataflow.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Update {
-    Groups(NumberedGroups),
+    /// A batch's groups of the customers `owner` (a worker of the cluster) owns.
+    Groups {
+        owner: usize,
+        groups: NumberedGroups,
+    },
+    /// Worker 0 ends a commit with this epoch: every owner hands its groups so far to the
+    /// committer.
+    Cut,
+    /// Sorted groups of an owner of another process, for the commit that ends with epoch
+    /// `commit` ([`END_OF_RUN`] for the last), as a run file holds them: on their way to the
+    /// committer. Every such owner sends at least one (maybe empty) for the end of the run.
+    Run {
+        owner: usize,
+        commit: u64,
+        records: Vec<u8>,
+    },
     Progress(FileProgress),
     Tally(Tally),
     Rejected(Rejected),
+    /// An owner of another process lost its groups (a spill failed): nothing more commits.
+    OwnerFailed(String),
     /// A unit of the plan was read completely.
     UnitDone(usize),
     /// An input that could not be read completely, and why.
@@ -36,12 +53,30 @@ impl Update {
     /// What `aggregator` counted since it was last drained: its groups, rejected lines and tally.
     pub(super) fn drained(aggregator: &mut Aggregator) -> impl Iterator<Item = Update> {
         let (groups, tally, rejects) = aggregator.drain();
-        let groups = (!groups.groups.is_empty()).then_some(Update::Groups(groups));
         groups
             .into_iter()
+            .map(|(owner, groups)| Update::Groups { owner, groups })
             .chain(rejects.into_iter().map(Update::Rejected))
             .chain(std::iter::once(Update::Tally(tally)))
     }
+
+    /// The worker this update goes to: a group's owner; worker 0 (the committer's) for the rest.
+    pub(super) fn destination(&self) -> u64 {
+        match self {
+            Update::Groups { owner, .. } => *owner as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// The commit that [`Update::Run`]s of the end of a run (no cut) belong to.
+pub(super) const END_OF_RUN: u64 = u64::MAX;
+
+/// Whether every unit planned for `epoch` was read: of `planned` units, epoch `e` of a dataflow of
+/// `peers` workers holds units `e * peers ..`; an epoch past them (following) is always complete.
+pub(super) fn epoch_is_complete(epoch: u64, peers: usize, planned: usize, units_done: usize) -> bool {
+    let first = epoch as usize * peers;
+    first >= planned || units_done == planned.min(first + peers) - first
 }
 
 /// The dataflow's input, as each worker holds it.
@@ -69,6 +104,9 @@ pub(super) struct Job {
     /// What the committer writes to, handed to it when it starts (worker 0 of the committing
     /// process takes it; the others find `None`).
     pub outputs: Mutex<Option<Outputs>>,
+    /// Where this process's owners hand their tables to the committer (the committing process
+    /// only).
+    pub handoffs: Option<std::sync::mpsc::Sender<super::owner::Handoff>>,
     pub bytes_read: AtomicU64,
     /// Lines read so far (for the progress bar).
     pub lines_read: AtomicU64,
@@ -79,6 +117,7 @@ pub(super) struct Job {
 pub(super) struct Outputs {
     pub store: BlockingStore,
     pub rejects_file: Option<std::fs::File>,
+    pub handoffs: std::sync::mpsc::Receiver<super::owner::Handoff>,
 }
 
 /// The `--glob` pattern, checked.

@@ -10,6 +10,7 @@
 
 mod aggregate;
 mod chunked;
+mod drain;
 mod cluster;
 mod committer;
 mod dataflow;
@@ -19,7 +20,7 @@ pub mod identity;
 mod input;
 mod job;
 mod name_key;
-mod partition;
+mod owner;
 mod peers;
 mod process;
 mod reader;

@@ -343,7 +343,11 @@ mod tests {
             .result
             .unwrap();
         let (groups, _, rejects) = aggregator.drain();
-        let accepted = groups.groups.iter().map(|g| g.2.total()).sum();
+        let accepted = groups
+            .iter()
+            .flat_map(|(_, numbered)| &numbered.groups)
+            .map(|g| g.2.total())
+            .sum();
         let reasons = rejects
             .iter()
             .map(|r| {

@@ -52,7 +52,7 @@ pub struct GroupTable {
 pub type Group = (String, Day, DayStats);
 
 /// One group as the table holds it, spills it and merges it back.
-type Held = (String, Day, GroupState);
+pub type Held = (String, Day, GroupState);
 
 impl GroupTable {
     /// An empty table that spills to a directory made under `spill_root` past `budget` bytes.
@@ -65,12 +65,7 @@ impl GroupTable {
             names_heap: 0,
             drains: 0,
             budget,
-            spill: Spill {
-                root: spill_root,
-                dir: None,
-                runs: Vec::new(),
-                bytes: 0,
-            },
+            spill: Spill::new(spill_root),
         }
     }
 
@@ -153,11 +148,6 @@ impl GroupTable {
         number
     }
 
-    /// Run files written since the last [`GroupTable::take_sorted`].
-    pub fn runs(&self) -> usize {
-        self.spill.runs.len()
-    }
-
     /// Bytes written to run files since this table was made.
     pub fn spilled_bytes(&self) -> u64 {
         self.spill.bytes
@@ -234,13 +224,109 @@ impl GroupTable {
 
     /// Every group, in memory and spilled, in (customer, day) order, each once; the table is
     /// empty afterwards (its run files are removed once read).
+    #[cfg(test)]
     pub fn take_sorted(&mut self) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Group>>> {
+        Ok(self.take_sorted_states()?.map(|group| group.map(into_group)))
+    }
+
+    /// [`GroupTable::take_sorted`], the states as the table holds them.
+    pub fn take_sorted_states(&mut self) -> anyhow::Result<SortedGroups> {
         let mut sources = vec![Source::Memory(self.drain_sorted())];
         sources.extend(self.spill.take_runs()?);
-        let groups = SortedGroups::new(sources)?;
-        Ok(groups
-            .map(|group| group.map(|(customer, day, state)| (customer, day, state.into_stats()))))
+        SortedGroups::new(sources)
     }
+
+    /// [`GroupTable::take_sorted_states`] of a table given up: it goes with its groups, so that
+    /// its spill directory lives until they are read.
+    pub fn into_sorted_states(mut self) -> anyhow::Result<Drained> {
+        Ok(Drained {
+            sorted: self.take_sorted_states()?,
+            _table: self,
+        })
+    }
+}
+
+/// The groups of a table given up, in (customer, day) order.
+pub struct Drained {
+    sorted: SortedGroups,
+    _table: GroupTable,
+}
+
+impl Iterator for Drained {
+    type Item = anyhow::Result<Held>;
+
+    fn next(&mut self) -> Option<anyhow::Result<Held>> {
+        self.sorted.next()
+    }
+}
+
+pub fn into_group((customer, day, state): Held) -> Group {
+    (customer, day, state.into_stats())
+}
+
+/// Sorted runs of groups that come from other processes' owners, a chunk of records at a time:
+/// written to files as they come, read back when their commit is written.
+pub struct IncomingRuns {
+    spill: Spill,
+    /// Each run being received, by owner and commit, with the file it goes to.
+    open: std::collections::HashMap<(usize, u64), (PathBuf, BufWriter<File>)>,
+}
+
+impl IncomingRuns {
+    pub fn new(spill_root: PathBuf) -> IncomingRuns {
+        IncomingRuns {
+            spill: Spill::new(spill_root),
+            open: Default::default(),
+        }
+    }
+
+    /// Appends `records` (as [`write_record`] writes them) to `owner`'s run of `commit`.
+    pub fn append(&mut self, owner: usize, commit: u64, records: &[u8]) -> anyhow::Result<()> {
+        let (path, file) = match self.open.entry((owner, commit)) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(vacant) => {
+                let path = self.spill.new_run_path()?;
+                let file = File::create(&path).with_context(|| {
+                    format!("cannot write {}", crate::errors::shown_path(&path))
+                })?;
+                vacant.insert((path, BufWriter::with_capacity(1 << 16, file)))
+            }
+        };
+        file.write_all(records)
+            .with_context(|| format!("cannot write {}", crate::errors::shown_path(path)))?;
+        self.spill.bytes += records.len() as u64;
+        Ok(())
+    }
+
+    /// Every group the runs of `commit` hold, in (customer, day) order; their files are removed
+    /// once read.
+    pub fn take(
+        &mut self,
+        commit: u64,
+    ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Group>> + use<>> {
+        let keys: Vec<(usize, u64)> = self.open.keys().filter(|k| k.1 == commit).copied().collect();
+        let mut sources = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (path, mut file) = self.open.remove(&key).expect("listed above");
+            file.flush()?;
+            sources.push(Source::Run(RunReader::open(path)?));
+        }
+        Ok(SortedGroups::new(sources)?.map(|group| group.map(into_group)))
+    }
+
+    /// Bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.spill.bytes
+    }
+}
+
+/// Appends one group to `out` as a run holds it: its length, then the record.
+pub fn write_record(out: &mut Vec<u8>, customer: &str, day: Day, state: &mut GroupState) {
+    let start = out.len();
+    encode(out, customer, day, state);
+    let mut length = Vec::with_capacity(10);
+    write_varint(&mut length, (out.len() - start) as u64);
+    out.splice(start..start, length);
 }
 
 /// The spill directory and the runs written to it.
@@ -256,29 +342,40 @@ struct Spill {
 const MOST_RUNS: usize = 32;
 
 impl Spill {
-    fn write_run(
-        &mut self,
-        groups: impl Iterator<Item = anyhow::Result<Held>>,
-    ) -> anyhow::Result<()> {
+    fn new(root: PathBuf) -> Spill {
+        Spill {
+            root,
+            dir: None,
+            runs: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// A new run file's path, in this process's spill directory (made when first needed).
+    fn new_run_path(&mut self) -> anyhow::Result<PathBuf> {
         if self.dir.is_none() {
             self.dir = Some(SpillDir::create(&self.root)?);
         }
         let dir = self.dir.as_ref().expect("created above");
-        let path = dir.path.join(format!("run-{}", dir.next_run()));
+        Ok(dir.path.join(format!("run-{}", dir.next_run())))
+    }
+
+    fn write_run(
+        &mut self,
+        groups: impl Iterator<Item = anyhow::Result<Held>>,
+    ) -> anyhow::Result<()> {
+        let path = self.new_run_path()?;
         let shown = path.display().to_string();
         let write = || -> anyhow::Result<u64> {
             let mut file = BufWriter::with_capacity(1 << 16, File::create(&path)?);
-            let (mut record, mut length) = (Vec::new(), Vec::with_capacity(10));
+            let mut record = Vec::new();
             let mut written = 0;
             for group in groups {
                 let (customer, day, mut state) = group?;
                 record.clear();
-                length.clear();
-                encode(&mut record, &customer, day, &mut state);
-                write_varint(&mut length, record.len() as u64);
-                file.write_all(&length)?;
+                write_record(&mut record, &customer, day, &mut state);
                 file.write_all(&record)?;
-                written += (length.len() + record.len()) as u64;
+                written += record.len() as u64;
             }
             // Not synced: a run is read back by this process or not at all.
             file.flush()?;
