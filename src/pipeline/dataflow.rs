@@ -367,7 +367,7 @@ fn marks_of<'scope>(updates: Stream<'scope, u64, Vec<Update>>) -> Stream<'scope,
     updates.unary(Pipeline, "Marks", |_, _| {
         |input, output| {
             input.for_each(|time, updates: &mut Vec<Update>| {
-                let marks = updates.iter().filter_map(Mark::of);
+                let marks = updates.iter().filter_map(Update::mark);
                 output.session(&time).give_iterator(marks);
             });
         }
@@ -460,59 +460,60 @@ fn own_groups<'scope>(
     marks: Stream<'scope, u64, Vec<Mark>>,
     mut own: OwnGroups,
 ) -> Stream<'scope, u64, Vec<Update>> {
-    updates.binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<Update>>, _, _, _, _>(
-        marks,
-        Exchange::new(Update::destination),
-        Pipeline,
-        "Own",
-        move |initial, _| {
-            // Held at the inputs' frontier: the runs of a cut go out under it.
-            let mut held = Some(initial);
-            move |(updates, updates_frontier), (marks, marks_frontier), output| {
-                updates.for_each(|time, data: &mut Vec<Update>| {
-                    let Some(&epoch) = time.least() else {
-                        return;
+    updates
+        .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<Update>>, _, _, _, _>(
+            marks,
+            Exchange::new(Update::destination),
+            Pipeline,
+            "Own",
+            move |initial, _| {
+                // Held at the inputs' frontier: the runs of a cut go out under it.
+                let mut held = Some(initial);
+                move |(updates, updates_frontier), (marks, marks_frontier), output| {
+                    updates.for_each(|time, data: &mut Vec<Update>| {
+                        let Some(&epoch) = time.least() else {
+                            return;
+                        };
+                        let mut others = Vec::new();
+                        for update in data.drain(..) {
+                            match update {
+                                Update::Groups { groups, .. } => own.owner.groups(epoch, groups),
+                                other => others.push(other),
+                            }
+                        }
+                        if !others.is_empty() {
+                            output.session(&time).give_iterator(others.into_iter());
+                        }
+                    });
+                    marks.for_each(|time, data: &mut Vec<Mark>| {
+                        if let Some(&epoch) = time.least() {
+                            data.drain(..).for_each(|mark| own.owner.mark(epoch, mark));
+                        }
+                    });
+                    let least = |frontier: &timely::progress::frontier::MutableAntichain<u64>| {
+                        frontier.frontier().first().copied()
                     };
-                    let mut others = Vec::new();
-                    for update in data.drain(..) {
-                        match update {
-                            Update::Groups { groups, .. } => own.owner.groups(epoch, groups),
-                            other => others.push(other),
+                    let frontier = match (least(updates_frontier), least(marks_frontier)) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let handoffs = own.owner.pass(frontier);
+                    if let Some(capability) = &held {
+                        for handoff in handoffs {
+                            own.hand_over(handoff, output, capability);
                         }
                     }
-                    if !others.is_empty() {
-                        output.session(&time).give_iterator(others.into_iter());
-                    }
-                });
-                marks.for_each(|time, data: &mut Vec<Mark>| {
-                    if let Some(&epoch) = time.least() {
-                        data.drain(..).for_each(|mark| own.owner.mark(epoch, mark));
-                    }
-                });
-                let least = |frontier: &timely::progress::frontier::MutableAntichain<u64>| {
-                    frontier.frontier().first().copied()
-                };
-                let frontier = match (least(updates_frontier), least(marks_frontier)) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let handoffs = own.owner.pass(frontier);
-                if let Some(capability) = &held {
-                    for handoff in handoffs {
-                        own.hand_over(handoff, output, capability);
-                    }
-                }
-                match frontier {
-                    Some(frontier) => {
-                        if let Some(capability) = held.as_mut() {
-                            capability.downgrade(&frontier);
+                    match frontier {
+                        Some(frontier) => {
+                            if let Some(capability) = held.as_mut() {
+                                capability.downgrade(&frontier);
+                            }
                         }
+                        None => held = None,
                     }
-                    None => held = None,
                 }
-            }
-        },
-    )
+            },
+        )
 }
 
 /// Parses the stream messages each chunk holds, on the worker it names, into updates.

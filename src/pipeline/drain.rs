@@ -66,9 +66,11 @@ impl Stream {
                     }
                 }
             });
-        let head = spawned
-            .err()
-            .map(|e| Err(anyhow::anyhow!("cannot start a thread to sort a commit: {e}")));
+        let head = spawned.err().map(|e| {
+            Err(anyhow::anyhow!(
+                "cannot start a thread to sort a commit: {e}"
+            ))
+        });
         Stream {
             ended: head.is_some(),
             chunks: received,

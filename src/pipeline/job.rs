@@ -11,6 +11,7 @@ use timely::dataflow::InputHandle;
 
 use super::IngestConfig;
 use super::aggregate::{Aggregator, FileProgress, NumberedGroups, Rejected, Retracted, Tally};
+use super::owner::{Handoff, Mark};
 use super::source::{NamePattern, Plan};
 use super::stream::{Chunk, PlannedStream};
 use crate::store::BlockingStore;
@@ -27,7 +28,7 @@ pub enum Update {
     /// committer.
     Cut,
     /// Sorted groups of an owner of another process, for the commit that ends with epoch
-    /// `commit` ([`END_OF_RUN`] for the last), as a run file holds them: on their way to the
+    /// `commit` ([`super::owner::END_OF_RUN`] for the last), as a run file holds them: on their way to the
     /// committer. Every such owner sends at least one (maybe empty) for the end of the run.
     Run {
         owner: usize,
@@ -60,6 +61,15 @@ impl Update {
             .chain(std::iter::once(Update::Tally(tally)))
     }
 
+    /// The mark this update makes for every owner, if it makes one.
+    pub(super) fn mark(&self) -> Option<Mark> {
+        match self {
+            Update::UnitDone(_) => Some(Mark::UnitDone),
+            Update::Cut => Some(Mark::Cut),
+            _ => None,
+        }
+    }
+
     /// The worker this update goes to: a group's owner; worker 0 (the committer's) for the rest.
     pub(super) fn destination(&self) -> u64 {
         match self {
@@ -67,16 +77,6 @@ impl Update {
             _ => 0,
         }
     }
-}
-
-/// The commit that [`Update::Run`]s of the end of a run (no cut) belong to.
-pub(super) const END_OF_RUN: u64 = u64::MAX;
-
-/// Whether every unit planned for `epoch` was read: of `planned` units, epoch `e` of a dataflow of
-/// `peers` workers holds units `e * peers ..`; an epoch past them (following) is always complete.
-pub(super) fn epoch_is_complete(epoch: u64, peers: usize, planned: usize, units_done: usize) -> bool {
-    let first = epoch as usize * peers;
-    first >= planned || units_done == planned.min(first + peers) - first
 }
 
 /// The dataflow's input, as each worker holds it.
@@ -106,7 +106,7 @@ pub(super) struct Job {
     pub outputs: Mutex<Option<Outputs>>,
     /// Where this process's owners hand their tables to the committer (the committing process
     /// only).
-    pub handoffs: Option<std::sync::mpsc::Sender<super::owner::Handoff>>,
+    pub handoffs: Option<std::sync::mpsc::Sender<Handoff>>,
     pub bytes_read: AtomicU64,
     /// Lines read so far (for the progress bar).
     pub lines_read: AtomicU64,
@@ -117,7 +117,7 @@ pub(super) struct Job {
 pub(super) struct Outputs {
     pub store: BlockingStore,
     pub rejects_file: Option<std::fs::File>,
-    pub handoffs: std::sync::mpsc::Receiver<super::owner::Handoff>,
+    pub handoffs: std::sync::mpsc::Receiver<Handoff>,
 }
 
 /// The `--glob` pattern, checked.

@@ -10,10 +10,10 @@
 
 mod aggregate;
 mod chunked;
-mod drain;
 mod cluster;
 mod committer;
 mod dataflow;
+mod drain;
 mod feeder;
 mod follow;
 pub mod identity;

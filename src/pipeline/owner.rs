@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::NumberedGroups;
-use super::job::{END_OF_RUN, Update, epoch_is_complete};
 use super::spill::GroupTable;
 
 /// What every owner must know of every worker's epochs, broadcast to all of them.
@@ -27,15 +26,19 @@ pub(super) enum Mark {
     Cut,
 }
 
-impl Mark {
-    /// The mark an update makes, if it makes one.
-    pub fn of(update: &Update) -> Option<Mark> {
-        match update {
-            Update::UnitDone(_) => Some(Mark::UnitDone),
-            Update::Cut => Some(Mark::Cut),
-            _ => None,
-        }
-    }
+/// The commit that runs of the end of a run (no cut) belong to.
+pub(super) const END_OF_RUN: u64 = u64::MAX;
+
+/// Whether every unit planned for `epoch` was read: of `planned` units, epoch `e` of a dataflow of
+/// `peers` workers holds units `e * peers ..`; an epoch past them (following) is always complete.
+pub(super) fn epoch_is_complete(
+    epoch: u64,
+    peers: usize,
+    planned: usize,
+    units_done: usize,
+) -> bool {
+    let first = epoch as usize * peers;
+    first >= planned || units_done == planned.min(first + peers) - first
 }
 
 /// An owner's groups as of a commit (the epoch that ended it, or [`END_OF_RUN`]).
@@ -167,7 +170,10 @@ mod tests {
         table
             .take_sorted()
             .unwrap()
-            .map(|g| g.map(|(customer, _, stats)| (customer, stats.total())).unwrap())
+            .map(|g| {
+                g.map(|(customer, _, stats)| (customer, stats.total()))
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -188,7 +194,10 @@ mod tests {
         let handoffs = owner.pass(Some(1));
         assert_eq!(handoffs.len(), 1);
         assert_eq!(handoffs[0].commit, 0);
-        assert_eq!(totals(handoffs.into_iter().next().unwrap()), [("a".into(), 1)]);
+        assert_eq!(
+            totals(handoffs.into_iter().next().unwrap()),
+            [("a".into(), 1)]
+        );
         let mut rest = owner.pass(None);
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].commit, END_OF_RUN);
