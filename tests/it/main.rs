@@ -13,6 +13,7 @@ mod fuzz_regressions;
 mod hostile;
 mod layout;
 mod oracle;
+mod ownership;
 mod pipeline;
 mod robustness;
 mod rotation;
