@@ -245,7 +245,8 @@ impl Committer {
         }
     }
 
-    /// Every owner's groups as of `commit`, sorted and read each on a thread of its own.
+    /// Every owner's groups as of `commit`, sorted and read each on a thread of its own, which
+    /// also computes their rows when they go into an empty table (nothing to merge them with).
     fn groups_of(&mut self, commit: u64) -> anyhow::Result<SortedStreams> {
         self.take_handoffs();
         let tables = self.handed.remove(&commit).unwrap_or_default();
@@ -255,18 +256,28 @@ impl Committer {
             tables.len(),
             self.local_owners
         );
+        let fresh = !self.store.holds_any_day()?;
+        let delta = move |(customer, day, stats)| {
+            let group = GroupDelta::new(customer, day, stats);
+            if fresh { group.with_values() } else { group }
+        };
         let mut sources: Vec<Box<dyn FnOnce() -> anyhow::Result<Groups> + Send>> = Vec::new();
         for table in tables {
             let table = table?;
             self.report.spilled_bytes += table.spilled_bytes();
             sources.push(Box::new(move || {
                 let sorted = table.into_sorted_states()?;
-                Ok(Box::new(sorted.map(|group| group.map(into_group))) as Groups)
+                Ok(
+                    Box::new(sorted.map(move |group| group.map(|held| delta(into_group(held)))))
+                        as Groups,
+                )
             }));
         }
         if self.remote_owners > 0 {
             let runs = self.incoming.take(commit)?;
-            sources.push(Box::new(move || Ok(Box::new(runs) as Groups)));
+            sources.push(Box::new(move || {
+                Ok(Box::new(runs.map(move |group| group.map(delta))) as Groups)
+            }));
         }
         Ok(SortedStreams::new(sources))
     }
@@ -278,13 +289,7 @@ impl Committer {
             return;
         }
         let groups = match self.groups_of(commit) {
-            Ok(groups) => groups.map(|group| {
-                group.map(|(customer, day, stats)| GroupDelta {
-                    customer,
-                    day,
-                    stats,
-                })
-            }),
+            Ok(groups) => groups,
             Err(error) => return self.fail(error),
         };
         if self.absorbed.epochs == 0 {
@@ -340,7 +345,7 @@ impl Committer {
 }
 
 /// A sorted stream of one owner's groups.
-type Groups = Box<dyn Iterator<Item = anyhow::Result<crate::pipeline::spill::Group>>>;
+type Groups = Box<dyn Iterator<Item = anyhow::Result<GroupDelta>>>;
 
 /// The share of the memory limit each of this process's `owners` may hold in its table before it
 /// spills: together half the limit, the rest being for the epochs in flight (an eighth, see the

@@ -5,8 +5,8 @@
 
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use super::spill::Group;
 use crate::day::Day;
+use crate::store::GroupDelta;
 
 /// Groups per chunk a drain hands to the commit.
 const CHUNK: usize = 1024;
@@ -24,7 +24,7 @@ impl SortedStreams {
     pub fn new<F, I>(sources: Vec<F>) -> SortedStreams
     where
         F: FnOnce() -> anyhow::Result<I> + Send + 'static,
-        I: Iterator<Item = anyhow::Result<Group>>,
+        I: Iterator<Item = anyhow::Result<GroupDelta>>,
     {
         let streams = sources.into_iter().map(Stream::spawn).collect();
         SortedStreams { streams }
@@ -32,9 +32,9 @@ impl SortedStreams {
 }
 
 struct Stream {
-    chunks: Receiver<Vec<anyhow::Result<Group>>>,
-    current: std::vec::IntoIter<anyhow::Result<Group>>,
-    head: Option<anyhow::Result<Group>>,
+    chunks: Receiver<Vec<anyhow::Result<GroupDelta>>>,
+    current: std::vec::IntoIter<anyhow::Result<GroupDelta>>,
+    head: Option<anyhow::Result<GroupDelta>>,
     ended: bool,
 }
 
@@ -44,7 +44,7 @@ impl Stream {
     fn spawn<F, I>(source: F) -> Stream
     where
         F: FnOnce() -> anyhow::Result<I> + Send + 'static,
-        I: Iterator<Item = anyhow::Result<Group>>,
+        I: Iterator<Item = anyhow::Result<GroupDelta>>,
     {
         let (chunks, received) = sync_channel(CHUNKS_AHEAD);
         let spawned = std::thread::Builder::new()
@@ -102,16 +102,16 @@ impl Stream {
     /// The key of a head that is a group.
     fn key(&self) -> Option<(&str, Day)> {
         match &self.head {
-            Some(Ok((customer, day, _))) => Some((customer, *day)),
+            Some(Ok(group)) => Some((&group.customer, group.day)),
             _ => None,
         }
     }
 }
 
 impl Iterator for SortedStreams {
-    type Item = anyhow::Result<Group>;
+    type Item = anyhow::Result<GroupDelta>;
 
-    fn next(&mut self) -> Option<anyhow::Result<Group>> {
+    fn next(&mut self) -> Option<anyhow::Result<GroupDelta>> {
         for stream in &mut self.streams {
             stream.fill();
             if matches!(stream.head, Some(Err(_))) {
@@ -136,18 +136,19 @@ mod tests {
             keys in proptest::collection::btree_set((0u8..40, 0i32..5), 0..200),
             streams in 1usize..5,
         ) {
-            let mut sources: Vec<Vec<anyhow::Result<Group>>> = (0..streams).map(|_| Vec::new()).collect();
+            let mut sources: Vec<Vec<anyhow::Result<GroupDelta>>> =
+                (0..streams).map(|_| Vec::new()).collect();
             for &(customer, day) in &keys {
                 let name = format!("c{customer:02}");
                 let owner = super::super::aggregate::owner_of(&name, streams);
-                sources[owner].push(Ok((name, Day(day), DayStats::default())));
+                sources[owner].push(Ok(GroupDelta::new(name, Day(day), DayStats::default())));
             }
             let sources = sources
                 .into_iter()
                 .map(|groups| move || anyhow::Ok(groups.into_iter()))
                 .collect();
             let merged: Vec<(String, Day)> = SortedStreams::new(sources)
-            .map(|group| group.map(|(customer, day, _)| (customer, day)).unwrap())
+            .map(|group| group.map(|group| (group.customer, group.day)).unwrap())
             .collect();
             let expected: Vec<(String, Day)> =
                 keys.iter().map(|&(c, d)| (format!("c{c:02}"), Day(d))).collect();

@@ -15,6 +15,46 @@ pub struct GroupDelta {
     pub customer: String,
     pub day: Day,
     pub stats: DayStats,
+    /// The row of a day that is all new (no stored state to merge with), computed ahead where
+    /// the group was drained (in parallel, off the writer's thread); `None` to have the writer
+    /// compute it.
+    pub values: Option<RowValues>,
+}
+
+impl GroupDelta {
+    pub fn new(customer: String, day: Day, stats: DayStats) -> GroupDelta {
+        GroupDelta {
+            customer,
+            day,
+            stats,
+            values: None,
+        }
+    }
+
+    /// Computes the row this group is when written as a day of its own.
+    pub fn with_values(mut self) -> GroupDelta {
+        self.values = Some(RowValues::of(&mut self.stats));
+        self
+    }
+}
+
+/// A day's values as a write binds them: [`DAY_COLUMNS`] and the histogram's bytes.
+#[derive(Clone, Debug)]
+pub struct RowValues {
+    pub(super) columns: [Column; DAY_COLUMNS.len()],
+    pub(super) histogram: Vec<u8>,
+}
+
+impl RowValues {
+    /// The values of the day `stats` (compacted here).
+    pub fn of(stats: &mut DayStats) -> RowValues {
+        stats.compact();
+        let statistics = stats.statistics();
+        RowValues {
+            columns: DAY_COLUMNS.map(|(_, value)| value(&statistics, stats)),
+            histogram: stats.histogram.to_bytes(),
+        }
+    }
 }
 
 /// A request counted before its line was complete (a last line without a newline, which then
@@ -246,25 +286,32 @@ pub(super) struct MergedDay {
     pub customer: String,
     pub day: Day,
     pub stats: DayStats,
+    /// Its values, when they were computed ahead.
+    pub values: Option<RowValues>,
 }
 
 impl From<GroupDelta> for MergedDay {
     /// The day of a group that has no stored state to merge with.
     fn from(group: GroupDelta) -> MergedDay {
         let mut stats = group.stats;
-        stats.compact();
+        if group.values.is_none() {
+            stats.compact();
+        }
         MergedDay {
             customer: group.customer,
             day: group.day,
             stats,
+            values: group.values,
         }
     }
 }
 
 impl MergedDay {
-    /// Its values for [`DAY_COLUMNS`], for every backend. The stats must be compacted.
-    pub fn columns(&mut self) -> [Column; 20] {
-        let statistics = self.stats.statistics();
-        DAY_COLUMNS.map(|(_, value)| value(&statistics, &self.stats))
+    /// Its values for [`DAY_COLUMNS`] and its histogram's bytes, for every backend.
+    pub fn values(&mut self) -> RowValues {
+        match self.values.take() {
+            Some(values) => values,
+            None => RowValues::of(&mut self.stats),
+        }
     }
 }

@@ -35,6 +35,11 @@ impl BlockingStore {
 
     /// Commits a batch and its groups (in key order) in one transaction, as
     /// [`Store::commit_sorted`]; returns how many groups changed.
+    pub fn holds_any_day(&self) -> anyhow::Result<bool> {
+        self.runtime.block_on(self.store.holds_any_day())
+    }
+
+    /// See [`Store::commit_sorted`].
     pub fn commit_sorted(
         &self,
         batch: CommitBatch,

@@ -84,13 +84,9 @@ impl Store {
                 .or_default()
                 .merge(delta.stats);
         }
-        let groups = sorted.into_iter().map(|((customer, day), stats)| {
-            Ok(GroupDelta {
-                customer,
-                day,
-                stats,
-            })
-        });
+        let groups = sorted
+            .into_iter()
+            .map(|((customer, day), stats)| Ok(GroupDelta::new(customer, day, stats)));
         self.commit_sorted(batch, groups).await
     }
 
@@ -114,11 +110,7 @@ impl Store {
         // A day with a retraction is read and written even when nothing new came for it.
         let mut retracted: Vec<GroupDelta> = retractions
             .keys()
-            .map(|(customer, day)| GroupDelta {
-                customer: customer.clone(),
-                day: *day,
-                stats: DayStats::default(),
-            })
+            .map(|(customer, day)| GroupDelta::new(customer.clone(), *day, DayStats::default()))
             .collect();
         retracted.sort_by(|a, b| (&a.customer, a.day).cmp(&(&b.customer, b.day)));
         let groups = merge_sorted(groups, retracted.into_iter());
@@ -133,6 +125,13 @@ impl Store {
                 write_commit(tx, &batch, groups, retractions).await
             }
         }
+    }
+
+    /// Whether any day is stored (a commit into a table that holds none writes its groups as they
+    /// are, without reading anything back).
+    pub async fn holds_any_day(&self) -> anyhow::Result<bool> {
+        const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
+        Ok(with_pool!(self, pool => sqlx::query(ANY_DAY).fetch_optional(pool).await?.is_some()))
     }
 
     /// The committed progress of every input file, by path (in order: every process of a
@@ -259,6 +258,7 @@ async fn write_chunk(
                 customer,
                 day,
                 stats,
+                values: None,
             });
         }
     }

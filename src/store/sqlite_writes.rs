@@ -12,8 +12,8 @@ use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
     ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
-    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, SELECT_PROGRESS,
-    UPSERT_PROGRESS, select_keys,
+    KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues,
+    SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
 use super::transaction::{StoredStates, WriteTx};
 use super::{LOCK_PATIENCE, keyed_state_from_row, report_waiting_for_the_lock, stored};
@@ -165,11 +165,12 @@ struct PreparedDay {
 
 impl PreparedDay {
     fn of(day: &mut MergedDay) -> PreparedDay {
+        let RowValues { columns, histogram } = day.values();
         PreparedDay {
-            columns: day.columns(),
+            columns,
             customer: std::mem::take(&mut day.customer),
             date: DateText::of(day.day),
-            histogram: day.stats.histogram.to_bytes(),
+            histogram,
         }
     }
 

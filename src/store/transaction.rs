@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
     ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, SELECT_PROGRESS, UPSERT_PROGRESS,
+    ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues, SELECT_PROGRESS, UPSERT_PROGRESS,
     day_column_names, select_keys,
 };
 use super::{
@@ -129,8 +129,11 @@ impl WriteTx for PgWrite {
             // Written once: the name is not needed afterwards.
             customers.push(std::mem::take(&mut day.customer));
             dates.push(day.day.to_naive_date());
-            histograms.push(day.stats.histogram.to_bytes());
-            let values = day.columns();
+            let RowValues {
+                columns: values,
+                histogram,
+            } = day.values();
+            histograms.push(histogram);
             if columns.is_empty() {
                 columns = values.iter().map(ColumnArray::of_kind).collect();
             }
@@ -282,7 +285,7 @@ impl BinaryRows {
     }
 
     fn push(&mut self, day: &mut MergedDay) {
-        let columns = day.columns();
+        let RowValues { columns, histogram } = day.values();
         let fields = 2 + columns.len() + 1;
         self.bytes.extend_from_slice(&(fields as i16).to_be_bytes());
         self.field(day.customer.as_bytes());
@@ -293,7 +296,7 @@ impl BinaryRows {
                 Column::Real(value) => self.field(&value.to_be_bytes()),
             }
         }
-        self.field(&day.stats.histogram.to_bytes());
+        self.field(&histogram);
     }
 
     fn field(&mut self, value: &[u8]) {

@@ -103,7 +103,11 @@ fn any_number_of_workers_and_processes_and_any_memory_limit_give_the_same_databa
         let shape = Shape::random(&mut state);
         let db = TestDb::new(Backend::Sqlite);
         shape.ingest(&db.url, db.dir(), &logs);
-        assert_rows_equal(&all_rows(&db.url), &want, &format!("round {round}: {shape:?}"));
+        assert_rows_equal(
+            &all_rows(&db.url),
+            &want,
+            &format!("round {round}: {shape:?}"),
+        );
         // Run again: nothing is counted twice.
         shape.ingest(&db.url, db.dir(), &logs);
         assert_rows_equal(

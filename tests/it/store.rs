@@ -9,11 +9,7 @@ use crate::common::*;
 fn delta(customer: &str, day: Day, requests: &[(u16, u64)]) -> GroupDelta {
     let mut stats = DayStats::default();
     requests.iter().for_each(|&(s, d)| stats.record(s, d));
-    GroupDelta {
-        customer: customer.to_string(),
-        day,
-        stats,
-    }
+    GroupDelta::new(customer.to_string(), day, stats)
 }
 
 fn progress(path: &str, expected: u64, offset: u64) -> FileCheckpoint {
