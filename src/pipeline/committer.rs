@@ -26,9 +26,9 @@ struct Committer {
     /// The tables this process's owners handed over, by the commit they end.
     handoffs: Receiver<Handoff>,
     handed: BTreeMap<u64, Vec<anyhow::Result<GroupTable>>>,
-    /// The runs other processes' owners sent, and how many of them sent their last.
+    /// The runs other processes' owners sent, and which of them sent their last.
     incoming: IncomingRuns,
-    remote_ends: usize,
+    remote_ends: std::collections::BTreeSet<usize>,
     /// Owners in this process and in the others.
     local_owners: usize,
     remote_owners: usize,
@@ -152,7 +152,7 @@ impl Committer {
             handoffs,
             handed: BTreeMap::new(),
             incoming: IncomingRuns::new(job.config.spill_dir.clone()),
-            remote_ends: 0,
+            remote_ends: Default::default(),
             local_owners,
             remote_owners: peers.saturating_sub(local_owners),
             job,
@@ -194,7 +194,7 @@ impl Committer {
                         records,
                     } => {
                         if commit == END_OF_RUN {
-                            self.remote_ends += 1;
+                            self.remote_ends.insert(owner);
                         }
                         let appended = self.incoming.append(owner, commit, &records);
                         if let Err(error) = appended {
@@ -225,13 +225,19 @@ impl Committer {
         }
     }
 
-    /// Commits what is left once every owner has handed over its last groups (not when the run
-    /// ended without them: a peer of the cluster was lost).
+    /// Commits what is left, once every owner has handed over its last groups: a run that ended
+    /// without them (a peer of the cluster was lost, which the run reports) commits nothing more.
     fn commit_at_end(&mut self) {
         self.take_handoffs();
         let local_ends = self.handed.get(&END_OF_RUN).map_or(0, Vec::len);
-        if local_ends == self.local_owners && self.remote_ends == self.remote_owners {
+        if local_ends == self.local_owners && self.remote_ends.len() == self.remote_owners {
             self.commit(END_OF_RUN);
+        } else {
+            self.fail(anyhow::anyhow!(
+                "the run ended before {} of {} owners handed their last groups over",
+                self.local_owners + self.remote_owners - local_ends - self.remote_ends.len(),
+                self.local_owners + self.remote_owners
+            ));
         }
     }
 
@@ -352,7 +358,7 @@ type Groups = Box<dyn Iterator<Item = anyhow::Result<GroupDelta>>>;
 /// unit size), reading, the allocator's slack and the process itself. A table being committed and
 /// the one filling meanwhile share it.
 pub(super) fn owner_budget(memory_limit: u64, owners: usize) -> usize {
-    (memory_limit / 2) as usize / (2 * owners.max(1))
+    (memory_limit / 2) as usize / owners.max(1)
 }
 
 /// Several records for one file in one transaction, in reading order: the first says what the

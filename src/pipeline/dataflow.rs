@@ -407,7 +407,7 @@ impl OwnGroups {
 }
 
 /// Bytes of records an [`Update::Run`] carries.
-const RUN_CHUNK_BYTES: usize = 1 << 20;
+const RUN_CHUNK_BYTES: usize = 64 << 10;
 
 /// The updates that take `owner`'s table to the committer of another process: its groups in
 /// (customer, day) order, encoded as a run file holds them, a chunk at a time; at least one, so
