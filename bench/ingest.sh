@@ -8,7 +8,11 @@
 # 100,000 x 30 and 20,000 x 365 customers x days, random order, fresh database, default memory limit:
 # seconds, lines/s, peak RSS, groups written, bytes spilled, database size, and DuckDB computing
 # the same groups (counts, mean, quantile_disc p50/p99, uptime) from the same file into a table on
-# disk, in the same run (DuckDB from PyPI, in a venv under target/).
+# disk, in the same run (DuckDB from PyPI, in a venv under target/); SQLite's own floor: `sqlite3`
+# copying the rows logstats wrote into an empty table of the same schema (INSERT ... SELECT, the
+# same pragmas); BASE_BIN=path/to/previous/logstats adds that binary's seconds. At 100,000 x 30, a
+# cluster of 2 processes x 1 worker on loopback as well: seconds, and process 1's share of the CPU
+# time of both (user + system, from /usr/bin/time of each).
 #
 # Prints lines/s (process start to exit, committed), peak RSS, and the ratio of ingest time to
 # `wc -l` time, for a 1,000,000-line file and the big one (flat memory: peak RSS at LINES should
@@ -76,12 +80,37 @@ measure() { # url file
   out=$( { /usr/bin/time -f 'peak_rss_kb=%M wall=%e' $bin ingest --json --database "$1" "$2" >"$work/report.json"; } 2>&1 )
   echo "$(($(grep -o 'peak_rss_kb=[0-9]*' <<<"$out" | cut -d= -f2) / 1024)) $(grep -o 'wall=[0-9.]*' <<<"$out" | cut -d= -f2)"
 }
+# Seconds `sqlite3` takes to copy the days of database $1 into an empty table of the same schema.
+sqlite_floor() {
+  local copy="$work/floor.db"
+  rm -f "$copy"*
+  sqlite3 "$copy" "PRAGMA journal_mode=WAL;" "$(sqlite3 "$1" '.schema resource_statistics_by_day')" >/dev/null
+  seconds sqlite3 "$copy" "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; ATTACH '$1' AS src;
+    INSERT INTO resource_statistics_by_day SELECT * FROM src.resource_statistics_by_day ORDER BY customer_id, date;"
+  rm -f "$copy"*
+}
+
+# A cluster of two processes x 1 worker ingesting $2 into $1: wall seconds, and process 1's share
+# (percent) of the CPU time of both.
+cluster_of_two() {
+  local hosts="$work/hosts" port=$((20000 + RANDOM % 20000)) id
+  printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$port" $((port + 1)) >"$hosts"
+  for id in 0 1; do
+    /usr/bin/time -f 'wall=%e cpu=%U %S' -o "$work/cluster-$id.time" $bin ingest --database "$1" \
+      --workers 1 --processes 2 --process-id $id --hostfile "$hosts" "$2" >/dev/null 2>&1 &
+  done
+  wait
+  cpu() { awk -F'cpu=' '/cpu=/ { split($2, t, " "); print t[1] + t[2] }' "$work/cluster-$1.time"; }
+  echo "$(grep -o 'wall=[0-9.]*' "$work/cluster-0.time" | cut -d= -f2)" \
+    "$(awk -v a="$(cpu 0)" -v b="$(cpu 1)" 'BEGIN { printf "%.0f", 100 * b / (a + b) }')"
+}
+
 field() { "$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/report.json" "$1"; }
 
 echo
 echo "cardinality: $lines lines, random order, fresh database, default --memory-limit (256MB)"
-printf '| customers x days | backend | seconds | lines/s | peak RSS MB | groups written | spilled MB | database MB | DuckDB s | DuckDB RSS MB | time / DuckDB |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+printf '| customers x days | backend | seconds | lines/s | peak RSS MB | groups written | spilled MB | database MB | DuckDB s | DuckDB RSS MB | time / DuckDB | SQLite INSERT ... SELECT s | previous binary s |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for shape in 50x30 10000x30 100000x30 20000x365; do
   customers=${shape%x*} days=${shape#*x}
   log="$work/card-$shape.log"
@@ -100,14 +129,32 @@ for shape in 50x30 10000x30 100000x30 20000x365; do
       reset_postgres; url="$pg_admin/logstats_bench_ingest"
     fi
     read -r rss wall < <(measure "$url" "$log")
+    floor=- previous=-
     if [ "$backend" = sqlite ]; then
       size=$(( $(cat "$work/bench.db"* | wc -c) / 1048576 ))
+      command -v sqlite3 >/dev/null && floor=$(sqlite_floor "$work/bench.db")
+      if [ -n "${BASE_BIN:-}" ]; then
+        reset_sqlite
+        previous=$(seconds "$BASE_BIN" ingest --database "$url" "$log")
+      fi
     else
       size=$(psql "$pg_admin/postgres" -tAc "SELECT pg_database_size('logstats_bench_ingest') / 1048576")
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shape" "$backend" "$wall" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shape" "$backend" "$wall" \
       "$(awk -v n="$lines" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')" "$rss" "$(field groups_changed)" \
       "$(( $(field spilled_bytes) / 1048576 ))" "$size" "$duck_s" "$duck_mb" \
-      "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')"
+      "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')" "$floor" "$previous"
+  done
+  [ "$shape" = 100000x30 ] || continue
+  for backend in "${backends[@]}"; do
+    if [ "$backend" = sqlite ]; then
+      reset_sqlite; url="sqlite://$work/bench.db"
+    else
+      reset_postgres; url="$pg_admin/logstats_bench_ingest"
+    fi
+    read -r wall share < <(cluster_of_two "$url" "$log")
+    printf '| %s, 2 processes x 1 worker | %s | %s | %s | | | | | %s | | %s | process 1: %s%% of the CPU | |\n' \
+      "$shape" "$backend" "$wall" "$(awk -v n="$lines" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')" \
+      "$duck_s" "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')" "$share"
   done
 done
