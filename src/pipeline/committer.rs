@@ -355,8 +355,8 @@ type Groups = Box<dyn Iterator<Item = anyhow::Result<GroupDelta>>>;
 
 /// The share of the memory limit each of this process's `owners` may hold in its table before it
 /// spills: together half the limit, the rest being for the epochs in flight (an eighth, see the
-/// unit size), reading, the allocator's slack and the process itself. A table being committed and
-/// the one filling meanwhile share it.
+/// unit size), reading, the allocator's slack and the process itself. A table handed over while
+/// the run goes on keeps at most a quarter of it in memory (see `owner.rs`).
 pub(super) fn owner_budget(memory_limit: u64, owners: usize) -> usize {
     (memory_limit / 2) as usize / owners.max(1)
 }

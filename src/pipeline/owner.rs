@@ -136,8 +136,17 @@ impl Owner {
         }
     }
 
-    /// The table as of `commit`; the owner goes on with an empty one.
+    /// The table as of `commit`; the owner goes on with an empty one. While the run goes on, a
+    /// table past a quarter of its budget is spilled first: the table that fills meanwhile has
+    /// the budget, and the one being committed holds little memory.
     fn hand_over(&mut self, commit: u64) -> Handoff {
+        if commit != END_OF_RUN
+            && self.failed.is_none()
+            && self.table.bytes() > self.budget / 4
+            && let Err(error) = self.table.spill_all()
+        {
+            self.failed = Some(format!("{error:#}"));
+        }
         let fresh = GroupTable::new(self.budget, self.spill_root.clone());
         let table = std::mem::replace(&mut self.table, fresh);
         let table = match &self.failed {
@@ -202,6 +211,21 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].commit, END_OF_RUN);
         assert_eq!(totals(rest.remove(0)), [("a".into(), 6)]);
+    }
+
+    #[test]
+    fn a_table_handed_over_while_the_run_goes_on_holds_little_memory() {
+        let root = tempfile::tempdir().unwrap();
+        let budget = 64 << 10;
+        let mut owner = Owner::new(budget, root.path().to_path_buf(), 1, 0);
+        for i in 0..2_000 {
+            owner.groups(0, batch(&format!("c{i}"), 1));
+        }
+        owner.mark(0, Mark::Cut);
+        let handoff = owner.pass(Some(1)).remove(0);
+        let table = handoff.table.as_ref().unwrap();
+        assert!(table.bytes() <= budget / 4, "{} bytes held", table.bytes());
+        assert_eq!(totals(handoff).len(), 2_000, "every group is still there");
     }
 
     #[test]

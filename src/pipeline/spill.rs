@@ -213,6 +213,15 @@ impl GroupTable {
         }
     }
 
+    /// Spills every group in memory and gives back the room the table kept for more: a table
+    /// that waits to be read holds no memory.
+    pub fn spill_all(&mut self) -> anyhow::Result<()> {
+        self.spill()?;
+        self.index = FxHashMap::default();
+        self.names = FxHashMap::default();
+        Ok(())
+    }
+
     /// Writes the groups in memory to a new sorted run file and empties the table.
     fn spill(&mut self) -> anyhow::Result<()> {
         if self.index.is_empty() {
