@@ -1,11 +1,14 @@
 //! Ingestion on timely dataflow: inputs are planned into units, read and pre-aggregated by every
-//! worker, and merged and committed by one committer (the README's Architecture).
+//! worker; each group goes to the worker that owns its customer, which merges it; at each cut the
+//! owners hand their groups to one committer (docs/architecture.md).
 //!
 //! ```text
-//! plan -> [read + aggregate, per worker, unit by unit] -----------------> exchange to worker 0
+//! plan -> [read + aggregate, per worker, unit by unit] --------------------> exchange by customer
 //! streams -> [worker 0 reads messages] -> [parse + aggregate, per worker] ---^
-//!      -> [committer: route by customer to partitions, a thread each: merge, spill past the limit]
-//!      -> [commit: every group once, in key order, + file offsets, one transaction]
+//!      -> [owner, per worker of the cluster: merge as epochs pass, spill past its share of the limit]
+//!      -> at a cut (worker 0: once per commit interval), every owner's table -> [committer]
+//!      -> [commit: every table sorted on a thread of its own, interleaved; every group once, in
+//!          key order, + file offsets, one transaction]
 //! ```
 
 mod aggregate;
