@@ -14,6 +14,7 @@ mod hostile;
 mod layout;
 mod oracle;
 mod pipeline;
+mod reads;
 mod robustness;
 mod rotation;
 mod rotation_attack;
