@@ -256,8 +256,8 @@ impl super::StoredRow for Row<'_> {
     fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate> {
         Ok(self.0.get(column)?)
     }
-    fn blob(&self, column: usize) -> anyhow::Result<Vec<u8>> {
-        Ok(self.0.get(column)?)
+    fn blob(&self, column: usize) -> anyhow::Result<&[u8]> {
+        Ok(self.0.get_ref(column)?.as_blob()?)
     }
 }
 
