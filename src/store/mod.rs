@@ -308,7 +308,7 @@ impl Store {
                 let cancel_after = (limits.query_timeout * 2).as_millis().to_string();
                 // The API's few statements are prepared once per connection; planned once too
                 // (PostgreSQL otherwise plans each execution again while a custom plan looks
-                // cheaper, most of a small query's time: +40% requests/s on the stats mix).
+                // cheaper, as it does on a table not analysed yet; bench/RESULTS.md).
                 options = options.options([
                     ("statement_timeout", cancel_after.as_str()),
                     ("plan_cache_mode", "force_generic_plan"),
