@@ -11,7 +11,7 @@
 #   LINES=200000 DURATION=5s bash bench/api.sh
 #   BIN=target/release/logstats bash bench/api.sh    # a binary already built
 #
-# Targets: the mix >= 0.2 of /healthz on SQLite with p99 < 10 ms, >= 0.12 with p99 < 15 ms on
+# Targets: the mix >= 0.2 of /healthz on SQLite with p99 < 10 ms, >= 0.15 with p99 < 10 ms on
 # PostgreSQL, no non-2xx answers. Needs wrk (`apt-get install -y wrk`); PostgreSQL at
 # $BENCH_POSTGRES (database logstats_bench is dropped and created).
 set -euo pipefail

@@ -142,7 +142,10 @@ pub async fn serve(
     limits: ConnectionLimits,
 ) -> anyhow::Result<()> {
     crate::api::raise_open_file_limit();
-    let store = Store::connect_lazy(database_url)?;
+    let read_limits = crate::store::ReadLimits {
+        query_timeout: options.request_timeout,
+    };
+    let store = Store::serving(database_url, read_limits)?;
     // Listening already: a database that is down is found (and logged once) in the background,
     // and requests get 503 until it answers. The store migrates on its first good read.
     let probe = store.clone();

@@ -41,7 +41,7 @@ pub enum Command {
 /// Where the statistics live.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// `sqlite://PATH` (created on first use) or `postgres://USER@HOST/DB`.
+    /// `sqlite://PATH` (created on first use, except by `serve`) or `postgres://USER@HOST/DB`.
     // `--help` never shows the environment's value: it may hold a password.
     #[arg(long = "database", env = "DATABASE_URL", value_name = "URL", default_value = DEFAULT_DATABASE_URL,
           hide_env_values = true)]

@@ -49,6 +49,8 @@ pub struct Key {
     pub customer: String,
     pub from: NaiveDate,
     pub to: NaiveDate,
+    /// The request gave no `to` (a summary's answer differs: it echoes none).
+    pub open: bool,
 }
 
 impl Key {
@@ -58,6 +60,7 @@ impl Key {
             customer,
             from: range.from,
             to: range.to,
+            open: range.open,
         }
     }
 }
@@ -264,6 +267,7 @@ mod tests {
             customer: "c".into(),
             from: NaiveDate::MIN,
             to: NaiveDate::MAX,
+            open: false,
         }
     }
 

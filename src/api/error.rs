@@ -76,6 +76,7 @@ impl From<anyhow::Error> for ApiError {
             cause.is::<sqlx::Error>()
                 || cause.is::<rusqlite::Error>()
                 || cause.is::<crate::store::DatabaseDown>()
+                || cause.is::<crate::store::DatabaseFileMissing>()
                 || cause.is::<sqlx::migrate::MigrateError>()
                 || cause.is::<std::io::Error>()
         });

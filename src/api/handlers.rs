@@ -123,7 +123,7 @@ pub async fn range_summary(
         let summary = RangeSummary {
             customer_id: key.customer.clone(),
             from: key.from,
-            to: (key.to != super::query::LAST_DATE).then_some(key.to),
+            to: (!key.open).then_some(key.to),
             statistics: merged.statistics(),
         };
         to_bytes(&summary, 640)

@@ -15,7 +15,11 @@ pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DateRange {
     pub from: NaiveDate,
+    /// The last day: the one given, else [`LAST_DATE`].
     pub to: NaiveDate,
+    /// Whether the request gave no `to` (a summary then echoes none, even when one is given as
+    /// [`LAST_DATE`]).
+    pub open: bool,
 }
 
 impl DateRange {
@@ -51,6 +55,7 @@ impl DateRange {
             Some(from) if problems.is_empty() => Ok(DateRange {
                 from,
                 to: to.unwrap_or(LAST_DATE),
+                open: to.is_none(),
             }),
             _ => Err(ApiError::InvalidQuery(problems)),
         }
@@ -175,7 +180,13 @@ mod tests {
     fn valid_ranges_parse_and_to_defaults_to_open() {
         let range = DateRange::parse("from=2024-09-03").unwrap();
         assert_eq!(range.from, NaiveDate::from_ymd_opt(2024, 9, 3).unwrap());
-        assert_eq!(range.to, LAST_DATE);
+        assert_eq!((range.to, range.open), (LAST_DATE, true));
+        let given = DateRange::parse("from=2024-09-03&to=9999-12-31").unwrap();
+        assert_eq!(
+            (given.to, given.open),
+            (LAST_DATE, false),
+            "the same day, given"
+        );
         let range = DateRange::parse("to=2024-09-05&from=2024-09-05&x=1").unwrap();
         assert_eq!(range.from, range.to);
     }

@@ -122,7 +122,9 @@ impl Store {
             }
             Backend::Postgres(pool) => {
                 let tx = PgWrite::begin(pool).await?;
-                write_commit(tx, &batch, groups, retractions).await
+                let written = write_commit(tx, &batch, groups, retractions).await?;
+                super::analyze::analyze_if_grown(pool, written).await;
+                Ok(written)
             }
         }
     }

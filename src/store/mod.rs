@@ -6,11 +6,13 @@
 //! rusqlite on SQLite). Writers merge into
 //! stored days under one writer lock per transaction, so concurrent ingestions lose nothing.
 
+mod analyze;
 mod batch;
 mod blocking;
 mod commit;
 mod migrations;
 mod read;
+mod sqlite_file;
 mod sqlite_reads;
 mod sqlite_writes;
 mod transaction;
@@ -31,6 +33,7 @@ pub use batch::{CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, Other
 pub use blocking::BlockingStore;
 pub use commit::StoredProgress;
 pub use read::{CustomerSummary, DayRow};
+pub use sqlite_file::DatabaseFileMissing;
 
 /// Statements slower than this are logged, at debug level: a commit's large multi-row insert under
 /// load is expected, and its text (thousands of parameters) must not flood stderr.
@@ -42,6 +45,32 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://logstats.db";
 /// How long a new connection may take before the database counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a server's reads are bounded.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// The longest a read may take (the API's request timeout). Its request is answered 503 by
+    /// then; what still runs is stopped after twice as long: a SQLite read waiting for a lock
+    /// another program holds gives up, a PostgreSQL statement is cancelled.
+    pub query_timeout: Duration,
+}
+
+impl Default for ReadLimits {
+    fn default() -> ReadLimits {
+        ReadLimits {
+            query_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a store is opened for.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    /// Ingestion and `migrate`: a SQLite file (and its directory) is created when missing.
+    Write,
+    /// The API server: nothing is created; reads are bounded.
+    Serve(ReadLimits),
+}
+
 /// A connection pool to either backend.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -52,6 +81,8 @@ pub struct Store {
     down: Arc<AtomicBool>,
     /// SQLite: the API's read connections.
     readers: Option<Arc<sqlite_reads::Readers>>,
+    /// Opened for the API server (creates nothing).
+    serving: bool,
 }
 
 /// How often a store whose database is down tries it again.
@@ -89,7 +120,8 @@ pub(super) trait StoredRow {
     fn real(&self, column: usize) -> anyhow::Result<f64>;
     fn text(&self, column: usize) -> anyhow::Result<String>;
     fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate>;
-    fn blob(&self, column: usize) -> anyhow::Result<Vec<u8>>;
+    /// A BLOB, borrowed from the row (a histogram is decoded from it, never copied first).
+    fn blob(&self, column: usize) -> anyhow::Result<&[u8]>;
 }
 
 impl<R: sqlx::Row> StoredRow for R
@@ -99,7 +131,7 @@ where
     f64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     chrono::NaiveDate: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Vec<u8>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn integer(&self, column: usize) -> anyhow::Result<i64> {
         Ok(self.try_get(column)?)
@@ -113,7 +145,7 @@ where
     fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate> {
         Ok(self.try_get(column)?)
     }
-    fn blob(&self, column: usize) -> anyhow::Result<Vec<u8>> {
+    fn blob(&self, column: usize) -> anyhow::Result<&[u8]> {
         Ok(self.try_get(column)?)
     }
 }
@@ -141,7 +173,7 @@ pub(super) fn state_from_row(
         ],
         duration_sum_us: wide_at(5)?,
         success_duration_sum_us: wide_at(7)?,
-        histogram: crate::histogram::Histogram::from_bytes(&row.blob(first + 9)?)?,
+        histogram: crate::histogram::Histogram::from_bytes(row.blob(first + 9)?)?,
     })
 }
 
@@ -185,7 +217,7 @@ impl Store {
     /// Errors are one clear line (the CLI prints them as they are) and never show a password.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
-        let store = Store::connect_lazy(url)?;
+        let store = Store::open(url, Role::Write)?;
         let mut migrated = store.migrate().await;
         if migrated.is_err() && store.database_is_missing().await {
             use sqlx::migrate::MigrateDatabase;
@@ -248,14 +280,40 @@ impl Store {
         attempt.err()
     }
 
-    /// A store that connects on first use (the API server starts even while the database is down).
+    /// A store for the API server, that connects on first use (the server starts even while the
+    /// database is down), with the default [`ReadLimits`]: see [`Store::serving`].
     pub fn connect_lazy(url: &str) -> anyhow::Result<Store> {
+        Store::serving(url, ReadLimits::default())
+    }
+
+    /// A store for the API server, that connects on first use. It creates nothing: a SQLite file
+    /// that does not exist is an error at each read (503) until it appears. A SQLite URL with
+    /// `?immutable=1` is read as an archive that never changes (never locked, never re-read).
+    pub fn serving(url: &str, limits: ReadLimits) -> anyhow::Result<Store> {
+        Store::open(url, Role::Serve(limits))
+    }
+
+    fn open(url: &str, role: Role) -> anyhow::Result<Store> {
         let shown = redact(url);
+        let limits = match role {
+            Role::Write => ReadLimits::default(),
+            Role::Serve(limits) => limits,
+        };
         let mut readers = None;
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)
+            let mut options = PgConnectOptions::from_str(url)
                 .with_context(|| format!("invalid database URL {shown}"))?
                 .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
+            if let Role::Serve(limits) = role {
+                let cancel_after = (limits.query_timeout * 2).as_millis().to_string();
+                // The API's few statements are prepared once per connection; planned once too
+                // (PostgreSQL otherwise plans each execution again while a custom plan looks
+                // cheaper, as it does on a table not analysed yet; bench/RESULTS.md).
+                options = options.options([
+                    ("statement_timeout", cancel_after.as_str()),
+                    ("plan_cache_mode", "force_generic_plan"),
+                ]);
+            }
             Backend::Postgres(
                 PgPoolOptions::new()
                     .max_connections(16)
@@ -277,8 +335,9 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
                 .with_context(|| format!("invalid database URL {shown}"))?;
-            // Like `generate -o`, a database in a directory not made yet makes it.
-            if let Some(parent) = options.get_filename().parent()
+            let path = options.get_filename().to_path_buf();
+            // Like `generate -o`, ingestion into a directory not made yet makes it.
+            if let (Role::Write, Some(parent)) = (role, path.parent())
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent).with_context(|| {
@@ -288,23 +347,19 @@ impl Store {
                     )
                 })?;
             }
-            let path = options.get_filename().to_path_buf();
-            let read_only = read_only_file(&path);
-            // An archive on read-only storage: served as it is, never locked or written
-            // (immutable, unless a write-ahead log beside it holds data to read as well).
-            let mut wal = path.as_os_str().to_owned();
-            wal.push("-wal");
-            let immutable = read_only && !std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+            let immutable = asks_immutable(url);
             readers = Some(Arc::new(sqlite_reads::Readers::new(
-                path, read_only, immutable,
+                path.clone(),
+                immutable,
+                limits.query_timeout * 2,
             )));
-            let options = if read_only {
-                options.read_only(true).immutable(immutable)
+            let options = if immutable || read_only_file(&path) {
+                options.read_only(true)
             } else {
                 // Pages of 16 KiB in a new database (an existing one keeps its own): a commit of
                 // millions of days writes them about 15% faster than in 4 KiB pages.
                 options
-                    .create_if_missing(true)
+                    .create_if_missing(matches!(role, Role::Write))
                     .page_size(16 << 10)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
@@ -315,6 +370,7 @@ impl Store {
                 SqlitePoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(60))
+                    .after_connect(|connection, _| Box::pin(keep_the_wal_files(connection)))
                     .connect_lazy_with(options),
             )
         } else {
@@ -327,6 +383,7 @@ impl Store {
             migrated: Arc::new(AtomicBool::new(false)),
             down: Arc::new(AtomicBool::new(false)),
             readers,
+            serving: matches!(role, Role::Serve(_)),
         })
     }
 
@@ -367,19 +424,19 @@ impl Store {
     /// database is served without taking a write lock). A database that cannot be reached is an
     /// error at once (not a second wait in the migration).
     async fn nothing_pending(&self) -> anyhow::Result<bool> {
+        // A server reads through its readers (read-only where it may not write); ingestion
+        // through the pool, which creates a new database.
+        if let Some(readers) = self.readers.as_ref().filter(|_| self.serving) {
+            return readers.read(sqlite_reads::nothing_pending).await;
+        }
         let migrator = match &self.backend {
             Backend::Sqlite(_) => migrations::sqlite(),
             Backend::Postgres(_) => migrations::postgres(),
         };
-        const APPLIED: &str = "SELECT version, checksum FROM _sqlx_migrations WHERE success";
         let applied: Result<Vec<(i64, Vec<u8>)>, sqlx::Error> =
-            with_pool!(self, pool => sqlx::query_as(APPLIED).fetch_all(pool).await);
+            with_pool!(self, pool => sqlx::query_as(APPLIED_MIGRATIONS).fetch_all(pool).await);
         match applied {
-            Ok(applied) => Ok(migrator.iter().all(|m| {
-                applied
-                    .iter()
-                    .any(|(v, c)| *v == m.version && **c == *m.checksum)
-            })),
+            Ok(applied) => Ok(all_applied(&migrator, &applied)),
             // No migration table yet (a new database): the migration makes it.
             Err(sqlx::Error::Database(_)) => Ok(false),
             Err(error) => Err(error.into()),
@@ -404,7 +461,12 @@ impl Store {
     async fn probe(&self) -> anyhow::Result<()> {
         self.ready().await?;
         if let Some(readers) = &self.readers {
-            return readers.with(|connection| Ok(connection.execute_batch("SELECT 1")?));
+            // A read of the file itself (a bare `SELECT 1` opens no read transaction).
+            return readers
+                .read(|connection| {
+                    Ok(connection.execute_batch("SELECT COUNT(*) FROM sqlite_master")?)
+                })
+                .await;
         }
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
         Ok(())
@@ -514,6 +576,64 @@ async fn migrate_sqlite(pool: &SqlitePool) -> anyhow::Result<()> {
         .map_err(unwrap_migrate_error)?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The migrations a database has applied, as `(version, checksum)` rows.
+const APPLIED_MIGRATIONS: &str = "SELECT version, checksum FROM _sqlx_migrations WHERE success";
+
+/// Whether every migration of `migrator` is among the `applied` ones.
+fn all_applied(migrator: &sqlx::migrate::Migrator, applied: &[(i64, Vec<u8>)]) -> bool {
+    migrator.iter().all(|m| {
+        applied
+            .iter()
+            .any(|(v, c)| *v == m.version && **c == *m.checksum)
+    })
+}
+
+/// Keeps a WAL database's `-wal` and `-shm` files when this connection is the last to close
+/// (emptied, not deleted): a server that may only read the database needs them, and cannot create
+/// them in a directory it may not write. Where SQLite refuses (a database not in WAL mode), nothing
+/// changes.
+async fn keep_the_wal_files(connection: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    // A WAL kept at close is truncated to this size (zero: only its header is written again).
+    sqlx::query("PRAGMA journal_size_limit = 0")
+        .execute(&mut *connection)
+        .await?;
+    let mut handle = connection.lock_handle().await?;
+    // SAFETY: the handle is this live connection's, locked (used by no other thread) meanwhile.
+    unsafe { persist_wal(handle.as_raw_handle().as_ptr()) };
+    Ok(())
+}
+
+/// Asks SQLite to keep the WAL files when the connection `db` is the last to close (see
+/// [`keep_the_wal_files`]); where it refuses, nothing changes.
+///
+/// # Safety
+/// `db` is an open connection that no other thread uses during the call.
+pub(super) unsafe fn persist_wal(db: *mut rusqlite::ffi::sqlite3) {
+    use rusqlite::ffi;
+    let mut persist: std::ffi::c_int = 1;
+    // SAFETY: `db` is open (the caller's promise); SQLite reads and writes the one int the last
+    // argument points at, which outlives the call.
+    let code = unsafe {
+        ffi::sqlite3_file_control(
+            db,
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut persist).cast(),
+        )
+    };
+    if code != ffi::SQLITE_OK {
+        tracing::debug!(code, "SQLite did not keep the WAL files of this connection");
+    }
+}
+
+/// Whether a SQLite URL asks for the file to be read as an unchanging archive (`immutable=1` or
+/// `immutable=true` among its parameters).
+fn asks_immutable(url: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    url::form_urlencoded::parse(query.as_bytes())
+        .any(|(name, value)| name == "immutable" && (value == "1" || value == "true"))
 }
 
 /// Whether `path` is a file this process may not write (read-only storage, permissions, an

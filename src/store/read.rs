@@ -4,7 +4,6 @@ use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use sqlx::Row;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
 use super::{Store, StoredRow, count, state_from_row, with_pool};
@@ -101,6 +100,35 @@ fn day_from_row(row: &impl StoredRow) -> anyhow::Result<DayRow> {
     })
 }
 
+/// A [`CustomerSummary`] from a row of [`SELECT_CUSTOMERS`].
+fn customer_from_row(row: &impl StoredRow) -> anyhow::Result<CustomerSummary> {
+    Ok(CustomerSummary {
+        customer_id: row.text(0)?,
+        first_day: row.date(1)?,
+        last_day: row.date(2)?,
+        total_requests: count(row.integer(3)?),
+    })
+}
+
+/// [`StoreTotals`] from the rows of [`SELECT_TOTALS`], [`SELECT_PROGRESS_TOTALS`] and
+/// [`SELECT_INGEST_TOTALS`].
+fn totals_from_rows(
+    stored: &impl StoredRow,
+    progress: &impl StoredRow,
+    ingest: &impl StoredRow,
+) -> anyhow::Result<StoreTotals> {
+    Ok(StoreTotals {
+        requests: count(stored.integer(0)?),
+        days: count(stored.integer(1)?),
+        customers: count(stored.integer(2)?),
+        files: count(progress.integer(0)?),
+        ingested_bytes: count(progress.integer(1)?),
+        ingested_lines: count(ingest.integer(0)?),
+        rejected_lines: count(ingest.integer(1)?),
+        last_commit_unix: ingest.real(2)?,
+    })
+}
+
 impl Store {
     /// The days of `customer` with `from <= date <= to`, ascending.
     #[tracing::instrument(level = "debug", skip(self))]
@@ -113,15 +141,18 @@ impl Store {
         self.guarded(async {
             self.ready().await?;
             if let Some(readers) = &self.readers {
-                return readers.with(|connection| {
-                    let mut statement = connection.prepare_cached(&SELECT_DAYS)?;
-                    let mut rows = statement.query((customer, from, to))?;
-                    let mut days = Vec::new();
-                    while let Some(row) = rows.next()? {
-                        days.push(day_from_row(&super::sqlite_reads::Row(row))?);
-                    }
-                    Ok(days)
-                });
+                let customer = customer.to_owned();
+                return readers
+                    .read(move |connection| {
+                        let mut statement = connection.prepare_cached(&SELECT_DAYS)?;
+                        let mut rows = statement.query((customer, from, to))?;
+                        let mut days = Vec::new();
+                        while let Some(row) = rows.next()? {
+                            days.push(day_from_row(&super::sqlite_reads::Row(row))?);
+                        }
+                        Ok(days)
+                    })
+                    .await;
             }
             let rows = with_pool!(self, pool => {
                 let rows = sqlx::query(SELECT_DAYS.as_str())
@@ -152,14 +183,17 @@ impl Store {
             let select = SELECT_RANGE_STATE.as_str();
             let mut merged = DayStats::default();
             if let Some(readers) = &self.readers {
-                return readers.with(|connection| {
-                    let mut statement = connection.prepare_cached(select)?;
-                    let mut rows = statement.query((customer, from, to))?;
-                    while let Some(row) = rows.next()? {
-                        merged.merge(state_from_row(&super::sqlite_reads::Row(row), 0)?);
-                    }
-                    Ok(merged)
-                });
+                let customer = customer.to_owned();
+                return readers
+                    .read(move |connection| {
+                        let mut statement = connection.prepare_cached(select)?;
+                        let mut rows = statement.query((customer, from, to))?;
+                        while let Some(row) = rows.next()? {
+                            merged.merge(state_from_row(&super::sqlite_reads::Row(row), 0)?);
+                        }
+                        Ok(merged)
+                    })
+                    .await;
             }
             with_pool!(self, pool => {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(select))
@@ -177,26 +211,37 @@ impl Store {
         .await
     }
 
-    /// Whole-database figures (two aggregate queries).
+    /// Whole-database figures (three aggregate queries, one round trip each).
     pub async fn totals(&self) -> anyhow::Result<StoreTotals> {
         self.guarded(async {
             self.ready().await?;
-            let totals = with_pool!(self, pool => {
+            if let Some(readers) = &self.readers {
+                return readers
+                    .read(|connection| {
+                        use super::sqlite_reads::Row;
+                        let mut statements = [
+                            connection.prepare_cached(SELECT_TOTALS)?,
+                            connection.prepare_cached(SELECT_PROGRESS_TOTALS)?,
+                            connection.prepare_cached(SELECT_INGEST_TOTALS)?,
+                        ];
+                        let [stored, progress, ingest] = &mut statements;
+                        let (mut stored, mut progress, mut ingest) =
+                            (stored.query([])?, progress.query([])?, ingest.query([])?);
+                        let no_row = || anyhow::anyhow!("an aggregate answered no row");
+                        totals_from_rows(
+                            &Row(stored.next()?.ok_or_else(no_row)?),
+                            &Row(progress.next()?.ok_or_else(no_row)?),
+                            &Row(ingest.next()?.ok_or_else(no_row)?),
+                        )
+                    })
+                    .await;
+            }
+            with_pool!(self, pool => {
                 let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
                 let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
                 let ingest = sqlx::query(SELECT_INGEST_TOTALS).fetch_one(pool).await?;
-                StoreTotals {
-                    requests: count(row.try_get("requests")?),
-                    days: count(row.try_get("days")?),
-                    customers: count(row.try_get("customers")?),
-                    files: count(progress.try_get("files")?),
-                    ingested_bytes: count(progress.try_get("bytes")?),
-                    ingested_lines: count(ingest.try_get("lines")?),
-                    rejected_lines: count(ingest.try_get("rejected")?),
-                    last_commit_unix: ingest.try_get("last_commit_unix")?,
-                }
-            });
-            Ok(totals)
+                totals_from_rows(&row, &progress, &ingest)
+            })
         })
         .await
     }
@@ -210,27 +255,32 @@ impl Store {
         only: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Vec<CustomerSummary>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.guarded(async {
             self.ready().await?;
-            let rows = with_pool!(self, pool => {
+            if let Some(readers) = &self.readers {
+                let (after, only) = (after.to_owned(), only.map(str::to_owned));
+                return readers
+                    .read(move |connection| {
+                        let mut statement = connection.prepare_cached(SELECT_CUSTOMERS)?;
+                        let mut rows = statement.query((after, only, limit))?;
+                        let mut customers = Vec::new();
+                        while let Some(row) = rows.next()? {
+                            customers.push(customer_from_row(&super::sqlite_reads::Row(row))?);
+                        }
+                        Ok(customers)
+                    })
+                    .await;
+            }
+            with_pool!(self, pool => {
                 let rows = sqlx::query(SELECT_CUSTOMERS)
                     .bind(after)
                     .bind(only)
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .bind(limit)
                     .fetch_all(pool)
                     .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(CustomerSummary {
-                            customer_id: row.try_get("customer_id")?,
-                            first_day: row.try_get("first_day")?,
-                            last_day: row.try_get("last_day")?,
-                            total_requests: count(row.try_get("total_requests")?),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()?
-            });
-            Ok(rows)
+                rows.iter().map(customer_from_row).collect()
+            })
         })
         .await
     }

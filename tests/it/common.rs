@@ -221,11 +221,19 @@ pub fn for_each_row(url: &str, mut each: impl FnMut(serde_json::Value)) {
 pub struct Server {
     child: Child,
     pub address: String,
+    /// The lines the server wrote on stderr after the one saying where it listens.
+    pub stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
     pub fn start(database_url: &str, extra_args: &[&str]) -> Server {
-        let mut child = Command::new(binary())
+        Server::launch(Command::new(binary()), database_url, extra_args)
+    }
+
+    /// `logstats serve` run by `command` (the binary, or a program that runs it as another
+    /// user, given the binary as its last argument).
+    pub fn launch(mut command: Command, database_url: &str, extra_args: &[&str]) -> Server {
+        let mut child = command
             .args(["serve", "--database", database_url])
             .args(extra_args)
             .env("LOGSTATS_BIND", "127.0.0.1:0")
@@ -233,19 +241,20 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("starting logstats serve");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
+        let stderr = stderr_lines(&mut child);
         let address = loop {
-            let line = lines
-                .next()
-                .expect("the server says where it listens")
-                .unwrap();
+            let line = stderr
+                .recv_timeout(PATIENCE)
+                .expect("the server says where it listens");
             if let Some(rest) = line.strip_prefix("serving on http://") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
         };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, address }
+        Server {
+            child,
+            address,
+            stderr,
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {

@@ -149,6 +149,8 @@ fn the_api_keeps_answering_while_an_ingestion_commits() {
     for backend in backends() {
         let db = TestDb::new(backend);
         let log = generated_log(db.dir(), "api.log", LINES, 3);
+        // The database exists before the server starts (`serve` creates none).
+        block_on(db.store().close());
         let server = Server::start(&db.url, &[]);
         let from = first_generated_day();
         let ingestion = spawn_ingest(&db.url, &log);

@@ -15,6 +15,7 @@ mod layout;
 mod oracle;
 mod ownership;
 mod pipeline;
+mod reads;
 mod robustness;
 mod rotation;
 mod rotation_attack;
