@@ -68,6 +68,8 @@ pub struct Found {
     pub problems: Vec<String>,
     /// Files found but left out, and why.
     pub notes: Vec<String>,
+    /// Files in directories left out as not text, not noted before in this process.
+    not_text: Vec<String>,
 }
 
 impl Found {
@@ -97,6 +99,33 @@ impl Found {
         match Source::file(path) {
             Ok(source) => self.sources.push(source),
             Err(error) => self.problems.push(crate::errors::one_line(&error)),
+        }
+    }
+
+    /// The note naming the files in directories left out as not text (each noted once in a
+    /// process), if any.
+    pub fn not_text_note(&self) -> Option<String> {
+        super::text::note(&self.not_text)
+    }
+
+    /// A file found in a directory: read when it is text.
+    fn add_file_in_directory(&mut self, path: &Path) {
+        let before = self.sources.len();
+        self.add_file(path);
+        let Some(Source::File { path, gzip, .. }) = self.sources.get(before) else {
+            return;
+        };
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        if let super::text::Verdict::NotText { first_time } =
+            super::text::judge(path, *gzip, &metadata)
+        {
+            let shown = shown_path(path);
+            self.sources.pop();
+            if first_time {
+                self.not_text.push(shown);
+            }
         }
     }
 
@@ -151,6 +180,9 @@ pub fn discover(paths: &[String], pattern: Option<&NamePattern>) -> anyhow::Resu
     }
     found.sources.sort_by(|a, b| a.path().cmp(&b.path()));
     found.sources.dedup();
+    found.not_text.sort();
+    found.not_text.dedup();
+    found.notes.extend(found.not_text_note());
     Ok(found)
 }
 
@@ -237,7 +269,7 @@ pub fn walk(dir: &Path, pattern: Option<&NamePattern>, found: &mut Found) {
         match entry {
             Ok(entry) if entry.file_type().is_dir() => {}
             Ok(entry) if !wanted(entry.file_name()) => {}
-            Ok(entry) if entry.file_type().is_file() => found.add_file(entry.path()),
+            Ok(entry) if entry.file_type().is_file() => found.add_file_in_directory(entry.path()),
             Ok(entry) => match entry.metadata() {
                 Ok(meta) => found.add_problem(entry.path(), not_regular(&meta)),
                 Err(error) => found.add_problem(entry.path(), walk_error(&error)),

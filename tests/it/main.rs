@@ -21,3 +21,4 @@ mod serving;
 mod spilling;
 mod store;
 mod stream;
+mod surprises;
