@@ -144,7 +144,12 @@ fn nothing_to_read(inputs: &[String]) -> anyhow::Result<Option<String>> {
 /// left out as not text), where to, how often it commits.
 fn following_line(config: &IngestConfig, database_url: &str) -> anyhow::Result<String> {
     let is_stream = |input: &String| crate::nats::StreamUrl::is_stream(input);
-    let paths: Vec<String> = config.inputs.iter().filter(|i| !is_stream(i)).cloned().collect();
+    let paths: Vec<String> = config
+        .inputs
+        .iter()
+        .filter(|i| !is_stream(i))
+        .cloned()
+        .collect();
     let pattern = crate::pipeline::source::name_pattern(config.glob.as_deref())?;
     let found = crate::pipeline::source::discover(&paths, pattern.as_ref())?;
     for note in &found.notes {
@@ -248,7 +253,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
     let mut config = IngestConfig::new(vec![args.log.display().to_string()]);
     config.progress_bar = std::io::stderr().is_terminal();
-    print_report(&ingest(config, BlockingStore::connect(&args.db.url)?)?, false);
+    print_report(
+        &ingest(config, BlockingStore::connect(&args.db.url)?)?,
+        false,
+    );
     runtime()?.block_on(async {
         // Bound first: a port that is taken fails before any hint is printed.
         let listener = bind(&args.listen.bind).await?;

@@ -69,7 +69,7 @@ pub struct Found {
     /// Files found but left out, and why.
     pub notes: Vec<String>,
     /// Files in directories left out as not text, not noted before in this process.
-    not_text: Vec<String>,
+    pub(super) not_text: Vec<String>,
 }
 
 impl Found {

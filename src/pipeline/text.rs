@@ -26,7 +26,9 @@ struct Judged {
 pub enum Verdict {
     Text,
     /// Not text; `first_time` when this process had not judged it so before (so it is noted once).
-    NotText { first_time: bool },
+    NotText {
+        first_time: bool,
+    },
 }
 
 static JUDGED: Mutex<Option<HashMap<FileId, Judged>>> = Mutex::new(None);

@@ -186,13 +186,16 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
         let store = Store::connect_lazy(url)?;
-        let mut migrated = match store.backend_name() {
-            "postgres" => say_when_slow(store.migrate(), || {
-                format!("waiting for PostgreSQL at {shown} to answer (up to {CONNECT_TIMEOUT:?})")
-            })
-            .await,
-            _ => store.migrate().await,
-        };
+        let mut migrated =
+            match store.backend_name() {
+                "postgres" => say_when_slow(store.migrate(), || {
+                    format!(
+                        "waiting for PostgreSQL at {shown} to answer (up to {CONNECT_TIMEOUT:?})"
+                    )
+                })
+                .await,
+                _ => store.migrate().await,
+            };
         if migrated.is_err() && store.database_is_missing().await {
             use sqlx::migrate::MigrateDatabase;
             sqlx::Postgres::create_database(url)

@@ -203,7 +203,10 @@ fn every_relative_link_of_the_documentation_leads_to_a_file_and_heading_that_exi
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    assert!(checked > 20, "only {checked} links found: the scan is broken");
+    assert!(
+        checked > 20,
+        "only {checked} links found: the scan is broken"
+    );
     // The check itself finds what is wrong.
     let readme = root.join("README.md");
     assert!(resolve_link(&readme, "docs/nowhere.md").is_err());
@@ -284,7 +287,11 @@ fn heading_anchors(text: &str) -> Vec<String> {
             .collect();
         let repeats = anchors
             .iter()
-            .filter(|a| **a == slug || a.strip_prefix(&format!("{slug}-")).is_some_and(|n| n.parse::<u32>().is_ok()))
+            .filter(|a| {
+                **a == slug
+                    || a.strip_prefix(&format!("{slug}-"))
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
             .count();
         anchors.push(match repeats {
             0 => slug,

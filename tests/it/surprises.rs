@@ -79,10 +79,7 @@ fn directories_leave_out_files_that_are_not_text_with_one_note() {
             .unwrap();
         let stderr = stderr_of(&output);
         assert!(output.status.success(), "{stderr}");
-        let notes: Vec<&str> = stderr
-            .lines()
-            .filter(|l| l.contains("not text"))
-            .collect();
+        let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("not text")).collect();
         assert_eq!(notes.len(), 1, "{stderr}");
         assert!(
             notes[0].starts_with("note: 2 file(s)")
@@ -110,7 +107,10 @@ fn following_says_what_it_follows_notes_new_binary_files_once_and_sums_up_withou
         .unwrap();
     let mut watch = CommitWatch::new(&mut follower);
     let first = watch.lines.recv_timeout(PATIENCE).unwrap();
-    assert!(first.contains("not text") && first.contains("old.bin"), "{first}");
+    assert!(
+        first.contains("not text") && first.contains("old.bin"),
+        "{first}"
+    );
     let second = watch.lines.recv_timeout(PATIENCE).unwrap();
     assert!(
         second.starts_with(&format!("following {}", dir.display()))
@@ -120,9 +120,15 @@ fn following_says_what_it_follows_notes_new_binary_files_once_and_sums_up_withou
     );
     assert!(watch.until_commits(2, PATIENCE), "following goes on");
     write_binary(&dir.join("new.bin"));
-    assert!(watch.until_line("new.bin", PATIENCE), "the new file is noted");
+    assert!(
+        watch.until_line("new.bin", PATIENCE),
+        "the new file is noted"
+    );
     // Noted once: a later line added to the log commits with no second note.
-    append(&log, "2024-09-15 20:51:37 cust_1 /api/v1/resource1 200 0.100\n");
+    append(
+        &log,
+        "2024-09-15 20:51:37 cust_1 /api/v1/resource1 200 0.100\n",
+    );
     let mut after = Vec::new();
     let mut text = std::fs::read_to_string(&log).unwrap();
     while eventually_matches(&db.url, &text, Duration::ZERO).is_err() {
@@ -135,10 +141,7 @@ fn following_says_what_it_follows_notes_new_binary_files_once_and_sums_up_withou
     signal(follower.id(), "TERM");
     assert!(follower.wait().unwrap().success());
     after.extend(watch.lines.iter());
-    assert!(
-        !after.iter().any(|l| l.contains("not text")),
-        "{after:#?}"
-    );
+    assert!(!after.iter().any(|l| l.contains("not text")), "{after:#?}");
     let summary = after.last().unwrap();
     assert!(
         summary.starts_with("followed ")
@@ -167,7 +170,14 @@ fn a_postgres_server_that_does_not_answer_at_once_is_said_to_be_waited_for() {
         .collect();
     assert_eq!(waiting.len(), 1, "{stderr}");
     assert!(!stderr.contains("s3cret"), "{stderr}");
-    assert!(stderr.lines().last().unwrap().starts_with("error: connecting"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("error: connecting"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -216,8 +226,10 @@ fn a_one_shot_ship_to_a_closed_port_gives_up_saying_how_far_it_got() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines[0].contains("retrying for up to 0.5 s"), "{stderr}");
     assert!(
-        lines.iter().any(|l| l.starts_with("shipped 0 lines")
-            && l.contains("before giving up: run it again")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("shipped 0 lines")
+                && l.contains("before giving up: run it again")),
         "{stderr}"
     );
     let last = lines.last().unwrap();
@@ -303,9 +315,15 @@ fn ship_exits_2_when_an_input_cannot_be_read_and_notes_files_that_are_not_text()
         .unwrap();
     let stderr = stderr_of(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("warning: cannot read") && stderr.contains("nope.log"), "{stderr}");
+    assert!(
+        stderr.contains("warning: cannot read") && stderr.contains("nope.log"),
+        "{stderr}"
+    );
     let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("not text")).collect();
-    assert!(notes.len() == 1 && notes[0].contains("dump.bin"), "{stderr}");
+    assert!(
+        notes.len() == 1 && notes[0].contains("dump.bin"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("shipped 300 lines") && stderr.contains("1 input(s) could not be read"),
         "{stderr}"
