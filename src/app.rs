@@ -106,10 +106,11 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<u8> {
         // Said before connecting: a database is not created for nothing.
         anyhow::bail!("{problem}");
     }
+    let store = BlockingStore::connect(&args.db.url)?;
     if config.follow {
-        eprintln!("{}", following_line(&config, &args.db.url)?);
+        eprintln!("{}", following_line(&config, &args.db.url, &store)?);
     }
-    let report = ingest(config, BlockingStore::connect(&args.db.url)?)?;
+    let report = ingest(config, store)?;
     print_report(&report, args.follow);
     if args.json {
         let mut out = std::io::stdout().lock();
@@ -142,7 +143,11 @@ fn nothing_to_read(inputs: &[String]) -> anyhow::Result<Option<String>> {
 
 /// What `ingest --follow` says when it starts: what it follows (the files found now, and any
 /// left out as not text), where to, how often it commits.
-fn following_line(config: &IngestConfig, database_url: &str) -> anyhow::Result<String> {
+fn following_line(
+    config: &IngestConfig,
+    database_url: &str,
+    store: &BlockingStore,
+) -> anyhow::Result<String> {
     let is_stream = |input: &String| crate::nats::StreamUrl::is_stream(input);
     let paths: Vec<String> = config
         .inputs
@@ -151,8 +156,14 @@ fn following_line(config: &IngestConfig, database_url: &str) -> anyhow::Result<S
         .cloned()
         .collect();
     let pattern = crate::pipeline::source::name_pattern(config.glob.as_deref())?;
-    let found = crate::pipeline::source::discover(&paths, pattern.as_ref())?;
-    for note in &found.notes {
+    let mut found = crate::pipeline::source::discover(&paths, pattern.as_ref())?;
+    let database: Vec<_> = store
+        .own_files()
+        .into_iter()
+        .map(|path| (path, "this run's database"))
+        .collect();
+    found.leave_out(&database);
+    if let Some(note) = found.not_text_note() {
         eprintln!("note: {note}");
     }
     let mut inputs: Vec<String> = paths

@@ -201,10 +201,10 @@ fn ship_into(config: &ShipConfig, report: &mut ShipReport) -> anyhow::Result<()>
         {
             anyhow::bail!("{problem}");
         }
-        shipper.report.problems = found.problems;
-        for note in &found.notes {
+        if let Some(note) = found.not_text_note() {
             eprintln!("note: {note}");
         }
+        shipper.report.problems = found.problems;
         shipper.report.waiting.clear();
         let mut seen = HashSet::new();
         for source in &found.sources {
