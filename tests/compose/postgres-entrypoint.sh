@@ -21,10 +21,12 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   rm -f "$password_file"
   echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
   if [ "$POSTGRES_DB" != postgres ]; then
-    as_postgres postgres -D "$PGDATA" -c listen_addresses='' &
+    # A server no client can reach yet (no TCP, a socket of its own) while the database is made.
+    mkdir -p /tmp/pg-init && chown postgres /tmp/pg-init
+    as_postgres postgres -D "$PGDATA" -c listen_addresses='' -c unix_socket_directories=/tmp/pg-init &
     server=$!
-    until as_postgres pg_isready -q -U "$POSTGRES_USER" -d postgres; do sleep 0.2; done
-    as_postgres psql -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
+    until as_postgres pg_isready -q -h /tmp/pg-init -U "$POSTGRES_USER" -d postgres; do sleep 0.2; done
+    as_postgres psql -q -h /tmp/pg-init -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
     kill -INT "$server"
     wait "$server" || true
   fi
