@@ -10,6 +10,8 @@ shift || true
 mkdir -p "$PGDATA" /var/run/postgresql
 chown -R postgres:postgres "$PGDATA" /var/run/postgresql
 chmod 0700 "$PGDATA"
+# (A server started in the background is started by setpriv itself, which becomes the server: a
+# shell function in the background would be a shell that ignores the SIGINT meant for it.)
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -23,7 +25,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ "$POSTGRES_DB" != postgres ]; then
     # A server no client can reach yet (no TCP, a socket of its own) while the database is made.
     mkdir -p /tmp/pg-init && chown postgres /tmp/pg-init
-    as_postgres postgres -D "$PGDATA" -c listen_addresses='' -c unix_socket_directories=/tmp/pg-init &
+    setpriv --reuid=postgres --regid=postgres --init-groups \
+      postgres -D "$PGDATA" -c listen_addresses='' -c unix_socket_directories=/tmp/pg-init &
     server=$!
     until as_postgres pg_isready -q -h /tmp/pg-init -U "$POSTGRES_USER" -d postgres; do sleep 0.2; done
     as_postgres psql -q -h /tmp/pg-init -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \"$POSTGRES_DB\""
@@ -34,7 +37,7 @@ fi
 
 # `docker stop` sends SIGTERM, which PostgreSQL takes as a smart shutdown (waiting for every client
 # to leave); the official image stops it with SIGINT, a fast shutdown, and so does this one.
-as_postgres postgres -D "$PGDATA" -c listen_addresses='*' "$@" &
+setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" -c listen_addresses='*' "$@" &
 server=$!
 trap 'kill -INT "$server"' TERM INT
 wait "$server" || wait "$server"
