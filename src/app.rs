@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context;
 
 use crate::api::{ApiOptions, AppState, ConnectionLimits, router_with};
-use crate::cli::{Cli, Command, DemoArgs, GenerateArgs, IngestArgs};
+use crate::cli::{Cli, Command, DemoArgs, GenerateArgs, IngestArgs, ShipArgs};
 use crate::generate::{GenerateConfig, generate};
 use crate::pipeline::{IngestConfig, IngestReport, ingest};
 use crate::store::{BlockingStore, Store};
@@ -14,6 +14,7 @@ use crate::store::{BlockingStore, Store};
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Ingest(args) => run_ingest(&args),
+        Command::Ship(args) => run_ship(&args),
         command => run_command(command).map(|()| 0),
     }
 }
@@ -27,20 +28,7 @@ fn run_command(command: Command) -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Ingest(args) => run_ingest(&args).map(|_| ()),
-        Command::Ship(args) => {
-            let config = args.config()?;
-            let report = crate::ship::ship(&config)?;
-            for problem in report.problems.iter() {
-                eprintln!("warning: {problem}");
-            }
-            for path in &report.waiting {
-                eprintln!(
-                    "note: {path} ends in a line without a newline: it is shipped once complete"
-                );
-            }
-            eprintln!("{}", report.summary_line(&config.url));
-            Ok(())
-        }
+        Command::Ship(args) => run_ship(&args).map(|_| ()),
         Command::Serve(args) => {
             let options = args.options()?;
             let limits = args.connection_limits()?;
@@ -92,11 +80,38 @@ fn write_log(config: &GenerateConfig, path: &std::path::Path) -> anyhow::Result<
         .with_context(|| format!("writing {}", path.display()))
 }
 
+fn run_ship(args: &ShipArgs) -> anyhow::Result<u8> {
+    let config = args.config()?;
+    let report = crate::ship::ship(&config)?;
+    for problem in &report.problems {
+        eprintln!("warning: {problem}");
+    }
+    for path in &report.waiting {
+        eprintln!("note: {path} ends in a line without a newline: it is shipped once complete");
+    }
+    eprintln!("{}", report.summary_line(&config.url));
+    if let Some(reason) = &report.gave_up {
+        eprintln!("error: {reason}");
+    }
+    // A follower stopped by a signal has done its job, as `ingest --follow` has.
+    Ok(if config.follow { 0 } else { report.exit_code() })
+}
+
 fn run_ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     let mut config = args.config()?;
     config.progress_bar = std::io::stderr().is_terminal() && !args.json;
-    let report = ingest(config, BlockingStore::connect(&args.db.url)?)?;
-    print_report(&report);
+    if !config.follow
+        && let Some(problem) = nothing_to_read(&config.inputs)?
+    {
+        // Said before connecting: a database is not created for nothing.
+        anyhow::bail!("{problem}");
+    }
+    let store = BlockingStore::connect(&args.db.url)?;
+    if config.follow {
+        eprintln!("{}", following_line(&config, &args.db.url, &store)?);
+    }
+    let report = ingest(config, store)?;
+    print_report(&report, args.follow);
     if args.json {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -105,7 +120,71 @@ fn run_ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     Ok(report.exit_code())
 }
 
-fn print_report(report: &IngestReport) {
+/// Why none of `inputs` can be read, when none can: every one is a path that does not exist (or
+/// a pattern that matches no file). A stream, standard input, a file or a directory is something
+/// to read (a directory may hold nothing yet, which is no error).
+fn nothing_to_read(inputs: &[String]) -> anyhow::Result<Option<String>> {
+    let mut unreadable = Vec::new();
+    for input in inputs {
+        if input == "-" || crate::nats::StreamUrl::is_stream(input) {
+            return Ok(None);
+        }
+        if std::fs::metadata(input).is_ok_and(|meta| meta.is_file() || meta.is_dir()) {
+            return Ok(None);
+        }
+        unreadable.push(input.clone());
+    }
+    let found = crate::pipeline::source::discover(&unreadable, None)?;
+    Ok(match found.sources.is_empty() {
+        true => found.problems.into_iter().next(),
+        false => None,
+    })
+}
+
+/// What `ingest --follow` says when it starts: what it follows (the files found now, and any
+/// left out as not text), where to, how often it commits.
+fn following_line(
+    config: &IngestConfig,
+    database_url: &str,
+    store: &BlockingStore,
+) -> anyhow::Result<String> {
+    let is_stream = |input: &String| crate::nats::StreamUrl::is_stream(input);
+    let paths: Vec<String> = config
+        .inputs
+        .iter()
+        .filter(|i| !is_stream(i))
+        .cloned()
+        .collect();
+    let pattern = crate::pipeline::source::name_pattern(config.glob.as_deref())?;
+    let mut found = crate::pipeline::source::discover(&paths, pattern.as_ref())?;
+    let database: Vec<_> = store
+        .own_files()
+        .into_iter()
+        .map(|path| (path, "this run's database"))
+        .collect();
+    found.leave_out(&database);
+    if let Some(note) = found.not_text_note() {
+        eprintln!("note: {note}");
+    }
+    let mut inputs: Vec<String> = paths
+        .iter()
+        .map(|path| crate::errors::escaped(path.as_bytes()))
+        .collect();
+    inputs.extend(config.inputs.iter().filter(|i| is_stream(i)).map(|input| {
+        crate::nats::StreamUrl::parse(input)
+            .map_or_else(|_| crate::store::redact(input), |url| url.key())
+    }));
+    Ok(format!(
+        "following {} ({} file(s) now; appended lines, new and rotated files) into {}, \
+         committing every {} s; SIGINT or SIGTERM commits what was read and stops",
+        inputs.join(", "),
+        found.sources.len(),
+        crate::store::redact(database_url),
+        config.flush_interval.as_secs_f64()
+    ))
+}
+
+fn print_report(report: &IngestReport, followed: bool) {
     for note in &report.notes {
         eprintln!("note: {note}");
     }
@@ -123,7 +202,10 @@ fn print_report(report: &IngestReport) {
             eprintln!("  {sample}");
         }
     }
-    eprintln!("{}", report.summary_line());
+    match followed {
+        true => eprintln!("{}", report.followed_summary_line()),
+        false => eprintln!("{}", report.summary_line()),
+    }
 }
 
 /// Listens on `address` (`host:port`; a host name is resolved).
@@ -185,7 +267,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
     let mut config = IngestConfig::new(vec![args.log.display().to_string()]);
     config.progress_bar = std::io::stderr().is_terminal();
-    print_report(&ingest(config, BlockingStore::connect(&args.db.url)?)?);
+    print_report(
+        &ingest(config, BlockingStore::connect(&args.db.url)?)?,
+        false,
+    );
     runtime()?.block_on(async {
         // Bound first: a port that is taken fails before any hint is printed.
         let listener = bind(&args.listen.bind).await?;

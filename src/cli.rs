@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::day::Day;
 use crate::generate::GenerateConfig;
@@ -18,6 +18,21 @@ use crate::store::DEFAULT_DATABASE_URL;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line as `--help` shows it: each flag's variable is named without its value
+    /// (`[env: LOGSTATS_WORKERS]`, not `[env: LOGSTATS_WORKERS=]` or a password), and defaults as
+    /// `[default: ...]`.
+    pub fn command_shown() -> clap::Command {
+        Cli::command().mut_subcommands(|command| command.mut_args(|arg| arg.hide_env_values(true)))
+    }
+
+    /// Parses this process's arguments (exits with the usage error, or the help, as clap does).
+    pub fn from_args() -> Cli {
+        let matches = Cli::command_shown().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,10 +56,9 @@ pub enum Command {
 /// Where the statistics live.
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
-    /// `sqlite://PATH` (created on first use, except by `serve`) or `postgres://USER@HOST/DB`.
-    // `--help` never shows the environment's value: it may hold a password.
-    #[arg(long = "database", env = "DATABASE_URL", value_name = "URL", default_value = DEFAULT_DATABASE_URL,
-          hide_env_values = true)]
+    /// `sqlite://PATH` (created on first use, except by `serve`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    #[arg(long = "database", env = "DATABASE_URL", value_name = "URL", default_value = DEFAULT_DATABASE_URL)]
     pub url: String,
 }
 
@@ -221,6 +235,15 @@ pub struct ShipArgs {
     /// Only files whose name matches this pattern, in directories (e.g. '*.log*').
     #[arg(long, env = "LOGSTATS_GLOB", value_name = "PATTERN")]
     pub glob: Option<String>,
+    /// Seconds a server that does not answer is waited for before giving up (exit status 1);
+    /// with --follow it is waited for as long as it takes.
+    #[arg(
+        long,
+        env = "LOGSTATS_GIVE_UP_AFTER",
+        value_name = "S",
+        default_value_t = 30.0
+    )]
+    pub give_up_after: f64,
     /// Files, directories (read recursively) or globs, then the stream:
     /// nats://[USER:PASS@]HOST:PORT/STREAM[?subject=PREFIX].
     #[arg(required = true, num_args = 2.., value_name = "PATH... STREAM")]
@@ -237,6 +260,10 @@ impl ShipArgs {
         anyhow::ensure!(
             self.interval.is_finite() && self.interval > 0.0,
             "--interval must be a positive number of seconds"
+        );
+        anyhow::ensure!(
+            self.give_up_after.is_finite() && self.give_up_after >= 0.0,
+            "--give-up-after must be a number of seconds"
         );
         let host = match &self.host {
             Some(host) => {
@@ -256,6 +283,7 @@ impl ShipArgs {
             follow: self.follow,
             interval: Duration::from_secs_f64(self.interval),
             glob: self.glob.clone(),
+            give_up_after: (!self.follow).then(|| Duration::from_secs_f64(self.give_up_after)),
         })
     }
 }

@@ -1,5 +1,3 @@
-use clap::Parser;
-
 /// jemalloc, returning freed pages within half a second: with glibc's per-thread arenas the many
 /// small group states that workers allocate and the committer frees kept the process's RSS at three
 /// times `--memory-limit` (mimalloc: four times, at the peak).
@@ -24,7 +22,7 @@ fn main() -> std::process::ExitCode {
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
-    match logstats::app::run(logstats::cli::Cli::parse()) {
+    match logstats::app::run(logstats::cli::Cli::from_args()) {
         Ok(status) => std::process::ExitCode::from(status),
         Err(error) => {
             eprintln!("error: {}", logstats::errors::one_line(&error));

@@ -45,6 +45,18 @@ pub struct ShipConfig {
     pub follow: bool,
     pub interval: Duration,
     pub glob: Option<String>,
+    /// How long a server that does not answer is waited for before giving up; `None`: for ever
+    /// (following).
+    pub give_up_after: Option<Duration>,
+}
+
+/// The stream's server did not answer within `--give-up-after`.
+#[derive(Debug, thiserror::Error)]
+#[error("{server} did not answer for {seconds} s ({cause}); gave up (--give-up-after)")]
+pub struct GaveUp {
+    server: String,
+    seconds: f64,
+    cause: String,
 }
 
 /// What a run shipped.
@@ -58,18 +70,41 @@ pub struct ShipReport {
     pub problems: Vec<String>,
     /// Files whose last line has no newline yet: it is shipped once complete.
     pub waiting: Vec<String>,
+    /// Why the run stopped before it was done: the server did not answer in time.
+    pub gave_up: Option<String>,
 }
 
 impl ShipReport {
     pub fn summary_line(&self, url: &StreamUrl) -> String {
-        format!(
+        let mut line = format!(
             "shipped {} lines ({} bytes) in {} messages from {} file(s) to {}",
             self.lines,
             self.bytes,
             self.messages,
             self.files,
             url.key()
-        )
+        );
+        if self.gave_up.is_some() {
+            line.push_str(
+                " before giving up: run it again to ship the rest (nothing is shipped twice)",
+            );
+        } else if !self.problems.is_empty() {
+            line.push_str(&format!(
+                "; {} input(s) could not be read completely (listed above)",
+                self.problems.len()
+            ));
+        }
+        line
+    }
+
+    /// The exit status this run deserves: 1 when it gave up on the server, 2 when some input could
+    /// not be read completely (as `ingest`), 0 when it shipped everything there was.
+    pub fn exit_code(&self) -> u8 {
+        match (&self.gave_up, self.problems.is_empty()) {
+            (Some(_), _) => 1,
+            (None, false) => 2,
+            (None, true) => 0,
+        }
     }
 }
 
@@ -122,8 +157,22 @@ struct Tracked {
     gzip_done: Option<u64>,
 }
 
-/// Ships until every file is in the stream (or, following, until SIGINT/SIGTERM).
+/// Ships until every file is in the stream (or, following, until SIGINT/SIGTERM). A server that
+/// does not answer within [`ShipConfig::give_up_after`] ends the run with what it shipped so far
+/// and [`ShipReport::gave_up`].
 pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
+    let mut report = ShipReport::default();
+    match ship_into(config, &mut report) {
+        Err(error) if error.is::<GaveUp>() => {
+            report.gave_up = Some(crate::errors::one_line(&error));
+            Ok(report)
+        }
+        Err(error) => Err(error),
+        Ok(()) => Ok(report),
+    }
+}
+
+fn ship_into(config: &ShipConfig, report: &mut ShipReport) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&stop))?;
@@ -135,13 +184,13 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
     );
     let pattern = source::name_pattern(config.glob.as_deref())?;
     let mut shipper = Shipper {
-        connection: patiently(&config.url, &stop, || Connection::open(&config.url))?,
+        connection: patiently(config, &stop, || Connection::open(&config.url))?,
         config,
         stop: &stop,
         files: HashMap::new(),
-        report: ShipReport::default(),
+        report,
     };
-    patiently(&config.url, &stop, || shipper.connection.create_stream())?;
+    patiently(config, &stop, || shipper.connection.create_stream())?;
     shipper.check_subjects()?;
     loop {
         let tick = Instant::now() + config.interval;
@@ -151,6 +200,9 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
             && let Some(problem) = found.problems.first()
         {
             anyhow::bail!("{problem}");
+        }
+        if let Some(note) = found.not_text_note() {
+            eprintln!("note: {note}");
         }
         shipper.report.problems = found.problems;
         shipper.report.waiting.clear();
@@ -180,7 +232,7 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
         }
         shipper.report.files = shipper.report.files.max(seen.len());
         if !config.follow || stop.load(Ordering::SeqCst) {
-            return Ok(shipper.report);
+            return Ok(());
         }
         while Instant::now() < tick && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
@@ -189,13 +241,16 @@ pub fn ship(config: &ShipConfig) -> anyhow::Result<ShipReport> {
 }
 
 /// Runs `attempt` until it succeeds, waiting longer each time (up to [`MAX_BACKOFF`]); says once
-/// that the server is not answering, and once that it answers again. Gives up when stopped, and
-/// at once on an error that trying again cannot cure ([`Permanent`], [`Conflict`]).
+/// that the server is not answering, and once that it answers again. Gives up when stopped, at
+/// once on an error that trying again cannot cure ([`Permanent`], [`Conflict`]), and with
+/// [`GaveUp`] when the server has not answered for [`ShipConfig::give_up_after`].
 fn patiently<T>(
-    url: &StreamUrl,
+    config: &ShipConfig,
     stop: &AtomicBool,
     mut attempt: impl FnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    let url = &config.url;
+    let first_try = Instant::now();
     let mut wait = Duration::from_millis(100);
     let mut said = false;
     loop {
@@ -214,11 +269,29 @@ fn patiently<T>(
                 return Err(error);
             }
             Err(error) => {
+                let waited = first_try.elapsed();
+                if let Some(limit) = config.give_up_after
+                    && waited >= limit
+                {
+                    return Err(GaveUp {
+                        server: url.key(),
+                        seconds: (waited.as_secs_f64() * 10.0).round() / 10.0,
+                        cause: crate::errors::one_line(&error),
+                    }
+                    .into());
+                }
                 if !said {
+                    let how_long = match config.give_up_after {
+                        Some(limit) => format!("for up to {} s", limit.as_secs_f64()),
+                        None => "until it answers".to_string(),
+                    };
                     eprintln!(
-                        "warning: {error:#}; retrying until it answers (nothing is lost meanwhile)"
+                        "warning: {error:#}; retrying {how_long} (nothing is lost meanwhile)"
                     );
                     said = true;
+                }
+                if let Some(limit) = config.give_up_after {
+                    wait = wait.min(limit.saturating_sub(waited));
                 }
                 let until = Instant::now() + wait;
                 while Instant::now() < until && !stop.load(Ordering::SeqCst) {
@@ -236,7 +309,7 @@ struct Shipper<'a> {
     stop: &'a AtomicBool,
     /// The files being shipped, by identity.
     files: HashMap<FileId, Tracked>,
-    report: ShipReport,
+    report: &'a mut ShipReport,
 }
 
 impl Shipper<'_> {
@@ -244,7 +317,7 @@ impl Shipper<'_> {
     /// nowhere).
     fn check_subjects(&self) -> anyhow::Result<()> {
         let sample = self.subject(1);
-        let subjects = patiently(&self.config.url, self.stop, || self.connection.subjects())?;
+        let subjects = patiently(self.config, self.stop, || self.connection.subjects())?;
         anyhow::ensure!(
             subjects.iter().any(|s| subject_matches(s, &sample)),
             "{} takes the subjects {} but ship publishes to {}: add that subject to the stream, \
@@ -306,7 +379,7 @@ impl Shipper<'_> {
 
     /// Where the stream says `subject`'s shipping stands.
     fn position_in_stream(&self, subject: &str) -> anyhow::Result<Shipped> {
-        let last = patiently(&self.config.url, self.stop, || {
+        let last = patiently(self.config, self.stop, || {
             self.connection.last_message(subject)
         })?;
         Ok(match last {
@@ -555,7 +628,7 @@ impl Shipper<'_> {
         ];
         let target = Shipped { end, ..*position };
         let mut tried = false;
-        let (sequence, stored_before) = patiently(&self.config.url, self.stop, || {
+        let (sequence, stored_before) = patiently(self.config, self.stop, || {
             // After a failed try, the message may be stored all the same (only its ack was lost).
             if std::mem::replace(&mut tried, true)
                 && let Some(last) = self.connection.last_message(subject)?

@@ -532,6 +532,9 @@ impl<'a> Follower<'a> {
                 source::Found::default()
             });
         found.leave_out(&self.job.own_files);
+        if let Some(note) = found.not_text_note() {
+            eprintln!("note: {note}");
+        }
         for problem in &found.problems {
             tracing::debug!("rescanning inputs: {problem}");
         }

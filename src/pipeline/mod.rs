@@ -32,6 +32,7 @@ mod small;
 pub mod source;
 mod spill;
 mod stream;
+mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -200,6 +201,32 @@ impl IngestReport {
             line.push_str(&format!(
                 "; interrupted by {name} before the end of the input: what was read is committed, \
                  run the same command again to continue"
+            ));
+        }
+        line
+    }
+
+    /// The summary of a run that followed its inputs until it was stopped: what it read over how
+    /// long (a rate over a life spent mostly waiting would mean nothing).
+    pub fn followed_summary_line(&self) -> String {
+        if self.cluster.is_some_and(|part| part.process_id > 0) {
+            return self.summary_line();
+        }
+        let seconds = self.seconds.max(0.0).round() as u64;
+        let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+        let time = match (hours, minutes) {
+            (0, 0) => format!("{seconds} s"),
+            (0, _) => format!("{minutes} min {seconds} s"),
+            _ => format!("{hours} h {minutes} min {seconds} s"),
+        };
+        let mut line = format!(
+            "followed {} input(s) for {time}: ingested {} lines ({} rejected), {} groups changed",
+            self.files, self.lines, self.rejected, self.groups_changed
+        );
+        if !self.unreadable.is_empty() {
+            line.push_str(&format!(
+                "; {} input(s) could not be read completely (listed above)",
+                self.unreadable.len()
             ));
         }
         line

@@ -68,6 +68,9 @@ pub struct Found {
     pub problems: Vec<String>,
     /// Files found but left out, and why.
     pub notes: Vec<String>,
+    /// Files in directories left out as not text, not noted before in this process (how they
+    /// are shown, and what they are).
+    pub(super) not_text: Vec<(String, FileId)>,
 }
 
 impl Found {
@@ -79,6 +82,15 @@ impl Found {
             .filter_map(|(path, what)| Some((file_id(&std::fs::metadata(path).ok()?), *what)))
             .collect();
         let notes = &mut self.notes;
+        self.not_text.retain(
+            |(shown, file)| match own.iter().find(|(id, _)| id == file) {
+                Some((_, what)) => {
+                    notes.push(format!("{shown} is {what}: not read as a log"));
+                    false
+                }
+                None => true,
+            },
+        );
         self.sources.retain(|source| {
             let Source::File { file, .. } = source else {
                 return true;
@@ -97,6 +109,41 @@ impl Found {
         match Source::file(path) {
             Ok(source) => self.sources.push(source),
             Err(error) => self.problems.push(crate::errors::one_line(&error)),
+        }
+    }
+
+    /// The note naming the files in directories left out as not text (each noted once in a
+    /// process), if any.
+    pub fn not_text_note(&self) -> Option<String> {
+        let names: Vec<String> = self
+            .not_text
+            .iter()
+            .map(|(shown, _)| shown.clone())
+            .collect();
+        super::text::note(&names)
+    }
+
+    /// A file found in a directory: read when it is text.
+    fn add_file_in_directory(&mut self, path: &Path) {
+        let before = self.sources.len();
+        self.add_file(path);
+        let Some(Source::File {
+            path, gzip, file, ..
+        }) = self.sources.get(before)
+        else {
+            return;
+        };
+        let Ok(metadata) = std::fs::metadata(path) else {
+            return;
+        };
+        if let super::text::Verdict::NotText { first_time } =
+            super::text::judge(path, *gzip, &metadata)
+        {
+            let not_text = (shown_path(path), *file);
+            self.sources.pop();
+            if first_time {
+                self.not_text.push(not_text);
+            }
         }
     }
 
@@ -151,6 +198,8 @@ pub fn discover(paths: &[String], pattern: Option<&NamePattern>) -> anyhow::Resu
     }
     found.sources.sort_by(|a, b| a.path().cmp(&b.path()));
     found.sources.dedup();
+    found.not_text.sort_by(|a, b| a.0.cmp(&b.0));
+    found.not_text.dedup_by(|a, b| a.1 == b.1);
     Ok(found)
 }
 
@@ -237,7 +286,7 @@ pub fn walk(dir: &Path, pattern: Option<&NamePattern>, found: &mut Found) {
         match entry {
             Ok(entry) if entry.file_type().is_dir() => {}
             Ok(entry) if !wanted(entry.file_name()) => {}
-            Ok(entry) if entry.file_type().is_file() => found.add_file(entry.path()),
+            Ok(entry) if entry.file_type().is_file() => found.add_file_in_directory(entry.path()),
             Ok(entry) => match entry.metadata() {
                 Ok(meta) => found.add_problem(entry.path(), not_regular(&meta)),
                 Err(error) => found.add_problem(entry.path(), walk_error(&error)),
@@ -422,9 +471,10 @@ pub fn plan(
     unit_bytes: u64,
     whole_lines_only: bool,
 ) -> anyhow::Result<Plan> {
+    let not_text = found.not_text_note();
     let mut plan = Plan {
         problems: found.problems,
-        notes: found.notes,
+        notes: found.notes.into_iter().chain(not_text).collect(),
         ..Plan::default()
     };
     let mut pieces = Vec::new();

@@ -218,7 +218,16 @@ impl Store {
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         let shown = redact(url);
         let store = Store::open(url, Role::Write)?;
-        let mut migrated = store.migrate().await;
+        let mut migrated =
+            match store.backend_name() {
+                "postgres" => say_when_slow(store.migrate(), || {
+                    format!(
+                        "waiting for PostgreSQL at {shown} to answer (up to {CONNECT_TIMEOUT:?})"
+                    )
+                })
+                .await,
+                _ => store.migrate().await,
+            };
         if migrated.is_err() && store.database_is_missing().await {
             use sqlx::migrate::MigrateDatabase;
             sqlx::Postgres::create_database(url)
@@ -532,6 +541,16 @@ impl Store {
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
     }
+}
+
+/// Runs `work`, saying on stderr what it waits for (`waiting`) when it takes over a second.
+async fn say_when_slow<T>(work: impl Future<Output = T>, waiting: impl FnOnce() -> String) -> T {
+    let mut work = std::pin::pin!(work);
+    if let Ok(done) = tokio::time::timeout(std::time::Duration::from_secs(1), &mut work).await {
+        return done;
+    }
+    eprintln!("{}", waiting());
+    work.await
 }
 
 /// How long taking the write lock may take before the wait is reported.

@@ -154,9 +154,7 @@ fn usage_word(arg: &Arg) -> String {
 
 /// `logstats --help` and each subcommand's `--help`, as Markdown.
 fn cli_reference() -> String {
-    // The same text whatever this environment sets (`--help` shows env values otherwise).
-    let mut cli =
-        Cli::command().mut_subcommands(|command| command.mut_args(|arg| arg.hide_env_values(true)));
+    let mut cli = Cli::command_shown();
     cli.build();
     let mut text = String::from(
         "# Command line reference\n\nGenerated from `--help` (tests/it/docs.rs checks it; \
@@ -178,4 +176,127 @@ fn without_trailing_blanks(text: &str) -> String {
         .lines()
         .map(|line| format!("{}\n", line.trim_end()))
         .collect()
+}
+
+#[test]
+fn every_relative_link_of_the_documentation_leads_to_a_file_and_heading_that_exist() {
+    let root = project_file("");
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "bench"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let links = relative_links(&text);
+        checked += links.len();
+        for link in links {
+            if let Err(why) = resolve_link(file, &link) {
+                broken.push(format!("{}: ({link}) {why}", file.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(
+        checked > 20,
+        "only {checked} links found: the scan is broken"
+    );
+    // The check itself finds what is wrong.
+    let readme = root.join("README.md");
+    assert!(resolve_link(&readme, "docs/nowhere.md").is_err());
+    assert!(resolve_link(&readme, "docs/spec.md#no-such-heading").is_err());
+    assert!(resolve_link(&readme, "docs/spec.md#3-the-statistics-of-a-group").is_ok());
+}
+
+/// The targets of the Markdown links and images in `text` that are not URLs (`http:`, `mailto:`
+/// ...), outside code blocks and code spans.
+fn relative_links(text: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut in_code_block = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code_block = !in_code_block;
+            continue;
+        }
+        if in_code_block {
+            continue;
+        }
+        // Code spans hold examples, not links.
+        let outside_code: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = outside_code.as_str();
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = rest[..end].split_whitespace().next().unwrap_or("");
+            if !target.contains(':') {
+                links.push(target.to_string());
+            }
+            rest = &rest[end..];
+        }
+    }
+    links
+}
+
+/// Checks that `link`, written in `file`, names an existing file, and a heading of it when it has
+/// an anchor.
+fn resolve_link(file: &Path, link: &str) -> Result<(), String> {
+    let (path, anchor) = link.split_once('#').unwrap_or((link, ""));
+    let target = match path {
+        "" => file.to_path_buf(),
+        path => file.parent().unwrap().join(path),
+    };
+    if !target.exists() {
+        return Err(format!("{} does not exist", target.display()));
+    }
+    if anchor.is_empty() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&target).map_err(|e| e.to_string())?;
+    let anchors = heading_anchors(&text);
+    match anchors.iter().any(|a| a == anchor) {
+        true => Ok(()),
+        false => Err(format!("no heading #{anchor} in {}", target.display())),
+    }
+}
+
+/// The anchors GitHub gives a document's headings: lower case, punctuation dropped, spaces as
+/// `-`; a repeated one gets `-1`, `-2`...
+fn heading_anchors(text: &str) -> Vec<String> {
+    let mut anchors: Vec<String> = Vec::new();
+    let mut in_code_block = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code_block = !in_code_block;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !in_code_block) else {
+            continue;
+        };
+        let slug: String = heading
+            .trim_start_matches('#')
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let repeats = anchors
+            .iter()
+            .filter(|a| {
+                **a == slug
+                    || a.strip_prefix(&format!("{slug}-"))
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count();
+        anchors.push(match repeats {
+            0 => slug,
+            n => format!("{slug}-{n}"),
+        });
+    }
+    anchors
 }

@@ -166,10 +166,12 @@ fn nothing_from_a_log_line_or_a_file_name_reaches_the_terminal_raw() {
     let forged = dir.join("n\nerror: forged.log");
     std::fs::write(&forged, "\x1b]0;owned\x07\x1b[31m 2024 \0 red\n").unwrap();
     let rejects = db.dir().join("rejects.tsv");
+    // Named, not found in the directory: a file found there with a NUL this early is left out as
+    // not text (its name is shown escaped in that note too).
     let output = std::process::Command::new(binary())
         .args(["ingest", "--database", &db.url, "--rejects"])
         .arg(&rejects)
-        .arg(&dir)
+        .arg(&forged)
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");

@@ -23,3 +23,4 @@ mod serving;
 mod spilling;
 mod store;
 mod stream;
+mod surprises;

@@ -36,7 +36,7 @@ impl NatsServer {
     }
 
     /// Starts a server on `port` keeping its streams in `store`; returns once it is ready.
-    fn on(port: u16, store: tempfile::TempDir, extra: &[&str]) -> NatsServer {
+    pub(crate) fn on(port: u16, store: tempfile::TempDir, extra: &[&str]) -> NatsServer {
         let mut child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.path())
@@ -66,7 +66,7 @@ impl NatsServer {
     }
 
     /// Stops the server (as a crash would) and keeps its streams for [`NatsServer::restart`].
-    fn stop(mut self) -> (u16, tempfile::TempDir) {
+    pub(crate) fn stop(mut self) -> (u16, tempfile::TempDir) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
@@ -711,7 +711,7 @@ fn ship_waits_for_a_server_that_is_down_and_loses_nothing() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let warning = stderr.next().unwrap().unwrap();
     assert!(
-        warning.contains("retrying until it answers") && warning.contains(&port.to_string()),
+        warning.contains("retrying for up to 30 s") && warning.contains(&port.to_string()),
         "{warning}"
     );
     let nats = NatsServer::on(port, store, &[]);

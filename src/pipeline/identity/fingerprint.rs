@@ -117,6 +117,15 @@ pub(super) fn first_of_checked(reader: impl Read, limit: u64) -> (Vec<u8>, bool)
     }
 }
 
+/// Up to `limit` bytes from the start of what a file's lines are read from: its bytes, or its
+/// decompressed bytes (as far as they go) when it is compressed.
+pub fn first_content_bytes(file: &File, gzip: bool, limit: u64) -> Vec<u8> {
+    match gzip {
+        false => first_of(FromStart { file, at: 0 }, limit),
+        true => first_of(decompressed(file), limit),
+    }
+}
+
 /// The fingerprint of the first `min(limit, HEAD_BYTES)` bytes of what a file's lines are read
 /// from: its bytes, or, when it is compressed, its decompressed bytes (as far as they go).
 pub fn content_head(file: &File, gzip: bool, limit: u64) -> io::Result<Head> {

@@ -20,7 +20,9 @@ use crate::store::{FileId, OtherName};
 use fingerprint::{
     Before, FromStart, decompressed, decompressed_before, first_of, first_of_checked,
 };
-pub use fingerprint::{HEAD_BYTES, Head, content_head, first_line_of, whole_content_head};
+pub use fingerprint::{
+    HEAD_BYTES, Head, content_head, first_content_bytes, first_line_of, whole_content_head,
+};
 use known::is_compressed_key;
 pub use known::{Known, file_id, is_retired, key_path, progress_key, retired_key, shown_key};
 
