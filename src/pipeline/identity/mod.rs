@@ -68,6 +68,10 @@ impl Resume {
         };
         let note = match own {
             None => None,
+            // A row of nothing ingested (the file was empty) says nothing of what it holds now: a
+            // copy of another file ingested, under an inode freed and taken again, is known by
+            // its content below, as a file without a row is.
+            Some(p) if p.offset == 0 && p.decoded == 0 => None,
             Some(p) if size < p.offset => {
                 Some("shrank below the bytes already ingested; read again as a new file")
             }
@@ -302,6 +306,41 @@ mod tests {
         });
         assert_eq!(resume.start, 0);
         assert!(resume.note.unwrap().contains("changed"));
+    }
+
+    #[test]
+    fn a_copy_under_a_name_whose_row_read_nothing_continues_its_original() {
+        // copytruncate's copy, made under the name of a file that was empty when last seen and
+        // whose inode it happens to take again: its row read nothing, the original's read it all.
+        let text = log_text(20);
+        let len = text.len() as u64;
+        let (dir, path) = file_with(&text);
+        let original = ingested(&path, len, len);
+        let copy = dir.path().join("app.log.1");
+        std::fs::copy(&path, &copy).unwrap();
+        let empty = StoredProgress {
+            offset: 0,
+            head_hash: Head::of(&File::open(&copy).unwrap(), 0).unwrap().hash,
+            head_len: 0,
+            decoded: 0,
+            tail: 0,
+            end_hash: 0,
+            file: id_of(&copy),
+        };
+        let rows = [("/app.log", original), ("/app.log.1", empty)];
+        let resume = decide(&copy, false, "/app.log.1", &rows);
+        assert_eq!(resume.start, len, "{resume:?}");
+        assert!(resume.note.unwrap().contains("renamed or copied"));
+        assert_eq!(
+            resume.retire, None,
+            "nothing of the empty file's row to keep"
+        );
+        // Not a copy of anything ingested: read from its start.
+        std::fs::write(&copy, log_text(3)).unwrap();
+        assert_eq!(
+            decide(&copy, false, "/app.log.1", &[("/app.log.1", empty)]).start,
+            0
+        );
     }
 
     #[test]
