@@ -105,6 +105,15 @@ cluster_of_two() {
     "$(awk -v a="$(cpu 0)" -v b="$(cpu 1)" 'BEGIN { printf "%.0f", 100 * b / (a + b) }')"
 }
 
+# A fresh database of backend $1; its URL in $url.
+fresh() {
+  if [ "$1" = sqlite ]; then
+    reset_sqlite; url="sqlite://$work/bench.db"
+  else
+    reset_postgres; url="$pg_admin/logstats_bench_ingest"
+  fi
+}
+
 field() { "$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$work/report.json" "$1"; }
 
 echo
@@ -123,11 +132,7 @@ for shape in 50x30 10000x30 100000x30 20000x365; do
   backends=(sqlite)
   pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null && backends+=(postgres)
   for backend in "${backends[@]}"; do
-    if [ "$backend" = sqlite ]; then
-      reset_sqlite; url="sqlite://$work/bench.db"
-    else
-      reset_postgres; url="$pg_admin/logstats_bench_ingest"
-    fi
+    fresh "$backend"
     read -r rss wall < <(measure "$url" "$log")
     floor=- previous=-
     if [ "$backend" = sqlite ]; then
@@ -147,11 +152,7 @@ for shape in 50x30 10000x30 100000x30 20000x365; do
   done
   [ "$shape" = 100000x30 ] || continue
   for backend in "${backends[@]}"; do
-    if [ "$backend" = sqlite ]; then
-      reset_sqlite; url="sqlite://$work/bench.db"
-    else
-      reset_postgres; url="$pg_admin/logstats_bench_ingest"
-    fi
+    fresh "$backend"
     read -r wall share < <(cluster_of_two "$url" "$log")
     printf '| %s, 2 processes x 1 worker | %s | %s | %s | | | | | %s | | %s | process 1: %s%% of the CPU | |\n' \
       "$shape" "$backend" "$wall" "$(awk -v n="$lines" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')" \

@@ -424,12 +424,16 @@ fn run_of(handoff: Handoff, owner: usize) -> Box<dyn Iterator<Item = Update>> {
         if done {
             return None;
         }
-        let mut records = Vec::new();
+        let (mut records, mut scratch) = (Vec::new(), Vec::new());
         while records.len() < RUN_CHUNK_BYTES {
             match sorted.next() {
-                Some(Ok((customer, day, mut state))) => {
-                    super::spill::write_record(&mut records, &customer, day, &mut state)
-                }
+                Some(Ok((customer, day, mut state))) => super::spill::write_record(
+                    &mut records,
+                    &mut scratch,
+                    &customer,
+                    day,
+                    &mut state,
+                ),
                 Some(Err(error)) => {
                     done = true;
                     return Some(failed(error));

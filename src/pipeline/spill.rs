@@ -336,13 +336,19 @@ impl IncomingRuns {
     }
 }
 
-/// Appends one group to `out` as a run holds it: its length, then the record.
-pub fn write_record(out: &mut Vec<u8>, customer: &str, day: Day, state: &mut GroupState) {
-    let start = out.len();
-    encode(out, customer, day, state);
-    let mut length = Vec::with_capacity(10);
-    write_varint(&mut length, (out.len() - start) as u64);
-    out.splice(start..start, length);
+/// Appends one group to `out` as a run holds it: its length, then the record (encoded in
+/// `scratch` first, which the caller keeps from record to record).
+pub fn write_record(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    customer: &str,
+    day: Day,
+    state: &mut GroupState,
+) {
+    scratch.clear();
+    encode(scratch, customer, day, state);
+    write_varint(out, scratch.len() as u64);
+    out.extend_from_slice(scratch);
 }
 
 /// The spill directory and the runs written to it.
@@ -384,12 +390,12 @@ impl Spill {
         let shown = path.display().to_string();
         let write = || -> anyhow::Result<u64> {
             let mut file = BufWriter::with_capacity(1 << 16, File::create(&path)?);
-            let mut record = Vec::new();
+            let (mut record, mut scratch) = (Vec::new(), Vec::new());
             let mut written = 0;
             for group in groups {
                 let (customer, day, mut state) = group?;
                 record.clear();
-                write_record(&mut record, &customer, day, &mut state);
+                write_record(&mut record, &mut scratch, &customer, day, &mut state);
                 file.write_all(&record)?;
                 written += record.len() as u64;
             }

@@ -271,6 +271,9 @@ pub(super) fn select_keys() -> String {
 pub(super) const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \
      ON customer_id = k.column1 AND date = k.column2";
 
+/// Whether the days' table holds any row.
+pub(super) const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
+
 /// A progress row as [`SELECT_PROGRESS`] reads it: path, byte offset, decoded offset.
 pub(super) type ProgressRow = (String, i64, i64);
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::Row;
 
 use super::batch::{
-    CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
+    ANY_DAY, CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
 };
 use super::transaction::{PgWrite, WriteTx};
 use super::{Backend, Store, count, stored, with_pool};
@@ -132,7 +132,6 @@ impl Store {
     /// Whether any day is stored (a commit into a table that holds none writes its groups as they
     /// are, without reading anything back).
     pub async fn holds_any_day(&self) -> anyhow::Result<bool> {
-        const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
         Ok(with_pool!(self, pool => sqlx::query(ANY_DAY).fetch_optional(pool).await?.is_some()))
     }
 

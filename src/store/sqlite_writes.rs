@@ -11,7 +11,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params};
 
 use super::batch::{
-    ADD_TOTALS, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
+    ADD_TOTALS, ANY_DAY, CHUNK_ROWS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS,
     KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues,
     SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
@@ -216,7 +216,6 @@ impl WriteTx for SqliteWrite {
     }
 
     async fn holds_any_day(&mut self) -> anyhow::Result<bool> {
-        const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
         let mut select = self.connection.prepare_cached(ANY_DAY)?;
         Ok(select.exists(params![])?)
     }

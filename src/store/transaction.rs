@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
 use super::batch::{
-    ADD_TOTALS, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN, MergedDay,
-    ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues, SELECT_PROGRESS, UPSERT_PROGRESS,
-    day_column_names, select_keys,
+    ADD_TOTALS, ANY_DAY, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN,
+    MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues, SELECT_PROGRESS,
+    UPSERT_PROGRESS, day_column_names, select_keys,
 };
 use super::{
     POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, say_when_waiting_for_the_lock, stored,
@@ -99,7 +99,6 @@ impl WriteTx for PgWrite {
     }
 
     async fn holds_any_day(&mut self) -> anyhow::Result<bool> {
-        const ANY_DAY: &str = "SELECT 1 FROM resource_statistics_by_day LIMIT 1";
         Ok(sqlx::query(ANY_DAY)
             .fetch_optional(&mut *self.0)
             .await?
