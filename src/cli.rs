@@ -176,6 +176,10 @@ pub struct IngestArgs {
     /// Memory the ingestion stays within (e.g. 64MB, 1GB); groups beyond it spill to disk.
     #[arg(long, env = "LOGSTATS_MEMORY_LIMIT", value_name = "SIZE", default_value = "256MB", value_parser = parse_size)]
     pub memory_limit: u64,
+    /// Do not break days down by resource (for logs with huge numbers of distinct paths): new
+    /// requests are stored without their resource.
+    #[arg(long, env = "LOGSTATS_NO_RESOURCES")]
+    pub no_resources: bool,
     /// Directory for spill files (default: the system's temporary directory).
     #[arg(long, env = "LOGSTATS_SPILL_DIR", value_name = "DIR")]
     pub spill_dir: Option<PathBuf>,
@@ -315,6 +319,7 @@ impl IngestArgs {
         config.rejects_file = self.rejects.clone();
         config.unit_bytes = self.unit_bytes.unwrap_or(0);
         config.memory_limit = self.memory_limit;
+        config.by_resource = !self.no_resources;
         if let Some(dir) = &self.spill_dir {
             config.spill_dir = dir.clone();
         }

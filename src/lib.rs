@@ -3,6 +3,7 @@
 //! The data flow, module by module:
 //!
 //! - [`record`] parses a log line (bytes) into a request, or a reason to reject it;
+//! - [`resources`] turns its path into a resource and keeps a day's breakdown by resource;
 //! - [`stats`] keeps a (customer, day) group as exact, mergeable state ([`stats::DayStats`]:
 //!   counts, integer sums, a [`histogram`] of durations) and derives docs/spec.md's statistics;
 //! - [`pipeline`] runs ingestion on timely dataflow: plan inputs into units, read and pre-aggregate
@@ -22,6 +23,7 @@ pub mod histogram;
 pub mod nats;
 pub mod pipeline;
 pub mod record;
+pub mod resources;
 pub mod ship;
 pub mod stats;
 pub mod store;

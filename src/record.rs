@@ -10,6 +10,8 @@ use crate::day::{Day, digits};
 pub struct Request<'a> {
     pub customer: &'a str,
     pub day: Day,
+    /// The request path as logged (it starts with `/`).
+    pub path: &'a [u8],
     pub status: u16,
     pub duration_us: u64,
 }
@@ -89,10 +91,8 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
     Ok(Some(Request {
         day,
         customer: parse_customer(rest[0])?,
-        status: {
-            parse_path(rest[1])?;
-            parse_status(rest[2])?
-        },
+        path: parse_path(rest[1])?,
+        status: parse_status(rest[2])?,
         duration_us: parse_duration_us(rest[3])?,
     }))
 }
@@ -247,9 +247,9 @@ pub fn is_format(c: char) -> bool {
         .any(|&(first, last)| (first..=last).contains(&c))
 }
 
-fn parse_path(field: &[u8]) -> Result<(), Reject> {
+fn parse_path(field: &[u8]) -> Result<&[u8], Reject> {
     if field.first() == Some(&b'/') {
-        Ok(())
+        Ok(field)
     } else {
         Err(Reject::Path)
     }
@@ -333,6 +333,7 @@ mod tests {
             Ok(Some(Request {
                 customer: "cust_27",
                 day: day("2024-09-15"),
+                path: b"/api/v1/resource1",
                 status: 500,
                 duration_us: 488_000,
             }))

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::{Histogram, read_varint, write_varint};
+use crate::resources::Breakdown;
 
 /// Counts by status class, integer-microsecond sums and an exact duration histogram.
 /// Two `DayStats` merge exactly; merging is associative and commutative.
@@ -16,6 +17,9 @@ pub struct DayStats {
     /// Sum of the durations of successful (2xx) requests, in microseconds.
     pub success_duration_sum_us: u128,
     pub histogram: Histogram,
+    /// The same requests by resource, or `None` when none was recorded with its resource (the
+    /// entries of a day, never of the pipeline's groups: those are keyed by resource).
+    pub resources: Option<Box<Breakdown>>,
 }
 
 impl DayStats {
@@ -41,8 +45,23 @@ impl DayStats {
         stats
     }
 
-    /// Adds every request of `other`.
-    pub fn merge(&mut self, other: DayStats) {
+    /// Adds every request of `other`. When only one side is broken down by resource, the other's
+    /// requests join the breakdown as unattributed: the entries always add up to the day.
+    pub fn merge(&mut self, mut other: DayStats) {
+        match (self.resources.is_some(), other.resources.is_some()) {
+            (false, false) => {}
+            (mine, theirs) => {
+                let mut breakdown = match mine {
+                    true => self.resources.take().expect("checked"),
+                    false => Box::new(Breakdown::unattributed(self.clone())),
+                };
+                breakdown.merge(match theirs {
+                    true => *other.resources.take().expect("checked"),
+                    false => Breakdown::unattributed(other.clone()),
+                });
+                self.resources = Some(breakdown);
+            }
+        }
         for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
             *mine += theirs;
         }
@@ -72,12 +91,28 @@ impl DayStats {
         true
     }
 
+    /// Takes back one request of `resource` counted before, from the day and from its breakdown.
+    pub fn remove_request(&mut self, resource: &str, status: u16, duration_us: u64) -> bool {
+        let Some(mut breakdown) = self.resources.take() else {
+            return self.remove(status, duration_us);
+        };
+        let mut trial = (*breakdown).clone();
+        let removed =
+            trial.remove(resource, status, duration_us) && self.remove(status, duration_us);
+        if removed {
+            *breakdown = trial;
+        }
+        self.resources = Some(breakdown);
+        removed
+    }
+
     /// Folds buffered durations into the histogram; call before serializing for storage.
     pub fn compact(&mut self) {
         self.histogram.compact();
     }
 
     /// Appends a compact form of this state (read back by [`DayStats::decode`]). Compacts first.
+    /// The breakdown is not part of it (it is stored apart: [`Breakdown::encode`]).
     pub fn encode(&mut self, bytes: &mut Vec<u8>) {
         self.compact();
         for count in self.by_class {
@@ -122,7 +157,7 @@ impl DayStats {
 
     /// Bytes held on the heap besides the value itself.
     pub fn heap_bytes(&self) -> usize {
-        self.histogram.heap_bytes()
+        self.histogram.heap_bytes() + self.resources.as_ref().map_or(0, |b| b.heap_bytes())
     }
 
     /// The number of requests.

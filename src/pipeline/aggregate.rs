@@ -14,6 +14,7 @@ use super::name_key::NameKey;
 use super::small::GroupState;
 use crate::day::Day;
 use crate::record::{Reject, parse_line};
+use crate::resources;
 use crate::store::{FileCheckpoint, Retraction};
 
 /// How far a reading of one file got: the checkpoint its commit records, and where the reading
@@ -68,13 +69,19 @@ impl Tally {
     }
 }
 
-/// One worker's groups of one batch for one owner, each keyed by its customer's place in `names`:
-/// a name travels once per batch, whatever the number of days its groups span. The numbers mean
-/// nothing outside the batch, so no table of names lives longer than a batch.
+/// One group of a batch: its customer's place in the batch's names, its day, its resource's place
+/// in the batch's resources, and its state.
+pub type NumberedGroup = (u32, Day, u32, GroupState);
+
+/// One worker's groups of one batch for one owner, each keyed by its customer's place in `names`
+/// and its resource's in `resources`: a name travels once per batch, whatever the number of days
+/// its groups span. The numbers mean nothing outside the batch, so no table of names lives longer
+/// than a batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumberedGroups {
     pub names: Vec<Box<str>>,
-    pub groups: Vec<(u32, Day, GroupState)>,
+    pub resources: Vec<Box<str>>,
+    pub groups: Vec<NumberedGroup>,
 }
 
 /// Lines counted by an earlier run before they were complete, taken back now.
@@ -106,8 +113,15 @@ pub struct Aggregator {
     places: Vec<(u32, u32)>,
     /// The batch's customers of each owner, by number (handed over by each drain).
     names: Vec<Vec<Box<str>>>,
-    group_index: FxHashMap<(u32, Day), u32>,
-    groups: Vec<(u32, Day, GroupState)>,
+    /// The batch's resources, by name: their place in `resources`.
+    resource_ids: FxHashMap<NameKey, u32>,
+    resources: Vec<Box<str>>,
+    /// Whether requests are grouped by resource (otherwise every one is unattributed).
+    by_resource: bool,
+    /// The resource of the line being counted (kept from line to line).
+    resource: String,
+    group_index: FxHashMap<(u32, Day, u32), u32>,
+    groups: Vec<NumberedGroup>,
     tally: Tally,
     rejects: Vec<Rejected>,
     retracted: Retracted,
@@ -130,6 +144,10 @@ impl Aggregator {
             customer_ids: FxHashMap::default(),
             places: Vec::new(),
             names: vec![Vec::new(); owners.max(1)],
+            resource_ids: FxHashMap::default(),
+            resources: Vec::new(),
+            by_resource: true,
+            resource: String::new(),
             group_index: FxHashMap::default(),
             groups: Vec::new(),
             tally: Tally::default(),
@@ -138,6 +156,12 @@ impl Aggregator {
             source: String::new(),
             reject_limit,
         }
+    }
+
+    /// Groups requests by resource (the default) or not at all (every request unattributed).
+    pub fn by_resource(mut self, by_resource: bool) -> Aggregator {
+        self.by_resource = by_resource;
+        self
     }
 
     /// Names the input the next lines come from.
@@ -152,17 +176,18 @@ impl Aggregator {
             Ok(Some(request)) => {
                 self.tally.lines += 1;
                 let customer = self.intern(request.customer);
+                let resource = self.intern_resource(request.path);
                 let next = self.groups.len() as u32;
                 let slot = *self
                     .group_index
-                    .entry((customer, request.day))
+                    .entry((customer, request.day, resource))
                     .or_insert(next);
                 if slot == next {
                     self.groups
-                        .push((customer, request.day, GroupState::default()));
+                        .push((customer, request.day, resource, GroupState::default()));
                 }
                 self.groups[slot as usize]
-                    .2
+                    .3
                     .record(request.status, request.duration_us);
             }
             Ok(None) => {}
@@ -176,9 +201,14 @@ impl Aggregator {
         match parse_line(line) {
             Ok(Some(request)) => {
                 tally.lines += 1;
+                let mut resource = String::new();
+                if self.by_resource {
+                    resources::resource_of(request.path, &mut resource);
+                }
                 self.retracted.requests.push(Retraction {
                     customer: request.customer.to_string(),
                     day: request.day,
+                    resource,
                     status: request.status,
                     duration_us: request.duration_us,
                 });
@@ -253,22 +283,39 @@ impl Aggregator {
         id
     }
 
+    /// The batch's number of the resource of `path`.
+    #[inline]
+    fn intern_resource(&mut self, path: &[u8]) -> u32 {
+        if self.by_resource {
+            resources::resource_of(path, &mut self.resource);
+        }
+        if let Some(&id) = self.resource_ids.get(self.resource.as_bytes()) {
+            return id;
+        }
+        let id = self.resources.len() as u32;
+        self.resources.push(self.resource.as_str().into());
+        self.resource_ids.insert(NameKey::new(&self.resource), id);
+        id
+    }
+
     /// Takes everything accumulated since the last drain: each owner's groups (owners that got
     /// none are left out), the tally and the rejected lines; the customers are numbered anew from
     /// then on.
     pub fn drain(&mut self) -> (Vec<(usize, NumberedGroups)>, Tally, Vec<Rejected>) {
         self.group_index.clear();
         self.customer_ids.clear();
+        self.resource_ids.clear();
+        let resources = std::mem::take(&mut self.resources);
         let owners = self.names.len();
-        let mut groups: Vec<Vec<(u32, Day, GroupState)>> = self
+        let mut groups: Vec<Vec<NumberedGroup>> = self
             .names
             .iter()
             .map(|names| Vec::with_capacity(names.len()))
             .collect();
-        for (customer, day, mut state) in self.groups.drain(..) {
+        for (customer, day, resource, mut state) in self.groups.drain(..) {
             state.compact();
             let (owner, number) = self.places[customer as usize];
-            groups[owner as usize].push((number, day, state));
+            groups[owner as usize].push((number, day, resource, state));
         }
         self.places.clear();
         let numbered = groups
@@ -279,7 +326,15 @@ impl Aggregator {
                 // The next batch likely names about as many of the owner's customers.
                 let room = self.names[owner].len();
                 let names = std::mem::replace(&mut self.names[owner], Vec::with_capacity(room));
-                (owner, NumberedGroups { names, groups })
+                let resources = resources.clone();
+                (
+                    owner,
+                    NumberedGroups {
+                        names,
+                        resources,
+                        groups,
+                    },
+                )
             })
             .collect();
         debug_assert_eq!(self.names.len(), owners);
@@ -320,7 +375,7 @@ mod tests {
         groups.sort_by_key(|g| (g.0, g.1));
         let totals: Vec<(&str, u64)> = groups
             .iter()
-            .map(|g| (&*numbered.names[g.0 as usize], g.2.total()))
+            .map(|g| (&*numbered.names[g.0 as usize], g.3.total()))
             .collect();
         assert_eq!(totals, [("a", 2), ("a", 1), ("b", 1)]);
         assert_eq!(tally.lines, 6);
@@ -352,7 +407,7 @@ mod tests {
         let (owned, _, _) = aggregator.drain();
         let mut seen = Vec::new();
         for (owner, numbered) in owned {
-            for (number, _, state) in &numbered.groups {
+            for (number, _, _, state) in &numbered.groups {
                 let name = &numbered.names[*number as usize];
                 assert_eq!(owner_of(name, 3), owner);
                 assert_eq!(state.total(), 1);

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use super::IngestReport;
 use super::aggregate::{Rejected, Retracted, Tally};
+use super::days::{DayGroup, days_of};
 use super::drain::SortedStreams;
 use super::job::{Job, Outputs, Update};
 use super::owner::{END_OF_RUN, Handoff, epoch_is_complete};
@@ -267,22 +268,21 @@ impl Committer {
             let group = GroupDelta::new(customer, day, stats);
             if fresh { group.with_values() } else { group }
         };
+        let deltas = move |days: anyhow::Result<DayGroup>| days.map(delta);
         let mut sources: Vec<Box<dyn FnOnce() -> anyhow::Result<Groups> + Send>> = Vec::new();
         for table in tables {
             let table = table?;
             self.report.spilled_bytes += table.spilled_bytes();
             sources.push(Box::new(move || {
                 let sorted = table.into_sorted_states()?;
-                Ok(
-                    Box::new(sorted.map(move |group| group.map(|held| delta(into_group(held)))))
-                        as Groups,
-                )
+                let groups = sorted.map(|group| group.map(into_group));
+                Ok(Box::new(days_of(groups).map(deltas)) as Groups)
             }));
         }
         if self.remote_owners > 0 {
             let runs = self.incoming.take(commit)?;
             sources.push(Box::new(move || {
-                Ok(Box::new(runs.map(move |group| group.map(delta))) as Groups)
+                Ok(Box::new(days_of(runs).map(deltas)) as Groups)
             }));
         }
         Ok(SortedStreams::new(sources))

@@ -275,7 +275,7 @@ fn run_worker(
         Some(error) => Err(error),
         // A panic is a bug, but the other workers must still be able to end: it becomes an error.
         None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let aggregator = Aggregator::owned_by(peers, reject_limit(job));
+            let aggregator = aggregator_of(job, peers);
             Feeder::new(worker, &mut input, &mut chunks, &probe, job, aggregator).run()
         }))
         .unwrap_or_else(|_| {
@@ -338,7 +338,7 @@ fn build_dataflow(
     let mut chunks = ChunkInput::new();
     let probe = ProbeHandle::<u64>::new();
     let peers = worker.peers();
-    let parser = Aggregator::owned_by(peers, reject_limit(job));
+    let parser = aggregator_of(job, peers);
     let parse_job = Arc::clone(job);
     let owner = Owner::new(
         super::committer::owner_budget(job.config.memory_limit, job.config.workers),
@@ -427,11 +427,10 @@ fn run_of(handoff: Handoff, owner: usize) -> Box<dyn Iterator<Item = Update>> {
         let (mut records, mut scratch) = (Vec::new(), Vec::new());
         while records.len() < RUN_CHUNK_BYTES {
             match sorted.next() {
-                Some(Ok((customer, day, mut state))) => super::spill::write_record(
+                Some(Ok((customer, day, resource, mut state))) => super::spill::write_record(
                     &mut records,
                     &mut scratch,
-                    &customer,
-                    day,
+                    (&customer, day, &resource),
                     &mut state,
                 ),
                 Some(Err(error)) => {
@@ -593,6 +592,11 @@ fn commit_epochs<'scope>(
 }
 
 /// Rejected lines kept per worker: all of them when they go to a file.
+/// An aggregator of a worker of `peers`, as the job is configured.
+fn aggregator_of(job: &Job, peers: usize) -> Aggregator {
+    Aggregator::owned_by(peers, reject_limit(job)).by_resource(job.config.by_resource)
+}
+
 fn reject_limit(job: &Job) -> usize {
     if job.config.rejects_file.is_some() {
         usize::MAX

@@ -16,6 +16,7 @@ mod chunked;
 mod cluster;
 mod committer;
 mod dataflow;
+mod days;
 mod drain;
 mod feeder;
 mod follow;
@@ -75,6 +76,8 @@ pub struct IngestConfig {
     pub memory_limit: u64,
     /// Where spill files are written (in a directory of their own, removed at the end).
     pub spill_dir: PathBuf,
+    /// Whether each day is broken down by resource (docs/spec.md section 3).
+    pub by_resource: bool,
 }
 
 /// How many followed files are kept open when `--max-open-files` is not given.
@@ -110,6 +113,7 @@ impl IngestConfig {
             progress_bar: false,
             memory_limit: DEFAULT_MEMORY_LIMIT,
             spill_dir: std::env::temp_dir(),
+            by_resource: true,
         }
     }
 }

@@ -130,7 +130,7 @@ impl Owner {
             if self.failed.is_some() {
                 return;
             }
-            if let Err(error) = self.table.add_batch(&batch.names, batch.groups) {
+            if let Err(error) = self.table.add_batch(batch) {
                 self.failed = Some(format!("{error:#}"));
             }
         }
@@ -170,7 +170,8 @@ mod tests {
         }
         NumberedGroups {
             names: vec![customer.into()],
-            groups: vec![(0, Day(1), state)],
+            resources: vec!["/".into()],
+            groups: vec![(0, Day(1), 0, state)],
         }
     }
 
@@ -180,7 +181,7 @@ mod tests {
             .take_sorted()
             .unwrap()
             .map(|g| {
-                g.map(|(customer, _, stats)| (customer, stats.total()))
+                g.map(|(customer, _, _, stats)| (customer, stats.total()))
                     .unwrap()
             })
             .collect()

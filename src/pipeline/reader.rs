@@ -346,7 +346,7 @@ mod tests {
         let accepted = groups
             .iter()
             .flat_map(|(_, numbered)| &numbered.groups)
-            .map(|g| g.2.total())
+            .map(|g| g.3.total())
             .sum();
         let reasons = rejects
             .iter()

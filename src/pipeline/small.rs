@@ -288,6 +288,7 @@ impl SmallStats {
             duration_sum_us: durations.iter().map(|&d| u128::from(d)).sum(),
             success_duration_sum_us: u128::from(self.success_duration_sum_us),
             histogram: Histogram::from_counts(&counts[..distinct]),
+            resources: None,
         }
     }
 }

@@ -19,13 +19,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use rustc_hash::FxHashMap;
 
+use super::aggregate::NumberedGroups;
 use super::chunked::Chunked;
 use super::small::GroupState;
 use crate::day::Day;
 use crate::histogram::{allocated, read_varint, write_varint};
 use crate::stats::DayStats;
 
-/// Groups by (customer, day), within `budget` bytes of memory, names included. A customer is
+/// Groups by (customer, day, resource), within `budget` bytes of memory, names included. A customer is
 /// numbered when its first group comes in and forgotten when its groups go (spilled, or taken by a
 /// commit): the table holds the names of the groups in memory only, so a customer base of
 /// millions costs memory only while its groups are held.
@@ -35,8 +36,10 @@ use crate::stats::DayStats;
 pub struct GroupTable {
     /// The customers of the groups in memory, numbered from 0 in the order they came.
     names: FxHashMap<Box<str>, u32>,
-    /// Where each group's state is in `states`.
-    index: FxHashMap<(u32, Day), u32>,
+    /// The resources of the groups in memory, numbered from 0 in the order they came.
+    resources: FxHashMap<Box<str>, u32>,
+    /// Where each group's state is in `states`, by (customer, day, resource).
+    index: FxHashMap<(u32, Day, u32), u32>,
     states: Chunked<GroupState>,
     /// Heap bytes of the large states.
     heap_bytes: usize,
@@ -48,17 +51,18 @@ pub struct GroupTable {
     spill: Spill,
 }
 
-/// One group, as a commit receives it.
-pub type Group = (String, Day, DayStats);
+/// One group, as a commit receives it: customer, day, resource, state.
+pub type Group = (String, Day, String, DayStats);
 
-/// One group as the table holds it, spills it and merges it back.
-pub type Held = (String, Day, GroupState);
+/// One group as the table holds it, spills it and merges it back: customer, day, resource, state.
+pub type Held = (String, Day, String, GroupState);
 
 impl GroupTable {
     /// An empty table that spills to a directory made under `spill_root` past `budget` bytes.
     pub fn new(budget: usize, spill_root: PathBuf) -> GroupTable {
         GroupTable {
             names: FxHashMap::default(),
+            resources: FxHashMap::default(),
             index: FxHashMap::default(),
             states: Chunked::new(),
             heap_bytes: 0,
@@ -69,60 +73,87 @@ impl GroupTable {
         }
     }
 
-    /// Merges `stats` into the group of (`customer`, `day`).
+    /// Merges `stats` into the group of (`customer`, `day`, `resource`).
     #[cfg(test)]
-    pub fn add(&mut self, customer: &str, day: Day, stats: DayStats) -> anyhow::Result<()> {
-        self.add_batch(&[customer.into()], vec![(0, day, stats.into())])
+    pub fn add(
+        &mut self,
+        customer: &str,
+        day: Day,
+        resource: &str,
+        stats: DayStats,
+    ) -> anyhow::Result<()> {
+        self.add_batch(NumberedGroups {
+            names: vec![customer.into()],
+            resources: vec![resource.into()],
+            groups: vec![(0, day, 0, stats.into())],
+        })
     }
 
-    /// Merges a batch of groups, each keyed by its customer's place in `names`, spilling whenever
-    /// the next group would take the table past its budget.
-    pub fn add_batch(
-        &mut self,
-        names: &[Box<str>],
-        groups: Vec<(u32, Day, GroupState)>,
-    ) -> anyhow::Result<()> {
-        // The table's number of each of the batch's customers, once one of its groups came, until
-        // the groups in memory go (a spill numbers the customers anew).
-        let mut numbers = vec![None; names.len()];
+    /// Merges a batch of groups, each keyed by its customer's place in `names` and its resource's
+    /// in `resources`, spilling whenever the next group would take the table past its budget.
+    pub fn add_batch(&mut self, batch: NumberedGroups) -> anyhow::Result<()> {
+        // The table's number of each of the batch's customers and resources, once one of their
+        // groups came, until the groups in memory go (a spill numbers them anew).
+        let mut numbers = vec![None; batch.names.len()];
+        let mut resource_numbers = vec![None; batch.resources.len()];
         let mut drains = self.drains;
-        for (customer, day, state) in groups {
+        for (customer, day, resource, state) in batch.groups {
             if drains != self.drains {
                 numbers.fill(None);
+                resource_numbers.fill(None);
                 drains = self.drains;
             }
-            let customer = customer as usize;
-            let name = names
+            let (customer, resource) = (customer as usize, resource as usize);
+            let name = batch
+                .names
                 .get(customer)
                 .context("a group of a customer never named (a bug: please report it)")?;
-            numbers[customer] = Some(self.add_named(name, numbers[customer], day, state)?);
+            let resource_name = batch
+                .resources
+                .get(resource)
+                .context("a group of a resource never named (a bug: please report it)")?;
+            let known = (numbers[customer], resource_numbers[resource]);
+            let key = (&**name, day, &**resource_name);
+            let (number, resource_number) = self.add_named(key, known, state)?;
+            numbers[customer] = Some(number);
+            resource_numbers[resource] = Some(resource_number);
         }
         Ok(())
     }
 
-    /// Merges `state` into the group of (`name`, `day`), given the customer's number when it is
-    /// known; spills first when a new group would take the table past its budget, and after, when
-    /// the merge did. The customer's number, until the next spill.
+    /// Merges `state` into the group of (`name`, `day`, `resource`), given the customer's and
+    /// the resource's numbers when they are known; spills first when a new group would take the
+    /// table past its budget, and after, when the merge did. The customer's and the resource's
+    /// numbers, until the next spill.
     fn add_named(
         &mut self,
-        name: &str,
-        known: Option<u32>,
-        day: Day,
+        (name, day, resource): (&str, Day, &str),
+        known: (Option<u32>, Option<u32>),
         state: GroupState,
-    ) -> anyhow::Result<u32> {
-        let mut customer = known.or_else(|| self.names.get(name).copied());
-        let new_group = customer.is_none_or(|customer| !self.index.contains_key(&(customer, day)));
-        if new_group
-            && self.bytes_with_a_new_group(customer.is_none().then_some(name)) > self.budget
-        {
+    ) -> anyhow::Result<(u32, u32)> {
+        let mut customer = known.0.or_else(|| self.names.get(name).copied());
+        let mut number = known.1.or_else(|| self.resources.get(resource).copied());
+        let new_group = match (customer, number) {
+            (Some(customer), Some(number)) => !self.index.contains_key(&(customer, day, number)),
+            _ => true,
+        };
+        let new_names = [
+            customer.is_none().then_some(name),
+            number.is_none().then_some(resource),
+        ];
+        if new_group && self.bytes_with_a_new_group(new_names) > self.budget {
             self.spill()?;
-            customer = None;
+            (customer, number) = (None, None);
         }
         let customer = match customer {
             Some(customer) => customer,
-            None => self.number(name),
+            None => number_name(&mut self.names, &mut self.names_heap, name),
         };
-        match self.index.entry((customer, day)) {
+        let number = match number {
+            Some(number) => number,
+            None => number_name(&mut self.resources, &mut self.names_heap, resource),
+        };
+        match self.index.entry((customer, day, number)) {
             Entry::Vacant(vacant) => {
                 self.heap_bytes += state.heap_bytes();
                 vacant.insert(self.states.push(state) as u32);
@@ -137,15 +168,7 @@ impl GroupTable {
         if self.bytes() > self.budget {
             self.spill()?;
         }
-        Ok(customer)
-    }
-
-    /// Numbers a customer the table does not hold.
-    fn number(&mut self, name: &str) -> u32 {
-        let number = self.names.len() as u32;
-        self.names_heap += allocated(name.len());
-        self.names.insert(name.into(), number);
-        number
+        Ok((customer, number))
     }
 
     /// Bytes written to run files since this table was made.
@@ -155,28 +178,40 @@ impl GroupTable {
 
     /// Memory held, estimated from capacities (what the allocator gave out, not what is used).
     pub fn bytes(&self) -> usize {
-        self.bytes_with(self.index.capacity(), self.names.capacity()) + self.names_heap
+        let names = [&self.names, &self.resources].map(|names| names.capacity());
+        self.bytes_with(self.index.capacity(), names) + self.names_heap
     }
 
-    /// The most [`GroupTable::bytes`] can be once one more group is in (of a customer not held,
-    /// `name`): a new chunk of states, and while the index or the names grow, their old and new
-    /// tables both.
-    fn bytes_with_a_new_group(&self, name: Option<&str>) -> usize {
+    /// The most [`GroupTable::bytes`] can be once one more group is in (of a customer and a
+    /// resource not held, `new_names`): a new chunk of states, and while the index or the names
+    /// grow, their old and new tables both.
+    fn bytes_with_a_new_group(&self, new_names: [Option<&str>; 2]) -> usize {
         let index = growing(self.index.len(), self.index.capacity());
-        let (names, name_heap) = match name {
-            Some(name) => (
-                growing(self.names.len(), self.names.capacity()),
-                allocated(name.len()),
-            ),
-            None => (self.names.capacity(), 0),
-        };
-        self.bytes_with(index, names) + self.names_heap + name_heap + self.states.bytes().1
+        let mut names_heap = self.names_heap;
+        let mut capacities = [0; 2];
+        for ((table, new), capacity) in [&self.names, &self.resources]
+            .into_iter()
+            .zip(new_names)
+            .zip(&mut capacities)
+        {
+            *capacity = match new {
+                Some(name) => {
+                    names_heap += allocated(name.len());
+                    growing(table.len(), table.capacity())
+                }
+                None => table.capacity(),
+            };
+        }
+        self.bytes_with(index, capacities) + names_heap + self.states.bytes().1
     }
 
     /// Bytes of the tables at these capacities, of the states, and of the large states' heaps.
-    fn bytes_with(&self, index_capacity: usize, names_capacity: usize) -> usize {
-        hash_table_bytes(index_capacity, size_of::<((u32, Day), u32)>())
-            + hash_table_bytes(names_capacity, size_of::<(Box<str>, u32)>())
+    fn bytes_with(&self, index_capacity: usize, names_capacities: [usize; 2]) -> usize {
+        hash_table_bytes(index_capacity, size_of::<((u32, Day, u32), u32)>())
+            + names_capacities
+                .iter()
+                .map(|&capacity| hash_table_bytes(capacity, size_of::<(Box<str>, u32)>()))
+                .sum::<usize>()
             + self.states.bytes().0
             + self.heap_bytes
     }
@@ -185,31 +220,25 @@ impl GroupTable {
     /// names keep their room for the groups to come); the customers are numbered anew.
     fn drain_sorted(&mut self) -> InMemory {
         self.drains += 1;
-        let mut customers: Vec<Box<str>> = Vec::new();
-        customers.resize_with(self.names.len(), Box::default);
-        for (name, number) in self.names.drain() {
-            customers[number as usize] = name;
-        }
         self.names_heap = 0;
-        // Sorting by rank compares two integers instead of two strings.
-        let mut by_name: Vec<u32> = (0..customers.len() as u32).collect();
-        by_name.sort_unstable_by(|&a, &b| customers[a as usize].cmp(&customers[b as usize]));
-        let mut rank = vec![0u32; customers.len()];
-        for (position, &id) in by_name.iter().enumerate() {
-            rank[id as usize] = position as u32;
-        }
-        let mut order: Vec<(u32, Day, u32)> = self
+        let customers = Ranked::of(&mut self.names);
+        let resources = Ranked::of(&mut self.resources);
+        // Sorting by rank compares integers instead of strings.
+        let mut order: Vec<(u32, Day, u32, u32)> = self
             .index
             .drain()
-            .map(|((customer, day), place)| (rank[customer as usize], day, place))
+            .map(|((customer, day, resource), place)| {
+                let resource = resources.rank[resource as usize];
+                (customers.rank[customer as usize], day, resource, place)
+            })
             .collect();
-        order.sort_unstable_by_key(|&(rank, day, _)| (rank, day));
+        order.sort_unstable_by_key(|&(rank, day, resource, _)| (rank, day, resource));
         self.heap_bytes = 0;
         InMemory {
             order: order.into_iter(),
-            by_name,
             states: std::mem::replace(&mut self.states, Chunked::new()),
             customers,
+            resources,
         }
     }
 
@@ -219,6 +248,7 @@ impl GroupTable {
         self.spill()?;
         self.index = FxHashMap::default();
         self.names = FxHashMap::default();
+        self.resources = FxHashMap::default();
         Ok(())
     }
 
@@ -257,7 +287,7 @@ impl GroupTable {
     }
 }
 
-/// The groups of a table given up, in (customer, day) order.
+/// The groups of a table given up, in (customer, day, resource) order.
 pub struct Drained {
     sorted: SortedGroups,
     _table: GroupTable,
@@ -271,8 +301,8 @@ impl Iterator for Drained {
     }
 }
 
-pub fn into_group((customer, day, state): Held) -> Group {
-    (customer, day, state.into_stats())
+pub fn into_group((customer, day, resource, state): Held) -> Group {
+    (customer, day, resource, state.into_stats())
 }
 
 /// Sorted runs of groups that come from other processes' owners, a chunk of records at a time:
@@ -341,12 +371,11 @@ impl IncomingRuns {
 pub fn write_record(
     out: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
-    customer: &str,
-    day: Day,
+    (customer, day, resource): (&str, Day, &str),
     state: &mut GroupState,
 ) {
     scratch.clear();
-    encode(scratch, customer, day, state);
+    encode(scratch, (customer, day, resource), state);
     write_varint(out, scratch.len() as u64);
     out.extend_from_slice(scratch);
 }
@@ -393,9 +422,10 @@ impl Spill {
             let (mut record, mut scratch) = (Vec::new(), Vec::new());
             let mut written = 0;
             for group in groups {
-                let (customer, day, mut state) = group?;
+                let (customer, day, resource, mut state) = group?;
                 record.clear();
-                write_record(&mut record, &mut scratch, &customer, day, &mut state);
+                let key = (customer.as_str(), day, resource.as_str());
+                write_record(&mut record, &mut scratch, key, &mut state);
                 file.write_all(&record)?;
                 written += record.len() as u64;
             }
@@ -430,21 +460,34 @@ impl Spill {
     }
 }
 
-fn encode(record: &mut Vec<u8>, customer: &str, day: Day, state: &mut GroupState) {
+fn encode(
+    record: &mut Vec<u8>,
+    (customer, day, resource): (&str, Day, &str),
+    state: &mut GroupState,
+) {
     write_varint(record, customer.len() as u64);
     record.extend_from_slice(customer.as_bytes());
     write_varint(record, u64::from(day.0 as u32));
+    write_varint(record, resource.len() as u64);
+    record.extend_from_slice(resource.as_bytes());
     state.encode(record);
 }
 
 fn decode(mut record: &[u8]) -> Option<Held> {
     let bytes = &mut record;
-    let len = usize::try_from(read_varint(bytes).ok()?).ok()?;
-    let customer = std::str::from_utf8(bytes.get(..len)?).ok()?.to_string();
-    *bytes = &bytes[len..];
+    let customer = decode_name(bytes)?;
     let day = Day(u32::try_from(read_varint(bytes).ok()?).ok()? as i32);
+    let resource = decode_name(bytes)?;
     let state = GroupState::decode(bytes)?;
-    bytes.is_empty().then_some((customer, day, state))
+    bytes.is_empty().then_some((customer, day, resource, state))
+}
+
+/// A name as [`encode`] writes it: its length, then its bytes.
+fn decode_name(bytes: &mut &[u8]) -> Option<String> {
+    let len = usize::try_from(read_varint(bytes).ok()?).ok()?;
+    let name = std::str::from_utf8(bytes.get(..len)?).ok()?.to_string();
+    *bytes = &bytes[len..];
+    Some(name)
 }
 
 /// A directory of this process's run files, removed when dropped.
@@ -542,14 +585,51 @@ fn try_lock(file: &File) -> bool {
 /// How many groups ahead of the one read a table's drain asks for states.
 const PREFETCH_AHEAD: usize = 16;
 
-/// Groups of the table in (customer, day) order.
-struct InMemory {
-    /// (rank of the customer's name, day, where the state is), in (customer, day) order.
-    order: std::vec::IntoIter<(u32, Day, u32)>,
-    /// Customer numbers by the rank of their names.
+/// The names of a table's customers or resources, with the rank of each in name order.
+struct Ranked {
+    /// The names, by number.
+    names: Vec<Box<str>>,
+    /// Numbers by rank.
     by_name: Vec<u32>,
+    /// Ranks by number.
+    rank: Vec<u32>,
+}
+
+impl Ranked {
+    /// Takes the names of `numbers`, which is left empty.
+    fn of(numbers: &mut FxHashMap<Box<str>, u32>) -> Ranked {
+        let mut names: Vec<Box<str>> = Vec::new();
+        names.resize_with(numbers.len(), Box::default);
+        for (name, number) in numbers.drain() {
+            names[number as usize] = name;
+        }
+        let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| names[a as usize].cmp(&names[b as usize]));
+        let mut rank = vec![0u32; names.len()];
+        for (position, &number) in by_name.iter().enumerate() {
+            rank[number as usize] = position as u32;
+        }
+        Ranked {
+            names,
+            by_name,
+            rank,
+        }
+    }
+
+    /// The name of rank `rank`.
+    fn name(&self, rank: u32) -> &str {
+        &self.names[self.by_name[rank as usize] as usize]
+    }
+}
+
+/// Groups of the table in (customer, day, resource) order.
+struct InMemory {
+    /// (rank of the customer's name, day, rank of the resource, where the state is), in that
+    /// order.
+    order: std::vec::IntoIter<(u32, Day, u32, u32)>,
     states: Chunked<GroupState>,
-    customers: Vec<Box<str>>,
+    customers: Ranked,
+    resources: Ranked,
 }
 
 impl Iterator for InMemory {
@@ -558,13 +638,18 @@ impl Iterator for InMemory {
     fn next(&mut self) -> Option<Held> {
         // Groups come in key order, their states lie in the order they came: ask for the states
         // of the groups a few places ahead (a miss each, otherwise).
-        if let Some(&(_, _, ahead)) = self.order.as_slice().get(PREFETCH_AHEAD) {
+        if let Some(&(_, _, _, ahead)) = self.order.as_slice().get(PREFETCH_AHEAD) {
             self.states.prefetch(ahead as usize);
         }
-        let (rank, day, place) = self.order.next()?;
+        let (customer, day, resource, place) = self.order.next()?;
         let state = std::mem::take(self.states.get_mut(place as usize));
-        let customer = &self.customers[self.by_name[rank as usize] as usize];
-        Some((customer.to_string(), day, state))
+        let customer = self.customers.name(customer).to_string();
+        Some((
+            customer,
+            day,
+            self.resources.name(resource).to_string(),
+            state,
+        ))
     }
 }
 
@@ -646,16 +731,16 @@ pub struct SortedGroups {
     heads: BinaryHeap<Reverse<Head>>,
 }
 
-/// A source's next group, ordered by (customer, day, source): the group moves through the heap,
-/// its name is never copied.
+/// A source's next group, ordered by (customer, day, resource, source): the group moves through
+/// the heap, its names are never copied.
 struct Head {
     group: Held,
     source: usize,
 }
 
 impl Head {
-    fn key(&self) -> (&str, Day, usize) {
-        (&self.group.0, self.group.1, self.source)
+    fn key(&self) -> (&str, Day, &str, usize) {
+        (&self.group.0, self.group.1, &self.group.2, self.source)
     }
 }
 
@@ -705,13 +790,13 @@ impl SortedGroups {
         };
         self.advance(source)?;
         while let Some(Reverse(next)) = self.heads.peek()
-            && (next.group.0.as_str(), next.group.1) == (group.0.as_str(), group.1)
+            && (&next.group.0, next.group.1, &next.group.2) == (&group.0, group.1, &group.2)
         {
             let Reverse(Head {
                 group: same,
                 source,
             }) = self.heads.pop().expect("peeked");
-            group.2.merge(same.2);
+            group.3.merge(same.3);
             self.advance(source)?;
         }
         Ok(Some(group))
@@ -735,6 +820,14 @@ fn growing(len: usize, capacity: usize) -> usize {
     }
 }
 
+/// Numbers a name `numbers` does not hold, counting its bytes in `heap`.
+fn number_name(numbers: &mut FxHashMap<Box<str>, u32>, heap: &mut usize, name: &str) -> u32 {
+    let number = numbers.len() as u32;
+    *heap += allocated(name.len());
+    numbers.insert(name.into(), number);
+    number
+}
+
 /// Bytes of a hash table of `capacity` entries of `entry` bytes: a control byte per bucket and an
 /// eighth of the buckets free.
 fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
@@ -752,18 +845,20 @@ mod tests {
     #[test]
     fn groups_come_back_sorted_and_merged_however_often_they_spilled() {
         let root = tempfile::tempdir().unwrap();
-        let mut expected: std::collections::BTreeMap<(String, Day), DayStats> = Default::default();
+        let mut expected: std::collections::BTreeMap<(String, Day, String), DayStats> =
+            Default::default();
         // A budget this small spills every few groups.
         let mut table = GroupTable::new(4096, root.path().to_path_buf());
         for i in 0..2000u64 {
             let customer = format!("c{}", (i * 7919) % 37);
             let day = Day((i % 5) as i32);
+            let resource = format!("/r{}", i % 3);
             let delta = stats(&[(200 + (i % 4) as u16 * 100, i % 13)]);
             expected
-                .entry((customer.clone(), day))
+                .entry((customer.clone(), day, resource.clone()))
                 .or_default()
                 .merge(delta.clone());
-            table.add(&customer, day, delta).unwrap();
+            table.add(&customer, day, &resource, delta).unwrap();
         }
         // More spills than runs are kept: they were merged on the way.
         assert!(
@@ -774,9 +869,9 @@ mod tests {
         let got: Vec<Group> = table.take_sorted().unwrap().map(Result::unwrap).collect();
         let want: Vec<Group> = expected
             .into_iter()
-            .map(|((c, d), mut s)| {
+            .map(|((c, d, r), mut s)| {
                 s.compact();
-                (c, d, s)
+                (c, d, r, s)
             })
             .collect();
         assert_eq!(got, want);
@@ -789,21 +884,26 @@ mod tests {
         #[test]
         fn any_budget_gives_the_same_groups(
             deltas in proptest::collection::vec(
-                (0u8..40, 0i32..4, 1u16..6, 0u64..50), 1..400),
+                (0u8..40, 0i32..4, 0u8..3, 1u16..6, 0u64..50), 1..400),
             budget in 0usize..20_000,
         ) {
             let root = tempfile::tempdir().unwrap();
             let mut table = GroupTable::new(budget, root.path().to_path_buf());
-            let mut expected: std::collections::BTreeMap<(String, Day), DayStats> =
+            let mut expected: std::collections::BTreeMap<(String, Day, String), DayStats> =
                 Default::default();
-            for &(customer, day, class, duration) in &deltas {
+            for &(customer, day, resource, class, duration) in &deltas {
                 let customer = format!("c{customer}");
+                let resource = format!("/r{resource}");
                 let delta = stats(&[(class * 100, duration)]);
-                expected.entry((customer.clone(), Day(day))).or_default().merge(delta.clone());
-                table.add(&customer, Day(day), delta).unwrap();
+                expected
+                    .entry((customer.clone(), Day(day), resource.clone()))
+                    .or_default()
+                    .merge(delta.clone());
+                table.add(&customer, Day(day), &resource, delta).unwrap();
             }
             let got: Vec<Group> = table.take_sorted().unwrap().map(Result::unwrap).collect();
-            let want: Vec<Group> = expected.into_iter().map(|((c, d), s)| (c, d, s)).collect();
+            let want: Vec<Group> =
+                expected.into_iter().map(|((c, d, r), s)| (c, d, r, s)).collect();
             proptest::prop_assert_eq!(got, want);
         }
     }

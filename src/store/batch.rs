@@ -38,11 +38,13 @@ impl GroupDelta {
     }
 }
 
-/// A day's values as a write binds them: [`DAY_COLUMNS`] and the histogram's bytes.
+/// A day's values as a write binds them: [`DAY_COLUMNS`], the histogram's bytes and the
+/// breakdown's (`None`: the day has none).
 #[derive(Clone, Debug)]
 pub struct RowValues {
     pub(super) columns: [Column; DAY_COLUMNS.len()],
     pub(super) histogram: Vec<u8>,
+    pub(super) resources: Option<Vec<u8>>,
 }
 
 impl RowValues {
@@ -53,6 +55,11 @@ impl RowValues {
         RowValues {
             columns: DAY_COLUMNS.map(|(_, value)| value(&statistics, stats)),
             histogram: stats.histogram.to_bytes(),
+            resources: stats.resources.as_mut().map(|breakdown| {
+                let mut bytes = Vec::new();
+                breakdown.encode(&mut bytes);
+                bytes
+            }),
         }
     }
 }
@@ -63,6 +70,8 @@ impl RowValues {
 pub struct Retraction {
     pub customer: String,
     pub day: Day,
+    /// Its resource (empty when it was counted without one).
+    pub resource: String,
     pub status: u16,
     pub duration_us: u64,
 }
@@ -233,7 +242,7 @@ pub(super) const STATISTICS_COLUMNS: usize = 16;
 /// (values or a `SELECT` follow).
 pub(super) static INSERT_DAYS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO resource_statistics_by_day (customer_id, date, {}, duration_histogram) ",
+        "INSERT INTO resource_statistics_by_day (customer_id, date, {}, duration_histogram, resources) ",
         day_column_names(DAY_COLUMNS.len())
     )
 });
@@ -243,7 +252,7 @@ pub(super) static ON_CONFLICT_DAYS: LazyLock<String> = LazyLock::new(|| {
     let set: Vec<String> = DAY_COLUMNS
         .iter()
         .map(|(name, _)| *name)
-        .chain(["duration_histogram"])
+        .chain(["duration_histogram", "resources"])
         .map(|column| format!("{column} = excluded.{column}"))
         .collect();
     format!(
@@ -265,7 +274,10 @@ pub(super) fn select_state(extra: &str) -> String {
 /// [`KEYS_JOIN`] (a join, so that both backends look each key up in the primary key: SQLite scans
 /// the whole table for a row-value `IN` list).
 pub(super) fn select_keys() -> String {
-    format!("SELECT customer_id, date, {} FROM (", super::STATE_COLUMNS)
+    format!(
+        "SELECT customer_id, date, {}, resources FROM (",
+        super::STATE_COLUMNS
+    )
 }
 
 pub(super) const KEYS_JOIN: &str = ") AS k JOIN resource_statistics_by_day \

@@ -100,12 +100,12 @@ impl Store {
         groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
     ) -> anyhow::Result<usize> {
         debug_assert!(batch.groups.is_empty(), "groups come apart from the batch");
-        let mut retractions: HashMap<(String, Day), Vec<(u16, u64)>> = HashMap::new();
+        let mut retractions: HashMap<(String, Day), Vec<(String, u16, u64)>> = HashMap::new();
         for r in &batch.retractions {
             retractions
                 .entry((r.customer.clone(), r.day))
                 .or_default()
-                .push((r.status, r.duration_us));
+                .push((r.resource.clone(), r.status, r.duration_us));
         }
         // A day with a retraction is read and written even when nothing new came for it.
         let mut retracted: Vec<GroupDelta> = retractions
@@ -173,7 +173,7 @@ async fn write_commit(
     mut tx: impl WriteTx,
     batch: &CommitBatch,
     mut groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
-    mut retractions: HashMap<(String, Day), Vec<(u16, u64)>>,
+    mut retractions: HashMap<(String, Day), Vec<(String, u16, u64)>>,
 ) -> anyhow::Result<usize> {
     for progress in &batch.progress {
         let rows = tx.progress_rows(progress).await?;
@@ -229,7 +229,7 @@ async fn write_chunk(
     tx: &mut impl WriteTx,
     chunk: Vec<((String, Day), DayStats)>,
     stored_days: bool,
-    retractions: &mut HashMap<(String, Day), Vec<(u16, u64)>>,
+    retractions: &mut HashMap<(String, Day), Vec<(String, u16, u64)>>,
 ) -> anyhow::Result<usize> {
     let mut existing = HashMap::new();
     if stored_days {
@@ -240,8 +240,8 @@ async fn write_chunk(
     for (key, delta) in chunk {
         let mut stats = existing.remove(&key).unwrap_or_default();
         stats.merge(delta);
-        for (status, duration_us) in retractions.remove(&key).unwrap_or_default() {
-            if !stats.remove(status, duration_us) {
+        for (resource, status, duration_us) in retractions.remove(&key).unwrap_or_default() {
+            if !stats.remove_request(&resource, status, duration_us) {
                 tracing::warn!(
                     "{} {}: the stored day does not hold the request being taken back (the \
                      database was changed by hand?)",

@@ -24,6 +24,7 @@ migration_files!(
     "20241002000000_ingest_totals.sql",
     "20241003000000_wide_sums.sql",
     "20241004000000_file_identity.sql",
+    "20241005000000_resources.sql",
 );
 
 pub fn sqlite() -> Migrator {

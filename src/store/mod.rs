@@ -122,6 +122,8 @@ pub(super) trait StoredRow {
     fn date(&self, column: usize) -> anyhow::Result<chrono::NaiveDate>;
     /// A BLOB, borrowed from the row (a histogram is decoded from it, never copied first).
     fn blob(&self, column: usize) -> anyhow::Result<&[u8]>;
+    /// A BLOB that may be NULL.
+    fn optional_blob(&self, column: usize) -> anyhow::Result<Option<&[u8]>>;
 }
 
 impl<R: sqlx::Row> StoredRow for R
@@ -132,6 +134,7 @@ where
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     chrono::NaiveDate: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> &'r [u8]: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<&'r [u8]>: sqlx::Decode<'r, R::Database>,
 {
     fn integer(&self, column: usize) -> anyhow::Result<i64> {
         Ok(self.try_get(column)?)
@@ -146,6 +149,9 @@ where
         Ok(self.try_get(column)?)
     }
     fn blob(&self, column: usize) -> anyhow::Result<&[u8]> {
+        Ok(self.try_get(column)?)
+    }
+    fn optional_blob(&self, column: usize) -> anyhow::Result<Option<&[u8]>> {
         Ok(self.try_get(column)?)
     }
 }
@@ -174,7 +180,21 @@ pub(super) fn state_from_row(
         duration_sum_us: wide_at(5)?,
         success_duration_sum_us: wide_at(7)?,
         histogram: crate::histogram::Histogram::from_bytes(row.blob(first + 9)?)?,
+        resources: None,
     })
+}
+
+/// [`state_from_row`] with the day's breakdown by resource, in the column after the state.
+pub(super) fn state_with_resources(
+    row: &impl StoredRow,
+    first: usize,
+) -> anyhow::Result<crate::stats::DayStats> {
+    let mut state = state_from_row(row, first)?;
+    if let Some(bytes) = row.optional_blob(first + STATE_COLUMN_COUNT)? {
+        let breakdown = crate::resources::Breakdown::decode(bytes)?;
+        state.resources = Some(Box::new(breakdown));
+    }
+    Ok(state)
 }
 
 /// A row of [`batch::select_keys`]: the (customer, day) key, then the state.
@@ -182,13 +202,16 @@ pub(super) fn keyed_state_from_row(
     row: &impl StoredRow,
 ) -> anyhow::Result<((String, crate::day::Day), crate::stats::DayStats)> {
     let day = crate::day::Day::from_naive_date(row.date(1)?);
-    Ok(((row.text(0)?, day), state_from_row(row, 2)?))
+    Ok(((row.text(0)?, day), state_with_resources(row, 2)?))
 }
 
 /// The columns [`state_from_row`] reads, in the order it reads them.
 const STATE_COLUMNS: &str = "status_1xx, status_2xx, status_3xx, status_4xx, status_5xx, \
      duration_sum_us, duration_sum_us_high, success_duration_sum_us, success_duration_sum_us_high, \
      duration_histogram";
+
+/// How many columns [`STATE_COLUMNS`] names.
+const STATE_COLUMN_COUNT: usize = 10;
 
 /// The SQL that differs between backends.
 struct Dialect {

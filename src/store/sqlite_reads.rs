@@ -259,6 +259,9 @@ impl super::StoredRow for Row<'_> {
     fn blob(&self, column: usize) -> anyhow::Result<&[u8]> {
         Ok(self.0.get_ref(column)?.as_blob()?)
     }
+    fn optional_blob(&self, column: usize) -> anyhow::Result<Option<&[u8]>> {
+        Ok(self.0.get_ref(column)?.as_blob_or_null()?)
+    }
 }
 
 #[cfg(test)]

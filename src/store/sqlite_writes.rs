@@ -128,8 +128,8 @@ impl ToSql for DateText {
 /// Chunks of prepared rows that may wait for the writer.
 const PREPARED_CHUNKS: usize = 4;
 
-/// Values bound for a day: its key, [`DAY_COLUMNS`], its histogram.
-const VALUES_PER_DAY: usize = DAY_COLUMNS.len() + 3;
+/// Values bound for a day: its key, [`DAY_COLUMNS`], its histogram, its breakdown.
+const VALUES_PER_DAY: usize = DAY_COLUMNS.len() + 4;
 
 /// Days a fresh table's insert writes per statement.
 const DAYS_PER_INSERT: usize = 16;
@@ -161,16 +161,22 @@ struct PreparedDay {
     date: DateText,
     columns: [Column; DAY_COLUMNS.len()],
     histogram: Vec<u8>,
+    resources: Option<Vec<u8>>,
 }
 
 impl PreparedDay {
     fn of(day: &mut MergedDay) -> PreparedDay {
-        let RowValues { columns, histogram } = day.values();
+        let RowValues {
+            columns,
+            histogram,
+            resources,
+        } = day.values();
         PreparedDay {
             columns,
             customer: std::mem::take(&mut day.customer),
             date: DateText::of(day.day),
             histogram,
+            resources,
         }
     }
 
@@ -193,7 +199,8 @@ impl PreparedDay {
         for (index, column) in self.columns.iter().enumerate() {
             statement.raw_bind_parameter(first + 2 + index, column)?;
         }
-        statement.raw_bind_parameter(first + VALUES_PER_DAY - 1, &self.histogram)?;
+        statement.raw_bind_parameter(first + VALUES_PER_DAY - 2, &self.histogram)?;
+        statement.raw_bind_parameter(first + VALUES_PER_DAY - 1, &self.resources)?;
         Ok(())
     }
 }

@@ -123,6 +123,7 @@ impl WriteTx for PgWrite {
         let mut customers = Vec::with_capacity(days.len());
         let mut dates = Vec::with_capacity(days.len());
         let mut histograms = Vec::with_capacity(days.len());
+        let mut breakdowns = Vec::with_capacity(days.len());
         let mut columns: Vec<ColumnArray> = Vec::new();
         for day in days.iter_mut() {
             // Written once: the name is not needed afterwards.
@@ -131,8 +132,10 @@ impl WriteTx for PgWrite {
             let RowValues {
                 columns: values,
                 histogram,
+                resources,
             } = day.values();
             histograms.push(histogram);
+            breakdowns.push(resources);
             if columns.is_empty() {
                 columns = values.iter().map(ColumnArray::of_kind).collect();
             }
@@ -143,7 +146,7 @@ impl WriteTx for PgWrite {
         let types = ["text[]", "date[]"]
             .into_iter()
             .chain(columns.iter().map(ColumnArray::sql_type))
-            .chain(["bytea[]"]);
+            .chain(["bytea[]", "bytea[]"]);
         let arrays: Vec<String> = types
             .enumerate()
             .map(|(i, t)| format!("${}::{t}", i + 1))
@@ -163,7 +166,11 @@ impl WriteTx for PgWrite {
                 ColumnArray::Reals(values) => insert.bind(values),
             };
         }
-        insert.bind(histograms).execute(&mut *self.0).await?;
+        insert
+            .bind(histograms)
+            .bind(breakdowns)
+            .execute(&mut *self.0)
+            .await?;
         Ok(())
     }
 
@@ -175,7 +182,7 @@ impl WriteTx for PgWrite {
     ) -> anyhow::Result<usize> {
         static COPY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
-                "COPY resource_statistics_by_day (customer_id, date, {}, duration_histogram) \
+                "COPY resource_statistics_by_day (customer_id, date, {}, duration_histogram, resources) \
                  FROM STDIN (FORMAT binary)",
                 day_column_names(DAY_COLUMNS.len())
             )
@@ -284,8 +291,12 @@ impl BinaryRows {
     }
 
     fn push(&mut self, day: &mut MergedDay) {
-        let RowValues { columns, histogram } = day.values();
-        let fields = 2 + columns.len() + 1;
+        let RowValues {
+            columns,
+            histogram,
+            resources,
+        } = day.values();
+        let fields = 2 + columns.len() + 2;
         self.bytes.extend_from_slice(&(fields as i16).to_be_bytes());
         self.field(day.customer.as_bytes());
         self.field(&(day.day.0 - POSTGRES_EPOCH_DAY).to_be_bytes());
@@ -296,6 +307,10 @@ impl BinaryRows {
             }
         }
         self.field(&histogram);
+        match resources {
+            Some(resources) => self.field(&resources),
+            None => self.bytes.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
     }
 
     fn field(&mut self, value: &[u8]) {

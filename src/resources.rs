@@ -1,0 +1,316 @@
+//! A request's resource (its path, normalised) and a day's [`Breakdown`] by resource
+//! (docs/spec.md section 3, "By resource"). Pure: no I/O.
+//!
+//! The breakdown is exact and mergeable like the day itself, and bounded: a day keeps the
+//! [`MOST_RESOURCES`] resources whose names sort first, every other request goes to [`OTHER`].
+//! Which ones those are depends only on the set of names the day has seen, never on the order they
+//! came in, so merging capped breakdowns in any grouping gives the breakdown of all the requests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::{read_varint, write_varint};
+use crate::stats::{CorruptState, DayStats};
+
+/// The most resources a day keeps by name.
+pub const MOST_RESOURCES: usize = 1000;
+
+/// The longest resource kept by name, in bytes; a longer one counts as [`OTHER`].
+pub const LONGEST_RESOURCE: usize = 255;
+
+/// The requests of a day past its [`MOST_RESOURCES`] resources (or with a resource longer than
+/// [`LONGEST_RESOURCE`]).
+pub const OTHER: &str = "(other)";
+
+/// The requests of a day recorded without their resource: stored before the breakdown existed,
+/// or ingested with it switched off. The API shows them with `"resource": null`.
+pub const UNATTRIBUTED: &str = "";
+
+/// What replaces an identifier segment of a path.
+const ID: &str = "{id}";
+
+/// Writes the resource of the request path `path` to `out` (cleared first): the path without its
+/// `?query` and `#fragment`, without trailing `/` (except `/` itself), with every all-digit
+/// segment and every UUID segment replaced by `{id}`. Bytes that are not UTF-8 become U+FFFD.
+pub fn resource_of(path: &[u8], out: &mut String) {
+    out.clear();
+    let end = path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(path.len());
+    let mut path = &path[..end];
+    while path.len() > 1 && path.ends_with(b"/") {
+        path = &path[..path.len() - 1];
+    }
+    for (index, segment) in path.split(|&b| b == b'/').enumerate() {
+        if index > 0 {
+            out.push('/');
+        }
+        if is_identifier(segment) {
+            out.push_str(ID);
+        } else {
+            match std::str::from_utf8(segment) {
+                Ok(text) => out.push_str(text),
+                Err(_) => out.push_str(&String::from_utf8_lossy(segment)),
+            }
+        }
+    }
+    if out.len() > LONGEST_RESOURCE {
+        out.clear();
+        out.push_str(OTHER);
+    }
+}
+
+/// An all-digit segment, or a UUID (8-4-4-4-12 hexadecimal digits, any case).
+fn is_identifier(segment: &[u8]) -> bool {
+    if !segment.is_empty() && segment.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    segment.len() == 36
+        && segment.iter().enumerate().all(|(i, &b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// A day's requests by resource: each entry the exact state of its requests, ascending by name
+/// ([`UNATTRIBUTED`] and [`OTHER`] sort before every path). The entries add up to the day.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Breakdown {
+    entries: Vec<(Box<str>, DayStats)>,
+}
+
+impl Breakdown {
+    /// The breakdown of these (resource, state) entries, in any order, names repeated or not;
+    /// entries without requests are left out, and the cap applies.
+    pub fn of(entries: impl IntoIterator<Item = (Box<str>, DayStats)>) -> Breakdown {
+        let mut entries: Vec<(Box<str>, DayStats)> = entries.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut breakdown = Breakdown::default();
+        for (name, stats) in entries {
+            breakdown.push(name, stats);
+        }
+        breakdown.cap();
+        breakdown
+    }
+
+    /// A day whose requests were all recorded without their resource.
+    pub fn unattributed(day: DayStats) -> Breakdown {
+        Breakdown::of([(UNATTRIBUTED.into(), day)])
+    }
+
+    /// Appends an entry whose name sorts at or after the last one's (merged with it when equal).
+    fn push(&mut self, name: Box<str>, mut stats: DayStats) {
+        stats.resources = None;
+        if stats.total() == 0 {
+            return;
+        }
+        match self.entries.last_mut() {
+            Some((last, state)) if *last == name => state.merge(stats),
+            _ => self.entries.push((name, stats)),
+        }
+    }
+
+    /// The entries, ascending by name.
+    pub fn entries(&self) -> &[(Box<str>, DayStats)] {
+        &self.entries
+    }
+
+    /// The entries, for computing their statistics.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&str, &mut DayStats)> {
+        self.entries
+            .iter_mut()
+            .map(|(name, stats)| (&**name, stats))
+    }
+
+    /// Requests counted as [`OTHER`].
+    pub fn other_requests(&self) -> u64 {
+        self.entry(OTHER).map_or(0, DayStats::total)
+    }
+
+    fn entry(&self, name: &str) -> Option<&DayStats> {
+        let place = self.entries.binary_search_by(|e| (*e.0).cmp(name)).ok()?;
+        Some(&self.entries[place].1)
+    }
+
+    /// Adds every request of `other`.
+    pub fn merge(&mut self, other: Breakdown) {
+        let mine = std::mem::take(&mut self.entries);
+        let mut mine = mine.into_iter().peekable();
+        let mut theirs = other.entries.into_iter().peekable();
+        loop {
+            let next = match (mine.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if b.0 < a.0 => theirs.next(),
+                (Some(_), _) => mine.next(),
+                (None, _) => theirs.next(),
+            };
+            let Some((name, stats)) = next else { break };
+            self.push(name, stats);
+        }
+        self.cap();
+    }
+
+    /// Moves the requests of every resource past the first [`MOST_RESOURCES`] into [`OTHER`].
+    fn cap(&mut self) {
+        let special = self
+            .entries
+            .iter()
+            .take_while(|(name, _)| is_special(name))
+            .count();
+        if self.entries.len() - special <= MOST_RESOURCES {
+            return;
+        }
+        let mut over = DayStats::default();
+        for (_, stats) in self.entries.drain(special + MOST_RESOURCES..) {
+            over.merge(stats);
+        }
+        match self.entries.binary_search_by(|e| (*e.0).cmp(OTHER)) {
+            Ok(place) => self.entries[place].1.merge(over),
+            Err(place) => self.entries.insert(place, (OTHER.into(), over)),
+        }
+    }
+
+    /// Takes back one request of `resource` (or, when that resource is no longer kept by name, of
+    /// [`OTHER`] or [`UNATTRIBUTED`]); false, and nothing changed, when none holds it.
+    pub fn remove(&mut self, resource: &str, status: u16, duration_us: u64) -> bool {
+        for name in [resource, OTHER, UNATTRIBUTED] {
+            if let Ok(place) = self.entries.binary_search_by(|e| (*e.0).cmp(name))
+                && self.entries[place].1.remove(status, duration_us)
+            {
+                if self.entries[place].1.total() == 0 {
+                    self.entries.remove(place);
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether every request is [`UNATTRIBUTED`] (or there is none): the day has no breakdown.
+    pub fn is_unattributed(&self) -> bool {
+        self.entries.iter().all(|(name, _)| **name == *UNATTRIBUTED)
+    }
+
+    /// Bytes held on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * size_of::<(Box<str>, DayStats)>()
+            + self
+                .entries
+                .iter()
+                .map(|(name, stats)| name.len() + stats.heap_bytes())
+                .sum::<usize>()
+    }
+
+    /// Appends the stored form (read back by [`Breakdown::decode`]). Compacts the states.
+    pub fn encode(&mut self, bytes: &mut Vec<u8>) {
+        write_varint(bytes, self.entries.len() as u64);
+        for (name, stats) in &mut self.entries {
+            write_varint(bytes, name.len() as u64);
+            bytes.extend_from_slice(name.as_bytes());
+            stats.encode(bytes);
+        }
+    }
+
+    /// Reads a breakdown written by [`Breakdown::encode`]: the whole of `bytes`.
+    pub fn decode(mut bytes: &[u8]) -> Result<Breakdown, CorruptState> {
+        let bytes = &mut bytes;
+        let count = read_varint(bytes)?;
+        let mut entries = Vec::with_capacity(count.min(MOST_RESOURCES as u64 + 2) as usize);
+        for _ in 0..count {
+            let len = usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?;
+            let name = bytes.get(..len).ok_or(CorruptState)?;
+            let name = std::str::from_utf8(name).map_err(|_| CorruptState)?;
+            *bytes = &bytes[len..];
+            entries.push((name.into(), DayStats::decode(bytes)?));
+        }
+        if !bytes.is_empty() || !entries.is_sorted_by(|a, b| a.0 < b.0) {
+            return Err(CorruptState);
+        }
+        Ok(Breakdown { entries })
+    }
+}
+
+/// [`UNATTRIBUTED`] or [`OTHER`]: not a resource of its own, never capped.
+fn is_special(name: &str) -> bool {
+    name == UNATTRIBUTED || name == OTHER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(path: &str) -> String {
+        let mut out = String::new();
+        resource_of(path.as_bytes(), &mut out);
+        out
+    }
+
+    #[test]
+    fn paths_become_resources() {
+        assert_eq!(resource("/users/123/orders?page=2"), "/users/{id}/orders");
+        assert_eq!(resource("/"), "/");
+        assert_eq!(resource("/?x=1"), "/");
+        assert_eq!(resource("///"), "/");
+        assert_eq!(resource("/a/"), "/a");
+        assert_eq!(resource("/a#top"), "/a");
+        assert_eq!(resource("/a/b12/12b/0"), "/a/b12/12b/{id}");
+        assert_eq!(
+            resource("/o/0F8FAD5B-D9CB-469F-A165-70867728950E/x"),
+            "/o/{id}/x"
+        );
+        assert_eq!(
+            resource("/o/0F8FAD5B-D9CB-469F-A165-70867728950"),
+            "/o/0F8FAD5B-D9CB-469F-A165-70867728950"
+        );
+        assert_eq!(resource("/a//b"), "/a//b");
+        let mut out = String::new();
+        resource_of(b"/caf\xe9", &mut out);
+        assert_eq!(out, "/caf\u{fffd}");
+        assert_eq!(resource(&format!("/{}", "a".repeat(300))), OTHER);
+    }
+
+    fn day(requests: &[(u16, u64)]) -> DayStats {
+        let mut stats = DayStats::of_requests(requests);
+        stats.compact();
+        stats
+    }
+
+    fn named(count: usize, offset: usize) -> Breakdown {
+        Breakdown::of((0..count).map(|i| (format!("/r{:05}", i + offset).into(), day(&[(200, 1)]))))
+    }
+
+    #[test]
+    fn the_cap_keeps_the_names_that_sort_first_whatever_the_grouping() {
+        let all = named(1500, 0);
+        assert_eq!(all.entries().len(), MOST_RESOURCES + 1);
+        assert_eq!(all.other_requests(), 500);
+        // Disjoint parts, merged in an order where the first holds only names past the cap.
+        let mut split = named(600, 900);
+        split.merge(named(500, 0));
+        split.merge(named(400, 500));
+        assert!(split == all, "the same breakdown whatever the grouping");
+        let total: u64 = all.entries().iter().map(|(_, s)| s.total()).sum();
+        assert_eq!(total, 1500);
+    }
+
+    #[test]
+    fn a_request_taken_back_leaves_its_resource_or_what_holds_it_now() {
+        let mut breakdown = named(1001, 0);
+        assert!(breakdown.remove("/r01000", 200, 1), "capped into (other)");
+        assert_eq!(breakdown.other_requests(), 0);
+        assert_eq!(breakdown.entries().len(), MOST_RESOURCES);
+        assert!(breakdown.remove("/r00000", 200, 1));
+        assert!(!breakdown.remove("/r00000", 200, 1));
+    }
+
+    #[test]
+    fn a_breakdown_reads_back_as_written_and_damage_is_noticed() {
+        let mut breakdown = named(3, 0);
+        breakdown.merge(Breakdown::unattributed(day(&[(500, 7), (200, 9)])));
+        let mut bytes = Vec::new();
+        breakdown.encode(&mut bytes);
+        assert_eq!(Breakdown::decode(&bytes).unwrap(), breakdown);
+        assert!(Breakdown::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(!breakdown.is_unattributed());
+        assert!(Breakdown::unattributed(day(&[(200, 1)])).is_unattributed());
+    }
+}
