@@ -115,11 +115,9 @@ impl Breakdown {
         &self.entries
     }
 
-    /// The entries, for computing their statistics.
-    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&str, &mut DayStats)> {
+    /// The entries, ascending by name.
+    pub fn into_entries(self) -> Vec<(Box<str>, DayStats)> {
         self.entries
-            .iter_mut()
-            .map(|(name, stats)| (&**name, stats))
     }
 
     /// Requests counted as [`OTHER`].

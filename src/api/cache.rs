@@ -26,6 +26,8 @@ use tokio::time::Instant;
 use axum::body::Bytes;
 use chrono::NaiveDate;
 
+use super::query::ByResource;
+
 /// How long an answer is reused by default.
 pub const TTL: Duration = Duration::from_millis(500);
 
@@ -51,6 +53,8 @@ pub struct Key {
     pub to: NaiveDate,
     /// The request gave no `to` (a summary's answer differs: it echoes none).
     pub open: bool,
+    /// The breakdown by resource asked for.
+    pub by: ByResource,
 }
 
 impl Key {
@@ -61,7 +65,13 @@ impl Key {
             from: range.from,
             to: range.to,
             open: range.open,
+            by: ByResource::default(),
         }
+    }
+
+    /// The same answer broken down as `by` asks.
+    pub fn broken_down(self, by: ByResource) -> Key {
+        Key { by, ..self }
     }
 }
 
@@ -84,7 +94,11 @@ struct Entry {
 
 impl Entry {
     fn bytes(&self, key: &Key) -> usize {
-        ENTRY_OVERHEAD + key.customer.len() + self.answer.borrow().as_ref().map_or(0, Bytes::len)
+        let only = key.by.only.as_ref().map_or(0, String::len);
+        ENTRY_OVERHEAD
+            + key.customer.len()
+            + only
+            + self.answer.borrow().as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -268,6 +282,7 @@ mod tests {
             from: NaiveDate::MIN,
             to: NaiveDate::MAX,
             open: false,
+            by: ByResource::default(),
         }
     }
 

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::auth::{Access, Customer, Grant};
+use super::by_resource;
 use super::cache::{Key, Kind};
 use super::error::{ApiError, ErrorBody};
-use super::query::{CustomerPage, DateRange};
+use super::query::{ByResource, CustomerPage, DateRange};
 use crate::stats::Statistics;
 
 /// A JSON body already serialized.
@@ -64,9 +65,18 @@ pub async fn daily_stats(
     State(ctx): State<Ctx>,
     Customer(customer): Customer,
     range: DateRange,
+    by: ByResource,
 ) -> Result<Response, ApiError> {
-    let key = Key::new(Kind::Days, customer, range);
+    let key = Key::new(Kind::Days, customer, range).broken_down(by);
     cached(&ctx, &key, async {
+        if key.by.grouped {
+            let states = ctx
+                .store
+                .day_states(&key.customer, key.from, key.to)
+                .await?;
+            let rows = by_resource::days(&key.customer, states, key.by.only.as_deref());
+            return to_bytes(&rows, 64 + rows.len() * 640);
+        }
         let rows = ctx.store.days(&key.customer, key.from, key.to).await?;
         to_bytes(&rows, 64 + rows.len() * 600)
     })
@@ -113,9 +123,20 @@ pub async fn range_summary(
     State(ctx): State<Ctx>,
     Customer(customer): Customer,
     range: DateRange,
+    by: ByResource,
 ) -> Result<Response, ApiError> {
-    let key = Key::new(Kind::Summary, customer, range);
+    let key = Key::new(Kind::Summary, customer, range).broken_down(by);
     cached(&ctx, &key, async {
+        if key.by.grouped {
+            let states = ctx
+                .store
+                .day_states(&key.customer, key.from, key.to)
+                .await?;
+            let range = (key.from, (!key.open).then_some(key.to));
+            let only = key.by.only.as_deref();
+            let summaries = by_resource::summaries(&key.customer, range, states, only);
+            return to_bytes(&summaries, 64 + summaries.len() * 700);
+        }
         let mut merged = ctx
             .store
             .range_state(&key.customer, key.from, key.to)

@@ -4,6 +4,7 @@
 //! binary.
 
 mod auth;
+mod by_resource;
 mod cache;
 mod dashboard;
 mod error;

@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 use super::error::{ApiError, Detail};
 use crate::day::Day;
 use crate::record::MAX_CUSTOMER_LEN;
+use crate::resources;
 
 /// The bound of an open range: the last date both backends store and compare as text alike.
 pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a valid date");
@@ -81,6 +82,64 @@ impl<S: Send + Sync> FromRequestParts<S> for DateRange {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<DateRange, ApiError> {
         DateRange::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+/// `group_by=resource` and `resource=R`: whether an answer is broken down by resource, and the
+/// one resource to keep (given as a path, normalised as ingestion does: `/users/123` keeps
+/// `/users/{id}`). A resource alone implies the breakdown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ByResource {
+    pub grouped: bool,
+    pub only: Option<String>,
+}
+
+impl ByResource {
+    /// Parses `group_by` and `resource` out of a raw query string (others are ignored).
+    pub fn parse(query: &str) -> Result<ByResource, ApiError> {
+        let mut by = ByResource::default();
+        let mut problems = Vec::new();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "group_by" if value == "resource" => by.grouped = true,
+                "group_by" => {
+                    let shown: String = value.chars().take(40).collect();
+                    problems.push(Detail::new(
+                        "query",
+                        "group_by",
+                        format!("expected 'resource', got '{shown}'"),
+                    ));
+                }
+                "resource" if value == resources::OTHER => by.only = Some(value.into_owned()),
+                "resource" if value.starts_with('/') => {
+                    let mut resource = String::new();
+                    resources::resource_of(value.as_bytes(), &mut resource);
+                    by.only = Some(resource);
+                }
+                "resource" => {
+                    let shown: String = value.chars().take(40).collect();
+                    problems.push(Detail::new(
+                        "query",
+                        "resource",
+                        format!("expected a path starting with '/' or '(other)', got '{shown}'"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        by.grouped |= by.only.is_some();
+        match problems.is_empty() {
+            true => Ok(by),
+            false => Err(ApiError::InvalidQuery(problems)),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ByResource {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ByResource, ApiError> {
+        ByResource::parse(parts.uri.query().unwrap_or(""))
     }
 }
 
@@ -189,6 +248,20 @@ mod tests {
         );
         let range = DateRange::parse("to=2024-09-05&from=2024-09-05&x=1").unwrap();
         assert_eq!(range.from, range.to);
+    }
+
+    #[test]
+    fn a_resource_is_kept_as_ingestion_names_it_and_implies_the_breakdown() {
+        assert_eq!(ByResource::parse("from=x").unwrap(), ByResource::default());
+        let by = ByResource::parse("resource=%2Fusers%2F12%3Fa%3D1").unwrap();
+        assert_eq!(
+            (by.grouped, by.only.as_deref()),
+            (true, Some("/users/{id}"))
+        );
+        assert!(ByResource::parse("group_by=resource").unwrap().grouped);
+        for bad in ["group_by=day", "resource=users"] {
+            assert!(ByResource::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -71,6 +71,17 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
 
 /// The stored states of a customer's days in a range (built once: it is on every summary's path).
 static SELECT_RANGE_STATE: LazyLock<String> = LazyLock::new(|| super::batch::select_state(""));
+/// The date, stored state and breakdown of each of a customer's days in a range, by date.
+static SELECT_DAY_STATES: LazyLock<String> = LazyLock::new(|| {
+    let select = super::batch::select_state("date, ");
+    let select = select.replacen(" FROM ", ", resources FROM ", 1);
+    format!("{select} ORDER BY date")
+});
+
+/// A day's date and state with its breakdown, from a row of [`SELECT_DAY_STATES`].
+fn day_state_from_row(row: &impl StoredRow) -> anyhow::Result<(NaiveDate, DayStats)> {
+    Ok((row.date(0)?, super::state_with_resources(row, 1)?))
+}
 
 /// A [`DayRow`] from a row of [`SELECT_DAYS`], by column position: looking 18 columns up by name
 /// was a sixth of a request's time.
@@ -166,6 +177,47 @@ impl Store {
                     .collect::<anyhow::Result<Vec<_>>>()?
             });
             Ok(rows)
+        })
+        .await
+    }
+
+    /// The state of every day of `customer` in the range, by date, with its breakdown by
+    /// resource when it has one.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn day_states(
+        &self,
+        customer: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> anyhow::Result<Vec<(NaiveDate, DayStats)>> {
+        self.guarded(async {
+            self.ready().await?;
+            let select = SELECT_DAY_STATES.as_str();
+            if let Some(readers) = &self.readers {
+                let customer = customer.to_owned();
+                return readers
+                    .read(move |connection| {
+                        let mut statement = connection.prepare_cached(select)?;
+                        let mut rows = statement.query((customer, from, to))?;
+                        let mut days = Vec::new();
+                        while let Some(row) = rows.next()? {
+                            days.push(day_state_from_row(&super::sqlite_reads::Row(row))?);
+                        }
+                        Ok(days)
+                    })
+                    .await;
+            }
+            Ok(with_pool!(self, pool => {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                    .bind(customer)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter()
+                    .map(day_state_from_row)
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            }))
         })
         .await
     }
