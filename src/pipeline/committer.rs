@@ -305,9 +305,10 @@ impl Committer {
         let batch = absorbed.batch();
         let started = Instant::now();
         match self.store.commit_sorted(batch, groups) {
-            Ok(groups) => {
-                let groups = groups as u64;
+            Ok(written) => {
+                let groups = written.days as u64;
                 self.report.groups_changed += groups;
+                self.report.other_requests += written.other_requests;
                 self.report.commits += 1;
                 self.report.add_tally(&absorbed.tally);
                 let samples = &mut self.report.reject_samples;

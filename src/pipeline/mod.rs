@@ -128,6 +128,8 @@ pub struct IngestReport {
     /// Rejected lines by reason code.
     pub rejected_by_reason: Vec<(String, u64)>,
     pub groups_changed: u64,
+    /// Requests newly counted as `(other)`: past the most resources a day keeps by name.
+    pub other_requests: u64,
     pub commits: u64,
     /// Bytes of group state written to spill files (0 when everything fit in memory).
     pub spilled_bytes: u64,
@@ -194,12 +196,7 @@ impl IngestReport {
         if self.read_stdin {
             line.push_str("; standard input is not resumable: its progress was not recorded");
         }
-        if !self.unreadable.is_empty() {
-            line.push_str(&format!(
-                "; {} input(s) could not be read completely (listed above)",
-                self.unreadable.len()
-            ));
-        }
+        self.push_shared_remarks(&mut line);
         if let Some(signal) = self.interrupted_by {
             let name = if signal == 2 { "SIGINT" } else { "SIGTERM" };
             line.push_str(&format!(
@@ -227,13 +224,27 @@ impl IngestReport {
             "followed {} input(s) for {time}: ingested {} lines ({} rejected), {} groups changed",
             self.files, self.lines, self.rejected, self.groups_changed
         );
+        self.push_shared_remarks(&mut line);
+        line
+    }
+
+    /// What both summaries say when it happened: requests past a day's resources, unreadable
+    /// inputs.
+    fn push_shared_remarks(&self, line: &mut String) {
+        if self.other_requests > 0 {
+            line.push_str(&format!(
+                "; {} requests counted as {} (past the {} resources a day keeps by name)",
+                self.other_requests,
+                crate::resources::OTHER,
+                crate::resources::MOST_RESOURCES
+            ));
+        }
         if !self.unreadable.is_empty() {
             line.push_str(&format!(
                 "; {} input(s) could not be read completely (listed above)",
                 self.unreadable.len()
             ));
         }
-        line
     }
 
     /// The exit status this run deserves: 0 when it read everything, 2 when some input could

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{CommitBatch, GroupDelta, Store, StoredProgress};
+use super::{CommitBatch, GroupDelta, Store, StoredProgress, Written};
 
 /// A [`Store`] whose methods block. It may move to another thread (the committer's) and be used
 /// there: its runtime goes with it.
@@ -33,18 +33,18 @@ impl BlockingStore {
         self.store.own_files()
     }
 
-    /// Commits a batch and its groups (in key order) in one transaction, as
-    /// [`Store::commit_sorted`]; returns how many groups changed.
+    /// See [`Store::holds_any_day`].
     pub fn holds_any_day(&self) -> anyhow::Result<bool> {
         self.runtime.block_on(self.store.holds_any_day())
     }
 
-    /// See [`Store::commit_sorted`].
+    /// Commits a batch and its groups (in key order) in one transaction, as
+    /// [`Store::commit_sorted`].
     pub fn commit_sorted(
         &self,
         batch: CommitBatch,
         groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<Written> {
         self.runtime
             .block_on(self.store.commit_sorted(batch, groups))
     }

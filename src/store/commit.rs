@@ -74,8 +74,8 @@ fn unix_now() -> f64 {
 
 impl Store {
     /// Merges `batch.groups` into the stored days and records `batch.progress`, in one
-    /// transaction under the writer lock. Returns the number of groups written.
-    pub async fn commit(&self, mut batch: CommitBatch) -> anyhow::Result<usize> {
+    /// transaction under the writer lock.
+    pub async fn commit(&self, mut batch: CommitBatch) -> anyhow::Result<Written> {
         // Deltas for the same day merge first: each day is written once.
         let mut sorted: BTreeMap<(String, Day), DayStats> = BTreeMap::new();
         for delta in std::mem::take(&mut batch.groups) {
@@ -98,7 +98,7 @@ impl Store {
         &self,
         batch: CommitBatch,
         groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<Written> {
         debug_assert!(batch.groups.is_empty(), "groups come apart from the batch");
         let mut retractions: HashMap<(String, Day), Vec<(String, u16, u64)>> = HashMap::new();
         for r in &batch.retractions {
@@ -123,7 +123,7 @@ impl Store {
             Backend::Postgres(pool) => {
                 let tx = PgWrite::begin(pool).await?;
                 let written = write_commit(tx, &batch, groups, retractions).await?;
-                super::analyze::analyze_if_grown(pool, written).await;
+                super::analyze::analyze_if_grown(pool, written.days).await;
                 Ok(written)
             }
         }
@@ -166,28 +166,49 @@ impl Store {
     }
 }
 
+/// What a commit wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Days written (new or changed).
+    pub days: usize,
+    /// Requests newly counted as [`crate::resources::OTHER`]: past the most resources a day
+    /// keeps by name.
+    pub other_requests: u64,
+}
+
+/// Requests of `stats` counted as [`crate::resources::OTHER`].
+fn other_requests(stats: &DayStats) -> u64 {
+    stats.resources.as_ref().map_or(0, |b| b.other_requests())
+}
+
 /// The commit itself, in `tx`: checks that no other writer moved the files meanwhile, merges the
 /// groups (ascending) into their stored days a chunk at a time, takes back what `retractions`
-/// says, and records the progress and totals. Returns the number of days written.
+/// says, and records the progress and totals.
 async fn write_commit(
     mut tx: impl WriteTx,
     batch: &CommitBatch,
     mut groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
     mut retractions: HashMap<(String, Day), Vec<(String, u16, u64)>>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Written> {
     for progress in &batch.progress {
         let rows = tx.progress_rows(progress).await?;
         check_progress(progress, &rows)?;
     }
     // In an empty table no group exists yet: nothing to read back, nothing to merge with.
     let stored_days = tx.holds_any_day().await?;
-    let mut written = 0;
+    let mut written = Written::default();
     if !stored_days && retractions.is_empty() {
+        let other = std::sync::atomic::AtomicU64::new(0);
         let days = groups.by_ref().filter_map(|group| match group {
             Ok(group) if group.stats.total() == 0 => None,
-            group => Some(group.map(MergedDay::from)),
+            group => Some(group.map(|group| {
+                let counted = other_requests(&group.stats);
+                other.fetch_add(counted, std::sync::atomic::Ordering::Relaxed);
+                MergedDay::from(group)
+            })),
         });
-        written = tx.insert_fresh(days).await?;
+        written.days = tx.insert_fresh(days).await?;
+        written.other_requests = other.into_inner();
     }
     loop {
         let chunk = groups
@@ -198,7 +219,9 @@ async fn write_commit(
         if chunk.is_empty() {
             break;
         }
-        written += write_chunk(&mut tx, chunk, stored_days, &mut retractions).await?;
+        let chunk = write_chunk(&mut tx, chunk, stored_days, &mut retractions).await?;
+        written.days += chunk.days;
+        written.other_requests += chunk.other_requests;
     }
     let linked = batch.progress.iter().flat_map(|progress| {
         let links = progress.other_names.iter().filter(|name| name.linked);
@@ -224,22 +247,25 @@ async fn write_commit(
 }
 
 /// Merges a chunk of groups (in key order) into their stored days, takes back what `retractions`
-/// names, and writes the result: a day left with no request is deleted. Returns the days written.
+/// names, and writes the result: a day left with no request is deleted.
 async fn write_chunk(
     tx: &mut impl WriteTx,
     chunk: Vec<((String, Day), DayStats)>,
     stored_days: bool,
     retractions: &mut HashMap<(String, Day), Vec<(String, u16, u64)>>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Written> {
     let mut existing = HashMap::new();
     if stored_days {
         let keys: Vec<(String, Day)> = chunk.iter().map(|(key, _)| key.clone()).collect();
         existing = tx.stored_states(&keys).await?;
     }
     let mut merged = Vec::with_capacity(chunk.len());
+    let mut other = 0;
     for (key, delta) in chunk {
         let mut stats = existing.remove(&key).unwrap_or_default();
+        let other_before = other_requests(&stats);
         stats.merge(delta);
+        other += other_requests(&stats).saturating_sub(other_before);
         for (resource, status, duration_us) in retractions.remove(&key).unwrap_or_default() {
             if !stats.remove_request(&resource, status, duration_us) {
                 tracing::warn!(
@@ -266,7 +292,10 @@ async fn write_chunk(
     if !merged.is_empty() {
         tx.write_days(&mut merged, !stored_days).await?;
     }
-    Ok(merged.len())
+    Ok(Written {
+        days: merged.len(),
+        other_requests: other,
+    })
 }
 
 /// A file's committed progress, as stored.

@@ -31,7 +31,7 @@ use sqlx::sqlite::{
 
 pub use batch::{CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, OtherName, Retraction};
 pub use blocking::BlockingStore;
-pub use commit::StoredProgress;
+pub use commit::{StoredProgress, Written};
 pub use read::{CustomerSummary, DayRow};
 pub use sqlite_file::DatabaseFileMissing;
 

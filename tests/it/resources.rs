@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use logstats::pipeline::IngestConfig;
+use logstats::pipeline::{IngestConfig, IngestReport};
 use serde_json::Value;
 
 use crate::common::{
@@ -204,14 +204,14 @@ fn every_day_and_range_by_resource_equals_the_oracle_on_split_spilled_input() {
 }
 
 /// Ingests `lines` in one run of its own.
-fn ingest_lines(db: &TestDb, name: &str, lines: &[String], by_resource: bool) {
+fn ingest_lines(db: &TestDb, name: &str, lines: &[String], by_resource: bool) -> IngestReport {
     let path = db.dir().join(name);
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     write_lines(&path, &lines);
     let mut config = IngestConfig::new(vec![path.display().to_string()]);
     config.by_resource = by_resource;
     config.workers = 2;
-    ingest_into(&db.url, config).unwrap();
+    ingest_into(&db.url, config).unwrap()
 }
 
 #[test]
@@ -222,8 +222,12 @@ fn a_day_keeps_the_thousand_resources_that_sort_first_whatever_the_runs() {
         // Two runs: the first sees only names past the cap, the second the rest and some again.
         let first: Vec<String> = (600..1205).map(line).collect();
         let second: Vec<String> = (0..700).map(line).collect();
-        ingest_lines(&db, "first.log", &first, true);
-        ingest_lines(&db, "second.log", &second, true);
+        let report = ingest_lines(&db, "first.log", &first, true);
+        assert_eq!(report.other_requests, 0);
+        // The summary says how many requests the second run put into (other).
+        let report = ingest_lines(&db, "second.log", &second, true);
+        assert_eq!(report.other_requests, 205);
+        assert!(report.summary_line().contains("205 requests counted as (other)"));
         let server = Server::start(&db.url, &[]);
         let rows = get_json(
             &server,
