@@ -127,6 +127,8 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
     components(schemas(
         schema::DayRow,
         RangeSummary,
+        schema::ResourceSummary,
+        schema::SummaryAnswer,
         schema::CustomerSummary,
         schema::Statistics,
         ErrorBody,

@@ -48,14 +48,46 @@ pub struct Statistics {
     duration_max: f64,
 }
 
-/// One stored day of one customer.
+/// One stored day of one customer (with `group_by=resource`: one resource of the day).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DayRow {
     #[schema(example = "cust_1")]
     customer_id: String,
     date: NaiveDate,
+    /// Only with `group_by=resource` (or `resource=`): the resource, e.g. `/users/{id}/orders`;
+    /// `(other)` for requests past the day's 1,000 resources; `null` for requests stored without
+    /// their resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "/api/v1/resource1")]
+    resource: Option<Option<String>>,
     #[serde(flatten)]
     statistics: Statistics,
+}
+
+/// One resource's statistics over a range (`group_by=resource`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ResourceSummary {
+    #[schema(example = "cust_1")]
+    customer_id: String,
+    from: NaiveDate,
+    /// The last day asked for; absent when the request gave no `to`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<NaiveDate>,
+    /// The resource; `(other)` for requests past a day's 1,000 resources; `null` for requests
+    /// stored without their resource.
+    #[schema(example = "/api/v1/resource1", required = true)]
+    resource: Option<String>,
+    #[serde(flatten)]
+    statistics: Statistics,
+}
+
+/// A summary: one object for the range, or with `group_by=resource` an array of one object per
+/// resource, by resource.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum SummaryAnswer {
+    Range(super::handlers::RangeSummary),
+    ByResource(Vec<ResourceSummary>),
 }
 
 /// One customer in the customer list.
@@ -122,7 +154,9 @@ mod tests {
             total_requests: 0,
         };
         assert_eq!(documented("Statistics"), serialized(&statistics));
-        assert_eq!(documented("DayRow"), serialized(&day));
+        let mut plain_day = documented("DayRow");
+        plain_day.remove("resource");
+        assert_eq!(plain_day, serialized(&day));
         assert_eq!(documented("CustomerSummary"), serialized(&customer));
         let summary = super::super::handlers::RangeSummary {
             customer_id: "cust_1".into(),
@@ -131,5 +165,20 @@ mod tests {
             statistics,
         };
         assert_eq!(documented("RangeSummary"), serialized(&summary));
+        let by_resource = super::super::by_resource::ResourceDay {
+            customer_id: "cust_1".into(),
+            date: day.date,
+            resource: None,
+            statistics: summary.statistics.clone(),
+        };
+        assert_eq!(documented("DayRow"), serialized(&by_resource));
+        let resource = super::super::by_resource::ResourceSummary {
+            customer_id: "cust_1".into(),
+            from: day.date,
+            to: Some(day.date),
+            resource: None,
+            statistics: summary.statistics,
+        };
+        assert_eq!(documented("ResourceSummary"), serialized(&resource));
     }
 }

@@ -227,7 +227,11 @@ fn a_day_keeps_the_thousand_resources_that_sort_first_whatever_the_runs() {
         // The summary says how many requests the second run put into (other).
         let report = ingest_lines(&db, "second.log", &second, true);
         assert_eq!(report.other_requests, 205);
-        assert!(report.summary_line().contains("205 requests counted as (other)"));
+        assert!(
+            report
+                .summary_line()
+                .contains("205 requests counted as (other)")
+        );
         let server = Server::start(&db.url, &[]);
         let rows = get_json(
             &server,
