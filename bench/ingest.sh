@@ -10,9 +10,11 @@
 # the same groups (counts, mean, quantile_disc p50/p99, uptime) from the same file into a table on
 # disk, in the same run (DuckDB from PyPI, in a venv under target/); SQLite's own floor: `sqlite3`
 # copying the rows logstats wrote into an empty table of the same schema (INSERT ... SELECT, the
-# same pragmas); BASE_BIN=path/to/previous/logstats adds that binary's seconds. At 100,000 x 30, a
+# same pragmas); the same ingestion with `--no-resources` (no breakdown by resource) and the
+# ratio of the two; BASE_BIN=path/to/previous/logstats adds that binary's seconds. At 100,000 x 30, a
 # cluster of 2 processes x 1 worker on loopback as well: seconds, and process 1's share of the CPU
-# time of both (user + system, from /usr/bin/time of each).
+# time of both (user + system, from /usr/bin/time of each). BENCH_SHAPES="50x30 100000x30" measures
+# only those shapes.
 #
 # Prints lines/s (process start to exit, committed), peak RSS, and the ratio of ingest time to
 # `wc -l` time, for a 1,000,000-line file and the big one (flat memory: peak RSS at LINES should
@@ -118,9 +120,9 @@ field() { "$venv/bin/python" -c "import json,sys; print(json.load(open(sys.argv[
 
 echo
 echo "cardinality: $lines lines, random order, fresh database, default --memory-limit (256MB)"
-printf '| customers x days | backend | seconds | lines/s | peak RSS MB | groups written | spilled MB | database MB | DuckDB s | DuckDB RSS MB | time / DuckDB | SQLite INSERT ... SELECT s | previous binary s |\n'
-printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
-for shape in 50x30 10000x30 100000x30 20000x365; do
+printf '| customers x days | backend | seconds | lines/s | peak RSS MB | groups written | spilled MB | database MB | DuckDB s | DuckDB RSS MB | time / DuckDB | SQLite INSERT ... SELECT s | --no-resources s | with / without breakdown | previous binary s |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
+for shape in ${BENCH_SHAPES:-50x30 10000x30 100000x30 20000x365}; do
   customers=${shape%x*} days=${shape#*x}
   log="$work/card-$shape.log"
   [ -f "$log" ] || $bin generate --lines "$lines" --customers "$customers" --days "$days" -o "$log"
@@ -138,23 +140,26 @@ for shape in 50x30 10000x30 100000x30 20000x365; do
     if [ "$backend" = sqlite ]; then
       size=$(( $(cat "$work/bench.db"* | wc -c) / 1048576 ))
       command -v sqlite3 >/dev/null && floor=$(sqlite_floor "$work/bench.db")
-      if [ -n "${BASE_BIN:-}" ]; then
-        reset_sqlite
-        previous=$(seconds "$BASE_BIN" ingest --database "$url" "$log")
-      fi
     else
       size=$(psql "$pg_admin/postgres" -tAc "SELECT pg_database_size('logstats_bench_ingest') / 1048576")
     fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shape" "$backend" "$wall" \
+    fresh "$backend"
+    plain=$(seconds $bin ingest --no-resources --database "$url" "$log")
+    if [ "$backend" = sqlite ] && [ -n "${BASE_BIN:-}" ]; then
+      fresh "$backend"
+      previous=$(seconds "$BASE_BIN" ingest --database "$url" "$log")
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$shape" "$backend" "$wall" \
       "$(awk -v n="$lines" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')" "$rss" "$(field groups_changed)" \
       "$(( $(field spilled_bytes) / 1048576 ))" "$size" "$duck_s" "$duck_mb" \
-      "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')" "$floor" "$previous"
+      "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')" "$floor" "$plain" \
+      "$(awk -v a="$wall" -v b="$plain" 'BEGIN { printf "%.2f", a / b }')" "$previous"
   done
   [ "$shape" = 100000x30 ] || continue
   for backend in "${backends[@]}"; do
     fresh "$backend"
     read -r wall share < <(cluster_of_two "$url" "$log")
-    printf '| %s, 2 processes x 1 worker | %s | %s | %s | | | | | %s | | %s | process 1: %s%% of the CPU | |\n' \
+    printf '| %s, 2 processes x 1 worker | %s | %s | %s | | | | | %s | | %s | process 1: %s%% of the CPU | | | |\n' \
       "$shape" "$backend" "$wall" "$(awk -v n="$lines" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')" \
       "$duck_s" "$(awk -v a="$wall" -v b="$duck_s" 'BEGIN { printf "%.2f", a / b }')" "$share"
   done

@@ -86,6 +86,65 @@ fn the_dashboard_shows_one_bar_per_day_and_the_apis_numbers() {
 }
 
 #[test]
+fn the_range_by_resource_is_a_table_of_the_apis_numbers_busiest_first() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+    let range = format!("from={}&to={}", site.from, site.to);
+    let resources: Vec<Value> = site.json(&format!(
+        "/customers/cust_1/stats/summary?{range}&group_by=resource"
+    ));
+    assert!(resources.len() >= 2, "the generator logs several paths");
+
+    let page = browser.dump_dom(&site.url(&format!("/?customer=cust_1&{range}")));
+    page.assert_console_is_silent();
+    let dom = page.stdout.as_str();
+    let table = between(dom, r#"<table id="resources">"#, "</table>").expect("the table");
+    let shown: Vec<&str> = opening_tags(between(table, "<tbody>", "</tbody>").unwrap(), "tr")
+        .into_iter()
+        .map(|tag| attribute(tag, "data-resource").expect("a row has a resource"))
+        .collect();
+    let mut busiest = resources.clone();
+    busiest.sort_by_key(|r| std::cmp::Reverse(r["total_requests"].as_u64().unwrap()));
+    let want: Vec<&str> = busiest
+        .iter()
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, want, "one row per resource, the busiest first");
+
+    let failed: f64 = resources
+        .iter()
+        .map(|r| r["failed_requests"].as_f64().unwrap())
+        .sum();
+    for resource in &resources {
+        let name = resource["resource"].as_str().unwrap();
+        let row = between(table, &format!("<tr data-resource=\"{name}\">"), "</tr>").unwrap();
+        let shown = |field: &str| between(row, &format!("<td data-field=\"{field}\">"), "<");
+        for (field, format) in RESOURCE_COLUMNS {
+            assert_eq!(
+                shown(field),
+                Some(format.show(&resource[field]).as_str()),
+                "{name}: {field}"
+            );
+        }
+        let own = resource["failed_requests"].as_f64().unwrap();
+        let rate = 100.0 * own / resource["total_requests"].as_f64().unwrap();
+        let share = 100.0 * own / failed;
+        assert_eq!(
+            shown("failure_rate"),
+            Some(en_us(rate, 2).as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            shown("failure_share"),
+            Some(en_us(share, 2).as_str()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn an_unknown_customer_gets_a_message_instead_of_charts() {
     let Some(browser) = Browser::find() else {
         return;
@@ -433,6 +492,19 @@ const COLUMNS: [(&str, Format); 17] = [
     ("duration_p95", Format::Seconds),
     ("duration_p99", Format::Seconds),
     ("duration_max", Format::Seconds),
+];
+
+/// The columns of the table by resource (`RESOURCE_COLUMNS` in app.js) that show an API field
+/// as it is (the failure rate and share are computed by the page).
+const RESOURCE_COLUMNS: [(&str, Format); 8] = [
+    ("resource", Format::Text),
+    ("total_requests", Format::Int),
+    ("failed_requests", Format::Int),
+    ("status_5xx", Format::Int),
+    ("availability_percentage", Format::Percent),
+    ("uptime_percentage", Format::Percent),
+    ("duration_p50", Format::Seconds),
+    ("duration_p99", Format::Seconds),
 ];
 
 /// The summary cards: element id, JSON field of the summary, format and unit.

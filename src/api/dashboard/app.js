@@ -52,6 +52,21 @@ const COLUMNS = [
   ['duration_max', 'Max s', fmt.sec],
 ];
 
+// The range by resource: the share of failures is the resource's part of all the range's failed
+// requests; the failure rate, the part of its own requests that failed.
+const RESOURCE_COLUMNS = [
+  ['resource', 'Resource', (v) => (v == null ? '(not broken down)' : v)],
+  ['total_requests', 'Total', fmt.int],
+  ['failed_requests', 'Failed', fmt.int],
+  ['failure_rate', 'Failure rate %', fmt.pct],
+  ['failure_share', 'Share of failures %', fmt.pct],
+  ['status_5xx', '5xx', fmt.int],
+  ['availability_percentage', 'Avail. %', fmt.pct],
+  ['uptime_percentage', 'Uptime %', fmt.pct],
+  ['duration_p50', 'p50 s', fmt.sec],
+  ['duration_p99', 'p99 s', fmt.sec],
+];
+
 const COLORS = {
   ok: '#2f9e44', c4xx: '#f59f00', c5xx: '#e03131', other: '#868e96',
   mean: '#1c7ed6', p50: '#f76707', p99: '#ae3ec9',
@@ -66,6 +81,8 @@ const state = {
   to: '',
   rows: [],
   sort: { field: 'date', dir: 1 },
+  resources: [],
+  resourceSort: { field: 'total_requests', dir: -1 },
   loadSeq: 0,
 };
 
@@ -295,15 +312,20 @@ async function load() {
   setLoading(`Loading ${customer}, ${from} → ${to}…`);
   const q = new URLSearchParams({ from, to });
   const base = `/customers/${encodeURIComponent(customer)}/stats`;
-  let rows, summary;
+  let rows, summary, resources;
   try {
-    [rows, summary] = await Promise.all([api(`${base}?${q}`), api(`${base}/summary?${q}`)]);
+    [rows, summary, resources] = await Promise.all([
+      api(`${base}?${q}`),
+      api(`${base}/summary?${q}`),
+      api(`${base}/summary?${q}&group_by=resource`),
+    ]);
   } catch (e) {
     if (seq === state.loadSeq) fail(e);
     return;
   }
   if (seq !== state.loadSeq) return; // a newer request superseded this one
   state.rows = Array.isArray(rows) ? rows : [];
+  state.resources = withFailureShares(Array.isArray(resources) ? resources : []);
   renderSummary(summary || {});
   if (!state.rows.length) {
     $('content').hidden = true;
@@ -313,6 +335,7 @@ async function load() {
     $('content').hidden = false;
     renderCharts();
     renderTable();
+    renderResources();
     state.shown = { customer, from, to };
   }
   document.body.dataset.state = 'ready';
@@ -505,24 +528,25 @@ function hideTooltip() {
   for (const c of document.querySelectorAll('.hover-col.active')) c.classList.remove('active');
 }
 
-// ---------- table ----------
-function renderTable() {
-  const { field, dir } = state.sort;
-  const head = document.querySelector('#days thead tr');
-  head.replaceChildren(...COLUMNS.map(([f, label]) => {
+// ---------- tables ----------
+// Fills table `id` with `rows` under `columns`, its headers sortable (the sorted one marked);
+// `key` names the field each row is known by (a data attribute of its row).
+function renderSortable(id, columns, rows, sort, key) {
+  const head = document.querySelector(`#${id} thead tr`);
+  head.replaceChildren(...columns.map(([f, label]) => {
     const th = document.createElement('th');
     th.scope = 'col';
     th.dataset.sort = f;
     th.tabIndex = 0;
     th.textContent = label;
-    th.setAttribute('aria-sort', f === field ? (dir > 0 ? 'ascending' : 'descending') : 'none');
+    th.setAttribute('aria-sort', f === sort.field ? (sort.dir > 0 ? 'ascending' : 'descending') : 'none');
     return th;
   }));
-  const body = document.querySelector('#days tbody');
-  body.replaceChildren(...sortedRows().map((r) => {
+  const body = document.querySelector(`#${id} tbody`);
+  body.replaceChildren(...rows.map((r) => {
     const tr = document.createElement('tr');
-    tr.dataset.date = r.date;
-    for (const [f, , format] of COLUMNS) {
+    tr.dataset[key] = r[key] ?? '';
+    for (const [f, , format] of columns) {
       const td = document.createElement('td');
       td.dataset.field = f;
       td.textContent = format(r[f]);
@@ -530,22 +554,63 @@ function renderTable() {
     }
     return tr;
   }));
+}
+
+// `rows` sorted by `sort`, ties by `key` ascending (a missing value sorts first).
+function sorted(rows, sort, key) {
+  const { field, dir } = sort;
+  const order = (x, y) => (x === y ? 0 : x == null ? -1 : y == null ? 1 : x < y ? -1 : 1);
+  return rows.slice().sort((a, b) => order(a[field], b[field]) * dir || order(a[key], b[key]));
+}
+
+// Clicking (or Enter/Space on) a header of table `id` sorts by its column with `sortBy`.
+function sortableHeaders(id, sortBy) {
+  const head = document.querySelector(`#${id} thead`);
+  head.addEventListener('click', (e) => {
+    const th = e.target.closest('th[data-sort]');
+    if (th) sortBy(th.dataset.sort);
+  });
+  head.addEventListener('keydown', (e) => {
+    const th = e.target.closest('th[data-sort]');
+    if (th && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); sortBy(th.dataset.sort); }
+  });
+}
+
+const toggled = (sort, f) => (sort.field === f ? { field: f, dir: -sort.dir } : { field: f, dir: 1 });
+
+function renderTable() {
+  renderSortable('days', COLUMNS, sortedRows(), state.sort, 'date');
   $('download-csv').disabled = !state.rows.length;
 }
 
 function sortedRows() {
-  const { field, dir } = state.sort;
-  return state.rows.slice().sort((a, b) => {
-    const x = a[field];
-    const y = b[field];
-    const c = x === y ? 0 : x == null ? -1 : y == null ? 1 : x < y ? -1 : 1;
-    return c * dir || (a.date < b.date ? -1 : 1);
-  });
+  return sorted(state.rows, state.sort, 'date');
 }
 
 function sortBy(f) {
-  state.sort = state.sort.field === f ? { field: f, dir: -state.sort.dir } : { field: f, dir: 1 };
+  state.sort = toggled(state.sort, f);
   renderTable();
+}
+
+// ---------- by resource ----------
+function withFailureShares(resources) {
+  const failed = resources.reduce((sum, r) => sum + r.failed_requests, 0);
+  return resources.map((r) => ({
+    ...r,
+    failure_rate: r.total_requests ? (100 * r.failed_requests) / r.total_requests : 0,
+    failure_share: failed ? (100 * r.failed_requests) / failed : 0,
+  }));
+}
+
+function renderResources() {
+  const rows = sorted(state.resources, state.resourceSort, 'resource');
+  renderSortable('resources', RESOURCE_COLUMNS, rows, state.resourceSort, 'resource');
+  $('resources-card').hidden = !state.resources.length;
+}
+
+function sortResourcesBy(f) {
+  state.resourceSort = toggled(state.resourceSort, f);
+  renderResources();
 }
 
 // A CSV cell. Text that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or
@@ -622,15 +687,8 @@ document.addEventListener('DOMContentLoaded', () => {
   $('to').addEventListener('change', onDateChange);
   $('download-csv').addEventListener('click', downloadCsv);
 
-  const head = document.querySelector('#days thead');
-  head.addEventListener('click', (e) => {
-    const th = e.target.closest('th[data-sort]');
-    if (th) sortBy(th.dataset.sort);
-  });
-  head.addEventListener('keydown', (e) => {
-    const th = e.target.closest('th[data-sort]');
-    if (th && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); sortBy(th.dataset.sort); }
-  });
+  sortableHeaders('days', sortBy);
+  sortableHeaders('resources', sortResourcesBy);
 
   const charts = $('charts');
   charts.addEventListener('mousemove', (e) => {
