@@ -14,6 +14,9 @@ use super::{Backend, Store, count, stored, with_pool};
 use crate::day::Day;
 use crate::stats::DayStats;
 
+/// The requests to take back, by day: each its resource, status and duration.
+type Retractions = HashMap<(String, Day), Vec<(String, u16, u64)>>;
+
 /// Two ascending streams of groups as one, equal keys merged.
 fn merge_sorted(
     a: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
@@ -100,7 +103,7 @@ impl Store {
         groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
     ) -> anyhow::Result<Written> {
         debug_assert!(batch.groups.is_empty(), "groups come apart from the batch");
-        let mut retractions: HashMap<(String, Day), Vec<(String, u16, u64)>> = HashMap::new();
+        let mut retractions = Retractions::new();
         for r in &batch.retractions {
             retractions
                 .entry((r.customer.clone(), r.day))
@@ -188,7 +191,7 @@ async fn write_commit(
     mut tx: impl WriteTx,
     batch: &CommitBatch,
     mut groups: impl Iterator<Item = anyhow::Result<GroupDelta>> + Send,
-    mut retractions: HashMap<(String, Day), Vec<(String, u16, u64)>>,
+    mut retractions: Retractions,
 ) -> anyhow::Result<Written> {
     for progress in &batch.progress {
         let rows = tx.progress_rows(progress).await?;
@@ -252,7 +255,7 @@ async fn write_chunk(
     tx: &mut impl WriteTx,
     chunk: Vec<((String, Day), DayStats)>,
     stored_days: bool,
-    retractions: &mut HashMap<(String, Day), Vec<(String, u16, u64)>>,
+    retractions: &mut Retractions,
 ) -> anyhow::Result<Written> {
     let mut existing = HashMap::new();
     if stored_days {

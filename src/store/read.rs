@@ -78,9 +78,22 @@ static SELECT_DAY_STATES: LazyLock<String> = LazyLock::new(|| {
     format!("{select} ORDER BY date")
 });
 
+/// What a row of a customer's range reads as, whichever driver read it.
+trait FromStoredRow: Sized + Send + 'static {
+    fn from_row(row: &impl StoredRow) -> anyhow::Result<Self>;
+}
+
+impl FromStoredRow for DayRow {
+    fn from_row(row: &impl StoredRow) -> anyhow::Result<DayRow> {
+        day_from_row(row)
+    }
+}
+
 /// A day's date and state with its breakdown, from a row of [`SELECT_DAY_STATES`].
-fn day_state_from_row(row: &impl StoredRow) -> anyhow::Result<(NaiveDate, DayStats)> {
-    Ok((row.date(0)?, super::state_with_resources(row, 1)?))
+impl FromStoredRow for (NaiveDate, DayStats) {
+    fn from_row(row: &impl StoredRow) -> anyhow::Result<(NaiveDate, DayStats)> {
+        Ok((row.date(0)?, super::state_with_resources(row, 1)?))
+    }
 }
 
 /// A [`DayRow`] from a row of [`SELECT_DAYS`], by column position: looking 18 columns up by name
@@ -149,36 +162,7 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<DayRow>> {
-        self.guarded(async {
-            self.ready().await?;
-            if let Some(readers) = &self.readers {
-                let customer = customer.to_owned();
-                return readers
-                    .read(move |connection| {
-                        let mut statement = connection.prepare_cached(&SELECT_DAYS)?;
-                        let mut rows = statement.query((customer, from, to))?;
-                        let mut days = Vec::new();
-                        while let Some(row) = rows.next()? {
-                            days.push(day_from_row(&super::sqlite_reads::Row(row))?);
-                        }
-                        Ok(days)
-                    })
-                    .await;
-            }
-            let rows = with_pool!(self, pool => {
-                let rows = sqlx::query(SELECT_DAYS.as_str())
-                    .bind(customer)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(day_from_row)
-                    .collect::<anyhow::Result<Vec<_>>>()?
-            });
-            Ok(rows)
-        })
-        .await
+        self.customer_range(&SELECT_DAYS, customer, from, to).await
     }
 
     /// The state of every day of `customer` in the range, by date, with its breakdown by
@@ -190,20 +174,32 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<(NaiveDate, DayStats)>> {
+        self.customer_range(&SELECT_DAY_STATES, customer, from, to)
+            .await
+    }
+
+    /// Every row of `select` (`$1` a customer, `$2` and `$3` the first and last day), decoded:
+    /// SQLite's on a reader thread, PostgreSQL's from the pool.
+    async fn customer_range<T: FromStoredRow>(
+        &self,
+        select: &'static str,
+        customer: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> anyhow::Result<Vec<T>> {
         self.guarded(async {
             self.ready().await?;
-            let select = SELECT_DAY_STATES.as_str();
             if let Some(readers) = &self.readers {
                 let customer = customer.to_owned();
                 return readers
                     .read(move |connection| {
                         let mut statement = connection.prepare_cached(select)?;
                         let mut rows = statement.query((customer, from, to))?;
-                        let mut days = Vec::new();
+                        let mut decoded = Vec::new();
                         while let Some(row) = rows.next()? {
-                            days.push(day_state_from_row(&super::sqlite_reads::Row(row))?);
+                            decoded.push(T::from_row(&super::sqlite_reads::Row(row))?);
                         }
-                        Ok(days)
+                        Ok(decoded)
                     })
                     .await;
             }
@@ -215,7 +211,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 rows.iter()
-                    .map(day_state_from_row)
+                    .map(|row| T::from_row(row))
                     .collect::<anyhow::Result<Vec<_>>>()?
             }))
         })

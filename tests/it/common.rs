@@ -201,20 +201,41 @@ pub fn all_rows(url: &str) -> Vec<serde_json::Value> {
     rows
 }
 
-/// Calls `each` with every stored day, customer by customer, as a JSON value (the API's row).
+/// Calls `each` with every stored day, customer by customer, as a JSON value (the API's row),
+/// with its breakdown as `resources`: each resource's statistics by name (`null`: none).
 pub fn for_each_row(url: &str, mut each: impl FnMut(serde_json::Value)) {
     block_on(async {
         let store = logstats::store::Store::connect(url).await.unwrap();
         for customer in store.customers("", None, usize::MAX).await.unwrap() {
-            let days = store
-                .days(&customer.customer_id, customer.first_day, customer.last_day)
-                .await
-                .unwrap();
-            days.into_iter()
-                .for_each(|d| each(serde_json::to_value(d).unwrap()));
+            let (id, first, last) = (&customer.customer_id, customer.first_day, customer.last_day);
+            let days = store.days(id, first, last).await.unwrap();
+            let states = store.day_states(id, first, last).await.unwrap();
+            assert_eq!(days.len(), states.len());
+            for (day, (_, state)) in days.into_iter().zip(states) {
+                let mut row = serde_json::to_value(day).unwrap();
+                row["resources"] = breakdown_of(state);
+                each(row);
+            }
         }
         store.close().await;
     })
+}
+
+/// A day's breakdown by resource as JSON: each resource's statistics by name.
+fn breakdown_of(state: logstats::stats::DayStats) -> serde_json::Value {
+    let Some(breakdown) = state.resources else {
+        return serde_json::Value::Null;
+    };
+    let entries = breakdown
+        .into_entries()
+        .into_iter()
+        .map(|(name, mut stats)| {
+            (
+                name.to_string(),
+                serde_json::to_value(stats.statistics()).unwrap(),
+            )
+        });
+    serde_json::Value::Object(entries.collect())
 }
 
 /// `logstats serve` on a free port, stopped on drop.

@@ -350,6 +350,13 @@ fn following_a_file_whose_last_line_a_batch_run_counted_takes_it_back_when_it_go
     signal(follower.id(), "TERM");
     assert!(follower.wait().unwrap().success());
     settled.expect("the completed line replaces the part counted before");
+    // Its resource too: the part is taken back from the day's breakdown.
+    let rows = all_rows(&db.url);
+    let day = rows.iter().find(|r| r["date"] == "2024-09-15").unwrap();
+    let resource = &day["resources"]["/api/v1/resource1"];
+    assert_eq!(resource["total_requests"], 1, "{day}");
+    assert_eq!(resource["duration_max"], 0.488, "{day}");
+    assert_eq!(day["resources"]["/x"]["total_requests"], 1, "{day}");
 }
 
 #[test]
