@@ -41,22 +41,32 @@ pub fn resource_of(path: &[u8], out: &mut String) {
     while path.len() > 1 && path.ends_with(b"/") {
         path = &path[..path.len() - 1];
     }
-    for (index, segment) in path.split(|&b| b == b'/').enumerate() {
-        if index > 0 {
-            out.push('/');
-        }
-        if is_identifier(segment) {
-            out.push_str(ID);
-        } else {
-            match std::str::from_utf8(segment) {
-                Ok(text) => out.push_str(text),
-                Err(_) => out.push_str(&String::from_utf8_lossy(segment)),
+    let segments = || path.split(|&b| b == b'/');
+    // Most paths name no identifier: they are their own resource.
+    if !segments().any(is_identifier) {
+        push_text(out, path);
+    } else {
+        for (index, segment) in segments().enumerate() {
+            if index > 0 {
+                out.push('/');
+            }
+            match is_identifier(segment) {
+                true => out.push_str(ID),
+                false => push_text(out, segment),
             }
         }
     }
     if out.len() > LONGEST_RESOURCE {
         out.clear();
         out.push_str(OTHER);
+    }
+}
+
+/// Appends `bytes` as text, U+FFFD for what is not UTF-8.
+fn push_text(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
