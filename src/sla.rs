@@ -40,9 +40,9 @@ impl Month {
     pub fn parse(text: &str) -> Option<Month> {
         let bytes = text.as_bytes();
         let digits = |range: std::ops::Range<usize>| {
-            bytes[range]
-                .iter()
-                .try_fold(0u32, |n, &b| b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0')))
+            bytes[range].iter().try_fold(0u32, |n, &b| {
+                b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+            })
         };
         if bytes.len() != 7 || bytes[4] != b'-' {
             return None;
@@ -263,8 +263,16 @@ mod tests {
             "0001-01-01"
         );
         for bad in [
-            "2024-13", "2024-00", "0000-01", "2024-1", "24-01", "2024/01", "2024-01-01", "+024-01",
-            "", "２０２４-01",
+            "2024-13",
+            "2024-00",
+            "0000-01",
+            "2024-1",
+            "24-01",
+            "2024/01",
+            "2024-01-01",
+            "+024-01",
+            "",
+            "２０２４-01",
         ] {
             assert_eq!(Month::parse(bad), None, "{bad}");
         }
@@ -274,10 +282,25 @@ mod tests {
     fn objectives_are_decimals_strictly_between_0_and_100() {
         assert_eq!(Objective::parse("99.9"), Some(Objective::DEFAULT));
         assert_eq!(Objective::parse("50").unwrap().percent(), 50.0);
-        assert_eq!(Objective::parse("99.999999999").unwrap().key(), 99_999_999_999);
+        assert_eq!(
+            Objective::parse("99.999999999").unwrap().key(),
+            99_999_999_999
+        );
         for bad in [
-            "0", "0.0", "100", "100.0", "abc", "", "-1", "1e1", ".5", "5.", "99.9999999999", "NaN",
-            "inf", "1000",
+            "0",
+            "0.0",
+            "100",
+            "100.0",
+            "abc",
+            "",
+            "-1",
+            "1e1",
+            ".5",
+            "5.",
+            "99.9999999999",
+            "NaN",
+            "inf",
+            "1000",
         ] {
             assert_eq!(Objective::parse(bad), None, "{bad}");
         }

@@ -125,7 +125,10 @@ pub fn csv_cell(out: &mut Vec<u8>, text: &str) {
         .bytes()
         .next()
         .is_some_and(|first| matches!(first, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'));
-    let quoted = formula || text.bytes().any(|b| matches!(b, b'"' | b',' | b'\r' | b'\n'));
+    let quoted = formula
+        || text
+            .bytes()
+            .any(|b| matches!(b, b'"' | b',' | b'\r' | b'\n'));
     if !quoted {
         out.extend_from_slice(text.as_bytes());
         return;
@@ -227,7 +230,11 @@ async fn produce(
                 return fail(&sender, format!("encoding a day: {error}")).await;
             }
         }
-        if !out.is_empty() && sender.send(Ok(Bytes::from(std::mem::take(&mut out)))).await.is_err()
+        if !out.is_empty()
+            && sender
+                .send(Ok(Bytes::from(std::mem::take(&mut out))))
+                .await
+                .is_err()
         {
             return;
         }

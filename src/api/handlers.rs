@@ -172,7 +172,10 @@ pub async fn monthly_sla(
     };
     let key = Key::new(kind, customer, month_range);
     cached(&ctx, &key, async {
-        let days = ctx.store.day_totals(&key.customer, key.from, key.to).await?;
+        let days = ctx
+            .store
+            .day_totals(&key.customer, key.from, key.to)
+            .await?;
         let sla = MonthlySla::compute(key.customer.clone(), month, objective, &days);
         to_bytes(&sla, 640)
     })
