@@ -117,7 +117,7 @@ impl Objective {
         let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
         let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
         if whole.is_empty()
-            || whole.len() > 3
+            || whole.len() > 2
             || !all_digits(whole)
             || !all_digits(fraction)
             || fraction.len() > OBJECTIVE_DECIMALS

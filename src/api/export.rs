@@ -191,9 +191,11 @@ pub async fn export(
         sender,
         ctx.request_timeout,
     ));
-    let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    });
+    // Fused: the compression layer polls the body once more after its end.
+    let chunks = futures_util::StreamExt::fuse(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|chunk| (chunk, receiver)) },
+    ));
     let disposition = format!(
         "attachment; filename=\"logstats-{}-{}.{}\"",
         range.from,
