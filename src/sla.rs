@@ -48,7 +48,7 @@ impl Month {
             return None;
         }
         let (year, month) = (digits(0..4)?, digits(5..7)?);
-        ((1..=9999).contains(&year) && (1..=12).contains(&month)).then(|| Month {
+        ((1..=9999).contains(&year) && (1..=12).contains(&month)).then_some(Month {
             year: year as i32,
             month,
         })

@@ -43,9 +43,12 @@ enum Value {
     Real(f64),
 }
 
+/// How a field's value is taken from a day's statistics.
+type Field = fn(&Statistics) -> Value;
+
 /// The statistics of a day object after `customer_id` and `date`, in the order section 5 gives
 /// (the JSON day object's; a test checks they agree): the CSV header and each row's cells.
-const FIELDS: [(&str, fn(&Statistics) -> Value); 16] = [
+const FIELDS: [(&str, Field); 16] = [
     ("success_requests", |s| Value::Count(s.success_requests)),
     ("failed_requests", |s| Value::Count(s.failed_requests)),
     ("uptime_percentage", |s| Value::Real(s.uptime_percentage)),
