@@ -49,7 +49,7 @@ status_5xx, availability_percentage, duration_p90, duration_p95, duration_max"
 SQL="SELECT $COLUMNS FROM resource_statistics_by_day WHERE date >= '$FROM' ORDER BY customer_id, date"
 URL="http://127.0.0.1:$PORT/export?from=$FROM&format=csv"
 
-memory() { awk '/^VmRSS|^VmHWM/ {printf "%s %d MB  ", $1, $2 / 1024}' "/proc/$SERVER/status"; }
+memory() { awk '/^VmRSS|^VmHWM|^RssAnon|^RssFile/ {printf "%s %d MB  ", $1, $2 / 1024}' "/proc/$SERVER/status"; }
 kb() { awk -v f="$1:" '$1 == f {print $2}' "/proc/$SERVER/status"; }
 # seconds CMD...: the wall time of one run, in seconds.
 seconds() {

@@ -141,14 +141,17 @@ impl Store {
                 if let Some(readers) = &self.readers {
                     return readers
                         .read(move |connection| {
-                            let mut statement = connection.prepare_cached(&SELECT_EXPORT_PAGE)?;
-                            let mut rows =
-                                statement.query((after, after_date, from, to, only, bound))?;
-                            let mut days = Vec::with_capacity(limit);
-                            while let Some(row) = rows.next()? {
-                                days.push(day_from_row(&super::sqlite_reads::Row(row))?);
-                            }
-                            Ok(days)
+                            super::sqlite_reads::without_mmap(connection, |connection| {
+                                let mut statement =
+                                    connection.prepare_cached(&SELECT_EXPORT_PAGE)?;
+                                let mut rows =
+                                    statement.query((after, after_date, from, to, only, bound))?;
+                                let mut days = Vec::with_capacity(limit);
+                                while let Some(row) = rows.next()? {
+                                    days.push(day_from_row(&super::sqlite_reads::Row(row))?);
+                                }
+                                Ok(days)
+                            })
                         })
                         .await;
                 }
