@@ -9,7 +9,8 @@
 //! - [`pipeline`] runs ingestion on timely dataflow: plan inputs into units, read and pre-aggregate
 //!   per worker, merge by customer, commit each epoch with its file offsets in one transaction;
 //! - [`store`] holds the only SQL (SQLite or PostgreSQL): merge-commits, progress, queries;
-//! - [`api`] serves it over HTTP (axum), with OpenAPI docs and the dashboard;
+//! - [`api`] serves it over HTTP (axum), with OpenAPI docs and the dashboard; [`sla`] computes
+//!   its monthly SLA report from stored days;
 //! - [`nats`] reads and writes log streams (NATS JetStream), for ingestion and `ship`;
 //! - [`cli`] and [`app`] are the command line; [`generate`] writes sample logs.
 
@@ -25,6 +26,7 @@ pub mod pipeline;
 pub mod record;
 pub mod resources;
 pub mod ship;
+pub mod sla;
 pub mod stats;
 pub mod store;
 #[cfg(test)]

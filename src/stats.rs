@@ -250,7 +250,8 @@ pub fn nearest_rank(n: u64, p: u64) -> u64 {
     (n * p).div_ceil(100).max(1)
 }
 
-fn percentage(part: u128, whole: u128) -> f64 {
+/// `100 * part / whole` in doubles; 0 when `whole` is 0 (section 3's percentages).
+pub fn percentage(part: u128, whole: u128) -> f64 {
     if whole == 0 {
         0.0
     } else {

@@ -79,6 +79,10 @@ impl Key {
 pub enum Kind {
     Days,
     Summary,
+    /// A monthly SLA, for one objective (its exact key, [`crate::sla::Objective::key`]).
+    Sla {
+        objective: u64,
+    },
 }
 
 /// An answer being computed (`None`) or computed (`Some`), shared by every request that may use it.

@@ -13,7 +13,8 @@ use super::auth::{Access, Customer, Grant};
 use super::by_resource;
 use super::cache::{Key, Kind};
 use super::error::{ApiError, ErrorBody};
-use super::query::{ByResource, CustomerPage, DateRange};
+use super::query::{ByResource, CustomerPage, DateRange, SlaQuery};
+use crate::sla::MonthlySla;
 use crate::stats::Statistics;
 
 /// A JSON body already serialized.
@@ -152,6 +153,56 @@ pub async fn range_summary(
             statistics: merged.statistics(),
         };
         to_bytes(&summary, 640)
+    })
+    .await
+}
+
+/// A customer's availability and uptime over a calendar month against an objective, with the
+/// error budget and the worst day: computed from the month's stored counts and exact duration
+/// sums, never from daily percentages.
+#[utoipa::path(
+    get,
+    path = "/customers/{customer_id}/sla",
+    params(
+        ("customer_id" = String, Path, description = "The customer (1 to 255 bytes)", example = "cust_1", min_length = 1, max_length = 255),
+        ("month" = String, Query, description = "The calendar month, YYYY-MM (0001-01 to 9999-12)", example = "2024-09", pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
+        ("objective" = Option<String>, Query, description = "The availability objective in percent, above 0 and below 100, at most 9 decimals (default 99.9)", example = "99.9", pattern = r"^[0-9]{1,2}(\.[0-9]{1,9})?$"),
+    ),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The month's SLA (zeros and a null worst_day when it has no data)", body = super::schema::MonthlySla,
+         headers(("ETag" = String, description = "A weak tag of the body; send it back in If-None-Match to get 304 while it holds"),
+                 ("Cache-Control" = String, description = "no-cache: keep, but revalidate every time"))),
+        (status = 304, description = "Not modified: If-None-Match names the current ETag (no body)"),
+        (status = 401, description = "API keys are configured and the request has no known key", body = ErrorBody),
+        (status = 403, description = "The key belongs to another customer", body = ErrorBody),
+        (status = 422, description = "A missing or invalid month, an objective not above 0 and below 100, or a customer id over 255 bytes", body = ErrorBody,
+         example = json!({"error": "invalid_query", "message": "invalid query parameters", "detail": [{"loc": ["query", "month"], "msg": "expected a month YYYY-MM from 0001-01 to 9999-12, got '2024-13'"}]})),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn monthly_sla(
+    State(ctx): State<Ctx>,
+    Customer(customer): Customer,
+    query: SlaQuery,
+) -> Result<Response, ApiError> {
+    let SlaQuery { month, objective } = query;
+    let month_range = DateRange {
+        from: month.first_day(),
+        to: month.last_day(),
+        open: false,
+    };
+    let kind = Kind::Sla {
+        objective: objective.key(),
+    };
+    let key = Key::new(kind, customer, month_range);
+    cached(&ctx, &key, async {
+        let days = ctx
+            .store
+            .day_totals(&key.customer, key.from, key.to)
+            .await?;
+        let sla = MonthlySla::compute(key.customer.clone(), month, objective, &days);
+        to_bytes(&sla, 640)
     })
     .await
 }

@@ -8,6 +8,7 @@ mod by_resource;
 mod cache;
 mod dashboard;
 mod error;
+mod export;
 mod handlers;
 mod layers;
 mod metrics;
@@ -71,6 +72,8 @@ pub(crate) struct Ctx {
     store: Store,
     keys: Option<Arc<ApiKeys>>,
     cache: Arc<cache::AnswerCache>,
+    /// How long a request may take; an export's pages are each held to it.
+    request_timeout: Duration,
 }
 
 /// The whole application, open (no API keys): see [`router_with`].
@@ -85,6 +88,7 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
         store: state.store,
         keys: options.api_keys.clone().map(Arc::new),
         cache: Arc::new(cache::AnswerCache::new(options.cache_ttl)),
+        request_timeout: options.request_timeout,
     };
     let data = Router::new()
         .route("/customers", get(handlers::customers))
@@ -93,9 +97,12 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
             "/customers/{customer_id}/stats/summary",
             get(handlers::range_summary),
         )
+        .route("/customers/{customer_id}/sla", get(handlers::monthly_sla))
         .route_layer(axum::middleware::from_fn(revalidate::revalidate));
     let routes = Router::new()
         .merge(data)
+        // Streamed: outside revalidation, which would hold the whole body to tag it.
+        .route("/export", get(export::export))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(metrics::scrape))
@@ -112,7 +119,7 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
     info(
         title = "logstats",
         description = "Per-customer daily service statistics from API request logs.\n\n\
-            When the server runs with `--api-keys`, every `/customers` route needs \
+            When the server runs with `--api-keys`, every `/customers` route and `/export` need \
             `Authorization: Bearer KEY`: a customer's key reads that customer only, an operator \
             key reads all."
     ),
@@ -120,6 +127,8 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
         handlers::daily_stats,
         handlers::range_summary,
         handlers::customers,
+        handlers::monthly_sla,
+        export::export,
         handlers::healthz,
         handlers::readyz,
         metrics::scrape
@@ -131,6 +140,8 @@ pub fn router_with(state: AppState, options: ApiOptions) -> Router {
         schema::SummaryAnswer,
         schema::CustomerSummary,
         schema::Statistics,
+        schema::MonthlySla,
+        schema::WorstDay,
         ErrorBody,
         Detail
     )),

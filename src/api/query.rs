@@ -8,6 +8,7 @@ use super::error::{ApiError, Detail};
 use crate::day::Day;
 use crate::record::MAX_CUSTOMER_LEN;
 use crate::resources;
+use crate::sla::{Month, OBJECTIVE_DECIMALS, Objective};
 
 /// The bound of an open range: the last date both backends store and compare as text alike.
 pub const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a valid date");
@@ -135,11 +136,141 @@ impl ByResource {
     }
 }
 
+/// The first 40 characters of a value, as error messages quote it.
+fn shown(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// `month` (required, `YYYY-MM`) and `objective` (optional, a percentage, default 99.9) of the
+/// SLA route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlaQuery {
+    pub month: Month,
+    pub objective: Objective,
+}
+
+impl SlaQuery {
+    /// Parses `month=...&objective=...`; unknown parameters are ignored, every problem reported.
+    pub fn parse(query: &str) -> Result<SlaQuery, ApiError> {
+        let (mut month, mut objective) = (None, None);
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "month" => month = Some(value.into_owned()),
+                "objective" => objective = Some(value.into_owned()),
+                _ => {}
+            }
+        }
+        let mut problems = Vec::new();
+        let month = match month {
+            None => {
+                problems.push(Detail::new("query", "month", "field required"));
+                None
+            }
+            Some(text) => Month::parse(&text).or_else(|| {
+                problems.push(Detail::new(
+                    "query",
+                    "month",
+                    format!(
+                        "expected a month YYYY-MM from 0001-01 to 9999-12, got '{}'",
+                        shown(&text)
+                    ),
+                ));
+                None
+            }),
+        };
+        let objective = match objective {
+            None => Some(Objective::DEFAULT),
+            Some(text) => Objective::parse(&text).or_else(|| {
+                problems.push(Detail::new(
+                    "query",
+                    "objective",
+                    format!(
+                        "expected a percentage above 0 and below 100 with at most \
+                         {OBJECTIVE_DECIMALS} decimals, got '{}'",
+                        shown(&text)
+                    ),
+                ));
+                None
+            }),
+        };
+        match (month, objective) {
+            (Some(month), Some(objective)) if problems.is_empty() => {
+                Ok(SlaQuery { month, objective })
+            }
+            _ => Err(ApiError::InvalidQuery(problems)),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ByResource {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ByResource, ApiError> {
         ByResource::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SlaQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<SlaQuery, ApiError> {
+        SlaQuery::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+/// How an export is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A header row, then one row per day (the default).
+    Csv,
+    /// One JSON day object per line.
+    Ndjson,
+}
+
+/// The export's range (as the stats routes take it) and `format` (`csv`, the default, or
+/// `ndjson`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportQuery {
+    pub range: DateRange,
+    pub format: ExportFormat,
+}
+
+impl ExportQuery {
+    /// Parses `from=...&to=...&format=...`; every problem, dates and format, reported at once.
+    pub fn parse(query: &str) -> Result<ExportQuery, ApiError> {
+        let mut problems = Vec::new();
+        let range = DateRange::parse(query).map_err(|error| match error {
+            ApiError::InvalidQuery(detail) => problems.extend(detail),
+            other => unreachable!("a date range fails only as a query: {other:?}"),
+        });
+        let given = url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(name, _)| name == "format")
+            .last()
+            .map(|(_, value)| value.into_owned());
+        let format = match given.as_deref() {
+            None | Some("csv") => Some(ExportFormat::Csv),
+            Some("ndjson") => Some(ExportFormat::Ndjson),
+            Some(other) => {
+                problems.push(Detail::new(
+                    "query",
+                    "format",
+                    format!("expected csv or ndjson, got '{}'", shown(other)),
+                ));
+                None
+            }
+        };
+        match (range, format) {
+            (Ok(range), Some(format)) if problems.is_empty() => Ok(ExportQuery { range, format }),
+            _ => Err(ApiError::InvalidQuery(problems)),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ExportQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<ExportQuery, ApiError> {
+        ExportQuery::parse(parts.uri.query().unwrap_or(""))
     }
 }
 
@@ -303,6 +434,49 @@ mod tests {
         assert_eq!(
             problems("from=2024-09-03&to=-0001-01-01")[0].loc,
             ["query", "to"]
+        );
+    }
+
+    fn sla_problems(query: &str) -> Vec<Detail> {
+        match SlaQuery::parse(query) {
+            Err(ApiError::InvalidQuery(detail)) => detail,
+            other => panic!("expected a 422 for {query}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sla_queries_need_a_month_and_take_an_objective() {
+        let query = SlaQuery::parse("month=2024-09").unwrap();
+        assert_eq!(query.objective, Objective::DEFAULT);
+        assert_eq!(query.month.to_string(), "2024-09");
+        assert_eq!(sla_problems("")[0].loc, ["query", "month"]);
+        assert_eq!(sla_problems("")[0].msg, "field required");
+        assert_eq!(sla_problems("month=2024-13")[0].loc, ["query", "month"]);
+        for bad in ["0", "100", "abc", "-5", "1e1"] {
+            let problems = sla_problems(&format!("month=2024-09&objective={bad}"));
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert_eq!(problems[0].loc, ["query", "objective"], "{bad}");
+        }
+        let both = sla_problems("month=x&objective=y");
+        assert_eq!(both.len(), 2, "every problem at once: {both:?}");
+    }
+
+    #[test]
+    fn export_queries_take_a_range_and_a_format() {
+        let query = ExportQuery::parse("from=2024-09-01").unwrap();
+        assert_eq!((query.format, query.range.open), (ExportFormat::Csv, true));
+        let query = ExportQuery::parse("from=2024-09-01&to=2024-09-30&format=ndjson").unwrap();
+        assert_eq!(query.format, ExportFormat::Ndjson);
+        match ExportQuery::parse("format=xml&format=json") {
+            Err(ApiError::InvalidQuery(detail)) => {
+                let locs: Vec<_> = detail.iter().map(|d| d.loc.join(".")).collect();
+                assert_eq!(locs, ["query.from", "query.format"], "{detail:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            ExportQuery::parse("from=2024-09-01&format=xml&format=csv").is_ok(),
+            "the last value counts"
         );
     }
 }

@@ -103,6 +103,59 @@ pub struct CustomerSummary {
     total_requests: u64,
 }
 
+/// A customer's SLA over one calendar month.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MonthlySla {
+    #[schema(example = "cust_1")]
+    customer_id: String,
+    /// The month asked for, YYYY-MM.
+    #[schema(example = "2024-09")]
+    month: String,
+    /// The month's first day.
+    from: NaiveDate,
+    /// The month's last day.
+    to: NaiveDate,
+    /// The availability objective, percent.
+    #[schema(example = 99.9)]
+    objective: f64,
+    /// Every request of the month.
+    #[schema(example = 201)]
+    total_requests: u64,
+    /// Requests the server failed (5xx).
+    #[schema(example = 28)]
+    failed_by_server: u64,
+    /// 100 x (requests with status < 500) / all requests of the month; 0 without requests.
+    #[schema(example = 86.07)]
+    availability_percentage: f64,
+    /// 100 x (duration of 2xx requests) / (duration of all requests); 0 when that is 0.
+    #[schema(example = 47.72)]
+    uptime_percentage: f64,
+    /// (100 - objective) % of the month's requests: how many the server may fail.
+    #[schema(example = 0.201)]
+    error_budget_requests: f64,
+    /// The budget less the 5xx requests; negative once overspent.
+    #[schema(example = -27.799)]
+    error_budget_remaining_requests: f64,
+    /// Availability below the objective (compared exactly); false without requests.
+    breached: bool,
+    /// The day of lowest availability (the earliest of equals); null without data.
+    #[schema(nullable = true)]
+    worst_day: Option<WorstDay>,
+}
+
+/// The month's day of lowest availability.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WorstDay {
+    date: NaiveDate,
+    #[schema(example = 201)]
+    total_requests: u64,
+    /// Requests the server failed (5xx).
+    #[schema(example = 28)]
+    failed_by_server: u64,
+    #[schema(example = 86.07)]
+    availability_percentage: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -180,5 +233,21 @@ mod tests {
             statistics: summary.statistics,
         };
         assert_eq!(documented("ResourceSummary"), serialized(&resource));
+        let days = [crate::sla::DayTotals {
+            date: day.date,
+            total_requests: 2,
+            status_5xx: 1,
+            duration_sum_us: 3,
+            success_duration_sum_us: 1,
+        }];
+        let month = crate::sla::Month::from(day.date);
+        let sla = crate::sla::MonthlySla::compute(
+            "cust_1".into(),
+            month,
+            crate::sla::Objective::DEFAULT,
+            &days,
+        );
+        assert_eq!(documented("WorstDay"), serialized(&sla.worst_day));
+        assert_eq!(documented("MonthlySla"), serialized(&sla));
     }
 }

@@ -12,6 +12,7 @@ mod blocking;
 mod commit;
 mod migrations;
 mod read;
+mod reports;
 mod sqlite_file;
 mod sqlite_reads;
 mod sqlite_writes;
@@ -33,6 +34,7 @@ pub use batch::{CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, Other
 pub use blocking::BlockingStore;
 pub use commit::{StoredProgress, Written};
 pub use read::{CustomerSummary, DayRow};
+pub use reports::ExportCursor;
 pub use sqlite_file::DatabaseFileMissing;
 
 /// Statements slower than this are logged, at debug level: a commit's large multi-row insert under

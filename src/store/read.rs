@@ -98,7 +98,7 @@ impl FromStoredRow for (NaiveDate, DayStats) {
 
 /// A [`DayRow`] from a row of [`SELECT_DAYS`], by column position: looking 18 columns up by name
 /// was a sixth of a request's time.
-fn day_from_row(row: &impl StoredRow) -> anyhow::Result<DayRow> {
+pub(super) fn day_from_row(row: &impl StoredRow) -> anyhow::Result<DayRow> {
     let count_at = |column| row.integer(column).map(count);
     Ok(DayRow {
         customer_id: row.text(0)?,

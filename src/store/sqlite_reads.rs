@@ -203,6 +203,21 @@ impl Readers {
     }
 }
 
+/// Runs `read` with the memory map off, for a scan of the whole table (the export). Through the
+/// map, every page of the file it passes would stay mapped into the server, whose resident memory
+/// would grow by the file's size (up to the map's 1 GiB); through SQLite's own page cache of a few
+/// MB, the pages stay in the kernel's page cache only. Point reads keep the map. A connection whose
+/// map could not be set back fails the read, and a failed read's connection is not kept.
+pub(super) fn without_mmap<T>(
+    connection: &Connection,
+    read: impl FnOnce(&Connection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    connection.pragma_update(None, "mmap_size", 0)?;
+    let result = read(connection);
+    connection.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+    result
+}
+
 /// Set when a read's caller has gone; the query running checks it every [`CHECK_EVERY`] steps
 /// (SQLite's progress handler: unlike `sqlite3_interrupt`, which is lost when it comes just before
 /// a statement starts, it cannot miss the query).

@@ -215,6 +215,8 @@ fn health_readiness_docs_and_the_openapi_document_are_served() {
         "/customers",
         "/customers/{customer_id}/stats",
         "/customers/{customer_id}/stats/summary",
+        "/customers/{customer_id}/sla",
+        "/export",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} is documented");
     }
@@ -297,6 +299,8 @@ fn a_database_that_cannot_serve_answers_503_on_every_data_route() {
             "/customers",
             "/customers/cust_1/stats?from=2024-09-03",
             "/customers/cust_1/stats/summary?from=2024-09-03",
+            "/customers/cust_1/sla?month=2024-09",
+            "/export?from=2024-09-03",
             "/metrics",
             "/readyz",
         ] {

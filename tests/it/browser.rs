@@ -145,6 +145,110 @@ fn the_range_by_resource_is_a_table_of_the_apis_numbers_busiest_first() {
 }
 
 #[test]
+fn the_sla_panel_shows_the_apis_numbers_for_its_month_and_objective() {
+    let Some(browser) = Browser::find() else {
+        return;
+    };
+    let site = Site::start();
+    // The generated days end on 2024-10-02: the panel opens on the customer's last month, with
+    // the default objective; the address can name another month and objective.
+    for (query, month, objective) in [
+        ("", "2024-10", "99.9"),
+        ("&month=2024-09&objective=50", "2024-09", "50"),
+    ] {
+        let sla: Value = site.json(&format!(
+            "/customers/cust_1/sla?month={month}&objective={objective}"
+        ));
+        assert!(sla["total_requests"].as_u64().unwrap() > 0, "{sla}");
+        let page = browser.dump_dom(&site.url(&format!("/?customer=cust_1{query}")));
+        page.assert_console_is_silent();
+        let dom = page.stdout.as_str();
+        assert_eq!(
+            attribute_of_id(dom, "sla", "data-state"),
+            Some("ready"),
+            "{dom}"
+        );
+        assert_eq!(
+            attribute_of_id(dom, "sla", "hidden"),
+            None,
+            "the panel is shown"
+        );
+        let number = |field: &str| sla[field].as_f64().unwrap();
+        let budget = number("error_budget_requests");
+        let worst = &sla["worst_day"];
+        let breached = if sla["breached"].as_bool().unwrap() {
+            "Yes"
+        } else {
+            "No"
+        };
+        let expected = [
+            (
+                "sla-availability",
+                format!("{} %", en_us(number("availability_percentage"), 2)),
+            ),
+            (
+                "sla-uptime",
+                format!("{} %", en_us(number("uptime_percentage"), 2)),
+            ),
+            ("sla-budget", format!("{} requests", en_us(budget, 2))),
+            (
+                "sla-used",
+                format!(
+                    "{} %",
+                    en_us(number("failed_by_server") / budget * 100.0, 2)
+                ),
+            ),
+            (
+                "sla-remaining",
+                format!(
+                    "{} requests",
+                    signed(number("error_budget_remaining_requests"), 2)
+                ),
+            ),
+            ("sla-breached", breached.to_string()),
+            (
+                "sla-worst",
+                format!(
+                    "{} · {} %",
+                    worst["date"].as_str().unwrap(),
+                    en_us(worst["availability_percentage"].as_f64().unwrap(), 2)
+                ),
+            ),
+        ];
+        for (id, want) in expected {
+            assert_eq!(
+                text_of_id(dom, id),
+                Some(want.as_str()),
+                "#{id} for {month} at {objective} (API: {sla})"
+            );
+        }
+    }
+
+    // An objective the API refuses: the panel says so, with the status.
+    let page = browser.dump_dom(&site.url("/?customer=cust_1&month=2024-09&objective=100"));
+    let dom = page.stdout.as_str();
+    assert_eq!(
+        attribute_of_id(dom, "sla", "data-state"),
+        Some("error"),
+        "{dom}"
+    );
+    assert!(
+        text_of_id(dom, "sla-message")
+            .is_some_and(|text| text.contains("422") && text.contains("objective")),
+        "{dom}"
+    );
+}
+
+/// `value` as the page shows a number that may be negative (`Intl.NumberFormat('en-US')`).
+fn signed(value: f64, decimals: usize) -> String {
+    if value < 0.0 {
+        format!("-{}", en_us(-value, decimals))
+    } else {
+        en_us(value, decimals)
+    }
+}
+
+#[test]
 fn an_unknown_customer_gets_a_message_instead_of_charts() {
     let Some(browser) = Browser::find() else {
         return;

@@ -16,6 +16,7 @@ mod oracle;
 mod ownership;
 mod pipeline;
 mod reads;
+mod reports;
 mod resources;
 mod robustness;
 mod rotation;

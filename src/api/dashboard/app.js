@@ -73,6 +73,9 @@ const COLORS = {
   uptime: '#1c7ed6', availability: '#2f9e44',
 };
 
+// The SLA panel's objective when none is given (the API's default too).
+const DEFAULT_OBJECTIVE = '99.9';
+
 // ---------- state ----------
 const state = {
   customers: new Map(),
@@ -84,6 +87,9 @@ const state = {
   resources: [],
   resourceSort: { field: 'total_requests', dir: -1 },
   loadSeq: 0,
+  slaMonth: '', // YYYY-MM
+  slaObjective: DEFAULT_OBJECTIVE,
+  slaSeq: 0,
 };
 
 // ---------- API ----------
@@ -182,6 +188,8 @@ function writeUrl() {
   if (state.customer) p.set('customer', state.customer);
   if (state.from) p.set('from', state.from);
   if (state.to) p.set('to', state.to);
+  if (state.slaMonth) p.set('month', state.slaMonth);
+  if (state.slaObjective !== DEFAULT_OBJECTIVE) p.set('objective', state.slaObjective);
   history.replaceState(null, '', `${location.pathname}?${p}`);
 }
 
@@ -209,11 +217,14 @@ async function init() {
   state.customer = params.get('customer') || first[0].customer_id;
   state.from = params.get('from') || '';
   state.to = params.get('to') || '';
+  state.slaMonth = params.get('month') || '';
+  state.slaObjective = params.get('objective') || DEFAULT_OBJECTIVE;
   const c = findCustomer(state.customer);
   if (c) {
     const d = defaultRange(c);
     if (!state.from) state.from = d.from;
     if (!state.to) state.to = d.to;
+    if (!state.slaMonth) state.slaMonth = c.last_day.slice(0, 7);
   }
   syncInputs();
   writeUrl();
@@ -307,8 +318,10 @@ async function load() {
   if (!findCustomer(customer)) {
     document.body.dataset.state = 'ready';
     $('content').hidden = true;
+    $('sla').hidden = true;
     return showMessage('unknown-customer', `Unknown customer "${customer}": no such customer in /customers.`);
   }
+  loadSla();
   setLoading(`Loading ${customer}, ${from} → ${to}…`);
   const q = new URLSearchParams({ from, to });
   const base = `/customers/${encodeURIComponent(customer)}/stats`;
@@ -349,6 +362,66 @@ function renderSummary(s) {
   $('sum-availability').textContent = empty ? '–' : fmt.pct(s.availability_percentage) + ' %';
   $('sum-p50').textContent = empty ? '–' : fmt.sec(s.duration_p50) + ' s';
   $('sum-p99').textContent = empty ? '–' : fmt.sec(s.duration_p99) + ' s';
+}
+
+// ---------- monthly SLA ----------
+// The selected customer's SLA for the panel's month and objective, asked of the API (which
+// computes it from the month's counts); a newer request supersedes an older one.
+async function loadSla() {
+  const seq = ++state.slaSeq;
+  const panel = $('sla');
+  const { customer } = state;
+  const month = state.slaMonth;
+  const objective = state.slaObjective || DEFAULT_OBJECTIVE;
+  panel.hidden = false;
+  panel.dataset.state = 'loading';
+  $('sla-month').value = month;
+  $('sla-objective').value = objective;
+  const q = new URLSearchParams({ month, objective });
+  let sla;
+  try {
+    sla = await api(`/customers/${encodeURIComponent(customer)}/sla?${q}`);
+  } catch (e) {
+    if (seq !== state.slaSeq) return;
+    panel.dataset.state = 'error';
+    const m = $('sla-message');
+    m.textContent = e instanceof ApiError ? `API error ${e.message}` : `Unexpected error: ${e && e.message ? e.message : e}`;
+    m.hidden = false;
+    return renderSla({});
+  }
+  if (seq !== state.slaSeq) return;
+  $('sla-message').hidden = true;
+  renderSla(sla || {});
+  panel.dataset.state = 'ready';
+}
+
+function renderSla(s) {
+  const none = !s.total_requests;
+  const budget = s.error_budget_requests;
+  $('sla-availability').textContent = none ? '–' : fmt.pct(s.availability_percentage) + ' %';
+  $('sla-uptime').textContent = none ? '–' : fmt.pct(s.uptime_percentage) + ' %';
+  $('sla-budget').textContent = isNum(budget) ? fmt.pct(budget) + ' requests' : '–';
+  // The share of the budget the server's failures used (over 100 % once overspent).
+  $('sla-used').textContent = isNum(budget) && budget > 0 ? fmt.pct((s.failed_by_server / budget) * 100) + ' %' : '–';
+  $('sla-remaining').textContent = isNum(s.error_budget_remaining_requests)
+    ? fmt.pct(s.error_budget_remaining_requests) + ' requests' : '–';
+  const breached = $('sla-breached');
+  breached.textContent = typeof s.breached === 'boolean' ? (s.breached ? 'Yes' : 'No') : '–';
+  if (typeof s.breached === 'boolean') breached.dataset.breached = String(s.breached);
+  else delete breached.dataset.breached;
+  const worst = s.worst_day;
+  $('sla-worst').textContent = worst ? `${worst.date} · ${fmt.pct(worst.availability_percentage)} %` : '–';
+}
+
+function onSlaChange() {
+  const month = $('sla-month').value;
+  const objective = $('sla-objective').value.trim() || DEFAULT_OBJECTIVE;
+  if (!month) return; // wait for a complete month
+  if (month === state.slaMonth && objective === state.slaObjective) return;
+  state.slaMonth = month;
+  state.slaObjective = objective;
+  writeUrl();
+  loadSla();
 }
 
 // ---------- SVG charts ----------
@@ -650,7 +723,7 @@ async function onCustomerChange() {
   state.customer = id;
   const c = await lookupCustomer(id).catch(() => undefined);
   if (id !== state.customer) return; // another choice came meanwhile
-  if (c) Object.assign(state, defaultRange(c));
+  if (c) Object.assign(state, defaultRange(c), { slaMonth: c.last_day.slice(0, 7) });
   state.sort = { field: 'date', dir: 1 };
   syncInputs();
   writeUrl();
@@ -686,6 +759,9 @@ document.addEventListener('DOMContentLoaded', () => {
   $('from').addEventListener('change', onDateChange);
   $('to').addEventListener('change', onDateChange);
   $('download-csv').addEventListener('click', downloadCsv);
+  $('sla-controls').addEventListener('submit', (e) => e.preventDefault());
+  $('sla-month').addEventListener('change', onSlaChange);
+  $('sla-objective').addEventListener('change', onSlaChange);
 
   sortableHeaders('days', sortBy);
   sortableHeaders('resources', sortResourcesBy);
