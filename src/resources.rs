@@ -276,6 +276,48 @@ mod tests {
         assert_eq!(resource(&format!("/{}", "a".repeat(300))), OTHER);
     }
 
+    /// The definition, written the slow way.
+    fn naive(path: &str) -> String {
+        let path = path.split(['?', '#']).next().unwrap();
+        let trimmed = path.trim_end_matches('/');
+        let path = if trimmed.is_empty() { "/" } else { trimmed };
+        let uuid = |s: &str| {
+            let parts: Vec<&str> = s.split('-').collect();
+            parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+                && parts
+                    .iter()
+                    .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+        };
+        let resource: Vec<&str> = path
+            .split('/')
+            .map(
+                |s| match (!s.is_empty() && s.chars().all(|c| c.is_ascii_digit())) || uuid(s) {
+                    true => "{id}",
+                    false => s,
+                },
+            )
+            .collect();
+        resource.join("/")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_becomes_the_resource_the_definition_gives(
+            tail in "[/a1?#f-]{0,40}",
+            uuid in "[0-9a-fA-F]{8}-[0-9a-f]{4}-[0-9A-F]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            at in 0usize..3,
+        ) {
+            let path = match at {
+                0 => format!("/{tail}"),
+                1 => format!("/{uuid}/{tail}"),
+                _ => format!("/x/{tail}/{uuid}"),
+            };
+            let want = naive(&path);
+            proptest::prop_assume!(want.len() <= LONGEST_RESOURCE);
+            proptest::prop_assert_eq!(resource(&path), want, "{}", path);
+        }
+    }
+
     fn day(requests: &[(u16, u64)]) -> DayStats {
         let mut stats = DayStats::of_requests(requests);
         stats.compact();
