@@ -208,9 +208,18 @@ pub fn for_each_row(url: &str, mut each: impl FnMut(serde_json::Value)) {
         let store = logstats::store::Store::connect(url).await.unwrap();
         for customer in store.customers("", None, usize::MAX).await.unwrap() {
             let (id, first, last) = (&customer.customer_id, customer.first_day, customer.last_day);
-            let days = store.days(id, first, last).await.unwrap();
-            let states = store.day_states(id, first, last).await.unwrap();
-            assert_eq!(days.len(), states.len());
+            // Two reads: a commit may come between them (a follower goes on), then both again.
+            let (days, states) = loop {
+                let days = store.days(id, first, last).await.unwrap();
+                let states = store.day_states(id, first, last).await.unwrap();
+                let same = days.len() == states.len()
+                    && days.iter().zip(&states).all(|(day, (date, state))| {
+                        day.date == *date && day.statistics.total_requests == state.total()
+                    });
+                if same {
+                    break (days, states);
+                }
+            };
             for (day, (_, state)) in days.into_iter().zip(states) {
                 let mut row = serde_json::to_value(day).unwrap();
                 row["resources"] = breakdown_of(state);

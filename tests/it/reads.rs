@@ -117,7 +117,9 @@ fn assert_serves_the_table(server: &Server, url: &str) {
         metric(body, "logstats_stored_requests_total") == Some(requests as f64)
     });
     let mut rows: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-    for_each_row(url, |row| {
+    for_each_row(url, |mut row| {
+        // The stats route answers without the breakdown.
+        row.as_object_mut().unwrap().remove("resources");
         let id = row["customer_id"].as_str().unwrap().to_string();
         rows.entry(id).or_default().push(row);
     });
