@@ -68,7 +68,7 @@ fn parse_date(name: &str, text: &str, problems: &mut Vec<Detail>) -> Option<Naiv
     // Only days both backends store and compare alike: 0001-01-01..=9999-12-31.
     let parsed = Day::parse(text.as_bytes()).map(Day::to_naive_date);
     if parsed.is_none() {
-        let shown: String = text.chars().take(40).collect();
+        let shown = shown(text);
         problems.push(Detail::new(
             "query",
             name,
@@ -104,7 +104,7 @@ impl ByResource {
             match name.as_ref() {
                 "group_by" if value == "resource" => by.grouped = true,
                 "group_by" => {
-                    let shown: String = value.chars().take(40).collect();
+                    let shown = shown(&value);
                     problems.push(Detail::new(
                         "query",
                         "group_by",
@@ -118,7 +118,7 @@ impl ByResource {
                     by.only = Some(resource);
                 }
                 "resource" => {
-                    let shown: String = value.chars().take(40).collect();
+                    let shown = shown(&value);
                     problems.push(Detail::new(
                         "query",
                         "resource",
@@ -298,7 +298,7 @@ impl CustomerPage {
                 "limit" => match value.parse::<usize>() {
                     Ok(limit) if (1..=MAX_PAGE).contains(&limit) => page.limit = limit,
                     _ => {
-                        let shown: String = value.chars().take(40).collect();
+                        let shown = shown(&value);
                         problems.push(Detail::new(
                             "query",
                             "limit",

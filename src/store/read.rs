@@ -79,7 +79,7 @@ static SELECT_DAY_STATES: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// What a row of a customer's range reads as, whichever driver read it.
-trait FromStoredRow: Sized + Send + 'static {
+pub(super) trait FromStoredRow: Sized + Send + 'static {
     fn from_row(row: &impl StoredRow) -> anyhow::Result<Self>;
 }
 
@@ -180,7 +180,7 @@ impl Store {
 
     /// Every row of `select` (`$1` a customer, `$2` and `$3` the first and last day), decoded:
     /// SQLite's on a reader thread, PostgreSQL's from the pool.
-    async fn customer_range<T: FromStoredRow>(
+    pub(super) async fn customer_range<T: FromStoredRow>(
         &self,
         select: &'static str,
         customer: &str,

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use chrono::NaiveDate;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
-use super::read::{DayRow, day_from_row};
+use super::read::{DayRow, FromStoredRow, day_from_row};
 use super::{Store, StoredRow, count, wide, with_pool};
 use crate::sla::DayTotals;
 
@@ -31,14 +31,16 @@ static SELECT_EXPORT_PAGE: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// A [`DayTotals`] from a row of [`SELECT_DAY_TOTALS`].
-fn totals_from_row(row: &impl StoredRow) -> anyhow::Result<DayTotals> {
-    Ok(DayTotals {
-        date: row.date(0)?,
-        total_requests: count(row.integer(1)?),
-        status_5xx: count(row.integer(2)?),
-        duration_sum_us: wide(row.integer(3)?, row.integer(4)?),
-        success_duration_sum_us: wide(row.integer(5)?, row.integer(6)?),
-    })
+impl FromStoredRow for DayTotals {
+    fn from_row(row: &impl StoredRow) -> anyhow::Result<DayTotals> {
+        Ok(DayTotals {
+            date: row.date(0)?,
+            total_requests: count(row.integer(1)?),
+            status_5xx: count(row.integer(2)?),
+            duration_sum_us: wide(row.integer(3)?, row.integer(4)?),
+            success_duration_sum_us: wide(row.integer(5)?, row.integer(6)?),
+        })
+    }
 }
 
 /// Where an export stands: the last (customer, date) sent, and what it is restricted to.
@@ -90,33 +92,8 @@ impl Store {
         from: NaiveDate,
         to: NaiveDate,
     ) -> anyhow::Result<Vec<DayTotals>> {
-        self.guarded(async {
-            self.ready().await?;
-            if let Some(readers) = &self.readers {
-                let customer = customer.to_owned();
-                return readers
-                    .read(move |connection| {
-                        let mut statement = connection.prepare_cached(SELECT_DAY_TOTALS)?;
-                        let mut rows = statement.query((customer, from, to))?;
-                        let mut days = Vec::new();
-                        while let Some(row) = rows.next()? {
-                            days.push(totals_from_row(&super::sqlite_reads::Row(row))?);
-                        }
-                        Ok(days)
-                    })
-                    .await;
-            }
-            with_pool!(self, pool => {
-                let rows = sqlx::query(SELECT_DAY_TOTALS)
-                    .bind(customer)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(totals_from_row).collect()
-            })
-        })
-        .await
+        self.customer_range(SELECT_DAY_TOTALS, customer, from, to)
+            .await
     }
 
     /// The next page of an export, at most `limit` rows in (customer, date) order; empty once
