@@ -612,9 +612,10 @@ impl<'a> Follower<'a> {
     /// The followed file that `file` (of `size` bytes) is a copy of, as far as it was read: the
     /// same first bytes, and the same bytes before `size`, which it has read past. A copy made
     /// while its original is still written to (`copytruncate` before the truncation) is then
-    /// nothing new.
+    /// nothing new. Only whole lines are read, so only whole lines are a copy: a new file that
+    /// holds the beginning of a line so far (which begins like every line) is not.
     fn copy_of_followed(&self, file: &File, size: u64) -> Option<String> {
-        if size == 0 {
+        if size == 0 || end_of_last_line(file, size - 1, size).ok() != Some(size) {
             return None;
         }
         let head = Head::of(file, size).ok()?;
