@@ -134,7 +134,9 @@ impl Followed {
         self.file.as_ref().expect("opened before")
     }
 
-    /// Reads from the current offset up to `end` (nothing when it is not past the offset).
+    /// Reads from the current offset up to `end` (nothing when it is not past the offset), and
+    /// takes the fingerprint of its first bytes when more of them were read: its row must carry
+    /// it, or a compressed copy made of it after this read is not known for it.
     fn read_to(
         &mut self,
         end: u64,
@@ -152,6 +154,9 @@ impl Followed {
             read_range(file.try_clone()?, self.offset, end, aggregator, on_bytes)?;
             self.offset = end;
             self.end_hash = Head::before(file, end).unwrap_or(0);
+        }
+        if self.head.len < HEAD_BYTES.min(self.offset) {
+            self.head = Head::of(file, self.offset)?;
         }
         Ok(())
     }
@@ -472,9 +477,6 @@ impl<'a> Follower<'a> {
             followed.active = self.polls;
         }
         followed.read_to(end, aggregator, on_bytes)?;
-        if followed.head.len < HEAD_BYTES.min(followed.offset) {
-            followed.head = Head::of(followed.opened(), followed.offset)?;
-        }
         let committed = self.known.get(key).map_or(0, |row| row.offset);
         if (followed.offset != committed || followed.restarted.is_some()) && followed.retract == 0 {
             let from = if followed.restarted.is_some() {

@@ -901,3 +901,48 @@ fn following_a_new_file_that_holds_the_beginning_of_a_line_reads_the_whole_line(
     assert!(follower.wait().unwrap().success());
     settled.unwrap();
 }
+
+/// A followed file whose only line is completed just before it is rotated and compressed away
+/// (`dateext`, `compress`) is drained, and its `.gz` is known for it: the line counts once (the
+/// drain's progress row lacked the fingerprint of the file's first bytes, so the `.gz` was read
+/// as a new file and the line counted twice).
+#[test]
+fn a_line_completed_just_before_its_file_is_compressed_away_counts_once() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut world = World::new(db.dir(), 506);
+    world.append(20);
+    let (mut follower, mut watch) = following(&db.url, &world.dir, &[]);
+    world.apply(&Step::Rotate {
+        scheme: Scheme::DateExt,
+        compress: Compress::No,
+        keep: 5,
+        slow: None,
+    });
+    world.apply(&Step::Partial(89));
+    eventually_matches(&db.url, &world.written, PATIENCE).unwrap();
+    // Two commits after: a poll has seen the new file with its partial line.
+    watch.drain();
+    let seen = watch.commits;
+    assert!(watch.until_commits(seen + 2, PATIENCE), "following goes on");
+    // The rest of the line, the rotation and the compression, all between two polls (the
+    // compressed file is made beforehand, outside the directory).
+    let (_, rest, whole) = world.partial.take().unwrap();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let plain = [
+        std::fs::read(world.path("app.log")).unwrap(),
+        rest.clone().into_bytes(),
+    ]
+    .concat();
+    encoder.write_all(&plain).unwrap();
+    let staged = db.dir().join("staged.gz");
+    std::fs::write(&staged, encoder.finish().unwrap()).unwrap();
+    append(&world.path("app.log"), &rest);
+    std::fs::remove_file(world.path("app.log")).unwrap();
+    std::fs::rename(&staged, world.path("app.log-20241202.gz")).unwrap();
+    std::fs::File::create(world.path("app.log")).unwrap();
+    world.written.push_str(&whole);
+    let settled = eventually_matches(&db.url, &world.written, PATIENCE);
+    signal(follower.id(), "TERM");
+    assert!(follower.wait().unwrap().success());
+    settled.unwrap();
+}
