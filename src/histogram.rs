@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 /// How many raw values are buffered before they are folded into the sorted counts.
 const PENDING_LIMIT: usize = 2048;
 
+/// Room for the first pending values (one allocation where growing from nothing took four).
+const FIRST_PENDING: usize = 32;
+
 /// `(value, count)` pairs, strictly increasing by value, every count > 0, plus unsorted
 /// pending values not yet folded in.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -117,6 +120,9 @@ impl Few {
 
 /// A histogram with fewer distinct values stays sorted pairs (the dense test is not worth it).
 const DENSE_MIN_ENTRIES: usize = 32;
+
+/// Sorted pairs are tested for the dense form each time their number passes a multiple of this.
+const DENSIFY_EVERY: usize = 16;
 
 impl Dense {
     /// The dense form of sorted narrow entries, when it takes no more room than they do.
@@ -231,6 +237,9 @@ impl Histogram {
                 return;
             }
         }
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(FIRST_PENDING);
+        }
         self.pending.push(value);
         if self.pending.len() >= PENDING_LIMIT {
             self.fold_pending();
@@ -276,7 +285,12 @@ impl Histogram {
                 }
             }
             Entries::Narrow(entries) => {
-                if add_sorted(entries, counts) {
+                let before = entries.len();
+                // Tried again once some values were gained, not at every one: the test reads every
+                // entry, and a list sparse over its range stays so for many merges.
+                if add_sorted(entries, counts)
+                    && before / DENSIFY_EVERY != entries.len() / DENSIFY_EVERY
+                {
                     self.densify();
                 }
             }
@@ -488,9 +502,7 @@ const FORMAT_VERSION: u8 = 1;
 fn add_sorted<E: Entry>(a: &mut Vec<E>, b: &[(u64, u64)]) -> bool {
     let mut i = 0;
     for (k, &(value, count)) in b.iter().enumerate() {
-        while i < a.len() && a[i].value() < value {
-            i += 1;
-        }
+        i += run_below(&a[i..], value);
         if i < a.len() && a[i].value() == value {
             a[i].add(count);
         } else {
@@ -505,26 +517,38 @@ fn add_sorted<E: Entry>(a: &mut Vec<E>, b: &[(u64, u64)]) -> bool {
 fn merge_from<E: Entry>(a: &[E], start: usize, b: &[(u64, u64)]) -> Vec<E> {
     let mut merged = Vec::with_capacity(a.len() + b.len());
     merged.extend_from_slice(&a[..start]);
-    let (mut i, mut j) = (start, 0);
-    while i < a.len() && j < b.len() {
-        let (value, count) = b[j];
-        if a[i].value() < value {
-            merged.push(a[i]);
-            i += 1;
-        } else if a[i].value() > value {
-            merged.push(E::new(value, count));
-            j += 1;
-        } else {
-            let mut entry = a[i];
-            entry.add(count);
-            merged.push(entry);
-            i += 1;
-            j += 1;
+    let mut i = start;
+    for &(value, count) in b {
+        // The entries below `value` are copied as one run.
+        let run = run_below(&a[i..], value);
+        merged.extend_from_slice(&a[i..i + run]);
+        i += run;
+        match a.get(i) {
+            Some(&entry) if entry.value() == value => {
+                let mut entry = entry;
+                entry.add(count);
+                merged.push(entry);
+                i += 1;
+            }
+            _ => merged.push(E::new(value, count)),
         }
     }
     merged.extend_from_slice(&a[i..]);
-    merged.extend(b[j..].iter().map(|&(v, c)| E::new(v, c)));
     merged
+}
+
+/// How many of the sorted entries `a` are below `value`, found by galloping: a few comparisons
+/// when that is a few entries (a merge of lists of alike size), a binary search's when many (a
+/// few counts merged into a long list).
+#[inline]
+fn run_below<E: Entry>(a: &[E], value: u64) -> usize {
+    let mut end = 1;
+    while end <= a.len() && a[end - 1].value() < value {
+        end *= 2;
+    }
+    let start = end / 2;
+    let end = end.min(a.len());
+    start + a[start..end].partition_point(|e| e.value() < value)
 }
 
 /// What the allocator takes for `bytes` asked (a header and rounding; nothing for nothing).

@@ -95,6 +95,9 @@ pub struct Retracted {
 /// How many characters of a rejected line are kept.
 const REJECT_TEXT_CHARS: usize = 200;
 
+/// How many distinct raw paths a batch remembers the resources of.
+const RAW_PATHS_REMEMBERED: usize = 4096;
+
 /// Which of `owners` workers owns `customer`'s groups (merges and commits them).
 pub fn owner_of(customer: &str, owners: usize) -> usize {
     if owners <= 1 {
@@ -116,6 +119,9 @@ pub struct Aggregator {
     /// The batch's resources, by name: their place in `resources`.
     resource_ids: FxHashMap<NameKey, u32>,
     resources: Vec<Box<str>>,
+    /// The batch's first raw paths, by their bytes: the number of their resource (most lines
+    /// repeat a path, which is then not normalised again).
+    raw_path_ids: FxHashMap<NameKey, u32>,
     /// Whether requests are grouped by resource (otherwise every one is unattributed).
     by_resource: bool,
     /// The resource of the line being counted (kept from line to line).
@@ -146,6 +152,7 @@ impl Aggregator {
             names: vec![Vec::new(); owners.max(1)],
             resource_ids: FxHashMap::default(),
             resources: Vec::new(),
+            raw_path_ids: FxHashMap::default(),
             by_resource: true,
             resource: String::new(),
             group_index: FxHashMap::default(),
@@ -294,13 +301,23 @@ impl Aggregator {
             }
             return 0;
         }
-        resources::resource_of(path, &mut self.resource);
-        if let Some(&id) = self.resource_ids.get(self.resource.as_bytes()) {
+        if let Some(&id) = self.raw_path_ids.get(path) {
             return id;
         }
-        let id = self.resources.len() as u32;
-        self.resources.push(self.resource.as_str().into());
-        self.resource_ids.insert(NameKey::new(&self.resource), id);
+        resources::resource_of(path, &mut self.resource);
+        let id = match self.resource_ids.get(self.resource.as_bytes()) {
+            Some(&id) => id,
+            None => {
+                let id = self.resources.len() as u32;
+                self.resources.push(self.resource.as_str().into());
+                self.resource_ids.insert(NameKey::new(&self.resource), id);
+                id
+            }
+        };
+        // Bounded: paths that never repeat (identifiers, query strings) stop adding to it.
+        if self.raw_path_ids.len() < RAW_PATHS_REMEMBERED {
+            self.raw_path_ids.insert(NameKey::of_bytes(path), id);
+        }
         id
     }
 
@@ -311,6 +328,7 @@ impl Aggregator {
         self.group_index.clear();
         self.customer_ids.clear();
         self.resource_ids.clear();
+        self.raw_path_ids.clear();
         let resources = std::mem::take(&mut self.resources);
         let owners = self.names.len();
         let mut groups: Vec<Vec<NumberedGroup>> = self
@@ -423,5 +441,32 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), customers.len());
+    }
+
+    #[test]
+    fn paths_past_those_remembered_are_grouped_by_their_resource_all_the_same() {
+        let mut aggregator = Aggregator::new(0);
+        let paths = RAW_PATHS_REMEMBERED as u64 * 2;
+        for id in 0..paths {
+            let kind = ["users", "orders"][(id % 2) as usize];
+            let line = format!("2024-09-15 10:00:00 a /{kind}/{id}?page={id} 200 1.0");
+            aggregator.feed(line.as_bytes(), Position::Line(id));
+        }
+        aggregator.feed(
+            b"2024-09-15 10:00:00 a /users/7/ 200 1.0",
+            Position::Line(paths),
+        );
+        let (owned, _, _) = aggregator.drain();
+        let numbered = &owned[0].1;
+        let mut totals: Vec<(&str, u64)> = numbered
+            .groups
+            .iter()
+            .map(|(_, _, resource, state)| {
+                (&*numbered.resources[*resource as usize], state.total())
+            })
+            .collect();
+        totals.sort();
+        let half = RAW_PATHS_REMEMBERED as u64;
+        assert_eq!(totals, [("/orders/{id}", half), ("/users/{id}", half + 1)]);
     }
 }

@@ -16,7 +16,11 @@ pub enum NameKey {
 
 impl NameKey {
     pub fn new(name: &str) -> NameKey {
-        let name = name.as_bytes();
+        NameKey::of_bytes(name.as_bytes())
+    }
+
+    /// The key of bytes that need not be text (a raw request path).
+    pub fn of_bytes(name: &[u8]) -> NameKey {
         if name.len() > INLINE {
             return NameKey::Heap(name.into());
         }
