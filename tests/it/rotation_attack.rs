@@ -878,10 +878,7 @@ fn following_through_two_compressing_rotations_goes_on() {
 /// line, read from its middle, was lost).
 #[test]
 fn following_a_new_file_that_holds_the_beginning_of_a_line_reads_the_whole_line() {
-    let db = TestDb::new(Backend::Sqlite);
-    let mut world = World::new(db.dir(), 303);
-    world.append(20);
-    let (mut follower, mut watch) = following(&db.url, &world.dir, &[]);
+    let (db, mut world, mut follower, mut watch) = following_twenty_lines(303);
     eventually_matches(&db.url, &world.written, PATIENCE).unwrap();
     // Rotated, and the new file appears holding the first bytes of a line (moved into place
     // whole, so that no poll sees it empty).
@@ -891,10 +888,7 @@ fn following_a_new_file_that_holds_the_beginning_of_a_line_reads_the_whole_line(
     std::fs::write(&staged, &whole[..4]).unwrap();
     std::fs::rename(&staged, world.path("app.log")).unwrap();
     world.partial = Some(("app.log".into(), whole[4..].to_string(), whole));
-    // Two commits after: a poll has seen it.
-    watch.drain();
-    let seen = watch.commits;
-    assert!(watch.until_commits(seen + 2, PATIENCE), "following goes on");
+    until_polled(&mut watch);
     world.apply(&Step::Append(3));
     let settled = eventually_matches(&db.url, &world.written, PATIENCE);
     signal(follower.id(), "TERM");
@@ -908,10 +902,7 @@ fn following_a_new_file_that_holds_the_beginning_of_a_line_reads_the_whole_line(
 /// as a new file and the line counted twice).
 #[test]
 fn a_line_completed_just_before_its_file_is_compressed_away_counts_once() {
-    let db = TestDb::new(Backend::Sqlite);
-    let mut world = World::new(db.dir(), 506);
-    world.append(20);
-    let (mut follower, mut watch) = following(&db.url, &world.dir, &[]);
+    let (db, mut world, mut follower, mut watch) = following_twenty_lines(506);
     world.apply(&Step::Rotate {
         scheme: Scheme::DateExt,
         compress: Compress::No,
@@ -920,10 +911,7 @@ fn a_line_completed_just_before_its_file_is_compressed_away_counts_once() {
     });
     world.apply(&Step::Partial(89));
     eventually_matches(&db.url, &world.written, PATIENCE).unwrap();
-    // Two commits after: a poll has seen the new file with its partial line.
-    watch.drain();
-    let seen = watch.commits;
-    assert!(watch.until_commits(seen + 2, PATIENCE), "following goes on");
+    until_polled(&mut watch); // the new file with its partial line
     // The rest of the line, the rotation and the compression, all between two polls (the
     // compressed file is made beforehand, outside the directory).
     let (_, rest, whole) = world.partial.take().unwrap();
@@ -945,4 +933,20 @@ fn a_line_completed_just_before_its_file_is_compressed_away_counts_once() {
     signal(follower.id(), "TERM");
     assert!(follower.wait().unwrap().success());
     settled.unwrap();
+}
+
+/// A follower of a log directory whose `app.log` holds 20 lines, and its database.
+fn following_twenty_lines(seed: u64) -> (TestDb, World, Child, CommitWatch) {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut world = World::new(db.dir(), seed);
+    world.append(20);
+    let (follower, watch) = following(&db.url, &world.dir, &[]);
+    (db, world, follower, watch)
+}
+
+/// Returns once two more commits were reported: a whole poll has seen the files as they are now.
+fn until_polled(watch: &mut CommitWatch) {
+    watch.drain();
+    let seen = watch.commits;
+    assert!(watch.until_commits(seen + 2, PATIENCE), "following goes on");
 }
