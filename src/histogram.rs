@@ -134,7 +134,7 @@ impl Dense {
             _ => return None,
         };
         // Two slots per entry: 4-byte counts in the room of 8-byte pairs.
-        let max_slots = 2 * entries.len() as u64;
+        let max_slots = 4 * entries.len() as u64;
         let smallest_step = (last - first).div_ceil(max_slots - 1);
         let mut step = 0;
         for &(value, _) in &entries[1..] {
