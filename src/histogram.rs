@@ -5,9 +5,9 @@
 //! fills: the hot path touches one cache line per group instead of hashing into a large map.
 //! While every value and the total count fit in 32 bits (durations under 71 minutes, fewer than
 //! 4 billion requests) an entry takes 8 bytes instead of 16; past that the histogram widens.
-//! Once a histogram has seen most values of its range on a common step (durations logged to the
-//! millisecond, say), it turns dense: one 4-byte count per step, smaller than the sorted pairs, and
-//! recording or merging a value is one indexed add. So a group's size follows the values it can
+//! Once a histogram has seen a quarter of the values of its range on a common step (durations
+//! logged to the millisecond, say), it turns dense: one 4-byte count per step, at most twice the
+//! room of the sorted pairs, and recording or merging a value is one indexed add. So a group's size follows the values it can
 //! take, not the number of requests. A histogram of a few distinct values (most groups of a
 //! customer base of hundreds of thousands hold a handful of requests a day) keeps them inline,
 //! with no heap allocation at all.
@@ -125,7 +125,7 @@ const DENSE_MIN_ENTRIES: usize = 32;
 const DENSIFY_EVERY: usize = 16;
 
 impl Dense {
-    /// The dense form of sorted narrow entries, when it takes no more room than they do.
+    /// The dense form of sorted narrow entries, when it takes at most twice their room.
     fn of(entries: &[(u32, u32)]) -> Option<Dense> {
         let (first, last) = match entries {
             [first, .., last] if entries.len() >= DENSE_MIN_ENTRIES => {
@@ -133,7 +133,8 @@ impl Dense {
             }
             _ => return None,
         };
-        // Two slots per entry: 4-byte counts in the room of 8-byte pairs.
+        // Up to four slots per entry: 4-byte counts in at most twice the room of 8-byte pairs,
+        // for merges that are one indexed add a value instead of a merge of sorted lists.
         let max_slots = 4 * entries.len() as u64;
         let smallest_step = (last - first).div_ceil(max_slots - 1);
         let mut step = 0;
@@ -315,7 +316,7 @@ impl Histogram {
         }
     }
 
-    /// Turns narrow entries dense when that is no larger.
+    /// Turns narrow entries dense when that is at most twice as large.
     fn densify(&mut self) {
         if let Entries::Narrow(entries) = &self.entries
             && let Some(dense) = Dense::of(entries)
