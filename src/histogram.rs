@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 /// How many raw values are buffered before they are folded into the sorted counts.
 const PENDING_LIMIT: usize = 2048;
 
+/// How many distinct values of a histogram merged into another are gathered on the stack.
+const MERGED_ON_STACK: usize = 64;
+
 /// Room for the first pending values (one allocation where growing from nothing took four).
 const FIRST_PENDING: usize = 32;
 
@@ -333,16 +336,20 @@ impl Histogram {
             return;
         }
         self.fold_pending();
-        match &other.entries {
-            // The common case at high cardinality: no allocation.
-            Entries::Few(few) => {
-                let mut counts = [(0, 0); FEW];
-                for (slot, &(value, count)) in counts.iter_mut().zip(few.as_slice()) {
-                    *slot = (u64::from(value), u64::from(count));
-                }
-                self.add(&counts[..few.as_slice().len()]);
+        // The common case (a unit's few values of a group into the owner's): no allocation.
+        let mut on_stack = [(0, 0); MERGED_ON_STACK];
+        let mut counts = other.counts();
+        let mut len = 0;
+        for (slot, count) in on_stack.iter_mut().zip(counts.by_ref()) {
+            *slot = count;
+            len += 1;
+        }
+        match counts.next() {
+            None => self.add(&on_stack[..len]),
+            Some(next) => {
+                let all: Vec<_> = on_stack.into_iter().chain([next]).chain(counts).collect();
+                self.add(&all);
             }
-            _ => self.add(&other.counts().collect::<Vec<_>>()),
         }
     }
 
