@@ -103,28 +103,18 @@ impl ByResource {
         for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
                 "group_by" if value == "resource" => by.grouped = true,
-                "group_by" => {
-                    let shown = shown(&value);
-                    problems.push(Detail::new(
-                        "query",
-                        "group_by",
-                        format!("expected 'resource', got '{shown}'"),
-                    ));
-                }
+                "group_by" => problems.push(unexpected("group_by", "'resource'", &value)),
                 "resource" if value == resources::OTHER => by.only = Some(value.into_owned()),
                 "resource" if value.starts_with('/') => {
                     let mut resource = String::new();
                     resources::resource_of(value.as_bytes(), &mut resource);
                     by.only = Some(resource);
                 }
-                "resource" => {
-                    let shown = shown(&value);
-                    problems.push(Detail::new(
-                        "query",
-                        "resource",
-                        format!("expected a path starting with '/' or '(other)', got '{shown}'"),
-                    ));
-                }
+                "resource" => problems.push(unexpected(
+                    "resource",
+                    "a path starting with '/' or '(other)'",
+                    &value,
+                )),
                 _ => {}
             }
         }
@@ -353,6 +343,12 @@ pub fn check_customer(customer_id: &str) -> Result<(), ApiError> {
         )]));
     }
     Ok(())
+}
+
+/// The problem of query parameter `name`: `value` given where `expected` was.
+fn unexpected(name: &str, expected: &str, value: &str) -> Detail {
+    let shown = shown(value);
+    Detail::new("query", name, format!("expected {expected}, got '{shown}'"))
 }
 
 #[cfg(test)]

@@ -341,6 +341,9 @@ impl Aggregator {
     /// Records the requests not yet recorded in their groups' states, sorted by group (a
     /// counting sort: the slots are dense).
     fn record_unrecorded(&mut self) {
+        if self.unrecorded.is_empty() {
+            return;
+        }
         let starts = &mut self.group_starts;
         starts.clear();
         starts.resize(self.groups.len() + 1, 0);
