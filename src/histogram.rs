@@ -430,15 +430,19 @@ impl Histogram {
         allocated(entries) + allocated(pending)
     }
 
-    /// A compact binary form: a version byte, then LEB128 (value delta, count) pairs.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let len = match &self.entries {
+    /// Entries held: distinct values, or slots of the dense form.
+    fn entry_count(&self) -> usize {
+        match &self.entries {
             Entries::Few(few) => few.as_slice().len(),
             Entries::Narrow(entries) => entries.len(),
             Entries::Wide(entries) => entries.len(),
             Entries::Dense(dense) => dense.counts.len(),
-        };
-        let mut bytes = Vec::with_capacity(1 + 4 * len);
+        }
+    }
+
+    /// A compact binary form: a version byte, then LEB128 (value delta, count) pairs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1 + 4 * self.entry_count());
         bytes.push(FORMAT_VERSION);
         let mut previous = 0;
         for (value, count) in self.counts() {
@@ -482,6 +486,55 @@ impl Histogram {
         let mut histogram = Histogram::default();
         histogram.add(counts);
         histogram
+    }
+}
+
+/// Histograms of a range merged into one in time linear in their values, times a logarithm.
+/// Merging thousands of days one after the other copies the growing list at every day (a
+/// decade of days with distinct durations: seconds); here their pairs are gathered and merged in
+/// at once whenever they outnumber the merged ones, so each pair is copied a bounded number of
+/// times. A merged histogram that turned dense takes the next ones directly, one add a value.
+#[derive(Debug, Default)]
+pub struct Merger {
+    merged: Histogram,
+    gathered: Vec<(u64, u64)>,
+}
+
+/// Pairs gathered before a merge, at least (a few merges for a range of small histograms).
+const GATHERED_MIN: usize = 4096;
+
+impl Merger {
+    pub fn push(&mut self, mut histogram: Histogram) {
+        histogram.compact();
+        if matches!(self.merged.entries, Entries::Dense(_)) || self.merged.total == 0 {
+            self.merged.merge(histogram);
+            return;
+        }
+        self.gathered.extend(histogram.counts());
+        if self.gathered.len() >= self.merged.entry_count().max(GATHERED_MIN) {
+            self.merge_gathered();
+        }
+    }
+
+    pub fn finish(mut self) -> Histogram {
+        self.merge_gathered();
+        self.merged
+    }
+
+    fn merge_gathered(&mut self) {
+        if self.gathered.is_empty() {
+            return;
+        }
+        self.gathered.sort_unstable_by_key(|&(value, _)| value);
+        let mut folded: Vec<(u64, u64)> = Vec::with_capacity(self.gathered.len());
+        for &(value, count) in &self.gathered {
+            match folded.last_mut() {
+                Some(last) if last.0 == value => last.1 += count,
+                _ => folded.push((value, count)),
+            }
+        }
+        self.gathered.clear();
+        self.merged.add(&folded);
     }
 }
 
@@ -676,6 +729,38 @@ mod tests {
             prop_assert_eq!(merged.counts().collect::<Vec<_>>(), oracle_counts(&values));
             prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), merged);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_merger_of_many_histograms_is_exact(
+            values in durations(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+            wide in any::<bool>(),
+        ) {
+            // Values past 32 bits make the merged histogram wide.
+            let values: Vec<u64> =
+                values.iter().map(|&v| if wide { v << 20 } else { v }).collect();
+            let mut merger = Merger::default();
+            for piece in crate::testing::pieces(&values, &cuts) {
+                merger.push(histogram_of(piece));
+            }
+            let merged = merger.finish();
+            prop_assert_eq!(merged.total(), values.len() as u64);
+            prop_assert_eq!(merged.counts().collect::<Vec<_>>(), oracle_counts(&values));
+        }
+    }
+
+    #[test]
+    fn a_merger_of_thousands_of_distinct_histograms_is_exact() {
+        // Many more pairs than are gathered before a merge, each piece's values distinct.
+        let values: Vec<u64> = (0..60_000u64).map(|i| (i * 7_919) % 1_000_003).collect();
+        let mut merger = Merger::default();
+        for piece in values.chunks(300) {
+            merger.push(histogram_of(piece));
+        }
+        let merged = merger.finish();
+        assert_eq!(merged.counts().collect::<Vec<_>>(), oracle_counts(&values));
     }
 
     #[test]

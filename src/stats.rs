@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::histogram::{Histogram, read_varint, write_varint};
+use crate::histogram::{Histogram, Merger, read_varint, write_varint};
 use crate::resources::Breakdown;
 
 /// Counts by status class, integer-microsecond sums and an exact duration histogram.
@@ -198,6 +198,29 @@ impl DayStats {
             duration_p90: seconds(p90),
             duration_p95: seconds(p95),
             duration_max: seconds(max),
+        }
+    }
+}
+
+/// The states of a range (days, months) merged into one, without their breakdowns: the
+/// histograms through a [`Merger`], in time linear in their values.
+#[derive(Debug, Default)]
+pub struct RangeMerger {
+    totals: DayStats,
+    histograms: Merger,
+}
+
+impl RangeMerger {
+    pub fn push(&mut self, mut state: DayStats) {
+        self.histograms.push(std::mem::take(&mut state.histogram));
+        state.resources = None;
+        self.totals.merge(state);
+    }
+
+    pub fn finish(self) -> DayStats {
+        DayStats {
+            histogram: self.histograms.finish(),
+            ..self.totals
         }
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
 use super::{Store, StoredRow, count, state_from_row, with_pool};
-use crate::stats::{DayStats, Statistics};
+use crate::stats::{DayStats, RangeMerger, Statistics};
 
 /// One stored day of one customer, as the API returns it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -229,7 +229,7 @@ impl Store {
         self.guarded(async {
             self.ready().await?;
             let select = SELECT_RANGE_STATE.as_str();
-            let mut merged = DayStats::default();
+            let mut merged = RangeMerger::default();
             if let Some(readers) = &self.readers {
                 let customer = customer.to_owned();
                 return readers
@@ -237,9 +237,9 @@ impl Store {
                         let mut statement = connection.prepare_cached(select)?;
                         let mut rows = statement.query((customer, from, to))?;
                         while let Some(row) = rows.next()? {
-                            merged.merge(state_from_row(&super::sqlite_reads::Row(row), 0)?);
+                            merged.push(state_from_row(&super::sqlite_reads::Row(row), 0)?);
                         }
-                        Ok(merged)
+                        Ok(merged.finish())
                     })
                     .await;
             }
@@ -251,10 +251,10 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 for row in rows {
-                    merged.merge(state_from_row(&row, 0)?);
+                    merged.push(state_from_row(&row, 0)?);
                 }
             });
-            Ok(merged)
+            Ok(merged.finish())
         })
         .await
     }
