@@ -78,6 +78,11 @@ impl Day {
         Day::from_ymd(date.year(), date.month(), date.day()).expect("chrono dates are valid")
     }
 
+    /// The first day of this day's month.
+    pub fn first_of_month(self) -> Day {
+        Day(self.0 - self.ymd().2 as i32 + 1)
+    }
+
     /// The day `n` days later (earlier when negative).
     pub fn plus(self, n: i32) -> Day {
         Day(self.0 + n)

@@ -335,6 +335,11 @@ impl Histogram {
             *self = other;
             return;
         }
+        self.add_counts_of(&other);
+    }
+
+    /// Adds every value of `other`, which must be compacted, leaving it as it is.
+    pub fn add_counts_of(&mut self, other: &Histogram) {
         self.fold_pending();
         // The common case (a unit's few values of a group into the owner's): no allocation.
         let mut on_stack = [(0, 0); MERGED_ON_STACK];

@@ -62,12 +62,24 @@ impl DayStats {
                 self.resources = Some(breakdown);
             }
         }
+        self.add_sums_of(&other);
+        self.histogram.merge(other.histogram);
+    }
+
+    /// Adds the counts by class and the duration sums of `other`.
+    fn add_sums_of(&mut self, other: &DayStats) {
         for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {
             *mine += theirs;
         }
         self.duration_sum_us += other.duration_sum_us;
         self.success_duration_sum_us += other.success_duration_sum_us;
-        self.histogram.merge(other.histogram);
+    }
+
+    /// Adds the requests of `other` (compacted), leaving it as it is and this state's breakdown
+    /// (if any) as it was: for states kept without one (a customer's months).
+    pub fn add_counts_of(&mut self, other: &DayStats) {
+        self.add_sums_of(other);
+        self.histogram.add_counts_of(&other.histogram);
     }
 
     /// Takes back one request counted before (its line was not complete yet); false, and nothing

@@ -9,6 +9,7 @@ use sqlx::Row;
 use super::batch::{
     ANY_DAY, CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
 };
+use super::months::{Months, build_months, write_months};
 use super::transaction::{PgWrite, WriteTx};
 use super::{Backend, Store, count, stored, with_pool};
 use crate::day::Day;
@@ -197,12 +198,16 @@ async fn write_commit(
         let rows = tx.progress_rows(progress).await?;
         check_progress(progress, &rows)?;
     }
+    if !tx.months_built().await? {
+        build_months(&mut tx).await?;
+    }
     // In an empty table no group exists yet: nothing to read back, nothing to merge with.
     let stored_days = tx.holds_any_day().await?;
     let mut written = Written::default();
+    let mut months = Months::default();
     if !stored_days && retractions.is_empty() {
         let other = std::sync::atomic::AtomicU64::new(0);
-        let days = groups.by_ref().filter_map(|group| match group {
+        let mut days = groups.by_ref().filter_map(|group| match group {
             Ok(group) if group.stats.total() == 0 => None,
             group => Some(group.map(|group| {
                 let counted = other_requests(&group.stats);
@@ -210,7 +215,20 @@ async fn write_commit(
                 MergedDay::from(group)
             })),
         });
-        written.days = tx.insert_fresh(days).await?;
+        // The days are inserted in parts, each until enough months are complete to be written.
+        loop {
+            let mut part = UntilMonthsFull {
+                days: &mut days,
+                months: &mut months,
+                ended: false,
+            };
+            written.days += tx.insert_fresh(&mut part).await?;
+            let ended = part.ended;
+            write_months(&mut tx, months.take_complete(), true).await?;
+            if ended {
+                break;
+            }
+        }
         written.other_requests = other.into_inner();
     }
     loop {
@@ -222,10 +240,14 @@ async fn write_commit(
         if chunk.is_empty() {
             break;
         }
-        let chunk = write_chunk(&mut tx, chunk, stored_days, &mut retractions).await?;
+        let chunk = write_chunk(&mut tx, chunk, stored_days, &mut retractions, &mut months).await?;
         written.days += chunk.days;
         written.other_requests += chunk.other_requests;
+        if months.is_full() {
+            write_months(&mut tx, months.take_complete(), !stored_days).await?;
+        }
     }
+    write_months(&mut tx, months.take_all(), !stored_days).await?;
     let linked = batch.progress.iter().flat_map(|progress| {
         let links = progress.other_names.iter().filter(|name| name.linked);
         std::iter::once((&progress.path, progress))
@@ -249,13 +271,40 @@ async fn write_commit(
     Ok(written)
 }
 
+/// Days of a fresh table's insert, each folded into `months` as it goes by, until enough months
+/// are complete to be written (`ended` once the days are over).
+struct UntilMonthsFull<'a, I> {
+    days: &'a mut I,
+    months: &'a mut Months,
+    ended: bool,
+}
+
+impl<I: Iterator<Item = anyhow::Result<MergedDay>>> Iterator for UntilMonthsFull<'_, I> {
+    type Item = anyhow::Result<MergedDay>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.months.is_full() {
+            return None;
+        }
+        let day = self.days.next();
+        match &day {
+            None => self.ended = true,
+            Some(Ok(day)) => self.months.add(&day.customer, day.day, &day.stats),
+            Some(Err(_)) => {}
+        }
+        day
+    }
+}
+
 /// Merges a chunk of groups (in key order) into their stored days, takes back what `retractions`
-/// names, and writes the result: a day left with no request is deleted.
+/// names, and writes the result: a day left with no request is deleted. What changes in the days
+/// is folded into `months`.
 async fn write_chunk(
     tx: &mut impl WriteTx,
     chunk: Vec<((String, Day), DayStats)>,
     stored_days: bool,
     retractions: &mut Retractions,
+    months: &mut Months,
 ) -> anyhow::Result<Written> {
     let mut existing = HashMap::new();
     if stored_days {
@@ -264,13 +313,17 @@ async fn write_chunk(
     }
     let mut merged = Vec::with_capacity(chunk.len());
     let mut other = 0;
-    for (key, delta) in chunk {
+    for (key, mut delta) in chunk {
+        delta.compact();
+        months.add(&key.0, key.1, &delta);
         let mut stats = existing.remove(&key).unwrap_or_default();
         let other_before = other_requests(&stats);
         stats.merge(delta);
         other += other_requests(&stats).saturating_sub(other_before);
         for (resource, status, duration_us) in retractions.remove(&key).unwrap_or_default() {
-            if !stats.remove_request(&resource, status, duration_us) {
+            if stats.remove_request(&resource, status, duration_us) {
+                months.take_back(&key.0, key.1, status, duration_us);
+            } else {
                 tracing::warn!(
                     "{} {}: the stored day does not hold the request being taken back (the \
                      database was changed by hand?)",

@@ -25,6 +25,7 @@ migration_files!(
     "20241003000000_wide_sums.sql",
     "20241004000000_file_identity.sql",
     "20241005000000_resources.sql",
+    "20241006000000_months.sql",
 );
 
 pub fn sqlite() -> Migrator {

@@ -11,6 +11,7 @@ mod batch;
 mod blocking;
 mod commit;
 mod migrations;
+mod months;
 mod read;
 mod reports;
 mod sqlite_file;
@@ -205,6 +206,14 @@ pub(super) fn keyed_state_from_row(
 ) -> anyhow::Result<((String, crate::day::Day), crate::stats::DayStats)> {
     let day = crate::day::Day::from_naive_date(row.date(1)?);
     Ok(((row.text(0)?, day), state_with_resources(row, 2)?))
+}
+
+/// A row of a (customer, day or month) key, then the state without breakdown.
+pub(super) fn keyed_state_without_breakdown(
+    row: &impl StoredRow,
+) -> anyhow::Result<((String, crate::day::Day), crate::stats::DayStats)> {
+    let day = crate::day::Day::from_naive_date(row.date(1)?);
+    Ok(((row.text(0)?, day), state_from_row(row, 2)?))
 }
 
 /// The columns [`state_from_row`] reads, in the order it reads them.

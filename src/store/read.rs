@@ -6,7 +6,8 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
-use super::{Store, StoredRow, count, state_from_row, with_pool};
+use super::months::{MONTHS_BUILT, whole_months};
+use super::{STATE_COLUMNS, Store, StoredRow, count, state_from_row, with_pool};
 use crate::stats::{DayStats, RangeMerger, Statistics};
 
 /// One stored day of one customer, as the API returns it.
@@ -69,8 +70,17 @@ const SELECT_CUSTOMERS: &str = "SELECT customer_id, MIN(date) AS first_day, MAX(
      WHERE customer_id > $1 AND ($2 IS NULL OR customer_id = $2) \
      GROUP BY customer_id ORDER BY customer_id LIMIT $3";
 
-/// The stored states of a customer's days in a range (built once: it is on every summary's path).
-static SELECT_RANGE_STATE: LazyLock<String> = LazyLock::new(|| super::batch::select_state(""));
+/// The stored states of a customer's range (built once: it is on every summary's path): its
+/// whole months from `$4` to `$5` (the last day of the last), and its days outside them; every day
+/// while the months are not built yet.
+static SELECT_RANGE_STATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} AND (date < $4 OR date > $5 OR ({MONTHS_BUILT}) = 0) \
+         UNION ALL SELECT {STATE_COLUMNS} FROM customer_months \
+         WHERE customer_id = $1 AND month >= $4 AND month <= $5 AND ({MONTHS_BUILT}) = 1",
+        super::batch::select_state("")
+    )
+});
 /// The date, stored state and breakdown of each of a customer's days in a range, by date.
 static SELECT_DAY_STATES: LazyLock<String> = LazyLock::new(|| {
     let select = super::batch::select_state("date, ");
@@ -229,13 +239,14 @@ impl Store {
         self.guarded(async {
             self.ready().await?;
             let select = SELECT_RANGE_STATE.as_str();
+            let (first, last) = whole_months(from, to);
             let mut merged = RangeMerger::default();
             if let Some(readers) = &self.readers {
                 let customer = customer.to_owned();
                 return readers
                     .read(move |connection| {
                         let mut statement = connection.prepare_cached(select)?;
-                        let mut rows = statement.query((customer, from, to))?;
+                        let mut rows = statement.query((customer, from, to, first, last))?;
                         while let Some(row) = rows.next()? {
                             merged.push(state_from_row(&super::sqlite_reads::Row(row), 0)?);
                         }
@@ -248,6 +259,8 @@ impl Store {
                     .bind(customer)
                     .bind(from)
                     .bind(to)
+                    .bind(first)
+                    .bind(last)
                     .fetch_all(pool)
                     .await?;
                 for row in rows {

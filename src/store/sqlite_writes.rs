@@ -15,9 +15,17 @@ use super::batch::{
     KEYS_JOIN, MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues,
     SELECT_PROGRESS, UPSERT_PROGRESS, select_keys,
 };
+use super::months::{
+    DELETE_MONTH, MONTH_KEYS_JOIN, MONTHS_BUILT, MergedMonth, SELECT_DAYS_AFTER, SELECT_MONTH_KEYS,
+    UPSERT_MONTH, state_values,
+};
 use super::transaction::{StoredStates, WriteTx};
-use super::{LOCK_PATIENCE, keyed_state_from_row, report_waiting_for_the_lock, stored};
+use super::{
+    LOCK_PATIENCE, keyed_state_from_row, keyed_state_without_breakdown,
+    report_waiting_for_the_lock, stored,
+};
 use crate::day::Day;
+use crate::stats::DayStats;
 
 /// How long a writer waits for another's lock before it gives up (as sqlx's busy timeout did).
 const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -297,6 +305,73 @@ impl WriteTx for SqliteWrite {
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()> {
         let mut delete = self.connection.prepare_cached(DELETE_DAY)?;
         delete.execute(params![customer, DateText::of(day)])?;
+        Ok(())
+    }
+
+    async fn months_built(&mut self) -> anyhow::Result<bool> {
+        let mut select = self.connection.prepare_cached(MONTHS_BUILT)?;
+        let built: i64 = select.query_row(params![], |row| row.get(0))?;
+        Ok(built == 1)
+    }
+
+    async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
+        let values = vec!["(?, ?)"; keys.len()].join(", ");
+        let sql = format!("{}VALUES {values}{MONTH_KEYS_JOIN}", *SELECT_MONTH_KEYS);
+        let mut select = self.connection.prepare_cached(&sql)?;
+        let dates: Vec<DateText> = keys.iter().map(|(_, day)| DateText::of(*day)).collect();
+        let bound: Vec<&dyn ToSql> = keys
+            .iter()
+            .zip(&dates)
+            .flat_map(|((customer, _), date)| [customer as &dyn ToSql, date as &dyn ToSql])
+            .collect();
+        let mut rows = select.query(bound.as_slice())?;
+        let mut states = StoredStates::new();
+        while let Some(row) = rows.next()? {
+            let (key, state) = keyed_state_without_breakdown(&super::sqlite_reads::Row(row))?;
+            states.insert(key, state);
+        }
+        Ok(states)
+    }
+
+    async fn write_months(&mut self, months: &[MergedMonth]) -> anyhow::Result<()> {
+        let mut upsert = self.connection.prepare_cached(&UPSERT_MONTH)?;
+        for month in months {
+            let (values, histogram) = state_values(&month.state);
+            upsert.raw_bind_parameter(1, &month.customer)?;
+            upsert.raw_bind_parameter(2, &DateText::of(month.month))?;
+            for (index, value) in values.iter().enumerate() {
+                upsert.raw_bind_parameter(3 + index, value)?;
+            }
+            upsert.raw_bind_parameter(3 + values.len(), &histogram)?;
+            upsert.raw_execute()?;
+        }
+        Ok(())
+    }
+
+    async fn delete_month(&mut self, customer: &str, month: Day) -> anyhow::Result<()> {
+        let mut delete = self.connection.prepare_cached(DELETE_MONTH)?;
+        delete.execute(params![customer, DateText::of(month)])?;
+        Ok(())
+    }
+
+    async fn days_after(
+        &mut self,
+        after: &(String, Day),
+        limit: usize,
+    ) -> anyhow::Result<Vec<((String, Day), DayStats)>> {
+        let mut select = self.connection.prepare_cached(&SELECT_DAYS_AFTER)?;
+        let mut rows = select.query(params![after.0, DateText::of(after.1), limit as i64])?;
+        let mut days = Vec::with_capacity(limit);
+        while let Some(row) = rows.next()? {
+            days.push(keyed_state_without_breakdown(&super::sqlite_reads::Row(
+                row,
+            ))?);
+        }
+        Ok(days)
+    }
+
+    async fn run(&mut self, sql: &'static str) -> anyhow::Result<()> {
+        self.connection.execute(sql, params![])?;
         Ok(())
     }
 

@@ -12,8 +12,13 @@ use super::batch::{
     MergedDay, ON_CONFLICT_DAYS, ProgressRow, RETIRE_PROGRESS, RowValues, SELECT_PROGRESS,
     UPSERT_PROGRESS, day_column_names, select_keys,
 };
+use super::months::{
+    DELETE_MONTH, MONTH_KEYS_JOIN, MONTHS_BUILT, MergedMonth, SELECT_DAYS_AFTER, SELECT_MONTH_KEYS,
+    UPSERT_MONTHS_UNNEST, state_values,
+};
 use super::{
-    POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, say_when_waiting_for_the_lock, stored,
+    POSTGRES, WRITER_LOCK_KEY, keyed_state_from_row, keyed_state_without_breakdown,
+    say_when_waiting_for_the_lock, stored,
 };
 use crate::day::Day;
 use crate::stats::DayStats;
@@ -46,6 +51,28 @@ pub(super) trait WriteTx {
     ) -> anyhow::Result<usize>;
 
     async fn delete_day(&mut self, customer: &str, day: Day) -> anyhow::Result<()>;
+
+    /// Whether every stored day is in its month ([`MONTHS_BUILT`]).
+    async fn months_built(&mut self) -> anyhow::Result<bool>;
+
+    /// The stored state of those of the (customer, month) `keys` that have a row.
+    async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates>;
+
+    /// Inserts or replaces these months.
+    async fn write_months(&mut self, months: &[MergedMonth]) -> anyhow::Result<()>;
+
+    async fn delete_month(&mut self, customer: &str, month: Day) -> anyhow::Result<()>;
+
+    /// Up to `limit` stored days after `after` in (customer, day) order, with their state (without
+    /// breakdown).
+    async fn days_after(
+        &mut self,
+        after: &(String, Day),
+        limit: usize,
+    ) -> anyhow::Result<Vec<((String, Day), DayStats)>>;
+
+    /// Runs a statement that binds no value.
+    async fn run(&mut self, sql: &'static str) -> anyhow::Result<()>;
 
     /// Keeps the progress row of `path` under the name `retired` (see [`RETIRE_PROGRESS`]).
     async fn retire_progress(&mut self, path: &str, retired: &str) -> anyhow::Result<()>;
@@ -222,6 +249,77 @@ impl WriteTx for PgWrite {
             .bind(day.to_naive_date())
             .execute(&mut *self.0)
             .await?;
+        Ok(())
+    }
+
+    async fn months_built(&mut self) -> anyhow::Result<bool> {
+        let built: i64 = sqlx::query_scalar(MONTHS_BUILT)
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok(built == 1)
+    }
+
+    async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
+        let mut select = QueryBuilder::<Postgres>::new(SELECT_MONTH_KEYS.as_str());
+        select.push_values(keys, |mut key, (customer, month)| {
+            key.push_bind(customer.clone())
+                .push_bind(month.to_naive_date());
+        });
+        select.push(MONTH_KEYS_JOIN);
+        let rows = select.build().fetch_all(&mut *self.0).await?;
+        rows.iter().map(keyed_state_without_breakdown).collect()
+    }
+
+    async fn write_months(&mut self, months: &[MergedMonth]) -> anyhow::Result<()> {
+        if months.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<Vec<i64>> = vec![Vec::with_capacity(months.len()); 9];
+        let mut histograms = Vec::with_capacity(months.len());
+        for month in months {
+            let (values, histogram) = state_values(&month.state);
+            for (column, value) in columns.iter_mut().zip(values) {
+                column.push(value);
+            }
+            histograms.push(histogram);
+        }
+        let customers: Vec<&str> = months.iter().map(|m| m.customer.as_str()).collect();
+        let dates: Vec<_> = months.iter().map(|m| m.month.to_naive_date()).collect();
+        let mut upsert = sqlx::query(UPSERT_MONTHS_UNNEST.as_str())
+            .bind(customers)
+            .bind(dates);
+        for column in columns {
+            upsert = upsert.bind(column);
+        }
+        upsert.bind(histograms).execute(&mut *self.0).await?;
+        Ok(())
+    }
+
+    async fn delete_month(&mut self, customer: &str, month: Day) -> anyhow::Result<()> {
+        sqlx::query(DELETE_MONTH)
+            .bind(customer)
+            .bind(month.to_naive_date())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn days_after(
+        &mut self,
+        after: &(String, Day),
+        limit: usize,
+    ) -> anyhow::Result<Vec<((String, Day), DayStats)>> {
+        let rows = sqlx::query(SELECT_DAYS_AFTER.as_str())
+            .bind(&after.0)
+            .bind(after.1.to_naive_date())
+            .bind(i64::try_from(limit)?)
+            .fetch_all(&mut *self.0)
+            .await?;
+        rows.iter().map(keyed_state_without_breakdown).collect()
+    }
+
+    async fn run(&mut self, sql: &'static str) -> anyhow::Result<()> {
+        sqlx::query(sql).execute(&mut *self.0).await?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{Datelike, NaiveDate};
 use logstats::day::Day;
 use logstats::generate::{GenerateConfig, generate};
 use logstats::pipeline::{IngestConfig, IngestReport};
@@ -115,6 +116,46 @@ impl TestDb {
             .expect("connecting to the test database")
     }
 
+    /// Runs `sql` (statements separated by `;`) on the database, outside the store: a change by
+    /// hand, or one an older version made.
+    pub fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let connection = rusqlite::Connection::open(self.dir().join("stats.db")).unwrap();
+                connection.execute_batch(sql).unwrap();
+            }
+            Backend::Postgres => block_on(async {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(&mut connection)
+                    .await
+                    .unwrap();
+                connection.close().await.unwrap();
+            }),
+        }
+    }
+
+    /// The number the query `sql` answers (one row, one integer column).
+    pub fn query_number(&self, sql: &str) -> i64 {
+        match self.backend {
+            Backend::Sqlite => {
+                let connection = rusqlite::Connection::open(self.dir().join("stats.db")).unwrap();
+                connection.query_row(sql, [], |row| row.get(0)).unwrap()
+            }
+            Backend::Postgres => block_on(async {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                let number = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap();
+                connection.close().await.unwrap();
+                number
+            }),
+        }
+    }
+
     /// A directory that lives as long as the database (for logs and other files).
     pub fn dir(&self) -> &Path {
         self._dir.path()
@@ -208,17 +249,26 @@ pub fn for_each_row(url: &str, mut each: impl FnMut(serde_json::Value)) {
         let store = logstats::store::Store::connect(url).await.unwrap();
         for customer in store.customers("", None, usize::MAX).await.unwrap() {
             let (id, first, last) = (&customer.customer_id, customer.first_day, customer.last_day);
-            // Two reads: a commit may come between them (a follower goes on), then both again.
+            // Three reads: a commit may come between them (a follower goes on), then all again.
+            let mut tries = 0;
             let (days, states) = loop {
                 let days = store.days(id, first, last).await.unwrap();
                 let states = store.day_states(id, first, last).await.unwrap();
+                let months = stored_months(&store, id, first, last).await;
                 let same = days.len() == states.len()
                     && days.iter().zip(&states).all(|(day, (date, state))| {
                         day.date == *date && day.statistics.total_requests == state.total()
                     });
-                if same {
+                let want = months_of(&states);
+                if same && months == want {
                     break (days, states);
                 }
+                tries += 1;
+                assert!(
+                    tries < 20,
+                    "{id}: the stored months are not the merge of their days:\n{months:?}\n\
+                     want {want:?}"
+                );
             };
             for (day, (_, state)) in days.into_iter().zip(states) {
                 let mut row = serde_json::to_value(day).unwrap();
@@ -228,6 +278,48 @@ pub fn for_each_row(url: &str, mut each: impl FnMut(serde_json::Value)) {
         }
         store.close().await;
     })
+}
+
+/// Each month of `customer` from `first` to `last`, as a summary of the month reads it (from the
+/// stored months), by its first day.
+async fn stored_months(
+    store: &logstats::store::Store,
+    customer: &str,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> Vec<(NaiveDate, logstats::stats::DayStats)> {
+    let mut months = Vec::new();
+    let mut month = first.with_day(1).unwrap();
+    while month <= last {
+        let next = month.checked_add_months(chrono::Months::new(1)).unwrap();
+        let state = store
+            .range_state(customer, month, next.pred_opt().unwrap())
+            .await
+            .unwrap();
+        if state.total() > 0 {
+            months.push((month, state));
+        }
+        month = next;
+    }
+    months
+}
+
+/// The months of these days (ascending), each the merge of its days without breakdown.
+fn months_of(
+    days: &[(NaiveDate, logstats::stats::DayStats)],
+) -> Vec<(NaiveDate, logstats::stats::DayStats)> {
+    let mut months: Vec<(NaiveDate, logstats::stats::RangeMerger)> = Vec::new();
+    for (date, state) in days {
+        let month = date.with_day(1).unwrap();
+        if months.last().is_none_or(|(m, _)| *m != month) {
+            months.push((month, Default::default()));
+        }
+        months.last_mut().unwrap().1.push(state.clone());
+    }
+    months
+        .into_iter()
+        .map(|(month, merger)| (month, merger.finish()))
+        .collect()
 }
 
 /// A day's breakdown by resource as JSON: each resource's statistics by name.

@@ -12,6 +12,7 @@ mod fuzz_checks;
 mod fuzz_regressions;
 mod hostile;
 mod layout;
+mod months;
 mod oracle;
 mod ownership;
 mod pipeline;
