@@ -338,7 +338,7 @@ impl WriteTx for SqliteWrite {
         for month in months {
             let (values, histogram) = state_values(&month.state);
             upsert.raw_bind_parameter(1, &month.customer)?;
-            upsert.raw_bind_parameter(2, &DateText::of(month.month))?;
+            upsert.raw_bind_parameter(2, DateText::of(month.month))?;
             for (index, value) in values.iter().enumerate() {
                 upsert.raw_bind_parameter(3 + index, value)?;
             }

@@ -274,7 +274,7 @@ impl WriteTx for PgWrite {
         if months.is_empty() {
             return Ok(());
         }
-        let mut columns: Vec<Vec<i64>> = vec![Vec::with_capacity(months.len()); 9];
+        let mut columns: [Vec<i64>; 9] = std::array::from_fn(|_| Vec::with_capacity(months.len()));
         let mut histograms = Vec::with_capacity(months.len());
         for month in months {
             let (values, histogram) = state_values(&month.state);
