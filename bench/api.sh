@@ -5,14 +5,16 @@
 #   - the repeated URL GET /customers/cust_1/stats?from=<30 days back> (served by the answer cache),
 #     and the same with the cache off;
 #   - the cache-proof mix: a random customer and a random start day for every request (what a
-#     dashboard or a billing job asks), for stats and for the summary (bench/random-customer.lua).
+#     dashboard or a billing job asks), for stats and for the summary (bench/random-customer.lua);
+#   - summaries of ten years (bench/long-summary.lua) over a database of $DECADE_CUSTOMERS
+#     customers x ten years x $DECADE_PER_DAY requests a day (bench/decade.py; default 4 x 300).
 #
 #   bash bench/api.sh                 # 1,000,000 generated lines, 10,000 customers
 #   LINES=200000 DURATION=5s bash bench/api.sh
 #   BIN=target/release/logstats bash bench/api.sh    # a binary already built
 #
 # Targets: the mix >= 0.2 of /healthz on SQLite with p99 < 10 ms, >= 0.15 with p99 < 10 ms on
-# PostgreSQL, no non-2xx answers. Needs wrk (`apt-get install -y wrk`); PostgreSQL at
+# PostgreSQL, no non-2xx answers; a ten-year summary within 250 ms. Needs wrk (`apt-get install -y wrk`); PostgreSQL at
 # $BENCH_POSTGRES (database logstats_bench is dropped and created).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -114,13 +116,52 @@ bench() {
       b, s / h, u / h, m / h, y / h }'
 }
 
+# bench_decade BACKEND URL: summaries of about ten years over $DECADE_CUSTOMERS customers of
+# $DECADE_PER_DAY requests a day (durations to the microsecond): the median of five single
+# uncached ones, three at once beside /healthz with --request-timeout 1, then a random mix
+# (bench/long-summary.lua) under wrk.
+bench_decade() {
+  local backend=$1 url=$2 times i slowest health
+  echo "== $backend: ingesting $(wc -l <"$DECADE_LOG") lines of ten years" >&2
+  "$BIN" ingest --database "$url" "$DECADE_LOG" >&2
+  start_server "$backend" "$url" "$PORT" LOGSTATS_REQUEST_TIMEOUT=1
+  local base="http://127.0.0.1:$PORT/customers/dec_1/stats/summary"
+  times=$(for i in 1 2 3 4 5; do
+    curl -fsS -o /dev/null -w '%{time_total}\n' "$base?from=2015-01-0$i&to=2024-12-2$i"
+  done | sort -n)
+  echo "$backend: a ten-year summary, median of 5 uncached: $(sed -n 3p <<<"$times") s (all: $(tr '\n' ' ' <<<"$times"))"
+  slowest=$(for i in 1 2 3; do
+    curl -sS -o /dev/null -w '%{time_total} %{http_code}\n' "$base?from=2015-02-0$i&to=2024-11-1$i" &
+  done; wait)
+  health=$(curl -fsS -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/healthz")
+  echo "$backend: three at once: $(sort -n <<<"$slowest" | tail -n 1 | tr '\n' ' ')(slowest s, status); /healthz meanwhile ${health} s"
+  local decade
+  decade=$(CUSTOMERS=$DECADE_CUSTOMERS run_wrk "$backend-decade" "http://127.0.0.1:$PORT" -s bench/long-summary.lua)
+  stop_servers
+  # shellcheck disable=SC2086
+  row "$backend" "summary, 10 years" $decade
+  echo
+}
+
+DECADE_CUSTOMERS=${DECADE_CUSTOMERS:-4}
+DECADE_PER_DAY=${DECADE_PER_DAY:-300}
+DECADE_LOG="$WORK/decade-$DECADE_CUSTOMERS-$DECADE_PER_DAY.log"
+if [ ! -s "$DECADE_LOG" ]; then
+  python3 bench/decade.py "$DECADE_CUSTOMERS" "$DECADE_PER_DAY" > "$DECADE_LOG"
+fi
+
 rm -f "$WORK/bench.db" "$WORK/bench.db-wal" "$WORK/bench.db-shm"
 bench sqlite "sqlite://$WORK/bench.db"
+rm -f "$WORK/decade.db" "$WORK/decade.db-wal" "$WORK/decade.db-shm"
+bench_decade sqlite "sqlite://$WORK/decade.db"
 
 if pg_isready -q -d "$PG_ADMIN" 2>/dev/null; then
   psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS logstats_bench WITH (FORCE)" \
     -c "CREATE DATABASE logstats_bench" >&2
   bench postgres "$PG_URL"
+  psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS logstats_bench_decade WITH (FORCE)" \
+    -c "CREATE DATABASE logstats_bench_decade" >&2
+  bench_decade postgres "${PG_ADMIN%/*}/logstats_bench_decade"
 else
   echo "PostgreSQL does not answer at $PG_ADMIN: skipped" >&2
 fi

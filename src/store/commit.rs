@@ -9,7 +9,7 @@ use sqlx::Row;
 use super::batch::{
     ANY_DAY, CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
 };
-use super::months::{Months, build_months, write_months};
+use super::months::{CLEAR_MONTHS, MARK_MONTHS_BUILT, MergedMonth, MonthChange, Months};
 use super::transaction::{PgWrite, WriteTx};
 use super::{Backend, Store, count, stored, with_pool};
 use crate::day::Day;
@@ -352,6 +352,83 @@ async fn write_chunk(
         days: merged.len(),
         other_requests: other,
     })
+}
+
+/// Applies `changes` to the stored months: each read (unless `fresh`: none is stored), merged with
+/// what the commit adds, its taken back requests removed, and written; a month left with no
+/// request is deleted.
+pub(super) async fn write_months(
+    tx: &mut impl WriteTx,
+    changes: Vec<MonthChange>,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut stored = Default::default();
+    if !fresh {
+        let keys: Vec<(String, Day)> = changes
+            .iter()
+            .map(|change| (change.customer.clone(), change.month))
+            .collect();
+        stored = tx.stored_months(&keys).await?;
+    }
+    let mut merged = Vec::with_capacity(changes.len());
+    for change in changes {
+        let key = (change.customer, change.month);
+        let mut state = stored.remove(&key).unwrap_or_default();
+        state.merge(change.added);
+        for (status, duration_us) in change.taken_back {
+            if !state.remove(status, duration_us) {
+                tracing::warn!(
+                    "{} {}: the stored month does not hold a request taken back from its day \
+                     (the database was changed by hand?)",
+                    crate::errors::escaped(key.0.as_bytes()),
+                    key.1
+                );
+            }
+        }
+        let (customer, month) = key;
+        if state.total() == 0 {
+            tx.delete_month(&customer, month).await?;
+        } else {
+            state.compact();
+            merged.push(MergedMonth {
+                customer,
+                month,
+                state,
+            });
+        }
+    }
+    tx.write_months(&merged).await
+}
+
+/// Folds every stored day into its month, once: days stored before the months' table existed
+/// (see its migration). Reads the days a page at a time, in key order.
+pub(super) async fn build_months(tx: &mut impl WriteTx) -> anyhow::Result<()> {
+    tx.run(CLEAR_MONTHS).await?;
+    let mut months = Months::default();
+    let mut after = (String::new(), Day::FIRST);
+    let mut days = 0;
+    loop {
+        let page = tx.days_after(&after, CHUNK_ROWS).await?;
+        for ((customer, day), state) in &page {
+            months.add(customer, *day, state);
+        }
+        days += page.len();
+        if months.is_full() {
+            write_months(tx, months.take_complete(), true).await?;
+        }
+        let more = page.len() == CHUNK_ROWS;
+        match page.into_iter().last() {
+            Some((key, _)) if more => after = key,
+            _ => break,
+        }
+    }
+    write_months(tx, months.take_all(), true).await?;
+    tx.run(MARK_MONTHS_BUILT).await?;
+    tracing::info!("folded {days} stored days into their months (once, after an upgrade)");
+    Ok(())
 }
 
 /// A file's committed progress, as stored.

@@ -1,14 +1,14 @@
 //! Each customer's months (`customer_months`): the merge of the month's days' states, without
 //! their breakdowns. A commit folds the days it writes into their months and writes those in the
-//! same transaction, so a month never disagrees with its days; a summary of years reads a row a
-//! month and the days at the edges of its range (`read.rs`).
+//! same transaction (`commit.rs`), so a month never disagrees with its days; a summary of years
+//! reads a row a month and the days at the edges of its range (`read.rs`). What a commit's months
+//! are made of and their SQL, for the commit and both backends' transactions.
 
 use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 
 use super::batch::CHUNK_ROWS;
-use super::transaction::WriteTx;
 use super::{STATE_COLUMN_COUNT, STATE_COLUMNS};
 use crate::day::Day;
 use crate::stats::DayStats;
@@ -83,83 +83,6 @@ pub(super) struct MergedMonth {
     pub state: DayStats,
 }
 
-/// Applies `changes` to the stored months: each read (unless `fresh`: none is stored), merged with
-/// what the commit adds, its taken back requests removed, and written; a month left with no
-/// request is deleted.
-pub(super) async fn write_months(
-    tx: &mut impl WriteTx,
-    changes: Vec<MonthChange>,
-    fresh: bool,
-) -> anyhow::Result<()> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    let mut stored = Default::default();
-    if !fresh {
-        let keys: Vec<(String, Day)> = changes
-            .iter()
-            .map(|change| (change.customer.clone(), change.month))
-            .collect();
-        stored = tx.stored_months(&keys).await?;
-    }
-    let mut merged = Vec::with_capacity(changes.len());
-    for change in changes {
-        let key = (change.customer, change.month);
-        let mut state = stored.remove(&key).unwrap_or_default();
-        state.merge(change.added);
-        for (status, duration_us) in change.taken_back {
-            if !state.remove(status, duration_us) {
-                tracing::warn!(
-                    "{} {}: the stored month does not hold a request taken back from its day \
-                     (the database was changed by hand?)",
-                    crate::errors::escaped(key.0.as_bytes()),
-                    key.1
-                );
-            }
-        }
-        let (customer, month) = key;
-        if state.total() == 0 {
-            tx.delete_month(&customer, month).await?;
-        } else {
-            state.compact();
-            merged.push(MergedMonth {
-                customer,
-                month,
-                state,
-            });
-        }
-    }
-    tx.write_months(&merged).await
-}
-
-/// Folds every stored day into its month, once: days stored before the months' table existed
-/// (see its migration). Reads the days a page at a time, in key order.
-pub(super) async fn build_months(tx: &mut impl WriteTx) -> anyhow::Result<()> {
-    tx.run(CLEAR_MONTHS).await?;
-    let mut months = Months::default();
-    let mut after = (String::new(), Day::FIRST);
-    let mut days = 0;
-    loop {
-        let page = tx.days_after(&after, CHUNK_ROWS).await?;
-        for ((customer, day), state) in &page {
-            months.add(customer, *day, state);
-        }
-        days += page.len();
-        if months.is_full() {
-            write_months(tx, months.take_complete(), true).await?;
-        }
-        let more = page.len() == CHUNK_ROWS;
-        match page.into_iter().last() {
-            Some((key, _)) if more => after = key,
-            _ => break,
-        }
-    }
-    write_months(tx, months.take_all(), true).await?;
-    tx.run(MARK_MONTHS_BUILT).await?;
-    tracing::info!("folded {days} stored days into their months (once, after an upgrade)");
-    Ok(())
-}
-
 /// The whole months of `from..=to`, as their first day and the last day of the last of them; an
 /// empty range (the first after the second) when there is none.
 pub(super) fn whole_months(from: NaiveDate, to: NaiveDate) -> (NaiveDate, NaiveDate) {
@@ -178,8 +101,8 @@ pub(super) fn whole_months(from: NaiveDate, to: NaiveDate) -> (NaiveDate, NaiveD
 
 /// Whether every stored day is in its month (`ingest_totals.months_built`).
 pub(super) const MONTHS_BUILT: &str = "SELECT months_built FROM ingest_totals WHERE id = 1";
-const MARK_MONTHS_BUILT: &str = "UPDATE ingest_totals SET months_built = 1 WHERE id = 1";
-const CLEAR_MONTHS: &str = "DELETE FROM customer_months";
+pub(super) const MARK_MONTHS_BUILT: &str = "UPDATE ingest_totals SET months_built = 1 WHERE id = 1";
+pub(super) const CLEAR_MONTHS: &str = "DELETE FROM customer_months";
 pub(super) const DELETE_MONTH: &str =
     "DELETE FROM customer_months WHERE customer_id = $1 AND month = $2";
 

@@ -248,7 +248,13 @@ pub fn for_each_row(url: &str, mut each: impl FnMut(serde_json::Value)) {
     block_on(async {
         let store = logstats::store::Store::connect(url).await.unwrap();
         for customer in store.customers("", None, usize::MAX).await.unwrap() {
-            let (id, first, last) = (&customer.customer_id, customer.first_day, customer.last_day);
+            // Whole months: a day committed since the list was read falls in the range of both the
+            // days and the months read, or of neither.
+            let id = &customer.customer_id;
+            let first = customer.first_day.with_day(1).unwrap();
+            let last = (customer.last_day.with_day(1).unwrap() + chrono::Months::new(1))
+                .pred_opt()
+                .unwrap();
             // Three reads: a commit may come between them (a follower goes on), then all again.
             let mut tries = 0;
             let (days, states) = loop {
