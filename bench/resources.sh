@@ -5,9 +5,10 @@
 #
 #   BASE_BIN=path/to/previous/logstats bench/resources.sh [LINES] [RUNS]
 #
-# Shapes: 50 customers x 30 days and 100,000 x 30 (the generator's four paths a customer), LINES
-# lines each (default 10,000,000, random order). Prints wall and CPU seconds and peak RSS of every
-# run, then each shape's median wall time of each and the ratios.
+# Shapes: 50 customers x 30 days and 100,000 x 30 (the generator's four paths a customer;
+# BENCH_SHAPES="50x30 20000x365" for others), LINES lines each (default 10,000,000, random order).
+# Prints wall and CPU seconds and peak RSS of every run, then each shape's median wall time of
+# each and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines=${1:-10000000}
@@ -18,7 +19,7 @@ bin=${BIN:-target/release/logstats}
 mkdir -p "$work"
 
 median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
-for shape in 50x30 100000x30; do
+for shape in ${BENCH_SHAPES:-50x30 100000x30}; do
   log="$work/card-$shape.log"
   [ -f "$log" ] || $bin generate --lines "$lines" --customers "${shape%x*}" --days "${shape#*x}" -o "$log"
   cat "$log" >/dev/null

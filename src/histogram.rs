@@ -511,8 +511,17 @@ const GATHERED_MIN: usize = 4096;
 impl Merger {
     pub fn push(&mut self, mut histogram: Histogram) {
         histogram.compact();
-        if matches!(self.merged.entries, Entries::Dense(_)) || self.merged.total == 0 {
-            self.merged.merge(histogram);
+        if self.merged.total == 0 && self.gathered.is_empty() {
+            self.merged = histogram;
+            return;
+        }
+        self.push_counts_of(&histogram);
+    }
+
+    /// Adds the values of `histogram` (compacted), leaving it as it is.
+    pub fn push_counts_of(&mut self, histogram: &Histogram) {
+        if matches!(self.merged.entries, Entries::Dense(_)) {
+            self.merged.add_counts_of(histogram);
             return;
         }
         self.gathered.extend(histogram.counts());

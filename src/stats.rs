@@ -229,6 +229,12 @@ impl RangeMerger {
         self.totals.merge(state);
     }
 
+    /// Adds the requests of `state` (compacted), leaving it as it is.
+    pub fn push_ref(&mut self, state: &DayStats) {
+        self.totals.add_sums_of(state);
+        self.histograms.push_counts_of(&state.histogram);
+    }
+
     pub fn finish(self) -> DayStats {
         DayStats {
             histogram: self.histograms.finish(),

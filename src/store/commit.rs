@@ -10,7 +10,7 @@ use super::batch::{
     ANY_DAY, CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
 };
 use super::months::{CLEAR_MONTHS, MARK_MONTHS_BUILT, MergedMonth, MonthChange, Months};
-use super::transaction::{PgWrite, WriteTx};
+use super::transaction::{PgWrite, StoredStates, WriteTx};
 use super::{Backend, Store, count, stored, with_pool};
 use crate::day::Day;
 use crate::stats::DayStats;
@@ -357,7 +357,7 @@ async fn write_chunk(
 /// Applies `changes` to the stored months: each read (unless `fresh`: none is stored), merged with
 /// what the commit adds, its taken back requests removed, and written; a month left with no
 /// request is deleted.
-pub(super) async fn write_months(
+async fn write_months(
     tx: &mut impl WriteTx,
     changes: Vec<MonthChange>,
     fresh: bool,
@@ -365,13 +365,16 @@ pub(super) async fn write_months(
     if changes.is_empty() {
         return Ok(());
     }
-    let mut stored = Default::default();
+    let mut stored = StoredStates::default();
     if !fresh {
-        let keys: Vec<(String, Day)> = changes
-            .iter()
-            .map(|change| (change.customer.clone(), change.month))
-            .collect();
-        stored = tx.stored_months(&keys).await?;
+        // One read a chunk (the bound values of a statement are limited).
+        for chunk in changes.chunks(CHUNK_ROWS) {
+            let keys: Vec<(String, Day)> = chunk
+                .iter()
+                .map(|change| (change.customer.clone(), change.month))
+                .collect();
+            stored.extend(tx.stored_months(&keys).await?);
+        }
     }
     let mut merged = Vec::with_capacity(changes.len());
     for change in changes {
@@ -405,7 +408,7 @@ pub(super) async fn write_months(
 
 /// Folds every stored day into its month, once: days stored before the months' table existed
 /// (see its migration). Reads the days a page at a time, in key order.
-pub(super) async fn build_months(tx: &mut impl WriteTx) -> anyhow::Result<()> {
+async fn build_months(tx: &mut impl WriteTx) -> anyhow::Result<()> {
     tx.run(CLEAR_MONTHS).await?;
     let mut months = Months::default();
     let mut after = (String::new(), Day::FIRST);

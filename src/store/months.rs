@@ -8,34 +8,39 @@ use std::sync::LazyLock;
 
 use chrono::NaiveDate;
 
-use super::batch::CHUNK_ROWS;
 use super::{STATE_COLUMN_COUNT, STATE_COLUMNS};
 use crate::day::Day;
-use crate::stats::DayStats;
+use crate::stats::{DayStats, RangeMerger};
+
+/// Complete months written together: few enough to hold (each is compact), many enough that a
+/// commit into an empty table, which inserts its days in parts between the writes of their
+/// months, seldom stops its pipeline.
+const MONTHS_PER_WRITE: usize = 16 << 10;
 
 /// What a commit changes in one month of a customer: the requests it adds, and those it takes
 /// back (status, duration in µs).
 #[derive(Debug)]
-pub(super) struct MonthChange {
+pub(super) struct MonthChange<Added = DayStats> {
     pub customer: String,
     /// The month's first day.
     pub month: Day,
-    pub added: DayStats,
+    pub added: Added,
     pub taken_back: Vec<(u16, u64)>,
 }
 
 /// The changes of a commit's months, folded from its days, which come in (customer, day) order:
-/// a month is complete once a day of another month comes.
+/// a month is complete once a day of another month comes. The month being folded gathers its
+/// days' histograms and merges them once, when it is complete (see [`RangeMerger`]).
 #[derive(Debug, Default)]
 pub(super) struct Months {
-    current: Option<MonthChange>,
+    current: Option<MonthChange<RangeMerger>>,
     complete: Vec<MonthChange>,
 }
 
 impl Months {
     /// Adds the requests of a day (its state compacted).
     pub fn add(&mut self, customer: &str, day: Day, state: &DayStats) {
-        self.month_of(customer, day).added.add_counts_of(state);
+        self.month_of(customer, day).added.push_ref(state);
     }
 
     /// Takes back a request of a day, taken back from the day itself.
@@ -44,24 +49,36 @@ impl Months {
         month.taken_back.push((status, duration_us));
     }
 
-    fn month_of(&mut self, customer: &str, day: Day) -> &mut MonthChange {
+    fn month_of(&mut self, customer: &str, day: Day) -> &mut MonthChange<RangeMerger> {
         let month = day.first_of_month();
-        let same = |change: &MonthChange| change.customer == customer && change.month == month;
+        let same =
+            |current: &MonthChange<_>| current.customer == customer && current.month == month;
         if !self.current.as_ref().is_some_and(same) {
-            self.complete.extend(self.current.take());
+            self.complete_current();
             self.current = Some(MonthChange {
                 customer: customer.to_owned(),
                 month,
-                added: DayStats::default(),
+                added: RangeMerger::default(),
                 taken_back: Vec::new(),
             });
         }
         self.current.as_mut().expect("just set")
     }
 
+    fn complete_current(&mut self) {
+        if let Some(current) = self.current.take() {
+            self.complete.push(MonthChange {
+                added: current.added.finish(),
+                customer: current.customer,
+                month: current.month,
+                taken_back: current.taken_back,
+            });
+        }
+    }
+
     /// Whether enough months are complete to be written together.
     pub fn is_full(&self) -> bool {
-        self.complete.len() >= CHUNK_ROWS
+        self.complete.len() >= MONTHS_PER_WRITE
     }
 
     /// The complete months, taken out.
@@ -71,7 +88,7 @@ impl Months {
 
     /// Every month, the one still open included (the commit's days are over).
     pub fn take_all(&mut self) -> Vec<MonthChange> {
-        self.complete.extend(self.current.take());
+        self.complete_current();
         self.take_complete()
     }
 }
