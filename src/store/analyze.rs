@@ -8,7 +8,7 @@ use sqlx::postgres::PgPool;
 /// Fewer rows written than this never call for an analysis.
 const MANY_ROWS: usize = 10_000;
 
-/// Analyses the days table when a commit wrote `written` rows, at least [`MANY_ROWS`] and a
+/// Analyses the days table (and the months, which grow with it) when a commit wrote `written` rows, at least [`MANY_ROWS`] and a
 /// tenth of the rows the planner believes it holds (all of them when it was never analysed). A
 /// failure is only reported: the data is committed.
 pub(super) async fn analyze_if_grown(pool: &PgPool, written: usize) {
@@ -20,7 +20,7 @@ pub(super) async fn analyze_if_grown(pool: &PgPool, written: usize) {
     let analysis = async {
         let believed: f64 = sqlx::query_scalar(BELIEVED_ROWS).fetch_one(pool).await?;
         if written as f64 >= believed / 10.0 {
-            sqlx::query("ANALYZE resource_statistics_by_day")
+            sqlx::query("ANALYZE resource_statistics_by_day, customer_months")
                 .execute(pool)
                 .await?;
         }

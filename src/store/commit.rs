@@ -430,7 +430,11 @@ async fn build_months(tx: &mut impl WriteTx) -> anyhow::Result<()> {
     }
     write_months(tx, months.take_all(), true).await?;
     tx.run(MARK_MONTHS_BUILT).await?;
-    tracing::info!("folded {days} stored days into their months (once, after an upgrade)");
+    if days > 0 {
+        eprintln!(
+            "note: folded the {days} stored days into their months (once: they were stored by a version without monthly states)"
+        );
+    }
     Ok(())
 }
 
