@@ -100,8 +100,9 @@ pub(super) struct MergedMonth {
     pub state: DayStats,
 }
 
-/// The whole months of `from..=to`, as their first day and the last day of the last of them; an
-/// empty range (the first after the second) when there is none.
+/// The whole months of `from..=to`, as their first day and the last day of the last of them; when
+/// there is none, `from` and the day before it (an empty range: every day of `from..=to` lies
+/// outside it).
 pub(super) fn whole_months(from: NaiveDate, to: NaiveDate) -> (NaiveDate, NaiveDate) {
     let (from, to) = (Day::from_naive_date(from), Day::from_naive_date(to));
     let first = if from == from.first_of_month() {
@@ -111,7 +112,8 @@ pub(super) fn whole_months(from: NaiveDate, to: NaiveDate) -> (NaiveDate, NaiveD
     };
     let after_last = to.plus(1).first_of_month();
     if first >= after_last {
-        return (to.plus(1).to_naive_date(), to.to_naive_date());
+        // Before `from` (after 9999-12-31 would not compare as a date in SQLite's text).
+        return (from.to_naive_date(), from.plus(-1).to_naive_date());
     }
     (first.to_naive_date(), after_last.plus(-1).to_naive_date())
 }
@@ -199,10 +201,12 @@ mod tests {
             ("2024-01-01", "2024-12-31", ("2024-01-01", "2024-12-31")),
             ("2024-01-02", "2024-12-30", ("2024-02-01", "2024-11-30")),
             ("2024-02-01", "2024-02-29", ("2024-02-01", "2024-02-29")),
-            ("2024-02-01", "2024-02-28", ("2024-02-29", "2024-02-28")),
+            ("2024-02-01", "2024-02-28", ("2024-02-01", "2024-01-31")),
             ("2024-01-31", "2024-03-01", ("2024-02-01", "2024-02-29")),
-            ("2024-01-15", "2024-01-20", ("2024-01-21", "2024-01-20")),
+            ("2024-01-15", "2024-01-20", ("2024-01-15", "2024-01-14")),
             ("0001-01-01", "9999-12-31", ("0001-01-01", "9999-12-31")),
+            ("9999-12-02", "9999-12-31", ("9999-12-02", "9999-12-01")),
+            ("9999-11-30", "9999-12-31", ("9999-12-01", "9999-12-31")),
         ];
         for (from, to, (first, last)) in cases {
             assert_eq!(

@@ -77,12 +77,55 @@ fn ranges() -> Vec<(NaiveDate, NaiveDate)> {
     ranges
 }
 
+/// The first and last days a store keeps, and ranges at their edges, of `edge`'s requests.
+fn edge_lines() -> Vec<String> {
+    [
+        "0001-01-01",
+        "0001-01-02",
+        "0001-02-01",
+        "9999-11-30",
+        "9999-12-30",
+        "9999-12-31",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, date)| {
+        line(
+            Day::parse(date.as_bytes()).unwrap(),
+            "edge",
+            200,
+            1000 + i as u64,
+        )
+    })
+    .collect()
+}
+
+fn edge_ranges() -> Vec<(NaiveDate, NaiveDate)> {
+    let date = |text: &str| text.parse::<NaiveDate>().unwrap();
+    [
+        ("0001-01-01", "9999-12-31"),
+        ("0001-01-01", "0001-01-15"),
+        ("0001-01-02", "0001-02-28"),
+        ("9999-12-02", "9999-12-31"),
+        ("9999-11-30", "9999-12-31"),
+        ("9999-12-01", "9999-12-31"),
+    ]
+    .into_iter()
+    .map(|(from, to)| (date(from), date(to)))
+    .collect()
+}
+
 /// Asserts that the summary of `customer` over each range equals the oracle over `lines`.
 fn assert_summaries_match(url: &str, lines: &[String], customer: &str, context: &str) {
     let groups = groups(&lines.join("\n"));
     let store = logstats::store::Store::connect(url);
     let store = block_on(store).unwrap();
-    for (from, to) in ranges() {
+    let ranges = if customer == "edge" {
+        edge_ranges()
+    } else {
+        ranges()
+    };
+    for (from, to) in ranges {
         let requests: Vec<(u16, u64)> = groups
             .range(
                 (customer.to_string(), from.to_string())..=(customer.to_string(), to.to_string()),
@@ -114,7 +157,8 @@ fn months_built(db: &TestDb) -> (i64, i64) {
 fn summaries_of_years_equal_the_oracle_from_months_written_by_any_runs_or_built_afterwards() {
     for backend in backends() {
         let db = TestDb::new(backend);
-        let lines = decade();
+        let mut lines = decade();
+        lines.extend(edge_lines());
         let text = lines.join("\n");
         let shuffled: Vec<&str> = shuffled_lines(&text, 5);
         let third = shuffled.len() / 3;
@@ -130,9 +174,10 @@ fn summaries_of_years_equal_the_oracle_from_months_written_by_any_runs_or_built_
         // Into an empty table, then merged into the stored days and months.
         ingest_paths(&db.url, &[&files[0]], 2);
         ingest_paths(&db.url, &[&files[1], &files[2]], 3);
-        let months = 120 + 150 * 120;
+        let months = 120 + 150 * 120 + 4;
         assert_eq!(months_built(&db), (1, months), "{backend:?}");
         assert_summaries_match(&db.url, &lines, "big", &format!("{backend:?}"));
+        assert_summaries_match(&db.url, &lines, "edge", &format!("{backend:?}"));
         let rows = all_rows(&db.url);
         crate::oracle::assert_rows_match_text(&rows, &text);
 
