@@ -213,6 +213,37 @@ impl PreparedDay {
     }
 }
 
+/// A `VALUES` list of a (customer, day) pair for each of `keys`.
+fn key_values(keys: &[(String, Day)]) -> String {
+    vec!["(?, ?)"; keys.len()].join(", ")
+}
+
+impl SqliteWrite {
+    /// The states `select` reads for `keys`, bound in its `VALUES` list, each row decoded by
+    /// `decode`.
+    fn states_of_keys(
+        &self,
+        select: &str,
+        keys: &[(String, Day)],
+        decode: impl Fn(&super::sqlite_reads::Row) -> anyhow::Result<((String, Day), DayStats)>,
+    ) -> anyhow::Result<StoredStates> {
+        let mut select = self.connection.prepare_cached(select)?;
+        let dates: Vec<DateText> = keys.iter().map(|(_, day)| DateText::of(*day)).collect();
+        let bound: Vec<&dyn ToSql> = keys
+            .iter()
+            .zip(&dates)
+            .flat_map(|((customer, _), date)| [customer as &dyn ToSql, date as &dyn ToSql])
+            .collect();
+        let mut rows = select.query(bound.as_slice())?;
+        let mut states = StoredStates::new();
+        while let Some(row) = rows.next()? {
+            let (key, state) = decode(&super::sqlite_reads::Row(row))?;
+            states.insert(key, state);
+        }
+        Ok(states)
+    }
+}
+
 impl WriteTx for SqliteWrite {
     async fn progress_rows(
         &mut self,
@@ -236,22 +267,8 @@ impl WriteTx for SqliteWrite {
     }
 
     async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let values = vec!["(?, ?)"; keys.len()].join(", ");
-        let sql = format!("{}VALUES {values}{KEYS_JOIN}", select_keys());
-        let mut select = self.connection.prepare_cached(&sql)?;
-        let dates: Vec<DateText> = keys.iter().map(|(_, day)| DateText::of(*day)).collect();
-        let bound: Vec<&dyn ToSql> = keys
-            .iter()
-            .zip(&dates)
-            .flat_map(|((customer, _), date)| [customer as &dyn ToSql, date as &dyn ToSql])
-            .collect();
-        let mut rows = select.query(bound.as_slice())?;
-        let mut states = StoredStates::new();
-        while let Some(row) = rows.next()? {
-            let (key, state) = keyed_state_from_row(&super::sqlite_reads::Row(row))?;
-            states.insert(key, state);
-        }
-        Ok(states)
+        let select = format!("{}VALUES {}{KEYS_JOIN}", select_keys(), key_values(keys));
+        self.states_of_keys(&select, keys, |row| keyed_state_from_row(row))
     }
 
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
@@ -315,22 +332,12 @@ impl WriteTx for SqliteWrite {
     }
 
     async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let values = vec!["(?, ?)"; keys.len()].join(", ");
-        let sql = format!("{}VALUES {values}{MONTH_KEYS_JOIN}", *SELECT_MONTH_KEYS);
-        let mut select = self.connection.prepare_cached(&sql)?;
-        let dates: Vec<DateText> = keys.iter().map(|(_, day)| DateText::of(*day)).collect();
-        let bound: Vec<&dyn ToSql> = keys
-            .iter()
-            .zip(&dates)
-            .flat_map(|((customer, _), date)| [customer as &dyn ToSql, date as &dyn ToSql])
-            .collect();
-        let mut rows = select.query(bound.as_slice())?;
-        let mut states = StoredStates::new();
-        while let Some(row) = rows.next()? {
-            let (key, state) = keyed_state_without_breakdown(&super::sqlite_reads::Row(row))?;
-            states.insert(key, state);
-        }
-        Ok(states)
+        let select = format!(
+            "{}VALUES {}{MONTH_KEYS_JOIN}",
+            *SELECT_MONTH_KEYS,
+            key_values(keys)
+        );
+        self.states_of_keys(&select, keys, |row| keyed_state_without_breakdown(row))
     }
 
     async fn write_months(&mut self, months: &[MergedMonth]) -> anyhow::Result<()> {

@@ -112,6 +112,24 @@ impl PgWrite {
     }
 }
 
+impl PgWrite {
+    /// The rows of `select`, a `VALUES` list of `keys`, then `join`.
+    async fn rows_of_keys(
+        &mut self,
+        select: &str,
+        join: &str,
+        keys: &[(String, Day)],
+    ) -> anyhow::Result<Vec<sqlx::postgres::PgRow>> {
+        let mut query = QueryBuilder::<Postgres>::new(select);
+        query.push_values(keys, |mut key, (customer, day)| {
+            key.push_bind(customer.clone())
+                .push_bind(day.to_naive_date());
+        });
+        query.push(join);
+        Ok(query.build().fetch_all(&mut *self.0).await?)
+    }
+}
+
 impl WriteTx for PgWrite {
     async fn progress_rows(
         &mut self,
@@ -133,13 +151,7 @@ impl WriteTx for PgWrite {
     }
 
     async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let mut select = QueryBuilder::<Postgres>::new(select_keys());
-        select.push_values(keys, |mut key, (customer, day)| {
-            key.push_bind(customer.clone())
-                .push_bind(day.to_naive_date());
-        });
-        select.push(KEYS_JOIN);
-        let rows = select.build().fetch_all(&mut *self.0).await?;
+        let rows = self.rows_of_keys(&select_keys(), KEYS_JOIN, keys).await?;
         rows.iter().map(keyed_state_from_row).collect()
     }
 
@@ -260,13 +272,9 @@ impl WriteTx for PgWrite {
     }
 
     async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let mut select = QueryBuilder::<Postgres>::new(SELECT_MONTH_KEYS.as_str());
-        select.push_values(keys, |mut key, (customer, month)| {
-            key.push_bind(customer.clone())
-                .push_bind(month.to_naive_date());
-        });
-        select.push(MONTH_KEYS_JOIN);
-        let rows = select.build().fetch_all(&mut *self.0).await?;
+        let rows = self
+            .rows_of_keys(&SELECT_MONTH_KEYS, MONTH_KEYS_JOIN, keys)
+            .await?;
         rows.iter().map(keyed_state_without_breakdown).collect()
     }
 
