@@ -7,10 +7,10 @@
 //! 4 billion requests) an entry takes 8 bytes instead of 16; past that the histogram widens.
 //! Once a histogram has seen a quarter of the values of its range on a common step (durations
 //! logged to the millisecond, say), it turns dense: one 4-byte count per step, at most twice the
-//! room of the sorted pairs, and recording or merging a value is one indexed add. So a group's size follows the values it can
-//! take, not the number of requests. A histogram of a few distinct values (most groups of a
-//! customer base of hundreds of thousands hold a handful of requests a day) keeps them inline,
-//! with no heap allocation at all.
+//! room of the sorted pairs, and recording or merging a value is one indexed add. So a group's
+//! size follows the values it can take, not the number of requests. A histogram of a few distinct
+//! values (most groups of a customer base of hundreds of thousands hold a handful of requests a
+//! day) keeps them inline, with no heap allocation at all.
 
 use serde::{Deserialize, Serialize};
 

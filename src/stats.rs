@@ -75,13 +75,6 @@ impl DayStats {
         self.success_duration_sum_us += other.success_duration_sum_us;
     }
 
-    /// Adds the requests of `other` (compacted), leaving it as it is and this state's breakdown
-    /// (if any) as it was: for states kept without one (a customer's months).
-    pub fn add_counts_of(&mut self, other: &DayStats) {
-        self.add_sums_of(other);
-        self.histogram.add_counts_of(&other.histogram);
-    }
-
     /// Takes back one request counted before (its line was not complete yet); false, and nothing
     /// changed, when this state holds no such request.
     pub fn remove(&mut self, status: u16, duration_us: u64) -> bool {
@@ -223,10 +216,9 @@ pub struct RangeMerger {
 }
 
 impl RangeMerger {
-    pub fn push(&mut self, mut state: DayStats) {
-        self.histograms.push(std::mem::take(&mut state.histogram));
-        state.resources = None;
-        self.totals.merge(state);
+    pub fn push(&mut self, state: DayStats) {
+        self.totals.add_sums_of(&state);
+        self.histograms.push(state.histogram);
     }
 
     /// Adds the requests of `state` (compacted), leaving it as it is.

@@ -213,21 +213,20 @@ impl PreparedDay {
     }
 }
 
-/// A `VALUES` list of a (customer, day) pair for each of `keys`.
-fn key_values(keys: &[(String, Day)]) -> String {
-    vec!["(?, ?)"; keys.len()].join(", ")
-}
-
 impl SqliteWrite {
-    /// The states `select` reads for `keys`, bound in its `VALUES` list, each row decoded by
-    /// `decode`.
+    /// The states of `keys` that `select`, a `VALUES` list of them, then `join` read, each row
+    /// decoded by `decode`.
     fn states_of_keys(
         &self,
         select: &str,
+        join: &str,
         keys: &[(String, Day)],
         decode: impl Fn(&super::sqlite_reads::Row) -> anyhow::Result<((String, Day), DayStats)>,
     ) -> anyhow::Result<StoredStates> {
-        let mut select = self.connection.prepare_cached(select)?;
+        let values = vec!["(?, ?)"; keys.len()].join(", ");
+        let mut select = self
+            .connection
+            .prepare_cached(&format!("{select}VALUES {values}{join}"))?;
         let dates: Vec<DateText> = keys.iter().map(|(_, day)| DateText::of(*day)).collect();
         let bound: Vec<&dyn ToSql> = keys
             .iter()
@@ -267,8 +266,9 @@ impl WriteTx for SqliteWrite {
     }
 
     async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let select = format!("{}VALUES {}{KEYS_JOIN}", select_keys(), key_values(keys));
-        self.states_of_keys(&select, keys, |row| keyed_state_from_row(row))
+        self.states_of_keys(&select_keys(), KEYS_JOIN, keys, |row| {
+            keyed_state_from_row(row)
+        })
     }
 
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
@@ -332,12 +332,9 @@ impl WriteTx for SqliteWrite {
     }
 
     async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let select = format!(
-            "{}VALUES {}{MONTH_KEYS_JOIN}",
-            *SELECT_MONTH_KEYS,
-            key_values(keys)
-        );
-        self.states_of_keys(&select, keys, |row| keyed_state_without_breakdown(row))
+        self.states_of_keys(&SELECT_MONTH_KEYS, MONTH_KEYS_JOIN, keys, |row| {
+            keyed_state_without_breakdown(row)
+        })
     }
 
     async fn write_months(&mut self, months: &[MergedMonth]) -> anyhow::Result<()> {
