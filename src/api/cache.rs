@@ -183,12 +183,16 @@ impl AnswerCache {
     /// it (it started less than the TTL ago, so it is as fresh as a finished entry would be) rather
     /// than all asking the database when an entry expires under load. Should that query fail or
     /// be cancelled, each waiter runs its own.
-    pub async fn get_or_compute<F, E>(&self, key: Key, compute: F) -> Result<Bytes, E>
+    ///
+    /// `compute` makes the query's future only when it must run, boxed: a query's future is
+    /// kilobytes, and a request's future, moved as a whole, would carry it even on a hit.
+    pub async fn get_or_compute<F, Q, E>(&self, key: Key, compute: F) -> Result<Bytes, E>
     where
-        F: Future<Output = Result<Bytes, E>>,
+        F: FnOnce() -> Q,
+        Q: Future<Output = Result<Bytes, E>>,
     {
         if self.ttl.is_zero() {
-            return compute.await;
+            return Box::pin(compute()).await;
         }
         let sender = match self.fresh(&key) {
             Ok(Some(body)) => return Ok(body),
@@ -203,7 +207,7 @@ impl AnswerCache {
             }
         };
         let sender = sender.or_else(|| self.claim(&key));
-        let body = compute.await?;
+        let body = Box::pin(compute()).await?;
         if let Some(sender) = sender {
             self.fill(&key, &sender, body.clone());
         }
@@ -298,17 +302,17 @@ mod tests {
     async fn an_answer_is_reused_within_the_ttl_and_recomputed_after() {
         let cache = AnswerCache::default();
         assert_eq!(
-            cache.get_or_compute(key(), answer("1")).await,
+            cache.get_or_compute(key(), || answer("1")).await,
             Ok("1".into())
         );
         tokio::time::advance(TTL - Duration::from_millis(1)).await;
         assert_eq!(
-            cache.get_or_compute(key(), answer("2")).await,
+            cache.get_or_compute(key(), || answer("2")).await,
             Ok("1".into())
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
-            cache.get_or_compute(key(), answer("3")).await,
+            cache.get_or_compute(key(), || answer("3")).await,
             Ok("3".into())
         );
     }
@@ -322,7 +326,7 @@ mod tests {
             let (cache, queries) = (cache.clone(), queries.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_compute(key(), async {
+                    .get_or_compute(key(), || async {
                         queries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok::<_, ()>(Bytes::from_static(b"answer"))
@@ -340,11 +344,11 @@ mod tests {
     async fn a_failed_query_is_not_kept() {
         let cache = AnswerCache::default();
         let failed = cache
-            .get_or_compute(key(), std::future::ready(Err::<Bytes, _>("down")))
+            .get_or_compute(key(), || std::future::ready(Err::<Bytes, _>("down")))
             .await;
         assert_eq!(failed, Err("down"));
         assert_eq!(
-            cache.get_or_compute(key(), answer("ok")).await,
+            cache.get_or_compute(key(), || answer("ok")).await,
             Ok("ok".into())
         );
     }
@@ -362,14 +366,14 @@ mod tests {
         let cache = AnswerCache::new(ttl);
         for customer in 0..100 {
             cache
-                .get_or_compute(key_of(customer), answer("[]"))
+                .get_or_compute(key_of(customer), || answer("[]"))
                 .await
                 .unwrap();
         }
         assert_eq!(cache.len(), 100, "the clock stood still");
         tokio::time::advance(ttl).await;
         cache
-            .get_or_compute(key_of(100), answer("[]"))
+            .get_or_compute(key_of(100), || answer("[]"))
             .await
             .unwrap();
         assert_eq!(cache.len(), 1, "only the fresh entry is left");
@@ -384,7 +388,7 @@ mod tests {
         let cache = AnswerCache::with_limits(MAX_TTL, limits);
         for customer in 0..1_000 {
             cache
-                .get_or_compute(key_of(customer), answer("[]"))
+                .get_or_compute(key_of(customer), || answer("[]"))
                 .await
                 .unwrap();
             assert!(cache.len() <= 10);
@@ -401,7 +405,7 @@ mod tests {
         // Empty answers: only the keys and the bookkeeping weigh anything.
         for customer in 0..1_000 {
             cache
-                .get_or_compute(key_of(customer), answer(""))
+                .get_or_compute(key_of(customer), || answer(""))
                 .await
                 .unwrap();
             assert!(cache.len() <= 101, "{}", cache.len());
@@ -412,11 +416,11 @@ mod tests {
     async fn a_zero_ttl_never_reuses() {
         let cache = AnswerCache::new(Duration::ZERO);
         assert_eq!(
-            cache.get_or_compute(key(), answer("1")).await,
+            cache.get_or_compute(key(), || answer("1")).await,
             Ok("1".into())
         );
         assert_eq!(
-            cache.get_or_compute(key(), answer("2")).await,
+            cache.get_or_compute(key(), || answer("2")).await,
             Ok("2".into())
         );
     }

@@ -23,10 +23,10 @@ fn json_bytes(body: Bytes) -> Response {
 }
 
 /// The cached answer for `key`, or the one `compute` makes (and the cache keeps).
-async fn cached(
+async fn cached<Q: Future<Output = Result<Bytes, ApiError>>>(
     ctx: &Ctx,
     key: &Key,
-    compute: impl Future<Output = Result<Bytes, ApiError>>,
+    compute: impl FnOnce() -> Q,
 ) -> Result<Response, ApiError> {
     Ok(json_bytes(
         ctx.cache.get_or_compute(key.clone(), compute).await?,
@@ -71,7 +71,7 @@ pub async fn daily_stats(
     by: ByResource,
 ) -> Result<Response, ApiError> {
     let key = Key::new(Kind::Days, customer, range).broken_down(by);
-    cached(&ctx, &key, async {
+    cached(&ctx, &key, || async {
         if key.by.grouped {
             let states = ctx
                 .store
@@ -81,7 +81,7 @@ pub async fn daily_stats(
             return to_bytes(&rows, 64 + rows.len() * 640);
         }
         let rows = ctx.store.days(&key.customer, key.from, key.to).await?;
-        to_bytes(&rows, 64 + rows.len() * 600)
+        Ok(Bytes::from(super::days_json::days_json(&rows)))
     })
     .await
 }
@@ -131,7 +131,7 @@ pub async fn range_summary(
     by: ByResource,
 ) -> Result<Response, ApiError> {
     let key = Key::new(Kind::Summary, customer, range).broken_down(by);
-    cached(&ctx, &key, async {
+    cached(&ctx, &key, || async {
         if key.by.grouped {
             let states = ctx
                 .store
@@ -196,7 +196,7 @@ pub async fn monthly_sla(
         objective: objective.key(),
     };
     let key = Key::new(kind, customer, month_range);
-    cached(&ctx, &key, async {
+    cached(&ctx, &key, || async {
         let days = ctx
             .store
             .day_totals(&key.customer, key.from, key.to)

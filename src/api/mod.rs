@@ -7,6 +7,7 @@ mod auth;
 mod by_resource;
 mod cache;
 mod dashboard;
+mod days_json;
 mod error;
 mod export;
 mod handlers;

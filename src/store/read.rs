@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
 use super::months::{MONTHS_BUILT, whole_months};
-use super::{STATE_COLUMNS, Store, StoredRow, count, state_from_row, with_pool};
+use super::{STATE_COLUMNS, Store, StoredRow, count, state_from_row};
 use crate::stats::{DayStats, RangeMerger, Statistics};
 
 /// One stored day of one customer, as the API returns it.
@@ -213,17 +213,15 @@ impl Store {
                     })
                     .await;
             }
-            Ok(with_pool!(self, pool => {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
-                    .bind(customer)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter()
-                    .map(|row| T::from_row(row))
-                    .collect::<anyhow::Result<Vec<_>>>()?
-            }))
+            let mut connection = self.postgres_lease().await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(customer)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut *connection)
+                .await?;
+            connection.give_back();
+            rows.iter().map(|row| T::from_row(row)).collect()
         })
         .await
     }
@@ -254,19 +252,19 @@ impl Store {
                     })
                     .await;
             }
-            with_pool!(self, pool => {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(select))
-                    .bind(customer)
-                    .bind(from)
-                    .bind(to)
-                    .bind(first)
-                    .bind(last)
-                    .fetch_all(pool)
-                    .await?;
-                for row in rows {
-                    merged.push(state_from_row(&row, 0)?);
-                }
-            });
+            let mut connection = self.postgres_lease().await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(customer)
+                .bind(from)
+                .bind(to)
+                .bind(first)
+                .bind(last)
+                .fetch_all(&mut *connection)
+                .await?;
+            connection.give_back();
+            for row in rows {
+                merged.push(state_from_row(&row, 0)?);
+            }
             Ok(merged.finish())
         })
         .await
@@ -297,12 +295,18 @@ impl Store {
                     })
                     .await;
             }
-            with_pool!(self, pool => {
-                let row = sqlx::query(SELECT_TOTALS).fetch_one(pool).await?;
-                let progress = sqlx::query(SELECT_PROGRESS_TOTALS).fetch_one(pool).await?;
-                let ingest = sqlx::query(SELECT_INGEST_TOTALS).fetch_one(pool).await?;
-                totals_from_rows(&row, &progress, &ingest)
-            })
+            let mut connection = self.postgres_lease().await?;
+            let row = sqlx::query(SELECT_TOTALS)
+                .fetch_one(&mut *connection)
+                .await?;
+            let progress = sqlx::query(SELECT_PROGRESS_TOTALS)
+                .fetch_one(&mut *connection)
+                .await?;
+            let ingest = sqlx::query(SELECT_INGEST_TOTALS)
+                .fetch_one(&mut *connection)
+                .await?;
+            connection.give_back();
+            totals_from_rows(&row, &progress, &ingest)
         })
         .await
     }
@@ -333,15 +337,15 @@ impl Store {
                     })
                     .await;
             }
-            with_pool!(self, pool => {
-                let rows = sqlx::query(SELECT_CUSTOMERS)
-                    .bind(after)
-                    .bind(only)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
-                rows.iter().map(customer_from_row).collect()
-            })
+            let mut connection = self.postgres_lease().await?;
+            let rows = sqlx::query(SELECT_CUSTOMERS)
+                .bind(after)
+                .bind(only)
+                .bind(limit)
+                .fetch_all(&mut *connection)
+                .await?;
+            connection.give_back();
+            rows.iter().map(customer_from_row).collect()
         })
         .await
     }

@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
 use super::read::{DayRow, FromStoredRow, day_from_row};
-use super::{Store, StoredRow, count, wide, with_pool};
+use super::{Store, StoredRow, count, wide};
 use crate::sla::DayTotals;
 
 /// A customer's days in a range, with what the SLA counts: requests, 5xx, and the exact duration
@@ -132,18 +132,18 @@ impl Store {
                         })
                         .await;
                 }
-                with_pool!(self, pool => {
-                    let rows = sqlx::query(SELECT_EXPORT_PAGE.as_str())
-                        .bind(after)
-                        .bind(after_date)
-                        .bind(from)
-                        .bind(to)
-                        .bind(only)
-                        .bind(bound)
-                        .fetch_all(pool)
-                        .await?;
-                    rows.iter().map(day_from_row).collect()
-                })
+                let mut connection = self.postgres_lease().await?;
+                let rows = sqlx::query(SELECT_EXPORT_PAGE.as_str())
+                    .bind(after)
+                    .bind(after_date)
+                    .bind(from)
+                    .bind(to)
+                    .bind(only)
+                    .bind(bound)
+                    .fetch_all(&mut *connection)
+                    .await?;
+                connection.give_back();
+                rows.iter().map(day_from_row).collect()
             })
             .await?;
         cursor.advance(&page, limit);

@@ -380,13 +380,22 @@ fn reads_slower_than_the_request_timeout_answer_503_timeout_while_healthz_answer
             assert!(body.contains(r#""error":"timeout""#), "{backend:?}: {body}");
         }
         lock.release();
-        // The abandoned reads were stopped: the same requests are answered again.
+        // The abandoned reads were stopped: the same requests are answered again, each with its
+        // own answer (no connection left mid-answer by a cancelled read serves the next one).
         poll_until(&server, &summary(2), "after the lock", |_| true);
         assert_eq!(
             server.get("/readyz").0,
             200,
             "{backend:?}: the breaker never opened"
         );
+        let fresh = Server::start(&db.url, &[]);
+        for customer in 1..5 {
+            assert_eq!(
+                server.get(&summary(customer)),
+                fresh.get(&summary(customer)),
+                "{backend:?}: cust_{customer}"
+            );
+        }
     }
 }
 
