@@ -1,7 +1,8 @@
 //! The JSON of a customer's days, written directly. serde's derived serialisation escapes every
 //! key of every day (eighteen a day) byte by byte, and that escaping was the largest part of an
 //! uncached answer's work in this process. The bytes are serde_json's own (a test compares them
-//! on random days): the keys are written as they are, every value through serde_json.
+//! on random days): the keys are written as they are, numbers by the formatters serde_json uses
+//! (itoa, zmij), the id and the date through serde_json.
 
 use serde::Serialize;
 
@@ -36,29 +37,50 @@ pub fn days_json(rows: &[DayRow]) -> Vec<u8> {
 
 /// The fields of [`Statistics`], in its declaration order (serde's), each after a comma.
 fn statistics(out: &mut Vec<u8>, s: &Statistics) {
-    field(out, "success_requests", &s.success_requests);
-    field(out, "failed_requests", &s.failed_requests);
-    field(out, "uptime_percentage", &s.uptime_percentage);
-    field(out, "duration_mean", &s.duration_mean);
-    field(out, "duration_p50", &s.duration_p50);
-    field(out, "duration_p99", &s.duration_p99);
-    field(out, "total_requests", &s.total_requests);
-    field(out, "status_1xx", &s.status_1xx);
-    field(out, "status_2xx", &s.status_2xx);
-    field(out, "status_3xx", &s.status_3xx);
-    field(out, "status_4xx", &s.status_4xx);
-    field(out, "status_5xx", &s.status_5xx);
-    field(out, "availability_percentage", &s.availability_percentage);
-    field(out, "duration_p90", &s.duration_p90);
-    field(out, "duration_p95", &s.duration_p95);
-    field(out, "duration_max", &s.duration_max);
+    count(out, "success_requests", s.success_requests);
+    count(out, "failed_requests", s.failed_requests);
+    real(out, "uptime_percentage", s.uptime_percentage);
+    real(out, "duration_mean", s.duration_mean);
+    real(out, "duration_p50", s.duration_p50);
+    real(out, "duration_p99", s.duration_p99);
+    count(out, "total_requests", s.total_requests);
+    count(out, "status_1xx", s.status_1xx);
+    count(out, "status_2xx", s.status_2xx);
+    count(out, "status_3xx", s.status_3xx);
+    count(out, "status_4xx", s.status_4xx);
+    count(out, "status_5xx", s.status_5xx);
+    real(out, "availability_percentage", s.availability_percentage);
+    real(out, "duration_p90", s.duration_p90);
+    real(out, "duration_p95", s.duration_p95);
+    real(out, "duration_max", s.duration_max);
 }
 
-/// `,"name":value`; `name` is a plain identifier, which JSON needs no escape for.
-fn field<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
+/// `,"name":` before a value; `name` is a plain identifier, which JSON needs no escape for.
+fn key(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+fn count(out: &mut Vec<u8>, name: &str, value: u64) {
+    key(out, name);
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// A float as serde_json writes one: its shortest form (by the same formatter), `null` when it is
+/// not finite.
+fn real(out: &mut Vec<u8>, name: &str, value: f64) {
+    key(out, name);
+    if value.is_finite() {
+        out.extend_from_slice(zmij::Buffer::new().format_finite(value).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// `,"name":value`, through serde_json.
+fn field<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
+    key(out, name);
     write(out, value);
 }
 
@@ -84,6 +106,8 @@ mod tests {
             (0u64..10_000_000).prop_map(|micros| micros as f64 / 1e6),
             Just(0.0),
             Just(100.0),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
         ]
     }
 
