@@ -523,10 +523,19 @@ impl Store {
                 })
                 .await;
         }
-        let mut connection = self.postgres_lease().await?;
-        sqlx::query("SELECT 1").execute(&mut *connection).await?;
-        connection.give_back();
+        self.postgres_rows(sqlx::query("SELECT 1")).await?;
         Ok(())
+    }
+
+    /// Every row of `query`, read on a PostgreSQL read connection (given back once they are).
+    async fn postgres_rows(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> anyhow::Result<Vec<sqlx::postgres::PgRow>> {
+        let mut connection = self.postgres_lease().await?;
+        let rows = query.fetch_all(&mut *connection).await?;
+        connection.give_back();
+        Ok(rows)
     }
 
     /// A PostgreSQL read connection (every store that has no SQLite readers has them).

@@ -213,14 +213,14 @@ impl Store {
                     })
                     .await;
             }
-            let mut connection = self.postgres_lease().await?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(select))
-                .bind(customer)
-                .bind(from)
-                .bind(to)
-                .fetch_all(&mut *connection)
+            let rows = self
+                .postgres_rows(
+                    sqlx::query(sqlx::AssertSqlSafe(select))
+                        .bind(customer)
+                        .bind(from)
+                        .bind(to),
+                )
                 .await?;
-            connection.give_back();
             rows.iter().map(|row| T::from_row(row)).collect()
         })
         .await
@@ -252,16 +252,16 @@ impl Store {
                     })
                     .await;
             }
-            let mut connection = self.postgres_lease().await?;
-            let rows = sqlx::query(sqlx::AssertSqlSafe(select))
-                .bind(customer)
-                .bind(from)
-                .bind(to)
-                .bind(first)
-                .bind(last)
-                .fetch_all(&mut *connection)
+            let rows = self
+                .postgres_rows(
+                    sqlx::query(sqlx::AssertSqlSafe(select))
+                        .bind(customer)
+                        .bind(from)
+                        .bind(to)
+                        .bind(first)
+                        .bind(last),
+                )
                 .await?;
-            connection.give_back();
             for row in rows {
                 merged.push(state_from_row(&row, 0)?);
             }
@@ -337,14 +337,14 @@ impl Store {
                     })
                     .await;
             }
-            let mut connection = self.postgres_lease().await?;
-            let rows = sqlx::query(SELECT_CUSTOMERS)
-                .bind(after)
-                .bind(only)
-                .bind(limit)
-                .fetch_all(&mut *connection)
+            let rows = self
+                .postgres_rows(
+                    sqlx::query(SELECT_CUSTOMERS)
+                        .bind(after)
+                        .bind(only)
+                        .bind(limit),
+                )
                 .await?;
-            connection.give_back();
             rows.iter().map(customer_from_row).collect()
         })
         .await

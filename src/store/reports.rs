@@ -132,17 +132,17 @@ impl Store {
                         })
                         .await;
                 }
-                let mut connection = self.postgres_lease().await?;
-                let rows = sqlx::query(SELECT_EXPORT_PAGE.as_str())
-                    .bind(after)
-                    .bind(after_date)
-                    .bind(from)
-                    .bind(to)
-                    .bind(only)
-                    .bind(bound)
-                    .fetch_all(&mut *connection)
+                let rows = self
+                    .postgres_rows(
+                        sqlx::query(SELECT_EXPORT_PAGE.as_str())
+                            .bind(after)
+                            .bind(after_date)
+                            .bind(from)
+                            .bind(to)
+                            .bind(only)
+                            .bind(bound),
+                    )
                     .await?;
-                connection.give_back();
                 rows.iter().map(day_from_row).collect()
             })
             .await?;
