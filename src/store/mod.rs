@@ -12,6 +12,7 @@ mod blocking;
 mod commit;
 mod migrations;
 mod months;
+mod postgres_batches;
 mod postgres_reads;
 mod read;
 mod reports;
@@ -538,12 +539,26 @@ impl Store {
         Ok(rows)
     }
 
+    /// The rows of a customer's range `statement` on PostgreSQL, read in a batch with others
+    /// waiting for a connection.
+    async fn postgres_range(
+        &self,
+        statement: &'static str,
+        read: postgres_batches::RangeRead,
+    ) -> anyhow::Result<Vec<sqlx::postgres::PgRow>> {
+        self.postgres_readers()?.range(statement, read).await
+    }
+
     /// A PostgreSQL read connection (every store that has no SQLite readers has them).
     async fn postgres_lease(&self) -> anyhow::Result<postgres_reads::Lease> {
-        let readers = self.pg_readers.as_ref().ok_or_else(|| {
+        self.postgres_readers()?.lease().await
+    }
+
+    /// The PostgreSQL read connections (every store that has no SQLite readers has them).
+    fn postgres_readers(&self) -> anyhow::Result<&Arc<postgres_reads::Connections>> {
+        self.pg_readers.as_ref().ok_or_else(|| {
             anyhow::anyhow!("a read found neither SQLite nor PostgreSQL connections (a bug)")
-        })?;
-        readers.lease().await
+        })
     }
 
     /// Runs a read for the API behind the circuit breaker: while the database is known to be

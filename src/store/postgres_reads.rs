@@ -16,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::postgres_batches::Waiters;
 use super::{CONNECT_TIMEOUT, PING_IDLE_AFTER};
 
 /// Reads at once, and connections kept: three per core, at least 4, at most 16. More than the
@@ -34,7 +35,9 @@ pub(super) struct Connections {
     options: PgConnectOptions,
     /// Connections between statements, the most recently used last.
     idle: Mutex<Vec<(PgConnection, Instant)>>,
-    leases: Arc<Semaphore>,
+    pub(super) leases: Arc<Semaphore>,
+    /// Range reads waiting for a lease, to be read in batches.
+    pub(super) waiters: Waiters,
 }
 
 /// A connection leased for one read: [`Lease::give_back`] once the read succeeded; dropped
@@ -51,6 +54,7 @@ impl Connections {
             options,
             idle: Mutex::new(Vec::new()),
             leases: Arc::new(Semaphore::new(*MAX_CONNECTIONS)),
+            waiters: Waiters::default(),
         }
     }
 
@@ -58,6 +62,11 @@ impl Connections {
     /// has been idle a while), or a new one.
     pub async fn lease(self: &Arc<Self>) -> anyhow::Result<Lease> {
         let turn = Arc::clone(&self.leases).acquire_owned().await?;
+        self.lease_with(turn).await
+    }
+
+    /// A connection for the holder of `turn`, as [`Connections::lease`].
+    pub async fn lease_with(self: &Arc<Self>, turn: OwnedSemaphorePermit) -> anyhow::Result<Lease> {
         let lease = |connection| Lease {
             connection: Some(connection),
             connections: Arc::clone(self),

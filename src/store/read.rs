@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::batch::{STATISTICS_COLUMNS, day_column_names};
 use super::months::{MONTHS_BUILT, whole_months};
+use super::postgres_batches::RangeRead;
 use super::{STATE_COLUMNS, Store, StoredRow, count, state_from_row};
 use crate::stats::{DayStats, RangeMerger, Statistics};
 
@@ -213,14 +214,13 @@ impl Store {
                     })
                     .await;
             }
-            let rows = self
-                .postgres_rows(
-                    sqlx::query(sqlx::AssertSqlSafe(select))
-                        .bind(customer)
-                        .bind(from)
-                        .bind(to),
-                )
-                .await?;
+            let read = RangeRead {
+                customer: customer.to_owned(),
+                from,
+                to,
+                months: None,
+            };
+            let rows = self.postgres_range(select, read).await?;
             rows.iter().map(|row| T::from_row(row)).collect()
         })
         .await
@@ -252,17 +252,13 @@ impl Store {
                     })
                     .await;
             }
-            let rows = self
-                .postgres_rows(
-                    sqlx::query(sqlx::AssertSqlSafe(select))
-                        .bind(customer)
-                        .bind(from)
-                        .bind(to)
-                        .bind(first)
-                        .bind(last),
-                )
-                .await?;
-            for row in rows {
+            let read = RangeRead {
+                customer: customer.to_owned(),
+                from,
+                to,
+                months: Some((first, last)),
+            };
+            for row in self.postgres_range(select, read).await? {
                 merged.push(state_from_row(&row, 0)?);
             }
             Ok(merged.finish())

@@ -437,3 +437,75 @@ fn a_commit_that_grew_the_postgresql_table_much_analyses_it_and_a_small_one_does
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// On PostgreSQL, reads that wait for a connection are read together, in one statement per kind:
+/// days and summaries over ranges of every length (whole months among them), of customers with
+/// and without days; each answer equals a server's answer to it alone.
+#[test]
+fn reads_waiting_for_a_connection_are_read_together_and_answered_as_alone() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let log = generated_log_of(db.dir(), "a.log", 3_000, 11, 12);
+    ingest_paths(&db.url, &[&log], 1);
+    let mut command = Command::new(binary());
+    command.env(
+        "LOGSTATS_LOG",
+        "warn,logstats::store::postgres_batches=debug",
+    );
+    let server = Server::launch(command, &db.url, &[]);
+    let day = first_generated_day();
+    let ranges = [
+        format!("from={day}&to={}", day.plus(9)),
+        format!("from={}&to={}", day.plus(3), day.plus(5)),
+        "from=2024-08-01&to=2024-10-31".to_string(),
+    ];
+    // Distinct (the answer cache would read equal ones once); customers 13 and 14 have no days.
+    let paths: Vec<String> = (0..36)
+        .map(|i| {
+            let route = if i % 2 == 0 { "stats" } else { "stats/summary" };
+            format!("/customers/cust_{}/{route}?{}", i % 14 + 1, ranges[i / 14])
+        })
+        .collect();
+    // The first read also checks the schema: before the lock.
+    assert_eq!(server.get(&paths[0]).0, 200);
+
+    let lock = TableLock::take(&db);
+    let answers: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let (address, path) = (server.address.clone(), path.clone());
+            std::thread::spawn(move || http_get(&address, &path))
+        })
+        .collect();
+    // At most 16 reads hold a connection (blocked by the lock); of the 20 or more that wait, 8
+    // are more than enough for a batch.
+    let mut waiting = 0;
+    while waiting < 8 {
+        let line = server.stderr.recv_timeout(PATIENCE).expect("reads queue");
+        waiting += usize::from(line.contains("a range read waits for a connection"));
+    }
+    lock.release();
+    let answers: Vec<(u16, String)> = answers.into_iter().map(|a| a.join().unwrap()).collect();
+    loop {
+        let line = server
+            .stderr
+            .recv_timeout(PATIENCE)
+            .expect("a statement read several ranges");
+        let reads = line
+            .contains("ranges read in one statement")
+            .then(|| line.split("reads=").nth(1))
+            .flatten()
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+        if reads.is_some_and(|reads: usize| reads > 1) {
+            break;
+        }
+    }
+
+    let alone = Server::start(&db.url, &[]);
+    for (path, answer) in paths.iter().zip(answers) {
+        assert_eq!(answer.0, 200, "{path}: {}", answer.1);
+        assert_eq!(answer, alone.get(path), "{path}");
+    }
+}

@@ -1,0 +1,325 @@
+//! Reads of a customer's range on PostgreSQL, batched. Under load, reads wait for one of the few
+//! read connections; the one that gets it takes every waiting read of the same statement (at
+//! most [`MAX_BATCH`]) and asks them all in one statement: the ranges as rows of `unnest`, each
+//! joined laterally to the single read. One round trip, one executor start and one wake-up of
+//! each side then serve many answers instead of one; at 64 connections of random customers this
+//! was most of the database's and much of this process's work per answer. A read that finds a
+//! connection free goes alone, as the single statement: batching never makes a read wait.
+//!
+//! A read taken into another's batch waits for its rows. If that other read is cancelled (its
+//! client left, or timed out), the rows never come and the read queues again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use chrono::NaiveDate;
+use futures_util::TryStreamExt as _;
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnection, PgRow};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use super::postgres_reads::Connections;
+
+/// The most reads one statement answers.
+const MAX_BATCH: usize = 32;
+
+/// One read of a customer's range: the parameters of its statement (`$1` to `$3`, and `$4`, `$5`
+/// for statements that read whole months).
+#[derive(Clone, Debug)]
+pub(super) struct RangeRead {
+    pub customer: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// The first and the last whole month of the range.
+    pub months: Option<(NaiveDate, NaiveDate)>,
+}
+
+/// A read's rows, or what failed (the error is shared by every read of a batch).
+type Answer = Result<Vec<PgRow>, String>;
+
+/// A read waiting for a connection.
+struct Waiting {
+    id: u64,
+    statement: &'static str,
+    read: RangeRead,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The reads waiting for a connection, in the order they came.
+#[derive(Default)]
+pub(super) struct Waiters {
+    queue: Mutex<Vec<Waiting>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Waiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let waiting = self.queue.lock().map_or(0, |queue| queue.len());
+        f.debug_struct("Waiters")
+            .field("waiting", &waiting)
+            .finish()
+    }
+}
+
+impl Waiters {
+    /// Queues a read; its id, and where its rows will come if another read takes it.
+    fn push(&self, statement: &'static str, read: RangeRead) -> (u64, oneshot::Receiver<Answer>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, rows) = oneshot::channel();
+        let mut queue = self.queue.lock().expect("poisoned");
+        // Reads whose callers are gone are nobody's to answer.
+        queue.retain(|waiting| !waiting.answer.is_closed());
+        queue.push(Waiting {
+            id,
+            statement,
+            read,
+            answer,
+        });
+        (id, rows)
+    }
+
+    /// Read `id` first, then the longest waiting reads of the same statement; nothing when
+    /// another read has taken `id` already.
+    fn take(&self, id: u64, statement: &'static str) -> Vec<Waiting> {
+        let mut queue = self.queue.lock().expect("poisoned");
+        let Some(mine) = queue.iter().position(|waiting| waiting.id == id) else {
+            return Vec::new();
+        };
+        let mut batch = vec![queue.remove(mine)];
+        let mut index = 0;
+        while index < queue.len() && batch.len() < MAX_BATCH {
+            if queue[index].statement == statement {
+                batch.push(queue.remove(index));
+            } else {
+                index += 1;
+            }
+        }
+        batch
+    }
+}
+
+impl Connections {
+    /// The rows of `statement` for `read`, alone or in a batch with other waiting reads.
+    pub async fn range(
+        self: &Arc<Self>,
+        statement: &'static str,
+        read: RangeRead,
+    ) -> anyhow::Result<Vec<PgRow>> {
+        loop {
+            let (id, mut rows) = self.waiters.push(statement, read.clone());
+            if self.leases.available_permits() == 0 {
+                tracing::debug!("a range read waits for a connection");
+            }
+            let mut queued = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    answer = &mut rows => match answer {
+                        Ok(answer) => return answer.map_err(anyhow::Error::msg),
+                        // The batch's reader was cancelled before it answered: queue again.
+                        Err(_) => break,
+                    },
+                    turn = Arc::clone(&self.leases).acquire_owned(), if queued => {
+                        queued = false;
+                        let batch = self.waiters.take(id, statement);
+                        match batch.as_slice() {
+                            // Another read took this one: its rows will come.
+                            [] => {}
+                            [alone] => return self.read_alone(statement, &alone.read, turn?).await,
+                            // In a task of its own: the batch goes on when this read's client
+                            // leaves, and this read is answered first, not after the others.
+                            _ => {
+                                let batch = Arc::clone(self).answer_batch(statement, batch, turn?);
+                                tokio::spawn(batch);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads `read` of `statement` alone, on the lease of `turn`.
+    async fn read_alone(
+        self: &Arc<Self>,
+        statement: &'static str,
+        read: &RangeRead,
+        turn: OwnedSemaphorePermit,
+    ) -> anyhow::Result<Vec<PgRow>> {
+        let mut lease = self.lease_with(turn).await?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(&read.customer)
+            .bind(read.from)
+            .bind(read.to);
+        if let Some((first, last)) = read.months {
+            query = query.bind(first).bind(last);
+        }
+        let rows = query.fetch_all(&mut *lease).await?;
+        lease.give_back();
+        Ok(rows)
+    }
+
+    /// Reads `batch` (of `statement`) on the lease of `turn`, and hands each read its rows as
+    /// soon as they have arrived; or the error, to those not answered yet.
+    async fn answer_batch(
+        self: Arc<Self>,
+        statement: &'static str,
+        batch: Vec<Waiting>,
+        turn: OwnedSemaphorePermit,
+    ) {
+        let (reads, mut answers): (Vec<RangeRead>, Vec<Option<oneshot::Sender<Answer>>>) = batch
+            .into_iter()
+            .map(|waiting| (waiting.read, Some(waiting.answer)))
+            .unzip();
+        tracing::debug!(reads = reads.len(), "ranges read in one statement");
+        let read = async {
+            let mut lease = self.lease_with(turn).await?;
+            read_batch(&mut lease, statement, &reads, &mut answers).await?;
+            lease.give_back();
+            anyhow::Ok(())
+        };
+        if let Err(error) = read.await {
+            let message = format!("{error:#}");
+            for answer in answers.into_iter().flatten() {
+                let _ = answer.send(Err(message.clone()));
+            }
+        }
+    }
+}
+
+/// Reads `reads` (of `statement`, more than one) in one statement, and sends each its rows
+/// through its answer as soon as they are all in.
+async fn read_batch(
+    connection: &mut PgConnection,
+    statement: &'static str,
+    reads: &[RangeRead],
+    answers: &mut [Option<oneshot::Sender<Answer>>],
+) -> anyhow::Result<()> {
+    let months = reads[0].months.is_some();
+    let customers: Vec<&str> = reads.iter().map(|read| read.customer.as_str()).collect();
+    let (froms, tos): (Vec<NaiveDate>, Vec<NaiveDate>) =
+        reads.iter().map(|read| (read.from, read.to)).unzip();
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(batched(statement, months)))
+        .bind(customers)
+        .bind(froms)
+        .bind(tos);
+    if months {
+        let (firsts, lasts): (Vec<NaiveDate>, Vec<NaiveDate>) = reads
+            .iter()
+            .map(|read| read.months.unwrap_or((read.from, read.to)))
+            .unzip();
+        query = query.bind(firsts).bind(lasts);
+    }
+    // The rows come by read: a read's are complete when the next read's start.
+    let mut rows = query.fetch(connection);
+    let (mut current, mut gathered) = (0, Vec::new());
+    while let Some(row) = rows.try_next().await? {
+        let ordinal: i64 = row.try_get(row.len() - 1)?;
+        let read = usize::try_from(ordinal - 1)
+            .ok()
+            .filter(|&read| read >= current && read < reads.len())
+            .ok_or_else(|| anyhow::anyhow!("a batched read answered out of order ({ordinal})"))?;
+        while current < read {
+            send(&mut answers[current], std::mem::take(&mut gathered));
+            current += 1;
+        }
+        gathered.push(row);
+    }
+    while current < reads.len() {
+        send(&mut answers[current], std::mem::take(&mut gathered));
+        current += 1;
+    }
+    Ok(())
+}
+
+fn send(answer: &mut Option<oneshot::Sender<Answer>>, rows: Vec<PgRow>) {
+    if let Some(answer) = answer.take() {
+        let _ = answer.send(Ok(rows));
+    }
+}
+
+/// The batched form of a range's statement, made once per statement: the parameters become
+/// arrays, one element per read, whose rows join the statement laterally; each row ends with the
+/// read's position in the batch, from 1, and the rows come in that order. A statement that orders
+/// its rows by date keeps that order within each read.
+fn batched(statement: &'static str, months: bool) -> &'static str {
+    static MADE: LazyLock<Mutex<HashMap<(&'static str, bool), &'static str>>> =
+        LazyLock::new(Default::default);
+    let mut made = MADE.lock().expect("poisoned");
+    made.entry((statement, months))
+        .or_insert_with(|| Box::leak(batched_sql(statement, months).into_boxed_str()))
+}
+
+fn batched_sql(statement: &str, months: bool) -> String {
+    let parameters: &[(&str, &str)] = &[
+        ("wanted_customer", "text[]"),
+        ("wanted_from", "date[]"),
+        ("wanted_to", "date[]"),
+        ("wanted_first_month", "date[]"),
+        ("wanted_last_month", "date[]"),
+    ];
+    let parameters = &parameters[..if months { 5 } else { 3 }];
+    // From the last, so that `$1` does not match the start of a `$10`.
+    let mut single = statement.to_owned();
+    for (number, (name, _)) in parameters.iter().enumerate().rev() {
+        single = single.replace(&format!("${}", number + 1), &format!("wanted.{name}"));
+    }
+    let arrays: Vec<String> = (1..=parameters.len())
+        .map(|number| format!("${number}::{}", parameters[number - 1].1))
+        .collect();
+    let names: Vec<&str> = parameters.iter().map(|(name, _)| *name).collect();
+    let order = if statement.ends_with("ORDER BY date") {
+        ", single.date"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT single.*, wanted.batch_index FROM unnest({}) WITH ORDINALITY \
+         AS wanted({}, batch_index) CROSS JOIN LATERAL ({single}) AS single \
+         ORDER BY wanted.batch_index{order}",
+        arrays.join(", "),
+        names.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batched_statement_reads_each_parameter_from_its_array() {
+        let sql = batched_sql(
+            "SELECT date FROM t WHERE customer_id = $1 AND date >= $2 AND date <= $3 ORDER BY date",
+            false,
+        );
+        assert_eq!(
+            sql,
+            "SELECT single.*, wanted.batch_index FROM unnest($1::text[], $2::date[], $3::date[]) \
+             WITH ORDINALITY AS wanted(wanted_customer, wanted_from, wanted_to, batch_index) \
+             CROSS JOIN LATERAL (SELECT date FROM t WHERE customer_id = wanted.wanted_customer \
+             AND date >= wanted.wanted_from AND date <= wanted.wanted_to ORDER BY date) AS single \
+             ORDER BY wanted.batch_index, single.date"
+        );
+    }
+
+    #[test]
+    fn a_batch_takes_its_own_read_first_then_the_oldest_of_its_statement() {
+        let waiters = Waiters::default();
+        let read = RangeRead {
+            customer: "c".into(),
+            from: NaiveDate::MIN,
+            to: NaiveDate::MAX,
+            months: None,
+        };
+        let queued: Vec<_> = ["a", "b", "a", "a"]
+            .into_iter()
+            .map(|statement| waiters.push(statement, read.clone()))
+            .collect();
+        let ids = |batch: Vec<Waiting>| batch.iter().map(|w| w.id).collect::<Vec<_>>();
+        let (first, second, third, fourth) = (queued[0].0, queued[1].0, queued[2].0, queued[3].0);
+        assert_eq!(ids(waiters.take(third, "a")), [third, first, fourth]);
+        assert!(waiters.take(first, "a").is_empty(), "taken already");
+        assert_eq!(ids(waiters.take(second, "b")), [second]);
+    }
+}
