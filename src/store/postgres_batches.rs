@@ -1,13 +1,14 @@
-//! Reads of a customer's range on PostgreSQL, batched. Under load, reads wait for one of the few
-//! read connections; the one that gets it takes every waiting read of the same statement (at
-//! most [`MAX_BATCH`]) and asks them all in one statement: the ranges as rows of `unnest`, each
-//! joined laterally to the single read. One round trip, one executor start and one wake-up of
-//! each side then serve many answers instead of one; at 64 connections of random customers this
-//! was most of the database's and much of this process's work per answer. A read that finds a
-//! connection free goes alone, as the single statement: batching never makes a read wait.
+//! Reads of a customer's range on PostgreSQL, batched. A read that finds one of the few read
+//! connections free goes alone, as the single statement: batching never makes a read wait.
+//! Otherwise it queues, and whenever a connection is given up, the longest waiting reads of one
+//! statement (at most [`MAX_BATCH`]) are asked in one statement, in a task of their own: the
+//! ranges as rows of `unnest`, each joined laterally to the single read. One round trip, one
+//! executor start and one wake-up of each side then serve several answers instead of one; under
+//! load (64 clients asking random customers) that was most of the database's work per answer and
+//! much of this process's. Each read is handed its rows as soon as they have all arrived.
 //!
-//! A read taken into another's batch waits for its rows. If that other read is cancelled (its
-//! client left, or timed out), the rows never come and the read queues again.
+//! Queued reads wait for their rows, not for a connection: nobody stands in line for a turn that
+//! would go to a read already taken into a batch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +18,12 @@ use chrono::NaiveDate;
 use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 
-use super::postgres_reads::Connections;
+use super::postgres_reads::{Connections, Turn};
 
 /// The most reads one statement answers.
-const MAX_BATCH: usize = 32;
+const MAX_BATCH: usize = 8;
 
 /// One read of a customer's range: the parameters of its statement (`$1` to `$3`, and `$4`, `$5`
 /// for statements that read whole months).
@@ -79,6 +80,10 @@ impl Waiters {
         (id, rows)
     }
 
+    fn is_empty(&self) -> bool {
+        self.queue.lock().expect("poisoned").is_empty()
+    }
+
     /// Read `id` first, then the longest waiting reads of the same statement; nothing when
     /// another read has taken `id` already.
     fn take(&self, id: u64, statement: &'static str) -> Vec<Waiting> {
@@ -86,7 +91,24 @@ impl Waiters {
         let Some(mine) = queue.iter().position(|waiting| waiting.id == id) else {
             return Vec::new();
         };
-        let mut batch = vec![queue.remove(mine)];
+        Self::take_with(&mut queue, mine, statement)
+    }
+
+    /// The longest waiting read, then the next longest of the same statement.
+    fn take_oldest(&self) -> Vec<Waiting> {
+        let mut queue = self.queue.lock().expect("poisoned");
+        match queue.first() {
+            Some(oldest) => {
+                let statement = oldest.statement;
+                Self::take_with(&mut queue, 0, statement)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The read at `first`, then the longest waiting others of `statement`, [`MAX_BATCH`] in all.
+    fn take_with(queue: &mut Vec<Waiting>, first: usize, statement: &'static str) -> Vec<Waiting> {
+        let mut batch = vec![queue.remove(first)];
         let mut index = 0;
         while index < queue.len() && batch.len() < MAX_BATCH {
             if queue[index].statement == statement {
@@ -100,44 +122,55 @@ impl Waiters {
 }
 
 impl Connections {
-    /// The rows of `statement` for `read`, alone or in a batch with other waiting reads.
+    /// The rows of `statement` for `read`: at once and alone when a turn is free; otherwise
+    /// queued, and read in a batch when a turn is given up.
     pub async fn range(
         self: &Arc<Self>,
         statement: &'static str,
         read: RangeRead,
     ) -> anyhow::Result<Vec<PgRow>> {
         loop {
-            let (id, mut rows) = self.waiters.push(statement, read.clone());
-            if self.leases.available_permits() == 0 {
-                tracing::debug!("a range read waits for a connection");
-            }
-            let mut queued = true;
-            loop {
-                tokio::select! {
-                    biased;
-                    answer = &mut rows => match answer {
-                        Ok(answer) => return answer.map_err(anyhow::Error::msg),
-                        // The batch's reader was cancelled before it answered: queue again.
-                        Err(_) => break,
-                    },
-                    turn = Arc::clone(&self.leases).acquire_owned(), if queued => {
-                        queued = false;
-                        let batch = self.waiters.take(id, statement);
-                        match batch.as_slice() {
-                            // Another read took this one: its rows will come.
-                            [] => {}
-                            [alone] => return self.read_alone(statement, &alone.read, turn?).await,
-                            // In a task of its own: the batch goes on when this read's client
-                            // leaves, and this read is answered first, not after the others.
-                            _ => {
-                                let batch = Arc::clone(self).answer_batch(statement, batch, turn?);
-                                tokio::spawn(batch);
-                            }
-                        }
+            let (id, rows) = self.waiters.push(statement, read.clone());
+            match Turn::try_take(self) {
+                Some(turn) => {
+                    let mut batch = self.waiters.take(id, statement);
+                    if let [alone] = batch.as_mut_slice() {
+                        return self.read_alone(statement, &alone.read, turn).await;
+                    }
+                    // Empty when another read took this one: its rows will come.
+                    if !batch.is_empty() {
+                        tokio::spawn(Arc::clone(self).answer_batch(batch, turn));
                     }
                 }
+                None => tracing::debug!("a range read waits for a connection"),
+            }
+            match rows.await {
+                Ok(answer) => return answer.map_err(anyhow::Error::msg),
+                // The batch's task ended before it answered (the runtime is stopping): again.
+                Err(_) => continue,
             }
         }
+    }
+
+    /// Starts reading the longest waiting reads (of one statement), when there are some and a
+    /// turn is free: called whenever a turn is given up.
+    pub(super) fn start_waiting_reads(self: &Arc<Self>) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(turn) = Turn::try_take(self) else {
+            return;
+        };
+        let batch = self.waiters.take_oldest();
+        if batch.is_empty() {
+            return;
+        }
+        // In a task of its own: the batch goes on when a client leaves, and each read is
+        // answered as soon as its rows are in.
+        runtime.spawn(Arc::clone(self).answer_batch(batch, turn));
     }
 
     /// Reads `read` of `statement` alone, on the lease of `turn`.
@@ -145,7 +178,7 @@ impl Connections {
         self: &Arc<Self>,
         statement: &'static str,
         read: &RangeRead,
-        turn: OwnedSemaphorePermit,
+        turn: Turn,
     ) -> anyhow::Result<Vec<PgRow>> {
         let mut lease = self.lease_with(turn).await?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -162,12 +195,8 @@ impl Connections {
 
     /// Reads `batch` (of `statement`) on the lease of `turn`, and hands each read its rows as
     /// soon as they have arrived; or the error, to those not answered yet.
-    async fn answer_batch(
-        self: Arc<Self>,
-        statement: &'static str,
-        batch: Vec<Waiting>,
-        turn: OwnedSemaphorePermit,
-    ) {
+    async fn answer_batch(self: Arc<Self>, batch: Vec<Waiting>, turn: Turn) {
+        let statement = batch[0].statement;
         let (reads, mut answers): (Vec<RangeRead>, Vec<Option<oneshot::Sender<Answer>>>) = batch
             .into_iter()
             .map(|waiting| (waiting.read, Some(waiting.answer)))

@@ -35,8 +35,8 @@ pub(super) struct Connections {
     options: PgConnectOptions,
     /// Connections between statements, the most recently used last.
     idle: Mutex<Vec<(PgConnection, Instant)>>,
-    pub(super) leases: Arc<Semaphore>,
-    /// Range reads waiting for a lease, to be read in batches.
+    leases: Arc<Semaphore>,
+    /// Range reads waiting for a turn, to be read in batches.
     pub(super) waiters: Waiters,
 }
 
@@ -45,7 +45,42 @@ pub(super) struct Connections {
 pub(super) struct Lease {
     connection: Option<PgConnection>,
     connections: Arc<Connections>,
-    _turn: OwnedSemaphorePermit,
+    _turn: Turn,
+}
+
+/// The right to use one of the connections. Given up when dropped, whatever ended the read;
+/// then, while range reads are waiting, the next of them are started (nobody else would: they
+/// wait for their rows, not for a turn).
+pub(super) struct Turn {
+    permit: Option<OwnedSemaphorePermit>,
+    connections: Arc<Connections>,
+}
+
+impl Turn {
+    /// A turn now, when one is free.
+    pub fn try_take(connections: &Arc<Connections>) -> Option<Turn> {
+        let permit = Arc::clone(&connections.leases).try_acquire_owned().ok()?;
+        Some(Turn {
+            permit: Some(permit),
+            connections: Arc::clone(connections),
+        })
+    }
+
+    /// A turn, waiting for one.
+    async fn take(connections: &Arc<Connections>) -> anyhow::Result<Turn> {
+        let permit = Arc::clone(&connections.leases).acquire_owned().await?;
+        Ok(Turn {
+            permit: Some(permit),
+            connections: Arc::clone(connections),
+        })
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.connections.start_waiting_reads();
+    }
 }
 
 impl Connections {
@@ -61,12 +96,12 @@ impl Connections {
     /// A connection between statements: the most recently used idle one (pinged first when it
     /// has been idle a while), or a new one.
     pub async fn lease(self: &Arc<Self>) -> anyhow::Result<Lease> {
-        let turn = Arc::clone(&self.leases).acquire_owned().await?;
+        let turn = Turn::take(self).await?;
         self.lease_with(turn).await
     }
 
     /// A connection for the holder of `turn`, as [`Connections::lease`].
-    pub async fn lease_with(self: &Arc<Self>, turn: OwnedSemaphorePermit) -> anyhow::Result<Lease> {
+    pub async fn lease_with(self: &Arc<Self>, turn: Turn) -> anyhow::Result<Lease> {
         let lease = |connection| Lease {
             connection: Some(connection),
             connections: Arc::clone(self),

@@ -497,7 +497,12 @@ fn reads_waiting_for_a_connection_are_read_together_and_answered_as_alone() {
             .contains("ranges read in one statement")
             .then(|| line.split("reads=").nth(1))
             .flatten()
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+            .and_then(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            });
         if reads.is_some_and(|reads: usize| reads > 1) {
             break;
         }
