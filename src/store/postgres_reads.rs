@@ -19,14 +19,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::postgres_batches::Waiters;
 use super::{CONNECT_TIMEOUT, PING_IDLE_AFTER};
 
-/// Reads at once, and connections kept: three per core, at least 4, at most 16. More than the
-/// cores can serve only queue in the database's processes instead of here: with PostgreSQL on
-/// the same 2 cores, 16 connections answered the random mix at the same rate as 6, with a p99 of
-/// 10-12 ms against 8-9 (bench/RESULTS.md, The API).
+/// Reads at once, and connections kept: one per core and one more, at least 3, at most 16.
+/// Reads that wait for one are read together (`postgres_batches.rs`), so more connections only
+/// make the database's processes take turns on the cores: with PostgreSQL on the same 2 cores, 3
+/// connections answered the random mix at 0.23-0.27 of `/healthz` with a p99 of 11-13 ms, 6 at
+/// 0.20-0.21 with 14-15 ms (bench/RESULTS.md, The API).
 static MAX_CONNECTIONS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
     std::thread::available_parallelism()
-        .map_or(4, |cores| cores.get() * 3)
-        .clamp(4, 16)
+        .map_or(3, |cores| cores.get() + 1)
+        .clamp(3, 16)
 });
 
 /// Read connections to one PostgreSQL database, opened on demand and reused.
