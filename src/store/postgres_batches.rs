@@ -97,6 +97,7 @@ impl Waiters {
     /// The longest waiting read, then the next longest of the same statement.
     fn take_oldest(&self) -> Vec<Waiting> {
         let mut queue = self.queue.lock().expect("poisoned");
+        queue.retain(|waiting| !waiting.answer.is_closed());
         match queue.first() {
             Some(oldest) => {
                 let statement = oldest.statement;
@@ -129,27 +130,24 @@ impl Connections {
         statement: &'static str,
         read: RangeRead,
     ) -> anyhow::Result<Vec<PgRow>> {
-        loop {
-            let (id, rows) = self.waiters.push(statement, read.clone());
-            match Turn::try_take(self) {
-                Some(turn) => {
-                    let mut batch = self.waiters.take(id, statement);
-                    if let [alone] = batch.as_mut_slice() {
-                        return self.read_alone(statement, &alone.read, turn).await;
-                    }
-                    // Empty when another read took this one: its rows will come.
-                    if !batch.is_empty() {
-                        tokio::spawn(Arc::clone(self).answer_batch(batch, turn));
-                    }
+        let (id, rows) = self.waiters.push(statement, read);
+        match Turn::try_take(self) {
+            Some(turn) => {
+                let batch = self.waiters.take(id, statement);
+                if let [alone] = batch.as_slice() {
+                    return self.read_alone(statement, &alone.read, turn).await;
                 }
-                None => tracing::debug!("a range read waits for a connection"),
+                // Empty when another read took this one: its rows will come.
+                if !batch.is_empty() {
+                    tokio::spawn(Arc::clone(self).answer_batch(batch, turn));
+                }
             }
-            match rows.await {
-                Ok(answer) => return answer.map_err(anyhow::Error::msg),
-                // The batch's task ended before it answered (the runtime is stopping): again.
-                Err(_) => continue,
-            }
+            None => tracing::debug!("a range read waits for a connection"),
         }
+        // A batch's task ends without answering only when it panicked or the runtime stops.
+        rows.await
+            .map_err(|_| anyhow::anyhow!("the read of a batch was abandoned"))?
+            .map_err(anyhow::Error::msg)
     }
 
     /// Starts reading the longest waiting reads (of one statement), when there are some and a
