@@ -12,15 +12,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use chrono::NaiveDate;
 use futures_util::TryStreamExt as _;
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};
 use tokio::sync::oneshot;
-
-use super::postgres_reads::{Connections, Turn};
 
 /// The most reads one statement answers.
 const MAX_BATCH: usize = 8;
@@ -37,14 +35,14 @@ pub(super) struct RangeRead {
 }
 
 /// A read's rows, or what failed (the error is shared by every read of a batch).
-type Answer = Result<Vec<PgRow>, String>;
+pub(super) type Answer = Result<Vec<PgRow>, String>;
 
 /// A read waiting for a connection.
-struct Waiting {
+pub(super) struct Waiting {
     id: u64,
-    statement: &'static str,
-    read: RangeRead,
-    answer: oneshot::Sender<Answer>,
+    pub statement: &'static str,
+    pub read: RangeRead,
+    pub answer: oneshot::Sender<Answer>,
 }
 
 /// The reads waiting for a connection, in the order they came.
@@ -65,7 +63,11 @@ impl std::fmt::Debug for Waiters {
 
 impl Waiters {
     /// Queues a read; its id, and where its rows will come if another read takes it.
-    fn push(&self, statement: &'static str, read: RangeRead) -> (u64, oneshot::Receiver<Answer>) {
+    pub(super) fn push(
+        &self,
+        statement: &'static str,
+        read: RangeRead,
+    ) -> (u64, oneshot::Receiver<Answer>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, rows) = oneshot::channel();
         let mut queue = self.queue.lock().expect("poisoned");
@@ -80,13 +82,13 @@ impl Waiters {
         (id, rows)
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.queue.lock().expect("poisoned").is_empty()
     }
 
     /// Read `id` first, then the longest waiting reads of the same statement; nothing when
     /// another read has taken `id` already.
-    fn take(&self, id: u64, statement: &'static str) -> Vec<Waiting> {
+    pub(super) fn take(&self, id: u64, statement: &'static str) -> Vec<Waiting> {
         let mut queue = self.queue.lock().expect("poisoned");
         let Some(mine) = queue.iter().position(|waiting| waiting.id == id) else {
             return Vec::new();
@@ -95,7 +97,7 @@ impl Waiters {
     }
 
     /// The longest waiting read, then the next longest of the same statement.
-    fn take_oldest(&self) -> Vec<Waiting> {
+    pub(super) fn take_oldest(&self) -> Vec<Waiting> {
         let mut queue = self.queue.lock().expect("poisoned");
         queue.retain(|waiting| !waiting.answer.is_closed());
         match queue.first() {
@@ -122,102 +124,9 @@ impl Waiters {
     }
 }
 
-impl Connections {
-    /// The rows of `statement` for `read`: at once and alone when a turn is free; otherwise
-    /// queued, and read in a batch when a turn is given up.
-    pub async fn range(
-        self: &Arc<Self>,
-        statement: &'static str,
-        read: RangeRead,
-    ) -> anyhow::Result<Vec<PgRow>> {
-        let (id, rows) = self.waiters.push(statement, read);
-        match Turn::try_take(self) {
-            Some(turn) => {
-                let batch = self.waiters.take(id, statement);
-                if let [alone] = batch.as_slice() {
-                    return self.read_alone(statement, &alone.read, turn).await;
-                }
-                // Empty when another read took this one: its rows will come.
-                if !batch.is_empty() {
-                    tokio::spawn(Arc::clone(self).answer_batch(batch, turn));
-                }
-            }
-            None => tracing::debug!("a range read waits for a connection"),
-        }
-        // A batch's task ends without answering only when it panicked or the runtime stops.
-        rows.await
-            .map_err(|_| anyhow::anyhow!("the read of a batch was abandoned"))?
-            .map_err(anyhow::Error::msg)
-    }
-
-    /// Starts reading the longest waiting reads (of one statement), when there are some and a
-    /// turn is free: called whenever a turn is given up.
-    pub(super) fn start_waiting_reads(self: &Arc<Self>) {
-        if self.waiters.is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let Some(turn) = Turn::try_take(self) else {
-            return;
-        };
-        let batch = self.waiters.take_oldest();
-        if batch.is_empty() {
-            return;
-        }
-        // In a task of its own: the batch goes on when a client leaves, and each read is
-        // answered as soon as its rows are in.
-        runtime.spawn(Arc::clone(self).answer_batch(batch, turn));
-    }
-
-    /// Reads `read` of `statement` alone, on the lease of `turn`.
-    async fn read_alone(
-        self: &Arc<Self>,
-        statement: &'static str,
-        read: &RangeRead,
-        turn: Turn,
-    ) -> anyhow::Result<Vec<PgRow>> {
-        let mut lease = self.lease_with(turn).await?;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .bind(&read.customer)
-            .bind(read.from)
-            .bind(read.to);
-        if let Some((first, last)) = read.months {
-            query = query.bind(first).bind(last);
-        }
-        let rows = query.fetch_all(&mut *lease).await?;
-        lease.give_back();
-        Ok(rows)
-    }
-
-    /// Reads `batch` (of `statement`) on the lease of `turn`, and hands each read its rows as
-    /// soon as they have arrived; or the error, to those not answered yet.
-    async fn answer_batch(self: Arc<Self>, batch: Vec<Waiting>, turn: Turn) {
-        let statement = batch[0].statement;
-        let (reads, mut answers): (Vec<RangeRead>, Vec<Option<oneshot::Sender<Answer>>>) = batch
-            .into_iter()
-            .map(|waiting| (waiting.read, Some(waiting.answer)))
-            .unzip();
-        tracing::debug!(reads = reads.len(), "ranges read in one statement");
-        let read = async {
-            let mut lease = self.lease_with(turn).await?;
-            read_batch(&mut lease, statement, &reads, &mut answers).await?;
-            lease.give_back();
-            anyhow::Ok(())
-        };
-        if let Err(error) = read.await {
-            let message = format!("{error:#}");
-            for answer in answers.into_iter().flatten() {
-                let _ = answer.send(Err(message.clone()));
-            }
-        }
-    }
-}
-
 /// Reads `reads` (of `statement`, more than one) in one statement, and sends each its rows
 /// through its answer as soon as they are all in.
-async fn read_batch(
+pub(super) async fn read_batch(
     connection: &mut PgConnection,
     statement: &'static str,
     reads: &[RangeRead],

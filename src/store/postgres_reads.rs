@@ -16,7 +16,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::postgres_batches::Waiters;
+use sqlx::postgres::PgRow;
+use tokio::sync::oneshot;
+
+use super::postgres_batches::{Answer, RangeRead, Waiters, Waiting, read_batch};
 use super::{CONNECT_TIMEOUT, PING_IDLE_AFTER};
 
 /// Reads at once, and connections kept: one per core and one more, at least 3, at most 16.
@@ -152,5 +155,99 @@ impl std::ops::Deref for Lease {
 impl std::ops::DerefMut for Lease {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.connection.as_mut().expect("leased until given back")
+    }
+}
+
+/// Range reads: alone when a turn is free, else in batches (`postgres_batches.rs`).
+impl Connections {
+    /// The rows of `statement` for `read`: at once and alone when a turn is free; otherwise
+    /// queued, and read in a batch when a turn is given up.
+    pub async fn range(
+        self: &Arc<Self>,
+        statement: &'static str,
+        read: RangeRead,
+    ) -> anyhow::Result<Vec<PgRow>> {
+        let (id, rows) = self.waiters.push(statement, read);
+        match Turn::try_take(self) {
+            Some(turn) => {
+                let batch = self.waiters.take(id, statement);
+                if let [alone] = batch.as_slice() {
+                    return self.read_alone(statement, &alone.read, turn).await;
+                }
+                // Empty when another read took this one: its rows will come.
+                if !batch.is_empty() {
+                    tokio::spawn(Arc::clone(self).answer_batch(batch, turn));
+                }
+            }
+            None => tracing::debug!("a range read waits for a connection"),
+        }
+        // A batch's task ends without answering only when it panicked or the runtime stops.
+        rows.await
+            .map_err(|_| anyhow::anyhow!("the read of a batch was abandoned"))?
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Starts reading the longest waiting reads (of one statement), when there are some and a
+    /// turn is free: called whenever a turn is given up.
+    pub(super) fn start_waiting_reads(self: &Arc<Self>) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(turn) = Turn::try_take(self) else {
+            return;
+        };
+        let batch = self.waiters.take_oldest();
+        if batch.is_empty() {
+            return;
+        }
+        // In a task of its own: the batch goes on when a client leaves, and each read is
+        // answered as soon as its rows are in.
+        runtime.spawn(Arc::clone(self).answer_batch(batch, turn));
+    }
+
+    /// Reads `read` of `statement` alone, on the lease of `turn`.
+    async fn read_alone(
+        self: &Arc<Self>,
+        statement: &'static str,
+        read: &RangeRead,
+        turn: Turn,
+    ) -> anyhow::Result<Vec<PgRow>> {
+        let mut lease = self.lease_with(turn).await?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(&read.customer)
+            .bind(read.from)
+            .bind(read.to);
+        if let Some((first, last)) = read.months {
+            query = query.bind(first).bind(last);
+        }
+        let rows = query.fetch_all(&mut *lease).await?;
+        lease.give_back();
+        Ok(rows)
+    }
+
+    /// Reads `batch` (of `statement`) on the lease of `turn`, and hands each read its rows as
+    /// soon as they have arrived; or the error, to those not answered yet.
+    async fn answer_batch(self: Arc<Self>, batch: Vec<Waiting>, turn: Turn) {
+        let statement = batch[0].statement;
+        let (reads, mut answers): (Vec<RangeRead>, Vec<Option<oneshot::Sender<Answer>>>) = batch
+            .into_iter()
+            .map(|waiting| (waiting.read, Some(waiting.answer)))
+            .unzip();
+        tracing::debug!(reads = reads.len(), "ranges read in one statement");
+        let read = async {
+            let mut lease = self.lease_with(turn).await?;
+            read_batch(&mut lease, statement, &reads, &mut answers).await?;
+            lease.give_back();
+            anyhow::Ok(())
+        };
+        if let Err(error) = read.await {
+            let message = format!("{error:#}");
+            for answer in answers.into_iter().flatten() {
+                let _ = answer.send(Err(message.clone()));
+            }
+        }
     }
 }

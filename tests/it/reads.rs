@@ -450,10 +450,7 @@ fn reads_waiting_for_a_connection_are_read_together_and_answered_as_alone() {
     let log = generated_log_of(db.dir(), "a.log", 3_000, 11, 12);
     ingest_paths(&db.url, &[&log], 1);
     let mut command = Command::new(binary());
-    command.env(
-        "LOGSTATS_LOG",
-        "warn,logstats::store::postgres_batches=debug",
-    );
+    command.env("LOGSTATS_LOG", "warn,logstats::store::postgres_reads=debug");
     let server = Server::launch(command, &db.url, &[]);
     let day = first_generated_day();
     let ranges = [
