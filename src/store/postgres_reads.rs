@@ -5,19 +5,18 @@
 //! Here a lease whose read failed or was cancelled is dropped instead, closing its connection, so
 //! a connection taken back is always between statements.
 //!
-//! At most [`MAX_CONNECTIONS`] reads run at once; more wait for a lease. A connection idle longer
-//! than [`PING_IDLE_AFTER`] is pinged before it is leased again, so that after a server restart a
-//! stale one is replaced instead of failing a request.
+//! At most [`MAX_CONNECTIONS`] reads run at once. Other reads wait for a lease; reads of a
+//! customer's range wait in a queue instead, read in batches (`postgres_batches.rs`) as
+//! connections are given up. A connection idle longer than [`PING_IDLE_AFTER`] is pinged before
+//! it is leased again, so that after a server restart a stale one is replaced instead of failing
+//! a request.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{ConnectOptions as _, Connection as _};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use sqlx::postgres::PgRow;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::postgres_batches::{Answer, RangeRead, Waiters, Waiting, read_batch};
 use super::{CONNECT_TIMEOUT, PING_IDLE_AFTER};
