@@ -158,6 +158,38 @@ impl Dense {
         })
     }
 
+    /// Adds sorted `outside` pairs, none of which has a slot, by growing the slots to cover them:
+    /// when each is on the step and the slots stay at most four a distinct value (as
+    /// [`Dense::of`] makes them). A few values past either end of the range (a group's first
+    /// merges find new extremes often) then cost neither a return to pairs nor a new test.
+    fn cover(&mut self, outside: &[(u64, u64)]) -> bool {
+        let last = self.first + (self.counts.len() as u64 - 1) * self.step;
+        let on_step = |value: u64| value.abs_diff(self.first) % self.step == 0;
+        let (Some(lowest), Some(highest)) = (outside.first(), outside.last()) else {
+            return true;
+        };
+        if !outside.iter().all(|&(value, _)| on_step(value)) {
+            return false;
+        }
+        let first = self.first.min(lowest.0);
+        let slots = (last.max(highest.0) - first) / self.step + 1;
+        let distinct = self.counts.iter().filter(|&&count| count > 0).count() + outside.len();
+        if slots > 4 * distinct as u64 {
+            return false;
+        }
+        // Exactly the room needed (growing in place could double it).
+        let mut counts = Vec::with_capacity(slots as usize);
+        counts.resize(((self.first - first) / self.step) as usize, 0);
+        counts.extend_from_slice(&self.counts);
+        counts.resize(slots as usize, 0);
+        self.counts = counts;
+        self.first = first;
+        for &(value, count) in outside {
+            self.counts[((value - first) / self.step) as usize] += count as u32; // fits: checked by the caller
+        }
+        true
+    }
+
     /// The slot counting `value`, if there is one.
     #[inline]
     fn slot(&self, value: u64) -> Option<usize> {
@@ -309,7 +341,7 @@ impl Histogram {
                         None => outside.push((value, count)),
                     }
                 }
-                if !outside.is_empty() {
+                if !outside.is_empty() && !dense.cover(&outside) {
                     let mut entries = dense.narrow();
                     add_sorted(&mut entries, &outside);
                     self.entries = Entries::Narrow(entries);
@@ -836,6 +868,29 @@ mod tests {
             histogram_of(&scattered).entries,
             Entries::Narrow(_)
         ));
+    }
+
+    #[test]
+    fn values_on_the_step_past_either_end_grow_a_dense_histogram() {
+        let milliseconds: Vec<u64> = (100..300).map(|ms| ms * 1000).collect();
+        let mut histogram = histogram_of(&milliseconds);
+        let beyond = [40_000, 99_000, 300_000, 301_000, 320_000];
+        histogram.merge(histogram_of(&beyond));
+        assert!(matches!(histogram.entries, Entries::Dense(_)));
+        let mut expected = milliseconds.clone();
+        expected.extend(beyond);
+        assert_eq!(
+            histogram.counts().collect::<Vec<_>>(),
+            oracle_counts(&expected)
+        );
+        // On the step but so far that most slots would be empty: pairs again, still exact.
+        histogram.merge(histogram_of(&[5_000_000]));
+        assert!(matches!(histogram.entries, Entries::Narrow(_)));
+        expected.push(5_000_000);
+        assert_eq!(
+            histogram.counts().collect::<Vec<_>>(),
+            oracle_counts(&expected)
+        );
     }
 
     #[test]
