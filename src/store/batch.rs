@@ -31,11 +31,26 @@ impl GroupDelta {
         }
     }
 
-    /// Computes the row this group is when written as a day of its own.
+    /// Computes the row this group is when written as a day of its own. Its breakdown is then
+    /// in the row's bytes and is freed here, off the writer's thread, which never reads it again.
     pub fn with_values(mut self) -> GroupDelta {
         self.values = Some(RowValues::of(&mut self.stats));
+        self.stats.resources = None;
         self
     }
+
+    /// Requests of this group counted as [`crate::resources::OTHER`].
+    pub fn other_requests(&self) -> u64 {
+        match &self.values {
+            Some(values) => values.other_requests,
+            None => other_requests(&self.stats),
+        }
+    }
+}
+
+/// Requests of `stats` counted as [`crate::resources::OTHER`].
+pub fn other_requests(stats: &DayStats) -> u64 {
+    stats.resources.as_ref().map_or(0, |b| b.other_requests())
 }
 
 /// A day's values as a write binds them: [`DAY_COLUMNS`], the histogram's bytes and the
@@ -45,6 +60,8 @@ pub struct RowValues {
     pub(super) columns: [Column; DAY_COLUMNS.len()],
     pub(super) histogram: Vec<u8>,
     pub(super) resources: Option<Vec<u8>>,
+    /// Requests of the breakdown counted as [`crate::resources::OTHER`].
+    other_requests: u64,
 }
 
 impl RowValues {
@@ -60,6 +77,7 @@ impl RowValues {
                 breakdown.encode(&mut bytes);
                 bytes
             }),
+            other_requests: other_requests(stats),
         }
     }
 }

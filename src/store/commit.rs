@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use super::batch::{
     ANY_DAY, CHUNK_ROWS, CommitBatch, Conflict, FileCheckpoint, FileId, GroupDelta, MergedDay,
+    other_requests,
 };
 use super::months::{CLEAR_MONTHS, MARK_MONTHS_BUILT, MergedMonth, MonthChange, Months};
 use super::transaction::{PgWrite, StoredStates, WriteTx};
@@ -180,11 +181,6 @@ pub struct Written {
     pub other_requests: u64,
 }
 
-/// Requests of `stats` counted as [`crate::resources::OTHER`].
-fn other_requests(stats: &DayStats) -> u64 {
-    stats.resources.as_ref().map_or(0, |b| b.other_requests())
-}
-
 /// The commit itself, in `tx`: checks that no other writer moved the files meanwhile, merges the
 /// groups (ascending) into their stored days a chunk at a time, takes back what `retractions`
 /// says, and records the progress and totals.
@@ -210,7 +206,7 @@ async fn write_commit(
         let mut days = groups.by_ref().filter_map(|group| match group {
             Ok(group) if group.stats.total() == 0 => None,
             group => Some(group.map(|group| {
-                let counted = other_requests(&group.stats);
+                let counted = group.other_requests();
                 other.fetch_add(counted, std::sync::atomic::Ordering::Relaxed);
                 MergedDay::from(group)
             })),

@@ -178,6 +178,7 @@ impl PreparedDay {
             columns,
             histogram,
             resources,
+            ..
         } = day.values();
         PreparedDay {
             columns,

@@ -172,6 +172,7 @@ impl WriteTx for PgWrite {
                 columns: values,
                 histogram,
                 resources,
+                ..
             } = day.values();
             histograms.push(histogram);
             breakdowns.push(resources);
@@ -401,6 +402,7 @@ impl BinaryRows {
             columns,
             histogram,
             resources,
+            ..
         } = day.values();
         let fields = 2 + columns.len() + 2;
         self.bytes.extend_from_slice(&(fields as i16).to_be_bytes());
