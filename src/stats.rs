@@ -66,6 +66,14 @@ impl DayStats {
         self.histogram.merge(other.histogram);
     }
 
+    /// Adds every request of `other`, which must be compacted and have no breakdown, leaving it
+    /// as it is (no copy of its histogram).
+    pub fn add_requests_of(&mut self, other: &DayStats) {
+        debug_assert!(other.resources.is_none());
+        self.add_sums_of(other);
+        self.histogram.add_counts_of(&other.histogram);
+    }
+
     /// Adds the counts by class and the duration sums of `other`.
     fn add_sums_of(&mut self, other: &DayStats) {
         for (mine, theirs) in self.by_class.iter_mut().zip(other.by_class) {

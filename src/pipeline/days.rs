@@ -45,9 +45,11 @@ fn day_of(mut entries: Vec<(String, DayStats)>) -> DayStats {
     {
         return entries.pop().expect("one").1;
     }
-    let mut day = DayStats::default();
-    for (_, state) in &entries {
-        day.merge(state.clone());
+    // The first resource's state copied (its histogram whole), the others' requests added.
+    entries.iter_mut().for_each(|(_, state)| state.compact());
+    let mut day = entries[0].1.clone();
+    for (_, state) in &entries[1..] {
+        day.add_requests_of(state);
     }
     let breakdown = Breakdown::of(
         entries
