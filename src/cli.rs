@@ -193,7 +193,7 @@ pub struct IngestArgs {
     #[arg(long)]
     pub json: bool,
     /// Target bytes per unit of work (default: from --memory-limit and a sample of the first file,
-    /// 256 KiB to 16 MiB).
+    /// 256 KiB to 32 MiB).
     #[arg(long, env = "LOGSTATS_UNIT_BYTES", hide = true)]
     pub unit_bytes: Option<u64>,
     /// Processes in the cluster (with --process-id and --hostfile).

@@ -208,46 +208,81 @@ fn create_rejects_file(
 
 /// Bytes per unit of work: small enough that the epochs in flight (every worker's groups of a
 /// unit, exchanged, merged, handed to the committer: about 1 KiB a group in all) hold an eighth of
-/// the memory limit, as large as that allows (up to 16 MiB) so that epochs cost little. How many
-/// groups a mebibyte of log makes is measured on a sample of the first file: a few thousand
-/// customers repeat within it, a million do not. Commits happen once per commit interval whatever
-/// the unit size. Every process of a cluster samples the same file, so all plan alike.
+/// the memory limit, as large as that allows (up to 32 MiB) so that epochs cost little: every
+/// group of a unit is merged into its owner's once per unit, and a group of a few requests a unit
+/// costs that merge for little. How many groups a unit holds is estimated from a sample of the
+/// first file ([`GroupsSample`]). Commits happen once per commit interval whatever the unit size.
+/// Every process of a cluster samples the same file, so all plan alike.
 fn unit_bytes(config: &IngestConfig, found: &source::Found) -> u64 {
     const MIB: u64 = 1 << 20;
     const IN_FLIGHT_BYTES_PER_GROUP: u64 = 1024;
+    const LARGEST: u64 = 32 * MIB;
     let processes = config.cluster.as_ref().map_or(1, |c| c.addresses.len());
     let peers = (config.workers.max(1) * processes) as u64;
-    let groups_per_mib = found
-        .sources
-        .iter()
-        .find_map(|source| match source {
-            source::Source::File { path, gzip, .. } if !gzip => groups_in_first_mib(path),
-            _ => None,
-        })
-        .unwrap_or(MIB / 64); // unknown: a line a group, lines of 64 bytes
-    let per_unit_mib = peers * groups_per_mib.max(1) * IN_FLIGHT_BYTES_PER_GROUP;
-    (config.memory_limit / 8 * MIB / per_unit_mib).clamp(256 << 10, 16 * MIB)
+    let budget = config.memory_limit / 8;
+    let per_group = peers * IN_FLIGHT_BYTES_PER_GROUP;
+    let sample = found.sources.iter().find_map(|source| match source {
+        source::Source::File { path, gzip, .. } if !gzip => {
+            GroupsSample::of(path, config.by_resource)
+        }
+        _ => None,
+    });
+    // Unknown: a line a group, lines of 64 bytes.
+    let per_mib = sample.as_ref().map_or(MIB / 64, |s| s.per_mib.max(1));
+    let bytes = match sample {
+        // However large the unit, it holds about the groups the sample found.
+        Some(sample) if sample.repeating && 2 * sample.groups * per_group <= budget => LARGEST,
+        _ => budget * MIB / (per_mib * per_group),
+    };
+    bytes.clamp(256 << 10, LARGEST)
 }
 
-/// Distinct (customer, day) groups among the lines of a file's first MiB, scaled to a full MiB
-/// when the file is shorter; `None` when it has no line to go by.
-fn groups_in_first_mib(path: &Path) -> Option<u64> {
-    use std::io::Read;
-    let mut sample = Vec::with_capacity(1 << 20);
-    std::fs::File::open(path)
-        .ok()?
-        .take(1 << 20)
-        .read_to_end(&mut sample)
-        .ok()?;
-    let complete = &sample[..memchr::memrchr(b'\n', &sample)? + 1];
-    let mut groups = rustc_hash::FxHashSet::default();
-    for line in complete.split(|&b| b == b'\n') {
-        if let Ok(Some(request)) = crate::record::parse_line(line) {
-            groups.insert((request.customer, request.day));
+/// The distinct groups among the lines of a file's first MiB (by resource too when days are
+/// broken down by resource).
+struct GroupsSample {
+    groups: u64,
+    /// Scaled to a full MiB when the file is shorter.
+    per_mib: u64,
+    /// Whether the second half of the sample added few groups (under a quarter more): the same
+    /// groups repeat (a few thousand customers' days), where a million customers' do not.
+    repeating: bool,
+}
+
+impl GroupsSample {
+    /// `None` when the file has no line to go by.
+    fn of(path: &Path, by_resource: bool) -> Option<GroupsSample> {
+        use std::io::Read;
+        let mut sample = Vec::with_capacity(1 << 20);
+        std::fs::File::open(path)
+            .ok()?
+            .take(1 << 20)
+            .read_to_end(&mut sample)
+            .ok()?;
+        let complete = &sample[..memchr::memrchr(b'\n', &sample)? + 1];
+        let mut groups = rustc_hash::FxHashSet::default();
+        let mut in_first_half = None;
+        let mut resource = String::new();
+        for line in complete.split(|&b| b == b'\n') {
+            let offset = line.as_ptr() as usize - complete.as_ptr() as usize;
+            if in_first_half.is_none() && offset >= complete.len() / 2 {
+                in_first_half = Some(groups.len() as u64);
+            }
+            if let Ok(Some(request)) = crate::record::parse_line(line) {
+                resource.clear();
+                if by_resource {
+                    crate::resources::resource_of(request.path, &mut resource);
+                }
+                groups.insert((request.customer, request.day, resource.clone()));
+            }
         }
+        let total = groups.len() as u64;
+        let first_half = in_first_half.unwrap_or(total);
+        (total > 0).then(|| GroupsSample {
+            groups: total,
+            per_mib: total * (1 << 20) / complete.len() as u64,
+            repeating: 4 * total < 5 * first_half,
+        })
     }
-    let groups = groups.len() as u64;
-    (groups > 0).then(|| groups * (1 << 20) / complete.len() as u64)
 }
 
 /// One worker: builds the dataflow, feeds it, and drains it to the end (or, when a peer of the
