@@ -39,6 +39,20 @@ impl GroupDelta {
         self
     }
 
+    /// Its key and its state whole: with its breakdown read back from the row's bytes when that
+    /// was freed (a writer that finds the table no longer empty merges the state, not the row).
+    pub fn into_keyed_stats(self) -> anyhow::Result<((String, Day), DayStats)> {
+        let mut stats = self.stats;
+        if let Some(RowValues {
+            resources: Some(bytes),
+            ..
+        }) = &self.values
+        {
+            stats.resources = Some(Box::new(crate::resources::Breakdown::decode(bytes)?));
+        }
+        Ok(((self.customer, self.day), stats))
+    }
+
     /// Requests of this group counted as [`crate::resources::OTHER`].
     pub fn other_requests(&self) -> u64 {
         match &self.values {

@@ -231,7 +231,7 @@ async fn write_commit(
         let chunk = groups
             .by_ref()
             .take(CHUNK_ROWS)
-            .map(|group| group.map(|g| ((g.customer, g.day), g.stats)))
+            .map(|group| group?.into_keyed_stats())
             .collect::<anyhow::Result<Vec<_>>>()?;
         if chunk.is_empty() {
             break;

@@ -137,3 +137,56 @@ fn a_new_sqlite_database_gets_16k_pages_and_one_made_with_4k_pages_keeps_them() 
     }
     assert_eq!((page_size(&new), page_size(&old)), (16384, 4096));
 }
+
+/// A day broken down by resource: `requests` of (resource, status, duration).
+fn broken_down(customer: &str, day: Day, requests: &[(&str, u16, u64)]) -> GroupDelta {
+    let entries = requests.iter().map(|&(resource, status, duration)| {
+        let mut stats = DayStats::default();
+        stats.record(status, duration);
+        (resource.into(), stats)
+    });
+    let breakdown = logstats::resources::Breakdown::of(entries);
+    let mut stats = DayStats::default();
+    for (_, entry) in breakdown.entries() {
+        stats.merge(entry.clone());
+    }
+    stats.resources = Some(Box::new(breakdown));
+    GroupDelta::new(customer.to_string(), day, stats)
+}
+
+#[test]
+fn rows_computed_for_an_empty_table_another_writer_filled_are_merged_breakdown_and_all() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = db.store();
+        let day = Day::from_ymd(2024, 9, 15).unwrap();
+        let first = CommitBatch {
+            groups: vec![broken_down(
+                "a",
+                day,
+                &[("/x", 200, 1_000), ("/y", 500, 2_000)],
+            )],
+            progress: vec![progress("/logs/first", 0, 100)],
+            ..CommitBatch::default()
+        };
+        block_on(store.commit(first)).unwrap();
+        // Computed while the table looked empty (as the committer does then), written after the
+        // other writer's commit: the writer merges the state, which must still hold its breakdown.
+        let late = broken_down("a", day, &[("/x", 201, 3_000), ("/z", 404, 4_000)]).with_values();
+        let batch = CommitBatch {
+            progress: vec![progress("/logs/second", 0, 100)],
+            ..CommitBatch::default()
+        };
+        block_on(store.commit_sorted(batch, std::iter::once(Ok(late)))).unwrap();
+        let date = day.to_naive_date();
+        let states = block_on(store.day_states("a", date, date)).unwrap();
+        let breakdown = states[0].1.resources.as_ref().expect("a breakdown");
+        let totals: Vec<(&str, u64)> = breakdown
+            .entries()
+            .iter()
+            .map(|(name, stats)| (&**name, stats.total()))
+            .collect();
+        assert_eq!(totals, [("/x", 2), ("/y", 1), ("/z", 1)], "{backend:?}");
+        assert_eq!(states[0].1.total(), 4);
+    }
+}
