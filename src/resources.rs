@@ -209,26 +209,60 @@ impl Breakdown {
     }
 
     /// Appends the stored form (read back by [`Breakdown::decode`]). Compacts the states.
+    ///
+    /// [`SHARED_NAMES`], the number of entries, then each entry: how many bytes its name shares
+    /// with the one before, the rest of the name (its length, its bytes), and its state as
+    /// [`DayStats::encode_entry`] writes it. A day's names mostly share a long start
+    /// (`/api/v1/...`), which most of a breakdown's bytes were.
     pub fn encode(&mut self, bytes: &mut Vec<u8>) {
+        bytes.extend_from_slice(&SHARED_NAMES);
         write_varint(bytes, self.entries.len() as u64);
+        let mut previous: &[u8] = &[];
         for (name, stats) in &mut self.entries {
-            write_varint(bytes, name.len() as u64);
-            bytes.extend_from_slice(name.as_bytes());
-            stats.encode(bytes);
+            let name = name.as_bytes();
+            let shared = name
+                .iter()
+                .zip(previous)
+                .take_while(|(a, b)| a == b)
+                .count();
+            write_varint(bytes, shared as u64);
+            write_varint(bytes, (name.len() - shared) as u64);
+            bytes.extend_from_slice(&name[shared..]);
+            stats.encode_entry(bytes);
+            previous = name;
         }
     }
 
-    /// Reads a breakdown written by [`Breakdown::encode`]: the whole of `bytes`.
+    /// Reads a breakdown written by [`Breakdown::encode`], or by versions before it (each name
+    /// whole, each state as [`DayStats::encode`] writes it): the whole of `bytes`.
     pub fn decode(mut bytes: &[u8]) -> Result<Breakdown, CorruptState> {
+        let shared_names = bytes.starts_with(&SHARED_NAMES);
+        if shared_names {
+            bytes = &bytes[SHARED_NAMES.len()..];
+        }
         let bytes = &mut bytes;
         let count = read_varint(bytes)?;
-        let mut entries = Vec::with_capacity(count.min(MOST_RESOURCES as u64 + 2) as usize);
+        let mut entries: Vec<(Box<str>, DayStats)> =
+            Vec::with_capacity(count.min(MOST_RESOURCES as u64 + 2) as usize);
+        let mut name = Vec::new();
         for _ in 0..count {
+            let shared = match shared_names {
+                true => usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?,
+                false => 0,
+            };
+            if shared > name.len() {
+                return Err(CorruptState);
+            }
+            name.truncate(shared);
             let len = usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?;
-            let name = bytes.get(..len).ok_or(CorruptState)?;
-            let name = std::str::from_utf8(name).map_err(|_| CorruptState)?;
+            name.extend_from_slice(bytes.get(..len).ok_or(CorruptState)?);
             *bytes = &bytes[len..];
-            entries.push((name.into(), DayStats::decode(bytes)?));
+            let text = std::str::from_utf8(&name).map_err(|_| CorruptState)?;
+            let stats = match shared_names {
+                true => DayStats::decode_entry(bytes)?,
+                false => DayStats::decode(bytes)?,
+            };
+            entries.push((text.into(), stats));
         }
         if !bytes.is_empty() || !entries.is_sorted_by(|a, b| a.0 < b.0) {
             return Err(CorruptState);
@@ -236,6 +270,10 @@ impl Breakdown {
         Ok(Breakdown { entries })
     }
 }
+
+/// What starts a breakdown whose names share their starts: an empty breakdown of the first
+/// stored form is that first byte alone, so no breakdown of that form starts with both.
+const SHARED_NAMES: [u8; 2] = [0, 2];
 
 /// [`UNATTRIBUTED`] or [`OTHER`]: not a resource of its own, never capped.
 fn is_special(name: &str) -> bool {
@@ -362,5 +400,44 @@ mod tests {
         assert!(Breakdown::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(!breakdown.is_unattributed());
         assert!(Breakdown::unattributed(day(&[(200, 1)])).is_unattributed());
+    }
+
+    /// The first stored form: the number of entries, then each name whole and each state as
+    /// [`DayStats::encode`] writes it.
+    fn first_form(breakdown: &mut Breakdown) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        write_varint(&mut bytes, breakdown.entries.len() as u64);
+        for (name, stats) in &mut breakdown.entries {
+            write_varint(&mut bytes, name.len() as u64);
+            bytes.extend_from_slice(name.as_bytes());
+            stats.encode(&mut bytes);
+        }
+        bytes
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn breakdowns_of_either_form_read_back_as_written(
+            requests in proptest::collection::vec(
+                (0usize..6, proptest::sample::select(vec![200u16, 201, 404, 503]), 0u64..5_000_000),
+                0..60,
+            ),
+        ) {
+            // Names that share starts of every length, one a start of another, one not ASCII.
+            const NAMES: [&str; 6] = ["", "/a", "/api/v1/users", "/api/v1/users/{id}", "/api/v2", "/é/ü"];
+            let mut breakdown = Breakdown::of(requests.iter().map(|&(name, status, duration)| {
+                (NAMES[name].into(), DayStats::of_requests(&[(status, duration)]))
+            }));
+            let mut bytes = Vec::new();
+            breakdown.encode(&mut bytes);
+            // Equal states: counts, both sums and histograms.
+            proptest::prop_assert_eq!(Breakdown::decode(&bytes).unwrap(), breakdown.clone());
+            let first = first_form(&mut breakdown);
+            proptest::prop_assert_eq!(Breakdown::decode(&first).unwrap(), breakdown.clone());
+            if !breakdown.entries.is_empty() {
+                proptest::prop_assert!(bytes.len() <= first.len() + SHARED_NAMES.len());
+                proptest::prop_assert!(Breakdown::decode(&bytes[..bytes.len() - 1]).is_err());
+            }
+        }
     }
 }

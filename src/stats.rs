@@ -146,26 +146,68 @@ impl DayStats {
         for count in &mut stats.by_class {
             *count = read_varint(bytes)?;
         }
-        let mut wide = || -> Result<u128, CorruptState> {
-            let low = read_varint(bytes)?;
-            let high = read_varint(bytes)?;
-            Ok(u128::from(low) | u128::from(high) << 64)
+        stats.duration_sum_us = read_wide(bytes)?;
+        stats.success_duration_sum_us = read_wide(bytes)?;
+        stats.histogram = read_histogram(bytes)?;
+        stats.check_total()?;
+        Ok(stats)
+    }
+
+    /// Appends the shorter form of a breakdown's entry (read back by
+    /// [`DayStats::decode_entry`]): [`DayStats::encode`]'s without what follows from the rest,
+    /// the sum of the durations (the histogram's) and of the successful ones' when all or none
+    /// succeeded (most entries: a resource of a day often holds a request or two).
+    pub fn encode_entry(&mut self, bytes: &mut Vec<u8>) {
+        self.compact();
+        for count in self.by_class {
+            write_varint(bytes, count);
+        }
+        let histogram = self.histogram.to_bytes();
+        write_varint(bytes, histogram.len() as u64);
+        bytes.extend_from_slice(&histogram);
+        if self.some_succeeded_not_all() {
+            let sum = self.success_duration_sum_us;
+            write_varint(bytes, sum as u64);
+            write_varint(bytes, (sum >> 64) as u64);
+        }
+    }
+
+    /// Reads one state written by [`DayStats::encode_entry`] from the front of `bytes`.
+    pub fn decode_entry(bytes: &mut &[u8]) -> Result<DayStats, CorruptState> {
+        let mut stats = DayStats::default();
+        for count in &mut stats.by_class {
+            *count = read_varint(bytes)?;
+        }
+        stats.histogram = read_histogram(bytes)?;
+        stats.check_total()?;
+        stats.duration_sum_us = stats
+            .histogram
+            .counts()
+            .map(|(value, count)| u128::from(value) * u128::from(count))
+            .sum();
+        stats.success_duration_sum_us = match stats.by_class[1] {
+            0 => 0,
+            _ if !stats.some_succeeded_not_all() => stats.duration_sum_us,
+            _ => read_wide(bytes)?,
         };
-        stats.duration_sum_us = wide()?;
-        stats.success_duration_sum_us = wide()?;
-        let len = usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?;
-        let histogram = bytes.get(..len).ok_or(CorruptState)?;
-        stats.histogram = Histogram::from_bytes(histogram)?;
-        *bytes = &bytes[len..];
-        let total = stats
+        Ok(stats)
+    }
+
+    fn some_succeeded_not_all(&self) -> bool {
+        self.by_class[1] > 0 && self.by_class[1] < self.total()
+    }
+
+    /// Whether the counts by class add up to the histogram's.
+    fn check_total(&self) -> Result<(), CorruptState> {
+        let total = self
             .by_class
             .iter()
             .try_fold(0u64, |sum, &c| sum.checked_add(c))
             .ok_or(CorruptState)?;
-        if total != stats.histogram.total() {
-            return Err(CorruptState);
+        match total == self.histogram.total() {
+            true => Ok(()),
+            false => Err(CorruptState),
         }
-        Ok(stats)
     }
 
     /// Bytes held on the heap besides the value itself.
@@ -241,6 +283,22 @@ impl RangeMerger {
             ..self.totals
         }
     }
+}
+
+/// A 128-bit sum as [`DayStats::encode`] writes it: its low and high 64 bits.
+fn read_wide(bytes: &mut &[u8]) -> Result<u128, CorruptState> {
+    let low = read_varint(bytes)?;
+    let high = read_varint(bytes)?;
+    Ok(u128::from(low) | u128::from(high) << 64)
+}
+
+/// A histogram as [`DayStats::encode`] writes it: its length, then its bytes.
+fn read_histogram(bytes: &mut &[u8]) -> Result<Histogram, CorruptState> {
+    let len = usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?;
+    let histogram = bytes.get(..len).ok_or(CorruptState)?;
+    let histogram = Histogram::from_bytes(histogram)?;
+    *bytes = &bytes[len..];
+    Ok(histogram)
 }
 
 /// Encoded group state that does not decode (a damaged spill file).
