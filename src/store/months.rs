@@ -12,10 +12,12 @@ use super::{STATE_COLUMN_COUNT, STATE_COLUMNS};
 use crate::day::Day;
 use crate::stats::{DayStats, RangeMerger};
 
-/// Complete months written together: few enough to hold (each is compact), many enough that a
-/// commit into an empty table, which inserts its days in parts between the writes of their
-/// months, seldom stops its pipeline.
+/// Complete months written together: few enough to hold, many enough that a commit into an
+/// empty table, which inserts its days in parts between the writes of their months, seldom stops
+/// its pipeline. At most this many, and at most [`MONTH_BYTES_PER_WRITE`] of them: a busy
+/// customer's month holds thousands of distinct durations (16,384 such months took 80 MB).
 const MONTHS_PER_WRITE: usize = 16 << 10;
+const MONTH_BYTES_PER_WRITE: usize = 8 << 20;
 
 /// What a commit changes in one month of a customer: the requests it adds, and those it takes
 /// back (status, duration in µs).
@@ -35,6 +37,8 @@ pub(super) struct MonthChange<Added = DayStats> {
 pub(super) struct Months {
     current: Option<MonthChange<RangeMerger>>,
     complete: Vec<MonthChange>,
+    /// What the complete months hold on the heap.
+    complete_bytes: usize,
 }
 
 impl Months {
@@ -67,8 +71,10 @@ impl Months {
 
     fn complete_current(&mut self) {
         if let Some(current) = self.current.take() {
+            let added = current.added.finish();
+            self.complete_bytes += added.heap_bytes();
             self.complete.push(MonthChange {
-                added: current.added.finish(),
+                added,
                 customer: current.customer,
                 month: current.month,
                 taken_back: current.taken_back,
@@ -78,11 +84,12 @@ impl Months {
 
     /// Whether enough months are complete to be written together.
     pub fn is_full(&self) -> bool {
-        self.complete.len() >= MONTHS_PER_WRITE
+        self.complete.len() >= MONTHS_PER_WRITE || self.complete_bytes >= MONTH_BYTES_PER_WRITE
     }
 
     /// The complete months, taken out.
     pub fn take_complete(&mut self) -> Vec<MonthChange> {
+        self.complete_bytes = 0;
         std::mem::take(&mut self.complete)
     }
 
