@@ -164,7 +164,7 @@ impl Dense {
     /// merges find new extremes often) then cost neither a return to pairs nor a new test.
     fn cover(&mut self, outside: &[(u64, u64)]) -> bool {
         let last = self.first + (self.counts.len() as u64 - 1) * self.step;
-        let on_step = |value: u64| value.abs_diff(self.first) % self.step == 0;
+        let on_step = |value: u64| value.abs_diff(self.first).is_multiple_of(self.step);
         let (Some(lowest), Some(highest)) = (outside.first(), outside.last()) else {
             return true;
         };
