@@ -26,6 +26,7 @@ migration_files!(
     "20241004000000_file_identity.sql",
     "20241005000000_resources.sql",
     "20241006000000_months.sql",
+    "20241007000000_lz4_blobs.sql",
 );
 
 pub fn sqlite() -> Migrator {
