@@ -131,13 +131,9 @@ impl DayStats {
         for count in self.by_class {
             write_varint(bytes, count);
         }
-        for sum in [self.duration_sum_us, self.success_duration_sum_us] {
-            write_varint(bytes, sum as u64);
-            write_varint(bytes, (sum >> 64) as u64);
-        }
-        let histogram = self.histogram.to_bytes();
-        write_varint(bytes, histogram.len() as u64);
-        bytes.extend_from_slice(&histogram);
+        write_wide(bytes, self.duration_sum_us);
+        write_wide(bytes, self.success_duration_sum_us);
+        write_histogram(bytes, &self.histogram);
     }
 
     /// Reads one state written by [`DayStats::encode`] from the front of `bytes`.
@@ -162,13 +158,9 @@ impl DayStats {
         for count in self.by_class {
             write_varint(bytes, count);
         }
-        let histogram = self.histogram.to_bytes();
-        write_varint(bytes, histogram.len() as u64);
-        bytes.extend_from_slice(&histogram);
+        write_histogram(bytes, &self.histogram);
         if self.some_succeeded_not_all() {
-            let sum = self.success_duration_sum_us;
-            write_varint(bytes, sum as u64);
-            write_varint(bytes, (sum >> 64) as u64);
+            write_wide(bytes, self.success_duration_sum_us);
         }
     }
 
@@ -285,14 +277,27 @@ impl RangeMerger {
     }
 }
 
-/// A 128-bit sum as [`DayStats::encode`] writes it: its low and high 64 bits.
+/// Appends a 128-bit sum: its low and high 64 bits.
+fn write_wide(bytes: &mut Vec<u8>, sum: u128) {
+    write_varint(bytes, sum as u64);
+    write_varint(bytes, (sum >> 64) as u64);
+}
+
+/// Appends a histogram: its length, then its bytes.
+fn write_histogram(bytes: &mut Vec<u8>, histogram: &Histogram) {
+    let histogram = histogram.to_bytes();
+    write_varint(bytes, histogram.len() as u64);
+    bytes.extend_from_slice(&histogram);
+}
+
+/// A 128-bit sum as [`write_wide`] writes it.
 fn read_wide(bytes: &mut &[u8]) -> Result<u128, CorruptState> {
     let low = read_varint(bytes)?;
     let high = read_varint(bytes)?;
     Ok(u128::from(low) | u128::from(high) << 64)
 }
 
-/// A histogram as [`DayStats::encode`] writes it: its length, then its bytes.
+/// A histogram as [`write_histogram`] writes it.
 fn read_histogram(bytes: &mut &[u8]) -> Result<Histogram, CorruptState> {
     let len = usize::try_from(read_varint(bytes)?).map_err(|_| CorruptState)?;
     let histogram = bytes.get(..len).ok_or(CorruptState)?;
