@@ -190,3 +190,43 @@ fn rows_computed_for_an_empty_table_another_writer_filled_are_merged_breakdown_a
         assert_eq!(states[0].1.total(), 4);
     }
 }
+
+#[test]
+fn a_fresh_commit_that_breaks_a_constraint_stores_nothing_and_the_next_commits() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = db.store();
+        let first = Day::from_ymd(2024, 9, 1).unwrap();
+        let days = |repeated: Option<i32>| {
+            let mut groups: Vec<GroupDelta> = (0..40)
+                .map(|i| delta("a", Day(first.0 + i), &[(200, 1_000)]))
+                .collect();
+            // A day twice, in the middle of a statement of many rows (a bug upstream).
+            if let Some(i) = repeated {
+                groups.insert(i as usize, delta("a", Day(first.0 + i), &[(200, 1_000)]));
+            }
+            groups.into_iter().map(|group| Ok(group.with_values()))
+        };
+        let batch = || CommitBatch {
+            progress: vec![progress("/logs/a", 0, 100)],
+            lines: 40,
+            ..CommitBatch::default()
+        };
+        let broken = block_on(store.commit_sorted(batch(), days(Some(21))));
+        assert!(
+            broken.is_err(),
+            "{backend:?}: a day written twice is refused"
+        );
+        let (from, to) = (first.to_naive_date(), Day(first.0 + 39).to_naive_date());
+        assert!(
+            block_on(store.day_states("a", from, to))
+                .unwrap()
+                .is_empty()
+        );
+        // Nothing of it was recorded: the same file from the same offset commits.
+        block_on(store.commit_sorted(batch(), days(None))).unwrap();
+        let states = block_on(store.day_states("a", from, to)).unwrap();
+        assert_eq!(states.len(), 40, "{backend:?}");
+        assert!(states.iter().all(|(_, state)| state.total() == 1));
+    }
+}
