@@ -54,10 +54,22 @@ enum Halt {
 /// Finished epochs and their updates, ascending.
 pub(super) type Finished = Vec<(u64, Vec<Update>)>;
 
+/// What worker 0 hands the committer.
+enum Received {
+    Epochs(Finished),
+    /// A chunk of a run another process's owner sent ([`Update::Run`]), as soon as it came: it
+    /// goes to a file at once, not into memory with the rest of its epoch.
+    Run {
+        owner: usize,
+        commit: u64,
+        records: Vec<u8>,
+    },
+}
+
 /// The committer on a thread of its own, so that worker 0 reads as fast as the others while
-/// epochs are merged and written. At most one epoch waits for it; past that, worker 0 waits.
+/// epochs are merged and written. At most one message waits for it; past that, worker 0 waits.
 pub(super) struct CommitterThread {
-    epochs: std::sync::mpsc::SyncSender<Finished>,
+    received: std::sync::mpsc::SyncSender<Received>,
     thread: std::thread::JoinHandle<anyhow::Result<IngestReport>>,
 }
 
@@ -69,28 +81,49 @@ impl CommitterThread {
         peers: usize,
     ) -> anyhow::Result<CommitterThread> {
         let mut committer = Committer::new(Arc::clone(job), outputs, peers)?;
-        let (epochs, received) = std::sync::mpsc::sync_channel(1);
+        let (sender, received) = std::sync::mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || {
-                for finished in received {
-                    committer.absorb(finished);
+                for message in received {
+                    match message {
+                        Received::Epochs(finished) => committer.absorb(finished),
+                        Received::Run {
+                            owner,
+                            commit,
+                            records,
+                        } => committer.receive_run(owner, commit, &records),
+                    }
                 }
                 committer.commit_at_end();
                 committer.into_report()
             })?;
-        Ok(CommitterThread { epochs, thread })
+        Ok(CommitterThread {
+            received: sender,
+            thread,
+        })
     }
 
     /// Hands over finished epochs (ascending).
     pub fn send(&self, finished: Finished) {
         // Fails only when the thread has died, which `finish` reports.
-        let _ = self.epochs.send(finished);
+        let _ = self.received.send(Received::Epochs(finished));
+    }
+
+    /// Hands over a chunk of another process's run as soon as it came (before its epoch is
+    /// finished, which it precedes).
+    pub fn send_run(&self, owner: usize, commit: u64, records: Vec<u8>) {
+        let run = Received::Run {
+            owner,
+            commit,
+            records,
+        };
+        let _ = self.received.send(run);
     }
 
     /// Commits what is left, waits for the thread and returns the run's report.
     pub fn finish(self) -> anyhow::Result<IngestReport> {
-        drop(self.epochs);
+        drop(self.received);
         self.thread.join().unwrap_or_else(|_| {
             Err(anyhow::anyhow!(
                 "the committer failed (a bug: please report it)"
@@ -189,18 +222,10 @@ impl Committer {
                         ));
                     }
                     Update::Cut => cut = true,
-                    Update::Run {
-                        owner,
-                        commit,
-                        records,
-                    } => {
-                        if commit == END_OF_RUN {
-                            self.remote_ends.insert(owner);
-                        }
-                        let appended = self.incoming.append(owner, commit, &records);
-                        if let Err(error) = appended {
-                            return self.fail(error.context("receiving another process's groups"));
-                        }
+                    Update::Run { .. } => {
+                        return self.fail(anyhow::anyhow!(
+                            "a run reached the committer with its epoch (a bug)"
+                        ));
                     }
                     Update::OwnerFailed(error) => return self.fail(anyhow::anyhow!("{error}")),
                     Update::Progress(p) => records.push(p),
@@ -223,6 +248,19 @@ impl Committer {
             if cut {
                 self.commit(epoch);
             }
+        }
+    }
+
+    /// Writes a chunk of `owner`'s run of `commit` to its file.
+    fn receive_run(&mut self, owner: usize, commit: u64, records: &[u8]) {
+        if self.halted.is_some() {
+            return;
+        }
+        if commit == END_OF_RUN {
+            self.remote_ends.insert(owner);
+        }
+        if let Err(error) = self.incoming.append(owner, commit, records) {
+            self.fail(error.context("receiving another process's days"));
         }
     }
 
@@ -279,11 +317,9 @@ impl Committer {
                 Ok(Box::new(days_of(groups).map(deltas)) as Groups)
             }));
         }
-        if self.remote_owners > 0 {
-            let runs = self.incoming.take(commit)?;
-            sources.push(Box::new(move || {
-                Ok(Box::new(days_of(runs).map(deltas)) as Groups)
-            }));
+        // Another process's owner sent its days with their rows (see `run_of`).
+        for run in self.incoming.take(commit)? {
+            sources.push(Box::new(move || Ok(Box::new(run) as Groups)));
         }
         Ok(SortedStreams::new(sources))
     }

@@ -19,18 +19,21 @@ use timely::dataflow::operators::generic::{Operator, OutputBuilderSession};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Capability, Concat, Probe};
 use timely::dataflow::{ProbeHandle, Stream};
+use timely::scheduling::Activator;
 use timely::worker::Worker;
 
 use super::aggregate::Aggregator;
 use super::committer::{CommitterThread, Finished};
+use super::days::days_of;
 use super::feeder::Feeder;
 use super::identity::Known;
 use super::job::{ChunkInput, Job, Outputs, Update, UpdateInput, glob_pattern};
 use super::owner::{Handoff, Mark, Owner};
 use super::peers::{PeerLost, PeerWatch};
+use super::spill::{into_group, write_day_record};
 use super::stream::{Chunk, StreamAddress, plan_streams};
 use super::{ClusterPart, IngestConfig, IngestReport, cluster, process, source};
-use crate::store::BlockingStore;
+use crate::store::{BlockingStore, GroupDelta};
 
 /// Runs an ingestion into `store` to the end (or, following, until SIGINT/SIGTERM) and reports
 /// what it did.
@@ -386,6 +389,7 @@ fn build_dataflow(
         index: worker.index(),
         handoffs: job.handoffs.clone(),
         stop: Arc::clone(&job.stop),
+        sending: std::collections::VecDeque::new(),
     };
     worker.dataflow::<u64, _, _>(|scope| {
         let parsed = parse_chunks(chunks.to_stream(scope), parser, parse_job);
@@ -418,7 +422,16 @@ struct OwnGroups {
     /// as runs).
     handoffs: Option<std::sync::mpsc::Sender<Handoff>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Runs being sent, each under the capability of its cut.
+    sending: std::collections::VecDeque<(Capability<u64>, Run)>,
 }
+
+/// A run's updates, made as they are sent.
+type Run = Box<dyn Iterator<Item = Update>>;
+
+/// Updates of runs sent per activation of the owner: timely sends what an operator gave only
+/// once it returns, so a run given whole would be held in memory whole.
+const RUN_CHUNKS_PER_STEP: usize = 16;
 
 /// The output of the owner operator.
 type UpdateOutput<'a> =
@@ -426,17 +439,38 @@ type UpdateOutput<'a> =
 
 impl OwnGroups {
     /// Hands a table over: to the committer, on its process; sorted and encoded as a run, to
-    /// worker 0, from another process.
-    fn hand_over(&self, handoff: Handoff, output: &mut UpdateOutput<'_>, held: &Capability<u64>) {
+    /// worker 0, from another process (see [`OwnGroups::send_runs`]).
+    fn hand_over(&mut self, handoff: Handoff, held: &Capability<u64>) {
         if handoff.table.is_err() {
             self.stop.store(true, Ordering::SeqCst);
         }
         match &self.handoffs {
             // Fails only when the committer has stopped, which it reports itself.
             Some(handoffs) => drop(handoffs.send(handoff)),
-            None => output
-                .session(held)
-                .give_iterator(run_of(handoff, self.index)),
+            None => self
+                .sending
+                .push_back((held.clone(), run_of(handoff, self.index))),
+        }
+    }
+
+    /// Sends the next chunks of the runs being sent, in order; while some are left, asks to be
+    /// scheduled again.
+    fn send_runs(&mut self, output: &mut UpdateOutput<'_>, activator: &Activator) {
+        let mut budget = RUN_CHUNKS_PER_STEP;
+        while budget > 0
+            && let Some((capability, run)) = self.sending.front_mut()
+        {
+            let chunks: Vec<Update> = run.by_ref().take(budget).collect();
+            let ended = chunks.len() < budget;
+            budget -= chunks.len();
+            output.session(capability).give_iterator(chunks.into_iter());
+            if ended {
+                // Its capability goes with it.
+                self.sending.pop_front();
+            }
+        }
+        if !self.sending.is_empty() {
+            activator.activate();
         }
     }
 }
@@ -444,16 +478,18 @@ impl OwnGroups {
 /// Bytes of records an [`Update::Run`] carries.
 const RUN_CHUNK_BYTES: usize = 64 << 10;
 
-/// The updates that take `owner`'s table to the committer of another process: its groups in
-/// (customer, day) order, encoded as a run file holds them, a chunk at a time; at least one, so
-/// that the committer knows the owner's end of the run came.
+/// The updates that take `owner`'s table to the committer of another process: its days in
+/// (customer, day) order, each folded from its resources with its row computed here (the
+/// committer writes them into an empty table as they are), encoded as a run file holds them, a
+/// chunk at a time; at least one, so that the committer knows the owner's end of the run came.
 fn run_of(handoff: Handoff, owner: usize) -> Box<dyn Iterator<Item = Update>> {
     let failed = |error: anyhow::Error| Update::OwnerFailed(format!("{error:#}"));
     let Handoff { commit, table } = handoff;
-    let mut sorted = match table.and_then(super::spill::GroupTable::into_sorted_states) {
+    let sorted = match table.and_then(super::spill::GroupTable::into_sorted_states) {
         Ok(sorted) => sorted,
         Err(error) => return Box::new(std::iter::once(failed(error))),
     };
+    let mut days = days_of(sorted.map(|group| group.map(into_group)));
     let (mut first, mut done) = (true, false);
     Box::new(std::iter::from_fn(move || {
         if done {
@@ -461,12 +497,11 @@ fn run_of(handoff: Handoff, owner: usize) -> Box<dyn Iterator<Item = Update>> {
         }
         let (mut records, mut scratch) = (Vec::new(), Vec::new());
         while records.len() < RUN_CHUNK_BYTES {
-            match sorted.next() {
-                Some(Ok((customer, day, resource, mut state))) => super::spill::write_record(
+            match days.next() {
+                Some(Ok((customer, day, stats))) => write_day_record(
                     &mut records,
                     &mut scratch,
-                    (&customer, day, &resource),
-                    &mut state,
+                    GroupDelta::new(customer, day, stats),
                 ),
                 Some(Err(error)) => {
                     done = true;
@@ -498,13 +533,15 @@ fn own_groups<'scope>(
     marks: Stream<'scope, u64, Vec<Mark>>,
     mut own: OwnGroups,
 ) -> Stream<'scope, u64, Vec<Update>> {
+    let scope = updates.scope();
     updates
         .binary_frontier::<_, timely::container::CapacityContainerBuilder<Vec<Update>>, _, _, _, _>(
             marks,
             Exchange::new(Update::destination),
             Pipeline,
             "Own",
-            move |initial, _| {
+            move |initial, info| {
+                let activator = scope.activator_for(info.address);
                 // Held at the inputs' frontier: the runs of a cut go out under it.
                 let mut held = Some(initial);
                 move |(updates, updates_frontier), (marks, marks_frontier), output| {
@@ -538,9 +575,10 @@ fn own_groups<'scope>(
                     let handoffs = own.owner.pass(frontier);
                     if let Some(capability) = &held {
                         for handoff in handoffs {
-                            own.hand_over(handoff, output, capability);
+                            own.hand_over(handoff, capability);
                         }
                     }
+                    own.send_runs(output, &activator);
                     match frontier {
                         Some(frontier) => {
                             if let Some(capability) = held.as_mut() {
@@ -598,6 +636,20 @@ fn commit_epochs<'scope>(
                     let (Some(&epoch), Some(held)) = (time.least(), time.retain_least(0)) else {
                         return;
                     };
+                    // Runs go to the committer's files as they come, ahead of their epoch.
+                    if let Some(committer) = committer.borrow().as_ref() {
+                        data.retain_mut(|update| match update {
+                            Update::Run {
+                                owner,
+                                commit,
+                                records,
+                            } => {
+                                committer.send_run(*owner, *commit, std::mem::take(records));
+                                false
+                            }
+                            _ => true,
+                        });
+                    }
                     pending
                         .entry(epoch)
                         .or_insert_with(|| (held, Vec::new()))

@@ -25,6 +25,7 @@ use super::small::GroupState;
 use crate::day::Day;
 use crate::histogram::{allocated, read_varint, write_varint};
 use crate::stats::DayStats;
+use crate::store::GroupDelta;
 
 /// Groups by (customer, day, resource), within `budget` bytes of memory, names included. A customer is
 /// numbered when its first group comes in and forgotten when its groups go (spilled, or taken by a
@@ -305,7 +306,7 @@ pub fn into_group((customer, day, resource, state): Held) -> Group {
     (customer, day, resource, state.into_stats())
 }
 
-/// Sorted runs of groups that come from other processes' owners, a chunk of records at a time:
+/// Sorted runs of days that come from other processes' owners, a chunk of records at a time:
 /// written to files as they come, read back when their commit is written.
 pub struct IncomingRuns {
     spill: Spill,
@@ -321,7 +322,7 @@ impl IncomingRuns {
         }
     }
 
-    /// Appends `records` (as [`write_record`] writes them) to `owner`'s run of `commit`.
+    /// Appends `records` (as [`write_day_record`] writes them) to `owner`'s run of `commit`.
     pub fn append(&mut self, owner: usize, commit: u64, records: &[u8]) -> anyhow::Result<()> {
         let (path, file) = match self.open.entry((owner, commit)) {
             Entry::Occupied(open) => open.into_mut(),
@@ -339,31 +340,49 @@ impl IncomingRuns {
         Ok(())
     }
 
-    /// Every group the runs of `commit` hold, in (customer, day) order; their files are removed
-    /// once read.
-    pub fn take(
-        &mut self,
-        commit: u64,
-    ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Group>> + use<>> {
+    /// The runs of `commit`, one per owner, each read in (customer, day) order; their files are
+    /// removed once read.
+    pub fn take(&mut self, commit: u64) -> anyhow::Result<Vec<DayRun>> {
         let keys: Vec<(usize, u64)> = self
             .open
             .keys()
             .filter(|k| k.1 == commit)
             .copied()
             .collect();
-        let mut sources = Vec::with_capacity(keys.len());
+        let mut runs = Vec::with_capacity(keys.len());
         for key in keys {
             let (path, mut file) = self.open.remove(&key).expect("listed above");
             file.flush()?;
-            sources.push(Source::Run(RunReader::open(path)?));
+            runs.push(DayRun(RunReader::open(path)?));
         }
-        Ok(SortedGroups::new(sources)?.map(|group| group.map(into_group)))
+        Ok(runs)
     }
 
     /// Bytes received so far.
     pub fn bytes(&self) -> u64 {
         self.spill.bytes
     }
+}
+
+/// The days of a run another process's owner sent, each with its row (see
+/// [`GroupDelta::encode`]), in (customer, day) order.
+pub struct DayRun(RunReader);
+
+impl Iterator for DayRun {
+    type Item = anyhow::Result<GroupDelta>;
+
+    fn next(&mut self) -> Option<anyhow::Result<GroupDelta>> {
+        self.0.next_decoded(GroupDelta::decode).transpose()
+    }
+}
+
+/// Appends one day with its row to `out` as a [`DayRun`] holds it: its length, then the record
+/// (encoded in `scratch` first, which the caller keeps from record to record).
+pub fn write_day_record(out: &mut Vec<u8>, scratch: &mut Vec<u8>, day: GroupDelta) {
+    scratch.clear();
+    day.encode(scratch);
+    write_varint(out, scratch.len() as u64);
+    out.extend_from_slice(scratch);
 }
 
 /// Appends one group to `out` as a run holds it: its length, then the record (encoded in
@@ -672,13 +691,22 @@ impl RunReader {
     }
 
     fn next(&mut self) -> anyhow::Result<Option<Held>> {
+        self.next_decoded(decode)
+    }
+
+    /// The next record, decoded by `decode` (`None` from it: the file is damaged), or `None` at
+    /// the end of the file.
+    fn next_decoded<T>(
+        &mut self,
+        decode: impl Fn(&[u8]) -> Option<T>,
+    ) -> anyhow::Result<Option<T>> {
         let Some(len) = self.read_length()? else {
             return Ok(None);
         };
         self.record.resize(len, 0);
         self.file.read_exact(&mut self.record)?;
-        let group = decode(&self.record);
-        group.map(Some).with_context(|| {
+        let decoded = decode(&self.record);
+        decoded.map(Some).with_context(|| {
             format!(
                 "the spill file {} is damaged",
                 crate::errors::shown_path(&self.path)

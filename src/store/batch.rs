@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use super::{stored, stored_wide};
 use crate::day::Day;
+use crate::histogram::{read_varint, write_varint};
 use crate::stats::{DayStats, Statistics};
 use Column::{Integer, Real};
 
@@ -53,6 +54,39 @@ impl GroupDelta {
         Ok(((self.customer, self.day), stats))
     }
 
+    /// Appends this day with its row, computed here unless it was (read back by
+    /// [`GroupDelta::decode`]): how an owner of another process sends its days to the committer,
+    /// which then writes them into an empty table without computing anything.
+    pub fn encode(self, bytes: &mut Vec<u8>) {
+        let mut day = match self.values {
+            Some(_) => self,
+            None => self.with_values(),
+        };
+        write_varint(bytes, day.customer.len() as u64);
+        bytes.extend_from_slice(day.customer.as_bytes());
+        write_varint(bytes, u64::from(day.day.0 as u32));
+        // The breakdown is not part of the state's form: it is in the row's.
+        day.stats.encode(bytes);
+        day.values.as_ref().expect("computed above").encode(bytes);
+    }
+
+    /// A day as [`GroupDelta::encode`] wrote it (`None`: the bytes are not one).
+    pub fn decode(mut bytes: &[u8]) -> Option<GroupDelta> {
+        let bytes = &mut bytes;
+        let len = usize::try_from(read_varint(bytes).ok()?).ok()?;
+        let customer = std::str::from_utf8(bytes.get(..len)?).ok()?.to_string();
+        *bytes = &bytes[len..];
+        let day = Day(u32::try_from(read_varint(bytes).ok()?).ok()? as i32);
+        let stats = DayStats::decode(bytes).ok()?;
+        let values = RowValues::decode(bytes)?;
+        bytes.is_empty().then_some(GroupDelta {
+            customer,
+            day,
+            stats,
+            values: Some(values),
+        })
+    }
+
     /// Requests of this group counted as [`crate::resources::OTHER`].
     pub fn other_requests(&self) -> u64 {
         match &self.values {
@@ -94,6 +128,83 @@ impl RowValues {
             other_requests: other_requests(stats),
         }
     }
+
+    /// Appends these values (read back by [`RowValues::decode`]): which columns are reals, then
+    /// each column (an integer as a zigzag varint, a real as its 8 bytes), the histogram's bytes,
+    /// the breakdown's (their length plus one; 0: none) and the requests counted as `(other)`.
+    fn encode(&self, bytes: &mut Vec<u8>) {
+        let reals = self
+            .columns
+            .iter()
+            .enumerate()
+            .fold(0u64, |reals, (i, column)| {
+                reals | u64::from(matches!(column, Real(_))) << i
+            });
+        write_varint(bytes, reals);
+        for column in &self.columns {
+            match *column {
+                Integer(value) => write_varint(bytes, ((value << 1) ^ (value >> 63)) as u64),
+                Real(value) => bytes.extend_from_slice(&value.to_le_bytes()),
+            }
+        }
+        write_bytes(bytes, &self.histogram);
+        match &self.resources {
+            None => write_varint(bytes, 0),
+            Some(resources) => {
+                write_varint(bytes, resources.len() as u64 + 1);
+                bytes.extend_from_slice(resources);
+            }
+        }
+        write_varint(bytes, self.other_requests);
+    }
+
+    /// Values as [`RowValues::encode`] wrote them, read from the front of `bytes`.
+    fn decode(bytes: &mut &[u8]) -> Option<RowValues> {
+        let reals = read_varint(bytes).ok()?;
+        let mut columns = [Integer(0); DAY_COLUMNS.len()];
+        for (i, column) in columns.iter_mut().enumerate() {
+            *column = if reals >> i & 1 == 1 {
+                let (value, rest) = bytes.split_first_chunk::<8>()?;
+                *bytes = rest;
+                Real(f64::from_le_bytes(*value))
+            } else {
+                let zigzag = read_varint(bytes).ok()?;
+                Integer((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+            };
+        }
+        let histogram = read_bytes(bytes)?;
+        let resources = match read_varint(bytes).ok()? {
+            0 => None,
+            len => Some(take_bytes(bytes, len - 1)?),
+        };
+        let other_requests = read_varint(bytes).ok()?;
+        Some(RowValues {
+            columns,
+            histogram,
+            resources,
+            other_requests,
+        })
+    }
+}
+
+/// Appends `value`'s length, then its bytes.
+fn write_bytes(bytes: &mut Vec<u8>, value: &[u8]) {
+    write_varint(bytes, value.len() as u64);
+    bytes.extend_from_slice(value);
+}
+
+/// Bytes as [`write_bytes`] wrote them, from the front of `bytes`.
+fn read_bytes(bytes: &mut &[u8]) -> Option<Vec<u8>> {
+    let len = read_varint(bytes).ok()?;
+    take_bytes(bytes, len)
+}
+
+/// The first `len` bytes of `bytes`, taken off it.
+fn take_bytes(bytes: &mut &[u8], len: u64) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok()?;
+    let value = bytes.get(..len)?.to_vec();
+    *bytes = &bytes[len..];
+    Some(value)
 }
 
 /// A request counted before its line was complete (a last line without a newline, which then
@@ -359,6 +470,58 @@ impl MergedDay {
         match self.values.take() {
             Some(values) => values,
             None => RowValues::of(&mut self.stats),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Breakdown;
+    use proptest::prelude::*;
+
+    /// A day of `requests` (resource, status, duration), broken down by resource unless none has
+    /// one.
+    fn day_of(customer: &str, day: i32, requests: &[(u8, u16, u64)]) -> GroupDelta {
+        let mut stats = DayStats::default();
+        let mut entries = std::collections::BTreeMap::<Box<str>, DayStats>::new();
+        for &(resource, status, duration) in requests {
+            stats.record(status, duration);
+            let name = format!("/r{resource}/é").into_boxed_str();
+            entries.entry(name).or_default().record(status, duration);
+        }
+        if requests.iter().any(|&(resource, ..)| resource > 0) {
+            stats.resources = Some(Box::new(Breakdown::of(entries)));
+        }
+        GroupDelta::new(customer.into(), Day(day), stats)
+    }
+
+    proptest! {
+        #[test]
+        fn a_day_sent_with_its_row_reads_back_as_the_day_and_row_it_was(
+            customer in "[a-z_0-9é\u{1F600}]{0,12}",
+            day in -1_000_000i32..3_000_000,
+            requests in proptest::collection::vec(
+                (0u8..4, 100u16..600, prop_oneof![0u64..2_000, any::<u64>()]), 1..40),
+            computed in any::<bool>(),
+        ) {
+            let group = day_of(&customer, day, &requests);
+            let expected = group.clone().with_values();
+            let sent = if computed { group.with_values() } else { group };
+            let mut bytes = Vec::new();
+            sent.encode(&mut bytes);
+            let read = GroupDelta::decode(&bytes).expect("a day");
+            let (values, wanted) = (read.values.as_ref().unwrap(), expected.values.as_ref().unwrap());
+            prop_assert_eq!(&values.columns, &wanted.columns);
+            prop_assert_eq!(&values.histogram, &wanted.histogram);
+            prop_assert_eq!(&values.resources, &wanted.resources);
+            prop_assert_eq!(values.other_requests, wanted.other_requests);
+            // As a writer that finds the table no longer empty merges it: the state whole.
+            prop_assert_eq!(read.into_keyed_stats().unwrap(), expected.into_keyed_stats().unwrap());
+            // Cut short anywhere, it is not a day.
+            for len in 0..bytes.len() {
+                prop_assert!(GroupDelta::decode(&bytes[..len]).is_none());
+            }
         }
     }
 }
