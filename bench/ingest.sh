@@ -95,16 +95,7 @@ sqlite_floor() {
 # A cluster of two processes x 1 worker ingesting $2 into $1: wall seconds, and process 1's share
 # (percent) of the CPU time of both.
 cluster_of_two() {
-  local hosts="$work/hosts" port=$((20000 + RANDOM % 20000)) id
-  printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$port" $((port + 1)) >"$hosts"
-  for id in 0 1; do
-    /usr/bin/time -f 'wall=%e cpu=%U %S' -o "$work/cluster-$id.time" $bin ingest --database "$1" \
-      --workers 1 --processes 2 --process-id $id --hostfile "$hosts" "$2" >/dev/null 2>&1 &
-  done
-  wait
-  cpu() { awk -F'cpu=' '/cpu=/ { split($2, t, " "); print t[1] + t[2] }' "$work/cluster-$1.time"; }
-  echo "$(grep -o 'wall=[0-9.]*' "$work/cluster-0.time" | cut -d= -f2)" \
-    "$(awk -v a="$(cpu 0)" -v b="$(cpu 1)" 'BEGIN { printf "%.0f", 100 * b / (a + b) }')"
+  bash bench/cluster.sh "$1" "$2" "$bin" | sed -E 's/wall=([0-9.]+) process1=([0-9.]+)%.*/\1 \2/'
 }
 
 # A fresh database of backend $1; its URL in $url.
