@@ -192,6 +192,12 @@ impl Dense {
 
     /// The slot counting `value`, if there is one.
     #[inline]
+    /// Whether every slot of `other` (on the same step and grid) is one of this one's.
+    fn holds(&self, other: &Dense) -> bool {
+        let last = |dense: &Dense| dense.first + (dense.counts.len() as u64 - 1) * dense.step;
+        self.first <= other.first && last(other) <= last(self)
+    }
+
     fn slot(&self, value: u64) -> Option<usize> {
         let offset = value.checked_sub(self.first)?;
         let slot = offset / self.step;
@@ -373,6 +379,9 @@ impl Histogram {
     /// Adds every value of `other`, which must be compacted, leaving it as it is.
     pub fn add_counts_of(&mut self, other: &Histogram) {
         self.fold_pending();
+        if self.add_dense(other) {
+            return;
+        }
         // The common case (a unit's few values of a group into the owner's): no allocation.
         let mut on_stack = [(0, 0); MERGED_ON_STACK];
         let mut counts = other.counts();
@@ -388,6 +397,39 @@ impl Histogram {
                 self.add(&all);
             }
         }
+    }
+
+    /// Adds a dense histogram to a dense one slot by slot (a day's resources folded into the day,
+    /// a summary's months): when they share a step, one's range holds the other's, and the total
+    /// still fits in 32 bits. False, and nothing changed, otherwise.
+    fn add_dense(&mut self, other: &Histogram) -> bool {
+        let (Entries::Dense(mine), Entries::Dense(theirs)) = (&mut self.entries, &other.entries)
+        else {
+            return false;
+        };
+        let total = self.total + other.total;
+        let fits = total <= u64::from(u32::MAX) && other.pending.is_empty();
+        if !fits || mine.step != theirs.step || mine.first.abs_diff(theirs.first) % mine.step != 0 {
+            return false;
+        }
+        if !mine.holds(theirs) {
+            if !theirs.holds(mine) {
+                return false;
+            }
+            // Their range, with this one's counts where they fall (exactly the room needed).
+            let mut counts = Vec::with_capacity(theirs.counts.len());
+            counts.resize(((mine.first - theirs.first) / mine.step) as usize, 0);
+            counts.extend_from_slice(&mine.counts);
+            counts.resize(theirs.counts.len(), 0);
+            (mine.counts, mine.first) = (counts, theirs.first);
+        }
+        let offset = ((theirs.first - mine.first) / mine.step) as usize;
+        let slots = &mut mine.counts[offset..offset + theirs.counts.len()];
+        for (count, &added) in slots.iter_mut().zip(&theirs.counts) {
+            *count += added; // fits: the total does
+        }
+        self.total = total;
+        true
     }
 
     /// Takes back one count of `value` (a request counted before its line was complete); false,
@@ -755,6 +797,56 @@ mod tests {
             prop_assert_eq!(recorded.counts().collect::<Vec<_>>(), oracle_counts(&values));
             prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), recorded);
         }
+    }
+
+    proptest! {
+        #[test]
+        fn dense_histograms_added_slot_by_slot_are_exact(
+            step in prop_oneof![Just(1u64), Just(10), Just(1000), 1u64..5000],
+            ranges in proptest::collection::vec((0u64..400, 1u64..400, 1usize..3_000), 2..5),
+            big in any::<bool>(),
+        ) {
+            // Histograms of values on one step over ranges that hold one another or not (each
+            // dense where it covers most of its range), added in turn as a day's resources are.
+            let base = if big { u64::from(u32::MAX) - 1_000 } else { 5_000 };
+            let mut all = Vec::new();
+            let mut merged = Histogram::default();
+            for (i, &(start, len, count)) in ranges.iter().enumerate() {
+                let values: Vec<u64> = (0..count as u64)
+                    .map(|k| base + (start + (k * 7 + i as u64) % len) * step)
+                    .collect();
+                let mut part = histogram_of(&values);
+                part.compact();
+                merged.add_counts_of(&part);
+                all.extend(values);
+            }
+            merged.compact();
+            prop_assert_eq!(merged.total(), all.len() as u64);
+            prop_assert_eq!(merged.counts().collect::<Vec<_>>(), oracle_counts(&all));
+            prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), merged);
+        }
+    }
+
+    #[test]
+    fn a_dense_histogram_takes_one_whose_range_holds_its_own_and_stays_dense() {
+        let of = |values: std::ops::Range<u64>| {
+            let mut histogram = histogram_of(&values.map(|v| v * 10).collect::<Vec<_>>());
+            histogram.compact();
+            assert!(matches!(histogram.entries, Entries::Dense(_)));
+            histogram
+        };
+        let mut narrow = of(100..200);
+        narrow.add_counts_of(&of(50..300));
+        narrow.add_counts_of(&of(120..180));
+        let Entries::Dense(dense) = &narrow.entries else {
+            panic!("dense: {:?}", narrow.entries)
+        };
+        assert_eq!(
+            (dense.first, dense.step, dense.counts.len()),
+            (500, 10, 250)
+        );
+        assert_eq!(narrow.total(), 100 + 250 + 60);
+        assert_eq!(dense.counts.capacity(), 250, "exactly the room needed");
     }
 
     proptest! {
