@@ -349,7 +349,7 @@ fn breakdown_of(state: logstats::stats::DayStats) -> serde_json::Value {
 pub struct Server {
     child: Child,
     pub address: String,
-    /// The lines the server wrote on stderr after the one saying where it listens.
+    /// The lines the server wrote on stderr, but the one saying where it listens.
     pub stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -369,15 +369,26 @@ impl Server {
             .stdout(Stdio::null())
             .spawn()
             .expect("starting logstats serve");
-        let stderr = stderr_lines(&mut child);
+        let lines = stderr_lines(&mut child);
+        let mut before = Vec::new();
         let address = loop {
-            let line = stderr
+            let line = lines
                 .recv_timeout(PATIENCE)
                 .expect("the server says where it listens");
             if let Some(rest) = line.strip_prefix("serving on http://") {
                 break rest.split_whitespace().next().unwrap().to_string();
             }
+            before.push(line);
         };
+        // What it said before (a warning of a read started with the server) comes first.
+        let (sender, stderr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in before.into_iter().chain(lines) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Server {
             child,
             address,

@@ -200,9 +200,7 @@ fn a_reader_without_the_wal_files_is_told_what_to_grant_and_an_archive_is_served
     let (status, body) = server.get("/customers");
     assert_eq!(status, 503, "{body}");
     let shown = db.dir().display().to_string();
-    let said = server
-        .stderr
-        .iter()
+    let said = std::iter::from_fn(|| server.stderr.recv_timeout(PATIENCE).ok())
         .find(|line| line.contains("grant it write access to the directory"))
         .expect("the server says what to grant");
     assert!(said.contains(&shown), "names the directory: {said}");
