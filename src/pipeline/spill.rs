@@ -379,10 +379,7 @@ impl Iterator for DayRun {
 /// Appends one day with its row to `out` as a [`DayRun`] holds it: its length, then the record
 /// (encoded in `scratch` first, which the caller keeps from record to record).
 pub fn write_day_record(out: &mut Vec<u8>, scratch: &mut Vec<u8>, day: GroupDelta) {
-    scratch.clear();
-    day.encode(scratch);
-    write_varint(out, scratch.len() as u64);
-    out.extend_from_slice(scratch);
+    write_framed(out, scratch, |record| day.encode(record));
 }
 
 /// Appends one group to `out` as a run holds it: its length, then the record (encoded in
@@ -393,8 +390,15 @@ pub fn write_record(
     (customer, day, resource): (&str, Day, &str),
     state: &mut GroupState,
 ) {
+    write_framed(out, scratch, |record| {
+        encode(record, (customer, day, resource), state)
+    });
+}
+
+/// Appends a record `encode` writes (in `scratch` first) to `out`: its length, then its bytes.
+fn write_framed(out: &mut Vec<u8>, scratch: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
     scratch.clear();
-    encode(scratch, (customer, day, resource), state);
+    encode(scratch);
     write_varint(out, scratch.len() as u64);
     out.extend_from_slice(scratch);
 }
