@@ -227,15 +227,24 @@ async fn write_commit(
         }
         written.other_requests = other.into_inner();
     }
-    loop {
-        let chunk = groups
+    let mut next_chunk = || {
+        groups
             .by_ref()
             .take(CHUNK_ROWS)
             .map(|group| group?.into_keyed_stats())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        if chunk.is_empty() {
-            break;
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let mut chunk = next_chunk()?;
+    if stored_days && !chunk.is_empty() {
+        tx.read_ahead(&keys_of(&chunk));
+    }
+    while !chunk.is_empty() {
+        // The next chunk's stored days are read while this one is merged and written.
+        let following = next_chunk()?;
+        if stored_days && !following.is_empty() {
+            tx.read_ahead(&keys_of(&following));
         }
+        let chunk = std::mem::replace(&mut chunk, following);
         let chunk = write_chunk(&mut tx, chunk, stored_days, &mut retractions, &mut months).await?;
         written.days += chunk.days;
         written.other_requests += chunk.other_requests;
@@ -292,6 +301,10 @@ impl<I: Iterator<Item = anyhow::Result<MergedDay>>> Iterator for UntilMonthsFull
     }
 }
 
+fn keys_of(chunk: &[((String, Day), DayStats)]) -> Vec<(String, Day)> {
+    chunk.iter().map(|(key, _)| key.clone()).collect()
+}
+
 /// Merges a chunk of groups (in key order) into their stored days, takes back what `retractions`
 /// names, and writes the result: a day left with no request is deleted. What changes in the days
 /// is folded into `months`.
@@ -304,8 +317,7 @@ async fn write_chunk(
 ) -> anyhow::Result<Written> {
     let mut existing = HashMap::new();
     if stored_days {
-        let keys: Vec<(String, Day)> = chunk.iter().map(|(key, _)| key.clone()).collect();
-        existing = tx.stored_states(&keys).await?;
+        existing = tx.stored_states(&keys_of(&chunk)).await?;
     }
     let mut merged = Vec::with_capacity(chunk.len());
     let mut other = 0;

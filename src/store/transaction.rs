@@ -3,9 +3,12 @@
 //! (multi-row statements, one round trip per chunk); SQLite through rusqlite (`sqlite_writes.rs`:
 //! prepared statements reused for every row, on the committing thread).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use chrono::NaiveDate;
+
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{PgPool, Postgres};
 
 use super::batch::{
     ADD_TOTALS, ANY_DAY, Column, DAY_COLUMNS, DELETE_DAY, FileCheckpoint, INSERT_DAYS, KEYS_JOIN,
@@ -38,6 +41,11 @@ pub(super) trait WriteTx {
 
     /// The stored state of those of `keys` that have a row.
     async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates>;
+
+    /// Starts reading the stored state of `keys` (a chunk still to come) while the transaction
+    /// goes on; [`WriteTx::stored_states`] of the same keys then takes what it read. A backend
+    /// whose reads cost no round trip ignores it.
+    fn read_ahead(&mut self, _keys: &[(String, Day)]) {}
 
     /// Inserts or replaces these days; `fresh` when the table held no day as this transaction
     /// began (nothing can conflict: the rows are only inserted, the fastest way there is).
@@ -90,8 +98,24 @@ pub(super) trait WriteTx {
     async fn commit(self) -> anyhow::Result<()>;
 }
 
-/// A PostgreSQL transaction holding the writer's advisory lock.
-pub(super) struct PgWrite(sqlx::Transaction<'static, Postgres>);
+/// A PostgreSQL transaction holding the writer's advisory lock, and the reads of stored days
+/// started ahead of it ([`WriteTx::read_ahead`]).
+pub(super) struct PgWrite {
+    tx: sqlx::Transaction<'static, Postgres>,
+    pool: PgPool,
+    ahead: VecDeque<ReadAhead>,
+}
+
+/// A read of stored days on a connection of its own, so that the server looks up the next chunk's
+/// days while this one is merged and written (one after the other, a commit into a table of
+/// millions of days left both the server and this process idle half the time). It sees exactly
+/// what the transaction would: the days committed before it, which no other writer can change
+/// while the transaction holds the lock, and none of the transaction's own writes (it reads only
+/// keys the transaction has not written: a commit's keys are distinct and come in order).
+struct ReadAhead {
+    keys: Vec<(String, Day)>,
+    read: tokio::task::JoinHandle<anyhow::Result<StoredStates>>,
+}
 
 impl PgWrite {
     /// Begins a transaction and takes the writer lock (saying so when that waits).
@@ -108,26 +132,52 @@ impl PgWrite {
             Ok::<_, sqlx::Error>(tx)
         })
         .await?;
-        Ok(PgWrite(tx))
+        Ok(PgWrite {
+            tx,
+            pool: pool.clone(),
+            ahead: VecDeque::new(),
+        })
     }
 }
 
-impl PgWrite {
-    /// The rows of `select`, a `VALUES` list of `keys`, then `join`.
-    async fn rows_of_keys(
-        &mut self,
-        select: &str,
-        join: &str,
-        keys: &[(String, Day)],
-    ) -> anyhow::Result<Vec<sqlx::postgres::PgRow>> {
-        let mut query = QueryBuilder::<Postgres>::new(select);
-        query.push_values(keys, |mut key, (customer, day)| {
-            key.push_bind(customer.clone())
-                .push_bind(day.to_naive_date());
-        });
-        query.push(join);
-        Ok(query.build().fetch_all(&mut *self.0).await?)
+impl Drop for ReadAhead {
+    /// A read no commit takes (the transaction was given up) stops; its connection goes back to
+    /// the pool.
+    fn drop(&mut self) {
+        self.read.abort();
     }
+}
+
+/// The rows of `select`, the (customer, day) `keys` as two arrays unnested by the server, then
+/// `join`: one statement whatever the number of keys, prepared once (a `VALUES` list of two
+/// parameters a key was parsed and planned anew for every chunk).
+async fn rows_of_keys(
+    connection: &mut PgConnection,
+    select: &str,
+    join: &str,
+    keys: &[(String, Day)],
+) -> anyhow::Result<Vec<PgRow>> {
+    let (customers, dates): (Vec<&str>, Vec<NaiveDate>) = keys
+        .iter()
+        .map(|(customer, day)| (customer.as_str(), day.to_naive_date()))
+        .unzip();
+    let sql = format!(
+        "{select}SELECT * FROM unnest($1::text[], $2::date[]) AS u(column1, column2){join}"
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(customers)
+        .bind(dates)
+        .fetch_all(connection)
+        .await?)
+}
+
+/// The stored state of those of `keys` that have a day's row.
+async fn stored_days(
+    connection: &mut PgConnection,
+    keys: &[(String, Day)],
+) -> anyhow::Result<StoredStates> {
+    let rows = rows_of_keys(connection, &select_keys(), KEYS_JOIN, keys).await?;
+    rows.iter().map(keyed_state_from_row).collect()
 }
 
 impl WriteTx for PgWrite {
@@ -139,20 +189,39 @@ impl WriteTx for PgWrite {
             .bind(&progress.path)
             .bind(progress.file.device as i64)
             .bind(progress.file.inode as i64)
-            .fetch_all(&mut *self.0)
+            .fetch_all(&mut *self.tx)
             .await?)
     }
 
     async fn holds_any_day(&mut self) -> anyhow::Result<bool> {
         Ok(sqlx::query(ANY_DAY)
-            .fetch_optional(&mut *self.0)
+            .fetch_optional(&mut *self.tx)
             .await?
             .is_some())
     }
 
     async fn stored_states(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let rows = self.rows_of_keys(&select_keys(), KEYS_JOIN, keys).await?;
-        rows.iter().map(keyed_state_from_row).collect()
+        if self.ahead.front().is_some_and(|ahead| ahead.keys == keys)
+            && let Some(mut ahead) = self.ahead.pop_front()
+        {
+            return (&mut ahead.read).await.map_err(|error| {
+                anyhow::anyhow!("reading stored days ahead of a commit failed: {error}")
+            })?;
+        }
+        stored_days(&mut self.tx, keys).await
+    }
+
+    fn read_ahead(&mut self, keys: &[(String, Day)]) {
+        let pool = self.pool.clone();
+        let owned = keys.to_vec();
+        let read = tokio::spawn(async move {
+            let mut connection = pool.acquire().await?;
+            stored_days(&mut connection, &owned).await
+        });
+        self.ahead.push_back(ReadAhead {
+            keys: keys.to_vec(),
+            read,
+        });
     }
 
     async fn write_days(&mut self, days: &mut [MergedDay], fresh: bool) -> anyhow::Result<()> {
@@ -209,7 +278,7 @@ impl WriteTx for PgWrite {
         insert
             .bind(histograms)
             .bind(breakdowns)
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
@@ -227,7 +296,7 @@ impl WriteTx for PgWrite {
                 day_column_names(DAY_COLUMNS.len())
             )
         });
-        let mut copy = self.0.copy_in_raw(&COPY).await?;
+        let mut copy = self.tx.copy_in_raw(&COPY).await?;
         let mut rows = BinaryRows::new();
         let mut written = 0;
         let sent = async {
@@ -260,22 +329,20 @@ impl WriteTx for PgWrite {
         sqlx::query(DELETE_DAY)
             .bind(customer)
             .bind(day.to_naive_date())
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
 
     async fn months_built(&mut self) -> anyhow::Result<bool> {
         let built: i64 = sqlx::query_scalar(MONTHS_BUILT)
-            .fetch_one(&mut *self.0)
+            .fetch_one(&mut *self.tx)
             .await?;
         Ok(built == 1)
     }
 
     async fn stored_months(&mut self, keys: &[(String, Day)]) -> anyhow::Result<StoredStates> {
-        let rows = self
-            .rows_of_keys(&SELECT_MONTH_KEYS, MONTH_KEYS_JOIN, keys)
-            .await?;
+        let rows = rows_of_keys(&mut self.tx, &SELECT_MONTH_KEYS, MONTH_KEYS_JOIN, keys).await?;
         rows.iter().map(keyed_state_without_breakdown).collect()
     }
 
@@ -300,7 +367,7 @@ impl WriteTx for PgWrite {
         for column in columns {
             upsert = upsert.bind(column);
         }
-        upsert.bind(histograms).execute(&mut *self.0).await?;
+        upsert.bind(histograms).execute(&mut *self.tx).await?;
         Ok(())
     }
 
@@ -308,7 +375,7 @@ impl WriteTx for PgWrite {
         sqlx::query(DELETE_MONTH)
             .bind(customer)
             .bind(month.to_naive_date())
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
@@ -322,13 +389,13 @@ impl WriteTx for PgWrite {
             .bind(&after.0)
             .bind(after.1.to_naive_date())
             .bind(i64::try_from(limit)?)
-            .fetch_all(&mut *self.0)
+            .fetch_all(&mut *self.tx)
             .await?;
         rows.iter().map(keyed_state_without_breakdown).collect()
     }
 
     async fn run(&mut self, sql: &'static str) -> anyhow::Result<()> {
-        sqlx::query(sql).execute(&mut *self.0).await?;
+        sqlx::query(sql).execute(&mut *self.tx).await?;
         Ok(())
     }
 
@@ -347,7 +414,7 @@ impl WriteTx for PgWrite {
             .bind(stored(progress.decoded))
             .bind(stored(progress.tail))
             .bind(progress.end_hash as i64)
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
@@ -356,7 +423,7 @@ impl WriteTx for PgWrite {
         sqlx::query(RETIRE_PROGRESS)
             .bind(retired)
             .bind(path)
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
@@ -366,13 +433,13 @@ impl WriteTx for PgWrite {
             .bind(lines)
             .bind(rejected)
             .bind(unix_now)
-            .execute(&mut *self.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
 
     async fn commit(self) -> anyhow::Result<()> {
-        Ok(self.0.commit().await?)
+        Ok(self.tx.commit().await?)
     }
 }
 

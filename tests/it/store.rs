@@ -230,3 +230,53 @@ fn a_fresh_commit_that_breaks_a_constraint_stores_nothing_and_the_next_commits()
         assert!(states.iter().all(|(_, state)| state.total() == 1));
     }
 }
+
+/// A commit into a table of stored days reads them a chunk at a time, the next chunk's while this
+/// one is written (on PostgreSQL, on a connection of its own): every day of several chunks, stored
+/// or new, is the sum of its commits.
+#[test]
+fn a_commit_of_many_chunks_merges_each_day_into_its_stored_one() {
+    for backend in backends() {
+        let db = TestDb::new(backend);
+        let store = db.store();
+        let day = Day::from_ymd(2024, 9, 1).unwrap();
+        let name = |i: usize, suffix: &str| format!("c{i:05}{suffix}");
+        let commit = |groups: Vec<GroupDelta>, from: u64, to: u64| {
+            let groups = groups.into_iter().map(|group| Ok(group.with_values()));
+            let batch = CommitBatch {
+                progress: vec![progress("/logs/a", from, to)],
+                ..CommitBatch::default()
+            };
+            block_on(store.commit_sorted(batch, groups)).unwrap();
+        };
+        // Stored: 3,000 customers, 1 request each.
+        commit(
+            (0..3_000)
+                .map(|i| delta(&name(i, ""), day, &[(200, 1_000)]))
+                .collect(),
+            0,
+            1,
+        );
+        // Then 2 more requests for every other stored customer and for 2,000 new ones, in key
+        // order: four chunks, the first of stored days only, the others of both.
+        let mut second: Vec<GroupDelta> = (0..3_000)
+            .step_by(2)
+            .map(|i| delta(&name(i, ""), day, &[(200, 2_000), (500, 3_000)]))
+            .chain((1_000..3_000).map(|i| delta(&name(i, "n"), day, &[(200, 2_000), (500, 3_000)])))
+            .collect();
+        second.sort_by(|a, b| a.customer.cmp(&b.customer));
+        commit(second, 1, 2);
+        let date = day.to_naive_date();
+        for i in 0..3_000 {
+            let states = block_on(store.day_states(&name(i, ""), date, date)).unwrap();
+            let expected = if i % 2 == 0 { 3 } else { 1 };
+            assert_eq!(states[0].1.total(), expected, "{backend:?} {}", name(i, ""));
+        }
+        let stored: i64 = db.query_number(
+            "SELECT CAST(sum(total_requests) AS BIGINT) FROM resource_statistics_by_day",
+        );
+        assert_eq!(stored, 3_000 + 2 * 1_500 + 2 * 2_000, "{backend:?}");
+        let days: i64 = db.query_number("SELECT count(*) FROM resource_statistics_by_day");
+        assert_eq!(days, 5_000, "{backend:?}");
+    }
+}
