@@ -55,13 +55,14 @@ impl GroupState {
             (GroupState::Small(mine), GroupState::Small(theirs)) => {
                 if !mine.merge(&theirs) {
                     let mut stats = mine.to_stats();
-                    stats.merge(theirs.to_stats());
+                    theirs.add_to(&mut stats);
                     *self = GroupState::Large(Box::new(stats));
                 }
             }
-            (GroupState::Large(mine), theirs) => mine.merge(theirs.into_stats()),
+            (GroupState::Large(mine), GroupState::Small(theirs)) => theirs.add_to(mine),
+            (GroupState::Large(mine), GroupState::Large(theirs)) => mine.merge(*theirs),
             (GroupState::Small(mine), GroupState::Large(mut theirs)) => {
-                theirs.merge(mine.to_stats());
+                mine.add_to(&mut theirs);
                 *self = GroupState::Large(theirs);
             }
         }
@@ -272,6 +273,20 @@ impl SmallStats {
         self.len = (len + theirs) as u8;
         self.success_duration_sum_us = success;
         true
+    }
+
+    /// Adds these requests to `stats` as recording each would (no [`DayStats`] is made of them
+    /// to be merged: a table's large state takes a unit's few requests of its group so).
+    pub fn add_to(&self, stats: &mut DayStats) {
+        let durations = &self.durations[..usize::from(self.len)];
+        for (total, &count) in stats.by_class.iter_mut().zip(&self.by_class) {
+            *total += u64::from(count);
+        }
+        stats.duration_sum_us += durations.iter().map(|&d| u128::from(d)).sum::<u128>();
+        stats.success_duration_sum_us += u128::from(self.success_duration_sum_us);
+        for &duration in durations {
+            stats.histogram.record(u64::from(duration));
+        }
     }
 
     /// The same state as a [`DayStats`].
