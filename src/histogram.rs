@@ -525,7 +525,8 @@ impl Histogram {
         bytes.push(FORMAT_VERSION);
         let mut previous = 0;
         let mut write = |value: u64, count: u64| {
-            write_varint_pair(&mut bytes, value - previous, count);
+            write_varint(&mut bytes, value - previous);
+            write_varint(&mut bytes, count);
             previous = value;
         };
         match &self.entries {
@@ -539,7 +540,11 @@ impl Histogram {
                     value += dense.step;
                 }
             }
-            _ => self.counts().for_each(|(value, count)| write(value, count)),
+            _ => {
+                for (value, count) in self.counts() {
+                    write(value, count);
+                }
+            }
         }
         bytes
     }
@@ -727,23 +732,6 @@ pub(crate) fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
         value >>= 7;
     }
     bytes.push(value as u8);
-}
-
-/// Appends two LEB128 numbers at once (one check of the room for both, not one a byte).
-#[inline]
-fn write_varint_pair(bytes: &mut Vec<u8>, first: u64, second: u64) {
-    let mut buffer = [0u8; 20];
-    let mut len = 0;
-    for mut value in [first, second] {
-        while value >= 0x80 {
-            buffer[len] = (value as u8) | 0x80;
-            value >>= 7;
-            len += 1;
-        }
-        buffer[len] = value as u8;
-        len += 1;
-    }
-    bytes.extend_from_slice(&buffer[..len]);
 }
 
 pub(crate) fn read_varint(bytes: &mut &[u8]) -> Result<u64, CorruptHistogram> {
