@@ -4,6 +4,7 @@
 //! prepared statements reused for every row, on the committing thread).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::NaiveDate;
 
@@ -104,7 +105,19 @@ pub(super) struct PgWrite {
     tx: sqlx::Transaction<'static, Postgres>,
     pool: PgPool,
     ahead: VecDeque<ReadAhead>,
+    /// False once a read ahead failed (no second connection: the server's or the role's limit,
+    /// say): the transaction then reads on its own connection, as it can.
+    reading_ahead: bool,
 }
+
+/// Set once a read ahead found no connection to read on: the server or the role allows this
+/// process too few, and each commit would wait for one in vain (commits read in turn from then
+/// on).
+static NO_SECOND_CONNECTION: AtomicBool = AtomicBool::new(false);
+
+/// How long a read ahead waits for its connection (a connection opens in milliseconds; a server
+/// refusing one more is retried until the pool's own timeout, much longer).
+const SECOND_CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A read of stored days on a connection of its own, so that the server looks up the next chunk's
 /// days while this one is merged and written (one after the other, a commit into a table of
@@ -136,6 +149,7 @@ impl PgWrite {
             tx,
             pool: pool.clone(),
             ahead: VecDeque::new(),
+            reading_ahead: true,
         })
     }
 }
@@ -204,18 +218,35 @@ impl WriteTx for PgWrite {
         if self.ahead.front().is_some_and(|ahead| ahead.keys == keys)
             && let Some(mut ahead) = self.ahead.pop_front()
         {
-            return (&mut ahead.read).await.map_err(|error| {
-                anyhow::anyhow!("reading stored days ahead of a commit failed: {error}")
-            })?;
+            let read = (&mut ahead.read)
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|states| states);
+            match read {
+                Ok(states) => return Ok(states),
+                // Read again below: a failure that is not the connection's fails there too.
+                Err(error) => {
+                    tracing::debug!("reading stored days ahead failed ({error:#}): read in turn");
+                    self.reading_ahead = false;
+                    self.ahead.clear();
+                }
+            }
         }
         stored_days(&mut self.tx, keys).await
     }
 
     fn read_ahead(&mut self, keys: &[(String, Day)]) {
+        if !self.reading_ahead || NO_SECOND_CONNECTION.load(Ordering::Relaxed) {
+            return;
+        }
         let pool = self.pool.clone();
         let owned = keys.to_vec();
         let read = tokio::spawn(async move {
-            let mut connection = pool.acquire().await?;
+            let acquired = tokio::time::timeout(SECOND_CONNECTION_WAIT, pool.acquire()).await;
+            let Ok(Ok(mut connection)) = acquired else {
+                NO_SECOND_CONNECTION.store(true, Ordering::Relaxed);
+                anyhow::bail!("no second connection to read on");
+            };
             stored_days(&mut connection, &owned).await
         });
         self.ahead.push_back(ReadAhead {
