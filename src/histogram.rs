@@ -6,8 +6,10 @@
 //! While every value and the total count fit in 32 bits (durations under 71 minutes, fewer than
 //! 4 billion requests) an entry takes 8 bytes instead of 16; past that the histogram widens.
 //! Once a histogram has seen a quarter of the values of its range on a common step (durations
-//! logged to the millisecond, say), it turns dense: one 4-byte count per step, at most twice the
-//! room of the sorted pairs, and recording or merging a value is one indexed add. So a group's
+//! logged to the millisecond, say), it turns dense: one count per step, at most twice the room of
+//! the sorted pairs, and recording or merging a value is one indexed add. A dense count takes
+//! 2 bytes while the histogram's total fits in 16 bits (most busy days of a customer or of one
+//! of its resources) and 4 bytes past that, so a day's cache footprint follows its volume. So a group's
 //! size follows the values it can take, not the number of requests. A histogram of a few distinct
 //! values (most groups of a customer base of hundreds of thousands hold a handful of requests a
 //! day) keeps them inline, with no heap allocation at all.
@@ -42,14 +44,26 @@ enum Entries {
     Dense(Dense),
 }
 
-/// The count of every value `first + i * step` for `i` in `0..counts.len()`, zeros included.
-/// Only while the total fits in 32 bits (so every count does).
+/// The count of every value `first + i * step` for `i` in `0..slots.len()`, zeros included.
+/// Only while the total and every value fit in 32 bits (so every count does); the bounds are
+/// kept in 32 bits so that a histogram is no larger for the width of its slots.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Dense {
-    first: u64,
-    step: u64,
-    counts: Vec<u32>,
+    first: u32,
+    step: u32,
+    slots: Slots,
 }
+
+/// A dense histogram's counts, as narrow as its total allows: each count is at most the total.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Slots {
+    /// While the total fits in 16 bits.
+    Two(Vec<u16>),
+    Four(Vec<u32>),
+}
+
+/// The largest total whose counts are kept in 2 bytes.
+const TWO_BYTES_MAX: u64 = u16::MAX as u64;
 
 /// How many distinct values a histogram keeps inline (as many as fit in the room of the other
 /// forms: the histogram is no larger for it).
@@ -136,7 +150,8 @@ impl Dense {
             }
             _ => return None,
         };
-        // Up to four slots per entry: 4-byte counts in at most twice the room of 8-byte pairs,
+        // Up to four slots per entry: 4-byte counts (2-byte ones while the total fits in 16 bits)
+        // in at most twice the room of 8-byte pairs,
         // for merges that are one indexed add a value instead of a merge of sorted lists.
         let max_slots = 4 * entries.len() as u64;
         let smallest_step = (last - first).div_ceil(max_slots - 1);
@@ -147,14 +162,19 @@ impl Dense {
                 return None;
             }
         }
-        let mut counts = vec![0u32; ((last - first) / step + 1) as usize];
+        let total = entries.iter().map(|&(_, count)| u64::from(count)).sum();
+        let mut slots = Slots::zeros(((last - first) / step + 1) as usize, total);
         for &(value, count) in entries {
-            counts[((u64::from(value) - first) / step) as usize] = count;
+            slots.add(
+                ((u64::from(value) - first) / step) as usize,
+                count.into(),
+                total,
+            );
         }
         Some(Dense {
-            first,
-            step,
-            counts,
+            first: first as u32, // the first of narrow entries
+            step: step as u32,   // at most the last of them
+            slots,
         })
     }
 
@@ -162,58 +182,224 @@ impl Dense {
     /// when each is on the step and the slots stay at most four a distinct value (as
     /// [`Dense::of`] makes them). A few values past either end of the range (a group's first
     /// merges find new extremes often) then cost neither a return to pairs nor a new test.
-    fn cover(&mut self, outside: &[(u64, u64)]) -> bool {
-        let last = self.first + (self.counts.len() as u64 - 1) * self.step;
-        let on_step = |value: u64| value.abs_diff(self.first).is_multiple_of(self.step);
+    /// `total` is the histogram's, these counts included.
+    fn cover(&mut self, outside: &[(u64, u64)], total: u64) -> bool {
+        let last = self.last();
+        let step = self.step();
+        let on_step = |value: u64| value.abs_diff(self.first()).is_multiple_of(step);
         let (Some(lowest), Some(highest)) = (outside.first(), outside.last()) else {
             return true;
         };
         if !outside.iter().all(|&(value, _)| on_step(value)) {
             return false;
         }
-        let first = self.first.min(lowest.0);
-        let slots = (last.max(highest.0) - first) / self.step + 1;
-        let distinct = self.counts.iter().filter(|&&count| count > 0).count() + outside.len();
+        let first = self.first().min(lowest.0);
+        let slots = (last.max(highest.0) - first) / step + 1;
+        let distinct = self.slots.values().filter(|&count| count > 0).count() + outside.len();
         if slots > 4 * distinct as u64 {
             return false;
         }
-        // Exactly the room needed (growing in place could double it).
-        let mut counts = Vec::with_capacity(slots as usize);
-        counts.resize(((self.first - first) / self.step) as usize, 0);
-        counts.extend_from_slice(&self.counts);
-        counts.resize(slots as usize, 0);
-        self.counts = counts;
-        self.first = first;
+        self.slots
+            .regrow(((self.first() - first) / step) as usize, slots as usize);
+        self.first = first as u32; // at most a value of the narrow histogram
         for &(value, count) in outside {
-            self.counts[((value - first) / self.step) as usize] += count as u32; // fits: checked by the caller
+            self.slots
+                .add(((value - first) / step) as usize, count, total);
         }
         true
     }
 
+    fn last(&self) -> u64 {
+        self.first() + (self.slots.len() as u64 - 1) * self.step()
+    }
+
+    fn first(&self) -> u64 {
+        self.first.into()
+    }
+
+    fn step(&self) -> u64 {
+        self.step.into()
+    }
+
     /// Whether every slot of `other` (on the same step and grid) is one of this one's.
     fn holds(&self, other: &Dense) -> bool {
-        let last = |dense: &Dense| dense.first + (dense.counts.len() as u64 - 1) * dense.step;
-        self.first <= other.first && last(other) <= last(self)
+        self.first <= other.first && other.last() <= self.last()
     }
 
     /// The slot counting `value`, if there is one.
     #[inline]
     fn slot(&self, value: u64) -> Option<usize> {
-        let offset = value.checked_sub(self.first)?;
-        let slot = offset / self.step;
-        (offset % self.step == 0 && slot < self.counts.len() as u64).then_some(slot as usize)
+        let offset = value.checked_sub(self.first())?;
+        let slot = offset / self.step();
+        (offset % self.step() == 0 && slot < self.slots.len() as u64).then_some(slot as usize)
     }
 
     fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts
-            .iter()
+        self.slots
+            .values()
             .enumerate()
-            .filter(|&(_, &count)| count > 0)
-            .map(|(slot, &count)| (self.first + slot as u64 * self.step, u64::from(count)))
+            .filter(|&(_, count)| count > 0)
+            .map(|(slot, count)| (self.first() + slot as u64 * self.step(), count))
     }
 
     fn narrow(&self) -> Vec<(u32, u32)> {
         self.counts().map(|(v, c)| (v as u32, c as u32)).collect()
+    }
+
+    /// The [`SLOTS_FORMAT`] form.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(16 + self.slots.len() + self.slots.len() / 4);
+        bytes.push(SLOTS_FORMAT);
+        write_varint(&mut bytes, self.first());
+        write_varint(&mut bytes, self.step());
+        write_varint(&mut bytes, self.slots.len() as u64);
+        self.slots.for_each(|count| match count {
+            0..0x80 => bytes.push(count as u8),
+            _ => write_varint(&mut bytes, count),
+        });
+        bytes
+    }
+
+    /// Reads the [`SLOTS_FORMAT`] form (after its format byte): a range within 32 bits, every
+    /// slot's count, a total of 1 to `u32::MAX`, and nothing after.
+    fn from_bytes(mut bytes: &[u8]) -> Result<Histogram, CorruptHistogram> {
+        let bytes = &mut bytes;
+        let first = u32::try_from(read_varint(bytes)?).map_err(|_| CorruptHistogram)?;
+        let step = u32::try_from(read_varint(bytes)?).map_err(|_| CorruptHistogram)?;
+        let len = read_varint(bytes)?;
+        // A slot takes a byte at least: no room is taken for slots the bytes cannot hold.
+        if step == 0 || len == 0 || len > bytes.len() as u64 {
+            return Err(CorruptHistogram);
+        }
+        let last = u64::from(first) + (len - 1) * u64::from(step);
+        if last > u64::from(u32::MAX) {
+            return Err(CorruptHistogram);
+        }
+        let mut counts = Vec::with_capacity(len as usize);
+        let mut total = 0u64;
+        for _ in 0..len {
+            let count = read_varint(bytes)?;
+            total = total.saturating_add(count);
+            if total > u64::from(u32::MAX) {
+                return Err(CorruptHistogram);
+            }
+            counts.push(count as u32); // fits: the total does
+        }
+        if total == 0 || !bytes.is_empty() {
+            return Err(CorruptHistogram);
+        }
+        let slots = match total {
+            0..=TWO_BYTES_MAX => Slots::Two(counts.into_iter().map(|c| c as u16).collect()),
+            _ => Slots::Four(counts),
+        };
+        Ok(Histogram {
+            entries: Entries::Dense(Dense { first, step, slots }),
+            total,
+            pending: Vec::new(),
+        })
+    }
+}
+
+impl Slots {
+    /// `len` zero counts for a histogram of `total` values.
+    fn zeros(len: usize, total: u64) -> Slots {
+        if total <= TWO_BYTES_MAX {
+            Slots::Two(vec![0; len])
+        } else {
+            Slots::Four(vec![0; len])
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Slots::Two(counts) => counts.len(),
+            Slots::Four(counts) => counts.len(),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Slots::Two(counts) => counts.capacity() * size_of::<u16>(),
+            Slots::Four(counts) => counts.capacity() * size_of::<u32>(),
+        }
+    }
+
+    /// Adds `count` at `slot`; `total` is the histogram's, this count included (at most 32 bits).
+    #[inline]
+    fn add(&mut self, slot: usize, count: u64, total: u64) {
+        if let Slots::Two(counts) = self {
+            if total <= TWO_BYTES_MAX {
+                counts[slot] += count as u16; // fits: the total does
+                return;
+            }
+            self.widen();
+        }
+        if let Slots::Four(counts) = self {
+            counts[slot] += count as u32; // fits: the total does
+        }
+    }
+
+    /// Adds `other`'s counts from `offset` on (it must fit); `total` as for [`Slots::add`].
+    fn add_slots(&mut self, offset: usize, other: &Slots, total: u64) {
+        if total > TWO_BYTES_MAX || matches!(other, Slots::Four(_)) {
+            self.widen();
+        }
+        match (self, other) {
+            (Slots::Two(mine), Slots::Two(theirs)) => add_each(&mut mine[offset..], theirs),
+            (Slots::Four(mine), Slots::Two(theirs)) => add_each(&mut mine[offset..], theirs),
+            (Slots::Four(mine), Slots::Four(theirs)) => add_each(&mut mine[offset..], theirs),
+            (Slots::Two(_), Slots::Four(_)) => unreachable!("widened above"),
+        }
+    }
+
+    fn widen(&mut self) {
+        if let Slots::Two(counts) = self {
+            *self = Slots::Four(counts.iter().map(|&count| u32::from(count)).collect());
+        }
+    }
+
+    /// `before` zero counts, then these, then zeros up to `len` in all: exactly the room needed
+    /// (growing in place could double it).
+    fn regrow(&mut self, before: usize, len: usize) {
+        fn regrown<C: Copy + Default>(counts: &[C], before: usize, len: usize) -> Vec<C> {
+            let mut grown = Vec::with_capacity(len);
+            grown.resize(before, C::default());
+            grown.extend_from_slice(counts);
+            grown.resize(len, C::default());
+            grown
+        }
+        *self = match self {
+            Slots::Two(counts) => Slots::Two(regrown(counts, before, len)),
+            Slots::Four(counts) => Slots::Four(regrown(counts, before, len)),
+        };
+    }
+
+    /// Every count in slot order, zeros included.
+    fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        let (two, four) = match self {
+            Slots::Two(counts) => (counts.as_slice(), &[][..]),
+            Slots::Four(counts) => (&[][..], counts.as_slice()),
+        };
+        two.iter()
+            .map(|&count| u64::from(count))
+            .chain(four.iter().map(|&count| u64::from(count)))
+    }
+
+    /// Calls `f` with every count in slot order, zeros included: one loop over the counts of
+    /// their width (the iterator of [`Slots::values`] tests which width at every count).
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(u64)) {
+        match self {
+            Slots::Two(counts) => counts.iter().for_each(|&count| f(count.into())),
+            Slots::Four(counts) => counts.iter().for_each(|&count| f(count.into())),
+        }
+    }
+}
+
+/// `mine[i] += theirs[i]` for every count of `theirs` (sums that fit).
+fn add_each<A: Copy + std::ops::AddAssign + From<B>, B: Copy>(mine: &mut [A], theirs: &[B]) {
+    for (count, &added) in mine.iter_mut().zip(theirs) {
+        *count += A::from(added);
     }
 }
 
@@ -266,8 +452,11 @@ impl Histogram {
     #[inline]
     pub fn record(&mut self, value: u64) {
         if self.total < u64::from(u32::MAX) {
+            let total = self.total + 1;
             let counted = match &mut self.entries {
-                Entries::Dense(dense) => dense.slot(value).map(|slot| dense.counts[slot] += 1),
+                Entries::Dense(dense) => dense
+                    .slot(value)
+                    .map(|slot| dense.slots.add(slot, 1, total)),
                 Entries::Few(few) if self.pending.is_empty() => u32::try_from(value)
                     .ok()
                     .filter(|&value| few.record(value))
@@ -340,14 +529,15 @@ impl Histogram {
                 add_sorted(entries, counts);
             }
             Entries::Dense(dense) => {
+                let total = self.total; // fits in 32 bits: checked above
                 let mut outside = Vec::new();
                 for &(value, count) in counts {
                     match dense.slot(value) {
-                        Some(slot) => dense.counts[slot] += count as u32, // fits: checked above
+                        Some(slot) => dense.slots.add(slot, count, total),
                         None => outside.push((value, count)),
                     }
                 }
-                if !outside.is_empty() && !dense.cover(&outside) {
+                if !outside.is_empty() && !dense.cover(&outside, total) {
                     let mut entries = dense.narrow();
                     add_sorted(&mut entries, &outside);
                     self.entries = Entries::Narrow(entries);
@@ -409,6 +599,7 @@ impl Histogram {
         };
         let total = self.total + other.total;
         let fits = total <= u64::from(u32::MAX) && other.pending.is_empty();
+        let step = mine.step();
         if !fits || mine.step != theirs.step || mine.first.abs_diff(theirs.first) % mine.step != 0 {
             return false;
         }
@@ -416,18 +607,13 @@ impl Histogram {
             if !theirs.holds(mine) {
                 return false;
             }
-            // Their range, with this one's counts where they fall (exactly the room needed).
-            let mut counts = Vec::with_capacity(theirs.counts.len());
-            counts.resize(((mine.first - theirs.first) / mine.step) as usize, 0);
-            counts.extend_from_slice(&mine.counts);
-            counts.resize(theirs.counts.len(), 0);
-            (mine.counts, mine.first) = (counts, theirs.first);
+            // Their range, with this one's counts where they fall.
+            let before = ((mine.first() - theirs.first()) / step) as usize;
+            mine.slots.regrow(before, theirs.slots.len());
+            mine.first = theirs.first;
         }
-        let offset = ((theirs.first - mine.first) / mine.step) as usize;
-        let slots = &mut mine.counts[offset..offset + theirs.counts.len()];
-        for (count, &added) in slots.iter_mut().zip(&theirs.counts) {
-            *count += added; // fits: the total does
-        }
+        let offset = ((theirs.first() - mine.first()) / step) as usize;
+        mine.slots.add_slots(offset, &theirs.slots, total);
         self.total = total;
         true
     }
@@ -503,7 +689,7 @@ impl Histogram {
             Entries::Few(_) => 0,
             Entries::Narrow(entries) => entries.capacity() * size_of::<(u32, u32)>(),
             Entries::Wide(entries) => entries.capacity() * size_of::<(u64, u64)>(),
-            Entries::Dense(dense) => dense.counts.capacity() * size_of::<u32>(),
+            Entries::Dense(dense) => dense.slots.heap_bytes(),
         };
         let pending = self.pending.capacity() * size_of::<u64>();
         allocated(entries) + allocated(pending)
@@ -515,46 +701,47 @@ impl Histogram {
             Entries::Few(few) => few.as_slice().len(),
             Entries::Narrow(entries) => entries.len(),
             Entries::Wide(entries) => entries.len(),
-            Entries::Dense(dense) => dense.counts.len(),
+            Entries::Dense(dense) => dense.slots.len(),
         }
     }
 
-    /// A compact binary form: a version byte, then LEB128 (value delta, count) pairs.
+    /// A compact binary form, in one of two formats (both LEB128 varints after a format byte):
+    /// - [`PAIRS_FORMAT`]: each `(value, count)` pair as the value's difference from the one
+    ///   before and the count;
+    /// - [`SLOTS_FORMAT`], for a dense histogram: its first value, its step, its number of
+    ///   slots, then every slot's count, zeros included. A count under 128 takes one byte and
+    ///   no value is written, so a busy day takes about a third of the room of its pairs, and
+    ///   it is written and read in one pass over the slots.
+    ///
+    /// The format follows the histogram's form in memory; equal histograms may be written in
+    /// either, and read back equal.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(1 + 4 * self.entry_count());
-        bytes.push(FORMAT_VERSION);
-        let mut previous = 0;
-        let mut write = |value: u64, count: u64| {
-            write_varint(&mut bytes, value - previous);
-            write_varint(&mut bytes, count);
-            previous = value;
-        };
         match &self.entries {
-            // The common form of a busy group: a loop over its slots, not the general iterator.
-            Entries::Dense(dense) if self.pending.is_empty() => {
-                let mut value = dense.first;
-                for &count in &dense.counts {
-                    if count > 0 {
-                        write(value, u64::from(count));
-                    }
-                    value += dense.step;
-                }
-            }
+            Entries::Dense(dense) if self.pending.is_empty() => dense.to_bytes(),
             _ => {
+                let mut bytes = Vec::with_capacity(1 + 4 * self.entry_count());
+                bytes.push(PAIRS_FORMAT);
+                let mut previous = 0;
                 for (value, count) in self.counts() {
-                    write(value, count);
+                    write_varint(&mut bytes, value - previous);
+                    write_varint(&mut bytes, count);
+                    previous = value;
                 }
+                bytes
             }
         }
-        bytes
     }
 
     /// Reads what [`Histogram::to_bytes`] wrote, checking every invariant.
     pub fn from_bytes(bytes: &[u8]) -> Result<Histogram, CorruptHistogram> {
-        let (&version, mut rest) = bytes.split_first().ok_or(CorruptHistogram)?;
-        if version != FORMAT_VERSION {
-            return Err(CorruptHistogram);
+        match bytes.split_first() {
+            Some((&PAIRS_FORMAT, pairs)) => Histogram::from_pairs_bytes(pairs),
+            Some((&SLOTS_FORMAT, slots)) => Dense::from_bytes(slots),
+            _ => Err(CorruptHistogram),
         }
+    }
+
+    fn from_pairs_bytes(mut rest: &[u8]) -> Result<Histogram, CorruptHistogram> {
         let mut counts = Vec::new();
         let mut previous: Option<u64> = None;
         let mut total = 0u64;
@@ -660,7 +847,11 @@ impl Eq for Histogram {}
 #[error("stored duration histogram is corrupt or of an unknown format")]
 pub struct CorruptHistogram;
 
-const FORMAT_VERSION: u8 = 1;
+/// The first byte of a histogram written as `(value, count)` pairs (see [`Histogram::to_bytes`]).
+const PAIRS_FORMAT: u8 = 1;
+
+/// The first byte of a dense histogram written slot by slot (see [`Histogram::to_bytes`]).
+const SLOTS_FORMAT: u8 = 2;
 
 /// Adds the sorted counts `b` into the sorted entries `a`: in place while every value of `b` is
 /// already in `a` (the common case once a group has seen its durations), by a merge from the
@@ -789,6 +980,18 @@ mod tests {
         )
     }
 
+    /// The [`PAIRS_FORMAT`] bytes of sorted counts.
+    fn pairs_bytes(counts: &[(u64, u64)]) -> Vec<u8> {
+        let mut bytes = vec![PAIRS_FORMAT];
+        let mut previous = 0;
+        for &(value, count) in counts {
+            write_varint(&mut bytes, value - previous);
+            write_varint(&mut bytes, count);
+            previous = value;
+        }
+        bytes
+    }
+
     fn oracle_counts(values: &[u64]) -> Vec<(u64, u64)> {
         let mut counts = std::collections::BTreeMap::new();
         values
@@ -815,23 +1018,49 @@ mod tests {
             prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), recorded);
         }
 
-        /// Whatever its form (a dense one is written by a loop of its own), a histogram is
-        /// written as the version and the LEB128 (delta, count) pairs of its counts.
+        /// A dense histogram is written as its range and the counts of its slots, any other as
+        /// the (delta, count) pairs of its counts; both read back equal, and so do the pairs of
+        /// a dense one (how versions before the slots wrote it).
         #[test]
-        fn the_bytes_are_the_pairs_of_the_counts(
+        fn the_bytes_are_the_pairs_or_the_slots_of_the_counts(
             values in prop_oneof![
                 durations(),
                 proptest::collection::vec((100u64..400).prop_map(|ms| ms * 1000), 0..3000),
             ],
         ) {
-            let mut expected = vec![FORMAT_VERSION];
-            let mut previous = 0;
-            for (value, count) in oracle_counts(&values) {
-                write_varint(&mut expected, value - previous);
-                write_varint(&mut expected, count);
-                previous = value;
+            let histogram = histogram_of(&values);
+            let counts = oracle_counts(&values);
+            let expected = match &histogram.entries {
+                Entries::Dense(dense) => {
+                    let (first, step) = (dense.first(), dense.step());
+                    let mut expected = vec![SLOTS_FORMAT];
+                    for varint in [first, step, dense.slots.len() as u64] {
+                        write_varint(&mut expected, varint);
+                    }
+                    let last = first + (dense.slots.len() as u64 - 1) * step;
+                    let in_slots = counts.iter().all(|&(value, _)| {
+                        (first..=last).contains(&value) && (value - first) % step == 0
+                    });
+                    prop_assert!(in_slots);
+                    for value in (first..=last).step_by(step as usize) {
+                        let count = counts.iter().find(|c| c.0 == value).map_or(0, |c| c.1);
+                        write_varint(&mut expected, count);
+                    }
+                    expected
+                }
+                _ => pairs_bytes(&counts),
+            };
+            prop_assert_eq!(histogram.to_bytes(), expected);
+            prop_assert_eq!(Histogram::from_bytes(&histogram.to_bytes()).unwrap(), histogram.clone());
+            prop_assert_eq!(Histogram::from_bytes(&pairs_bytes(&counts)).unwrap(), histogram);
+        }
+
+        #[test]
+        fn arbitrary_slots_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let slots: Vec<u8> = [SLOTS_FORMAT].into_iter().chain(bytes).collect();
+            if let Ok(histogram) = Histogram::from_bytes(&slots) {
+                prop_assert_eq!(Histogram::from_bytes(&histogram.to_bytes()).unwrap(), histogram);
             }
-            prop_assert_eq!(histogram_of(&values).to_bytes(), expected);
         }
     }
 
@@ -863,6 +1092,39 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Counts past 16 bits, reached by recording, adding pairs, growing the range or adding
+        /// slot by slot, widen a dense histogram's counts without losing one; below that they
+        /// stay 2 bytes.
+        #[test]
+        fn dense_counts_past_16_bits_widen_exactly(
+            recorded in 0u64..70_000,
+            parts in proptest::collection::vec((0u64..300, 1u64..300, 1u64..30_000), 0..5),
+        ) {
+            let step = 1000;
+            let mut all = std::collections::BTreeMap::new();
+            let mut merged = Histogram::default();
+            for i in 0..recorded {
+                let value = (i * 7 % 200) * step;
+                merged.record(value);
+                *all.entry(value).or_insert(0) += 1;
+            }
+            for &(start, len, count) in &parts {
+                let pairs: Vec<(u64, u64)> = (start..start + len)
+                    .map(|slot| (slot * step, count * (slot % 3 + 1)))
+                    .collect();
+                pairs.iter().for_each(|&(value, count)| *all.entry(value).or_insert(0) += count);
+                merged.add_counts_of(&Histogram::from_counts(&pairs));
+            }
+            merged.compact();
+            prop_assert_eq!(merged.counts().collect::<Vec<_>>(), all.into_iter().collect::<Vec<_>>());
+            if let Entries::Dense(dense) = &merged.entries {
+                prop_assert_eq!(matches!(dense.slots, Slots::Two(_)), merged.total() <= TWO_BYTES_MAX);
+            }
+            prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), merged);
+        }
+    }
+
     #[test]
     fn a_dense_histogram_takes_one_whose_range_holds_its_own_and_stays_dense() {
         let of = |values: std::ops::Range<u64>| {
@@ -877,12 +1139,13 @@ mod tests {
         let Entries::Dense(dense) = &narrow.entries else {
             panic!("dense: {:?}", narrow.entries)
         };
-        assert_eq!(
-            (dense.first, dense.step, dense.counts.len()),
-            (500, 10, 250)
-        );
+        assert_eq!((dense.first, dense.step, dense.slots.len()), (500, 10, 250));
         assert_eq!(narrow.total(), 100 + 250 + 60);
-        assert_eq!(dense.counts.capacity(), 250, "exactly the room needed");
+        assert_eq!(
+            dense.slots.heap_bytes(),
+            250 * 2,
+            "exactly the room needed, 2 bytes a count"
+        );
     }
 
     proptest! {

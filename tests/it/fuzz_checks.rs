@@ -327,9 +327,7 @@ pub fn check_histogram_decode(bytes: &[u8]) {
 /// (value delta, count) pairs; values strictly increasing, counts positive, every number and
 /// the total within 64 bits. `None` when the bytes are not that.
 fn reference_histogram_pairs(bytes: &[u8]) -> Option<Vec<(u64, u64)>> {
-    let (&1, mut rest) = bytes.split_first()? else {
-        return None;
-    };
+    let (&format, mut rest) = bytes.split_first()?;
     let mut varint = || -> Option<u64> {
         let mut value: u128 = 0;
         for (i, &byte) in rest.iter().enumerate().take(10) {
@@ -343,21 +341,46 @@ fn reference_histogram_pairs(bytes: &[u8]) -> Option<Vec<(u64, u64)>> {
     };
     let mut pairs: Vec<(u64, u64)> = Vec::new();
     let mut total: u64 = 0;
-    loop {
-        let Some(delta) = varint() else {
-            return rest.is_empty().then_some(pairs);
-        };
-        let count = varint()?;
-        let value = match pairs.last() {
-            None => delta,
-            Some(_) if delta == 0 => return None,
-            Some(&(previous, _)) => previous.checked_add(delta)?,
-        };
-        if count == 0 {
-            return None;
+    match format {
+        // (value delta, count) pairs.
+        1 => loop {
+            let Some(delta) = varint() else {
+                return rest.is_empty().then_some(pairs);
+            };
+            let count = varint()?;
+            let value = match pairs.last() {
+                None => delta,
+                Some(_) if delta == 0 => return None,
+                Some(&(previous, _)) => previous.checked_add(delta)?,
+            };
+            if count == 0 {
+                return None;
+            }
+            total = total.checked_add(count)?;
+            pairs.push((value, count));
+        },
+        // First value, step, number of slots, each slot's count: a range and a total within
+        // 32 bits, at least one request.
+        2 => {
+            let (first, step, slots) = (varint()?, varint()?, varint()?);
+            if step == 0 || slots == 0 {
+                return None;
+            }
+            let last = first.checked_add(step.checked_mul(slots - 1)?)?;
+            if last > u64::from(u32::MAX) || step > u64::from(u32::MAX) {
+                return None;
+            }
+            for slot in 0..slots {
+                let count = varint()?;
+                total = total.checked_add(count)?;
+                if count > 0 {
+                    pairs.push((first + slot * step, count));
+                }
+            }
+            let fits = (1..=u64::from(u32::MAX)).contains(&total);
+            (fits && rest.is_empty()).then_some(pairs)
         }
-        total = total.checked_add(count)?;
-        pairs.push((value, count));
+        _ => None,
     }
 }
 
