@@ -556,8 +556,15 @@ impl Histogram {
         }
     }
 
-    /// Adds every value of `other` to this histogram.
+    /// Adds every value of `other` to this histogram. Into a dense one, the values `other` has
+    /// not sorted yet go to their slots as they are (a unit's few requests of a busy group are
+    /// neither sorted nor folded on their way into its owner's state).
     pub fn merge(&mut self, mut other: Histogram) {
+        if matches!(self.entries, Entries::Dense(_)) {
+            for value in std::mem::take(&mut other.pending) {
+                self.record(value);
+            }
+        }
         other.compact();
         if self.total == 0 && self.pending.is_empty() {
             *self = other;
@@ -1003,13 +1010,23 @@ mod tests {
     proptest! {
         #[test]
         fn dense_or_not_the_counts_are_exact(
-            values in durations(),
-            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+            values in prop_oneof![
+                durations(),
+                proptest::collection::vec((100u64..400).prop_map(|ms| ms * 1000), 0..3000),
+            ],
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 1..6),
         ) {
             let mut merged = Histogram::default();
+            // As a unit's states come to their owner: values recorded and not yet sorted.
+            let mut merged_unsorted = Histogram::default();
             for piece in crate::testing::pieces(&values, &cuts) {
                 merged.merge(histogram_of(piece));
+                let mut unsorted = Histogram::default();
+                piece.iter().for_each(|&v| unsorted.record(v));
+                merged_unsorted.merge(unsorted);
             }
+            merged_unsorted.compact();
+            prop_assert_eq!(merged_unsorted.counts().collect::<Vec<_>>(), oracle_counts(&values));
             let mut recorded = Histogram::default();
             values.iter().for_each(|&v| recorded.record(v));
             recorded.compact();

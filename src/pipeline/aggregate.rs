@@ -387,8 +387,8 @@ impl Aggregator {
             .iter()
             .map(|names| Vec::with_capacity(names.len()))
             .collect();
-        for (customer, day, resource, mut state) in self.groups.drain(..) {
-            state.compact();
+        // The states go as they are: their owner's merges take unsorted durations as they are.
+        for (customer, day, resource, state) in self.groups.drain(..) {
             let (owner, number) = self.places[customer as usize];
             groups[owner as usize].push((number, day, resource, state));
         }

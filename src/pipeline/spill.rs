@@ -156,6 +156,9 @@ impl GroupTable {
         };
         match self.index.entry((customer, day, number)) {
             Entry::Vacant(vacant) => {
+                // Its durations sorted and folded: a group that stays holds no buffer of them.
+                let mut state = state;
+                state.compact();
                 self.heap_bytes += state.heap_bytes();
                 vacant.insert(self.states.push(state) as u32);
             }
