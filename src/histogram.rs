@@ -271,8 +271,10 @@ impl Dense {
         if step == 0 || len == 0 || len > bytes.len() as u64 {
             return Err(CorruptHistogram);
         }
-        let last = u64::from(first) + (len - 1) * u64::from(step);
-        if last > u64::from(u32::MAX) {
+        let last = (len - 1)
+            .checked_mul(u64::from(step))
+            .and_then(|span| span.checked_add(u64::from(first)));
+        if last.is_none_or(|last| last > u64::from(u32::MAX)) {
             return Err(CorruptHistogram);
         }
         let mut counts = Vec::with_capacity(len as usize);
@@ -564,6 +566,8 @@ impl Histogram {
             for value in std::mem::take(&mut other.pending) {
                 self.record(value);
             }
+            // Values outside the slots went to this one's buffer: folded in, and its room freed.
+            self.compact();
         }
         other.compact();
         if self.total == 0 && self.pending.is_empty() {
@@ -1140,6 +1144,25 @@ mod tests {
             }
             prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), merged);
         }
+    }
+
+    #[test]
+    fn unsorted_values_merged_into_a_dense_histogram_leave_no_buffer_behind() {
+        let mut owner = histogram_of(&(100..200u64).map(|ms| ms * 1000).collect::<Vec<_>>());
+        assert!(matches!(owner.entries, Entries::Dense(_)));
+        let mut unit = Histogram::default();
+        // Six values in its slots, one past them.
+        for value in [
+            150_000, 151_000, 152_000, 153_000, 154_000, 155_000, 200_000,
+        ] {
+            unit.record(value);
+        }
+        assert!(!unit.pending.is_empty());
+        owner.merge(unit);
+        assert!(matches!(owner.entries, Entries::Dense(_)));
+        assert_eq!(owner.pending.capacity(), 0);
+        assert_eq!(owner.total(), 107);
+        assert_eq!(owner.counts().last(), Some((200_000, 1)));
     }
 
     #[test]
