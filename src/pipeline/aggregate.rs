@@ -387,7 +387,7 @@ impl Aggregator {
             .iter()
             .map(|names| Vec::with_capacity(names.len()))
             .collect();
-        // The states go as they are: their owner's merges take unsorted durations as they are.
+        // Not compacted: an owner's merge takes the durations unsorted.
         for (customer, day, resource, state) in self.groups.drain(..) {
             let (owner, number) = self.places[customer as usize];
             groups[owner as usize].push((number, day, resource, state));

@@ -130,7 +130,7 @@ impl GroupTable {
         &mut self,
         (name, day, resource): (&str, Day, &str),
         known: (Option<u32>, Option<u32>),
-        state: GroupState,
+        mut state: GroupState,
     ) -> anyhow::Result<(u32, u32)> {
         let mut customer = known.0.or_else(|| self.names.get(name).copied());
         let mut number = known.1.or_else(|| self.resources.get(resource).copied());
@@ -157,7 +157,6 @@ impl GroupTable {
         match self.index.entry((customer, day, number)) {
             Entry::Vacant(vacant) => {
                 // Its durations sorted and folded: a group that stays holds no buffer of them.
-                let mut state = state;
                 state.compact();
                 self.heap_bytes += state.heap_bytes();
                 vacant.insert(self.states.push(state) as u32);
