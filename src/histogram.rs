@@ -141,6 +141,15 @@ const DENSE_MIN_ENTRIES: usize = 32;
 /// Sorted pairs are tested for the dense form each time their number passes a multiple of this.
 const DENSIFY_EVERY: usize = 16;
 
+/// How many slots a distinct value a dense histogram of `total` counts may take: as many as fill
+/// twice the room of an 8-byte pair (4-byte slots, or 2-byte ones while the total fits in
+/// 16 bits), for merges that are one indexed add a value instead of a merge of sorted lists. A
+/// histogram that turned dense on 2-byte slots and widens past that takes at most four times the
+/// room of its pairs.
+fn slots_per_value(total: u64) -> u64 {
+    if total <= TWO_BYTES_MAX { 8 } else { 4 }
+}
+
 impl Dense {
     /// The dense form of sorted narrow entries, when it takes at most twice their room.
     fn of(entries: &[(u32, u32)]) -> Option<Dense> {
@@ -150,10 +159,8 @@ impl Dense {
             }
             _ => return None,
         };
-        // Up to four slots per entry: 4-byte counts (2-byte ones while the total fits in 16 bits)
-        // in at most twice the room of 8-byte pairs,
-        // for merges that are one indexed add a value instead of a merge of sorted lists.
-        let max_slots = 4 * entries.len() as u64;
+        let total = entries.iter().map(|&(_, count)| u64::from(count)).sum();
+        let max_slots = slots_per_value(total) * entries.len() as u64;
         let smallest_step = (last - first).div_ceil(max_slots - 1);
         let mut step = 0;
         for &(value, _) in &entries[1..] {
@@ -162,7 +169,6 @@ impl Dense {
                 return None;
             }
         }
-        let total = entries.iter().map(|&(_, count)| u64::from(count)).sum();
         let mut slots = Slots::zeros(((last - first) / step + 1) as usize, total);
         for &(value, count) in entries {
             slots.add(
@@ -179,7 +185,7 @@ impl Dense {
     }
 
     /// Adds sorted `outside` pairs, none of which has a slot, by growing the slots to cover them:
-    /// when each is on the step and the slots stay at most four a distinct value (as
+    /// when each is on the step and the slots stay within [`slots_per_value`] a distinct value (as
     /// [`Dense::of`] makes them). A few values past either end of the range (a group's first
     /// merges find new extremes often) then cost neither a return to pairs nor a new test.
     /// `total` is the histogram's, these counts included.
@@ -196,7 +202,7 @@ impl Dense {
         let first = self.first().min(lowest.0);
         let slots = (last.max(highest.0) - first) / step + 1;
         let distinct = self.slots.values().filter(|&count| count > 0).count() + outside.len();
-        if slots > 4 * distinct as u64 {
+        if slots > slots_per_value(total) * distinct as u64 {
             return false;
         }
         self.slots
@@ -224,6 +230,26 @@ impl Dense {
     /// Whether every slot of `other` (on the same step and grid) is one of this one's.
     fn holds(&self, other: &Dense) -> bool {
         self.first <= other.first && other.last() <= self.last()
+    }
+
+    /// Counts each of `values` in its slot, leaving in `values` those that have none. `total` is
+    /// the histogram's once every one of them is counted, these included (at most 32 bits): the
+    /// slots are as wide as that needs from the start.
+    fn count_each(&mut self, values: &mut Vec<u64>, total: u64) {
+        if total > TWO_BYTES_MAX {
+            self.slots.widen();
+        }
+        let (first, step, len) = (self.first, self.step, self.slots.len());
+        // In 32 bits, which every slot's value fits: a division a value, at half the cost.
+        let slot = |value: u64| {
+            let offset = u32::try_from(value).ok()?.checked_sub(first)?;
+            let slot = (offset / step) as usize;
+            (offset % step == 0 && slot < len).then_some(slot)
+        };
+        match &mut self.slots {
+            Slots::Two(counts) => values.retain(|&value| !count_in(counts, slot(value))),
+            Slots::Four(counts) => values.retain(|&value| !count_in(counts, slot(value))),
+        }
     }
 
     /// The slot counting `value`, if there is one.
@@ -398,6 +424,16 @@ impl Slots {
     }
 }
 
+/// Adds one to the count at `slot`, if there is one; whether there was.
+#[inline]
+fn count_in<C: std::ops::AddAssign + From<u8>>(counts: &mut [C], slot: Option<usize>) -> bool {
+    let Some(slot) = slot else {
+        return false;
+    };
+    counts[slot] += C::from(1); // fits: the histogram's total does
+    true
+}
+
 /// `mine[i] += theirs[i]` for every count of `theirs` (sums that fit).
 fn add_each<A: Copy + std::ops::AddAssign + From<B>, B: Copy>(mine: &mut [A], theirs: &[B]) {
     for (count, &added) in mine.iter_mut().zip(theirs) {
@@ -562,11 +598,16 @@ impl Histogram {
     /// not sorted yet go to their slots as they are (a unit's few requests of a busy group are
     /// neither sorted nor folded on their way into its owner's state).
     pub fn merge(&mut self, mut other: Histogram) {
-        if matches!(self.entries, Entries::Dense(_)) {
-            for value in std::mem::take(&mut other.pending) {
-                self.record(value);
+        if let Entries::Dense(dense) = &mut self.entries {
+            let mut values = std::mem::take(&mut other.pending);
+            let total = self.total + values.len() as u64;
+            if total <= u64::from(u32::MAX) {
+                let before = values.len();
+                dense.count_each(&mut values, total);
+                self.total += (before - values.len()) as u64;
             }
-            // Values outside the slots went to this one's buffer: folded in, and its room freed.
+            // Values outside the slots join this one's buffer, are folded in, and its room freed.
+            self.pending.append(&mut values);
             self.compact();
         }
         other.compact();
@@ -980,6 +1021,20 @@ mod tests {
     }
 
     /// Mostly milliseconds from a range, sometimes off that step or beyond the range.
+    /// Durations of which histograms turn dense (on a millisecond step) or not, some past the
+    /// 32 bits of a dense histogram's slots.
+    fn durations_dense_or_not() -> impl Strategy<Value = Vec<u64>> {
+        let milliseconds = || (100u64..400).prop_map(|ms| ms * 1000);
+        prop_oneof![
+            durations(),
+            proptest::collection::vec(milliseconds(), 0..3000),
+            proptest::collection::vec(
+                prop_oneof![50 => milliseconds(), 1 => (1u64 << 32)..(1u64 << 40)],
+                0..3000
+            ),
+        ]
+    }
+
     fn durations() -> impl Strategy<Value = Vec<u64>> {
         proptest::collection::vec(
             prop_oneof![
@@ -1014,10 +1069,7 @@ mod tests {
     proptest! {
         #[test]
         fn dense_or_not_the_counts_are_exact(
-            values in prop_oneof![
-                durations(),
-                proptest::collection::vec((100u64..400).prop_map(|ms| ms * 1000), 0..3000),
-            ],
+            values in durations_dense_or_not(),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 1..6),
         ) {
             let mut merged = Histogram::default();
@@ -1044,10 +1096,7 @@ mod tests {
         /// a dense one (how versions before the slots wrote it).
         #[test]
         fn the_bytes_are_the_pairs_or_the_slots_of_the_counts(
-            values in prop_oneof![
-                durations(),
-                proptest::collection::vec((100u64..400).prop_map(|ms| ms * 1000), 0..3000),
-            ],
+            values in durations_dense_or_not(),
         ) {
             let histogram = histogram_of(&values);
             let counts = oracle_counts(&values);
@@ -1121,6 +1170,7 @@ mod tests {
         fn dense_counts_past_16_bits_widen_exactly(
             recorded in 0u64..70_000,
             parts in proptest::collection::vec((0u64..300, 1u64..300, 1u64..30_000), 0..5),
+            unsorted in 0u64..70_000,
         ) {
             let step = 1000;
             let mut all = std::collections::BTreeMap::new();
@@ -1137,6 +1187,14 @@ mod tests {
                 pairs.iter().for_each(|&(value, count)| *all.entry(value).or_insert(0) += count);
                 merged.add_counts_of(&Histogram::from_counts(&pairs));
             }
+            // As a unit's values come to their owner: some past the slots, none sorted.
+            let mut other = Histogram::default();
+            for i in 0..unsorted {
+                let value = (i * 13 % 230) * step;
+                other.record(value);
+                *all.entry(value).or_insert(0) += 1;
+            }
+            merged.merge(other);
             merged.compact();
             prop_assert_eq!(merged.counts().collect::<Vec<_>>(), all.into_iter().collect::<Vec<_>>());
             if let Entries::Dense(dense) = &merged.entries {
@@ -1163,6 +1221,21 @@ mod tests {
         assert_eq!(owner.pending.capacity(), 0);
         assert_eq!(owner.total(), 107);
         assert_eq!(owner.counts().last(), Some((200_000, 1)));
+    }
+
+    #[test]
+    fn pairs_turn_dense_within_eight_slots_a_value_of_two_byte_counts_and_four_past_them() {
+        // 40 values on a step of 10 over 305 slots.
+        let pairs = |count| {
+            let values = [0, 10].into_iter().chain((1..39).map(|k| k * 80));
+            values.map(|value| (value, count)).collect::<Vec<_>>()
+        };
+        let dense = |histogram: Histogram| matches!(histogram.entries, Entries::Dense(_));
+        assert!(dense(Histogram::from_counts(&pairs(1))), "2-byte counts");
+        assert!(
+            !dense(Histogram::from_counts(&pairs(2_000))),
+            "4-byte counts"
+        );
     }
 
     #[test]

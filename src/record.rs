@@ -12,6 +12,8 @@ pub struct Request<'a> {
     pub day: Day,
     /// The request path as logged (it starts with `/`).
     pub path: &'a [u8],
+    /// The line from the customer's first byte to the path's last: one key for the two.
+    pub customer_and_path: &'a [u8],
     pub status: u16,
     pub duration_us: u64,
 }
@@ -92,9 +94,17 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Request<'_>>, Reject> {
         day,
         customer: parse_customer(rest[0])?,
         path: parse_path(rest[1])?,
+        customer_and_path: spanning(line, rest[0], rest[1]),
         status: parse_status(rest[2])?,
         duration_us: parse_duration_us(rest[3])?,
     }))
+}
+
+/// The part of `line` from the first byte of `first` to the last of `last`, two of its fields in
+/// that order.
+fn spanning<'a>(line: &'a [u8], first: &[u8], last: &[u8]) -> &'a [u8] {
+    let offset = |field: &[u8]| field.as_ptr() as usize - line.as_ptr() as usize;
+    &line[offset(first)..offset(last) + last.len()]
 }
 
 /// Splits `line` on runs of spaces and tabs into `fields`; `None` when there are more fields.
@@ -334,6 +344,7 @@ mod tests {
                 customer: "cust_27",
                 day: day("2024-09-15"),
                 path: b"/api/v1/resource1",
+                customer_and_path: b"cust_27 /api/v1/resource1",
                 status: 500,
                 duration_us: 488_000,
             }))
