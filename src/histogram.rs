@@ -850,7 +850,13 @@ impl Merger {
 
     /// Adds the values of `histogram` (compacted), leaving it as it is.
     pub fn push_counts_of(&mut self, histogram: &Histogram) {
-        if matches!(self.merged.entries, Entries::Dense(_)) {
+        let dense = |histogram: &Histogram| matches!(histogram.entries, Entries::Dense(_));
+        if self.merged.total == 0 && self.gathered.is_empty() && dense(histogram) {
+            // A copy of its slots, which the next dense ones are added to slot by slot.
+            self.merged = histogram.clone();
+            return;
+        }
+        if dense(&self.merged) {
             self.merged.add_counts_of(histogram);
             return;
         }
@@ -1284,16 +1290,22 @@ mod tests {
     proptest! {
         #[test]
         fn a_merger_of_many_histograms_is_exact(
-            values in durations(),
+            values in durations_dense_or_not(),
             cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
             wide in any::<bool>(),
+            by_reference in any::<bool>(),
         ) {
             // Values past 32 bits make the merged histogram wide.
             let values: Vec<u64> =
                 values.iter().map(|&v| if wide { v << 20 } else { v }).collect();
             let mut merger = Merger::default();
             for piece in crate::testing::pieces(&values, &cuts) {
-                merger.push(histogram_of(piece));
+                let mut histogram = histogram_of(piece);
+                histogram.compact();
+                match by_reference {
+                    true => merger.push_counts_of(&histogram),
+                    false => merger.push(histogram),
+                }
             }
             let merged = merger.finish();
             prop_assert_eq!(merged.total(), values.len() as u64);
