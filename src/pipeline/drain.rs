@@ -8,11 +8,12 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use crate::day::Day;
 use crate::store::GroupDelta;
 
-/// Groups per chunk a drain hands to the commit.
-const CHUNK: usize = 1024;
+/// Groups per chunk a drain hands to the commit: few, so that the writer starts on a busy
+/// customer base's days (kilobytes each with their breakdown) while the drains make the next.
+const CHUNK: usize = 64;
 
 /// Chunks a drain may have ready before it waits for the commit (bounds memory).
-const CHUNKS_AHEAD: usize = 4;
+const CHUNKS_AHEAD: usize = 64;
 
 /// Every stream's groups, in (customer, day) order.
 pub struct SortedStreams {
