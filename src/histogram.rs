@@ -151,15 +151,15 @@ fn slots_per_value(total: u64) -> u64 {
 }
 
 impl Dense {
-    /// The dense form of sorted narrow entries, when it takes at most twice their room.
-    fn of(entries: &[(u32, u32)]) -> Option<Dense> {
+    /// The dense form of sorted narrow entries whose counts sum to `total`, when it takes at most
+    /// twice their room.
+    fn of(entries: &[(u32, u32)], total: u64) -> Option<Dense> {
         let (first, last) = match entries {
             [first, .., last] if entries.len() >= DENSE_MIN_ENTRIES => {
                 (u64::from(first.0), u64::from(last.0))
             }
             _ => return None,
         };
-        let total = entries.iter().map(|&(_, count)| u64::from(count)).sum();
         let max_slots = slots_per_value(total) * entries.len() as u64;
         let smallest_step = (last - first).div_ceil(max_slots - 1);
         let mut step = 0;
@@ -272,29 +272,57 @@ impl Dense {
         self.counts().map(|(v, c)| (v as u32, c as u32)).collect()
     }
 
-    /// The [`SLOTS_FORMAT`] form.
+    /// The smaller of its [`SLOTS_FORMAT`] and [`NIBBLES_FORMAT`] forms (the slots on a tie).
     fn to_bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(16 + self.slots.len() + self.slots.len() / 4);
-        bytes.push(SLOTS_FORMAT);
+        let (mut as_slots, mut as_nibbles) = (0, self.slots.len().div_ceil(2));
+        self.slots.for_each(|count| {
+            as_slots += varint_len(count);
+            if count >= NIBBLE_ESCAPE {
+                as_nibbles += varint_len(count - NIBBLE_ESCAPE);
+            }
+        });
+        let format = match as_nibbles < as_slots {
+            true => NIBBLES_FORMAT,
+            false => SLOTS_FORMAT,
+        };
+        let mut bytes = Vec::with_capacity(16 + as_slots.min(as_nibbles));
+        bytes.push(format);
         write_varint(&mut bytes, self.first());
         write_varint(&mut bytes, self.step());
         write_varint(&mut bytes, self.slots.len() as u64);
-        self.slots.for_each(|count| match count {
-            0..0x80 => bytes.push(count as u8),
-            _ => write_varint(&mut bytes, count),
+        if format == SLOTS_FORMAT {
+            self.slots.for_each(|count| write_varint(&mut bytes, count));
+            return bytes;
+        }
+        let start = bytes.len();
+        bytes.resize(start + self.slots.len().div_ceil(2), 0);
+        let mut slot = 0;
+        self.slots.for_each(|count| {
+            bytes[start + slot / 2] |= (count.min(NIBBLE_ESCAPE) as u8) << (4 * (slot % 2));
+            slot += 1;
+        });
+        self.slots.for_each(|count| {
+            if count >= NIBBLE_ESCAPE {
+                write_varint(&mut bytes, count - NIBBLE_ESCAPE);
+            }
         });
         bytes
     }
 
-    /// Reads the [`SLOTS_FORMAT`] form (after its format byte): a range within 32 bits, every
-    /// slot's count, a total of 1 to `u32::MAX`, and nothing after.
-    fn from_bytes(mut bytes: &[u8]) -> Result<Histogram, CorruptHistogram> {
+    /// Reads the [`SLOTS_FORMAT`] or [`NIBBLES_FORMAT`] form (after its format byte): a range
+    /// within 32 bits, every slot's count, a total of 1 to `u32::MAX`, and nothing after.
+    fn from_bytes(format: u8, mut bytes: &[u8]) -> Result<Histogram, CorruptHistogram> {
         let bytes = &mut bytes;
         let first = u32::try_from(read_varint(bytes)?).map_err(|_| CorruptHistogram)?;
         let step = u32::try_from(read_varint(bytes)?).map_err(|_| CorruptHistogram)?;
         let len = read_varint(bytes)?;
-        // A slot takes a byte at least: no room is taken for slots the bytes cannot hold.
-        if step == 0 || len == 0 || len > bytes.len() as u64 {
+        // A slot takes a byte at least (half a byte in nibbles): no room is taken for slots the
+        // bytes cannot hold.
+        let room = match format {
+            NIBBLES_FORMAT => 2 * bytes.len() as u64,
+            _ => bytes.len() as u64,
+        };
+        if step == 0 || len == 0 || len > room {
             return Err(CorruptHistogram);
         }
         let last = (len - 1)
@@ -305,13 +333,32 @@ impl Dense {
         }
         let mut counts = Vec::with_capacity(len as usize);
         let mut total = 0u64;
-        for _ in 0..len {
-            let count = read_varint(bytes)?;
+        let mut push = |count: u64| {
             total = total.saturating_add(count);
-            if total > u64::from(u32::MAX) {
+            counts.push(count as u32); // fits when the total does (checked below)
+            match total > u64::from(u32::MAX) {
+                true => Err(CorruptHistogram),
+                false => Ok(()),
+            }
+        };
+        if format == NIBBLES_FORMAT {
+            let (packed, escapes) = bytes.split_at(len.div_ceil(2) as usize);
+            // An odd number of slots leaves the last byte's high nibble empty.
+            if len % 2 == 1 && packed[packed.len() - 1] >> 4 != 0 {
                 return Err(CorruptHistogram);
             }
-            counts.push(count as u32); // fits: the total does
+            *bytes = escapes;
+            for slot in 0..len as usize {
+                let count = u64::from(packed[slot / 2] >> (4 * (slot % 2)) & 0xf);
+                match count {
+                    NIBBLE_ESCAPE => push(NIBBLE_ESCAPE.saturating_add(read_varint(bytes)?))?,
+                    _ => push(count)?,
+                }
+            }
+        } else {
+            for _ in 0..len {
+                push(read_varint(bytes)?)?;
+            }
         }
         if total == 0 || !bytes.is_empty() {
             return Err(CorruptHistogram);
@@ -588,7 +635,7 @@ impl Histogram {
     /// Turns narrow entries dense when that is at most twice as large.
     fn densify(&mut self) {
         if let Entries::Narrow(entries) = &self.entries
-            && let Some(dense) = Dense::of(entries)
+            && let Some(dense) = Dense::of(entries, self.total)
         {
             self.entries = Entries::Dense(dense);
         }
@@ -757,13 +804,18 @@ impl Histogram {
         }
     }
 
-    /// A compact binary form, in one of two formats (both LEB128 varints after a format byte):
+    /// A compact binary form, in one of three formats (LEB128 varints after a format byte):
     /// - [`PAIRS_FORMAT`]: each `(value, count)` pair as the value's difference from the one
     ///   before and the count;
     /// - [`SLOTS_FORMAT`], for a dense histogram: its first value, its step, its number of
     ///   slots, then every slot's count, zeros included. A count under 128 takes one byte and
     ///   no value is written, so a busy day takes about a third of the room of its pairs, and
-    ///   it is written and read in one pass over the slots.
+    ///   it is written and read in one pass over the slots;
+    /// - [`NIBBLES_FORMAT`], for a dense histogram whose counts are mostly under 15 (a busy
+    ///   day's, or one resource's of it): the same range, then every slot's count in 4 bits, two
+    ///   a byte (the first slot in the low bits; an odd number of slots leaves the last high 4
+    ///   bits 0), where 15 stands for 15 plus a varint that follows the packed counts, in the
+    ///   order of the slots. It is written when shorter than the slots: about half their room.
     ///
     /// The format follows the histogram's form in memory; equal histograms may be written in
     /// either, and read back equal.
@@ -788,7 +840,9 @@ impl Histogram {
     pub fn from_bytes(bytes: &[u8]) -> Result<Histogram, CorruptHistogram> {
         match bytes.split_first() {
             Some((&PAIRS_FORMAT, pairs)) => Histogram::from_pairs_bytes(pairs),
-            Some((&SLOTS_FORMAT, slots)) => Dense::from_bytes(slots),
+            Some((&format @ (SLOTS_FORMAT | NIBBLES_FORMAT), slots)) => {
+                Dense::from_bytes(format, slots)
+            }
             _ => Err(CorruptHistogram),
         }
     }
@@ -911,6 +965,12 @@ const PAIRS_FORMAT: u8 = 1;
 /// The first byte of a dense histogram written slot by slot (see [`Histogram::to_bytes`]).
 const SLOTS_FORMAT: u8 = 2;
 
+/// The first byte of a dense histogram written a nibble a slot (see [`Histogram::to_bytes`]).
+const NIBBLES_FORMAT: u8 = 3;
+
+/// The nibble of a count of at least this many, the rest of which follows the nibbles.
+const NIBBLE_ESCAPE: u64 = 0xf;
+
 /// Adds the sorted counts `b` into the sorted entries `a`: in place while every value of `b` is
 /// already in `a` (the common case once a group has seen its durations), by a merge from the
 /// first new value on. Says whether `a` gained values.
@@ -973,6 +1033,11 @@ pub(crate) fn allocated(bytes: usize) -> usize {
     } else {
         (bytes + 16).next_multiple_of(16)
     }
+}
+
+/// The bytes [`write_varint`] writes for `value`.
+fn varint_len(value: u64) -> usize {
+    (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
 }
 
 pub(crate) fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {
@@ -1097,9 +1162,10 @@ mod tests {
             prop_assert_eq!(Histogram::from_bytes(&merged.to_bytes()).unwrap(), recorded);
         }
 
-        /// A dense histogram is written as its range and the counts of its slots, any other as
-        /// the (delta, count) pairs of its counts; both read back equal, and so do the pairs of
-        /// a dense one (how versions before the slots wrote it).
+        /// A dense histogram is written as its range and the counts of its slots, each a varint
+        /// or each a nibble (counts of 15 and more escaped after them), whichever is shorter;
+        /// any other as the (delta, count) pairs of its counts. All read back equal, and so do
+        /// the pairs of a dense one (how versions before the slots wrote it).
         #[test]
         fn the_bytes_are_the_pairs_or_the_slots_of_the_counts(
             values in durations_dense_or_not(),
@@ -1109,19 +1175,36 @@ mod tests {
             let expected = match &histogram.entries {
                 Entries::Dense(dense) => {
                     let (first, step) = (dense.first(), dense.step());
-                    let mut expected = vec![SLOTS_FORMAT];
-                    for varint in [first, step, dense.slots.len() as u64] {
-                        write_varint(&mut expected, varint);
-                    }
                     let last = first + (dense.slots.len() as u64 - 1) * step;
                     let in_slots = counts.iter().all(|&(value, _)| {
                         (first..=last).contains(&value) && (value - first) % step == 0
                     });
                     prop_assert!(in_slots);
-                    for value in (first..=last).step_by(step as usize) {
-                        let count = counts.iter().find(|c| c.0 == value).map_or(0, |c| c.1);
-                        write_varint(&mut expected, count);
+                    let slots: Vec<u64> = (first..=last)
+                        .step_by(step as usize)
+                        .map(|value| counts.iter().find(|c| c.0 == value).map_or(0, |c| c.1))
+                        .collect();
+                    let mut varints = Vec::new();
+                    slots.iter().for_each(|&count| write_varint(&mut varints, count));
+                    let mut nibbles: Vec<u8> = slots
+                        .chunks(2)
+                        .map(|pair| {
+                            let nibble = |count: u64| count.min(15) as u8;
+                            nibble(pair[0]) | pair.get(1).map_or(0, |&c| nibble(c) << 4)
+                        })
+                        .collect();
+                    for &count in slots.iter().filter(|&&count| count >= 15) {
+                        write_varint(&mut nibbles, count - 15);
                     }
+                    let (format, body) = match nibbles.len() < varints.len() {
+                        true => (NIBBLES_FORMAT, nibbles),
+                        false => (SLOTS_FORMAT, varints),
+                    };
+                    let mut expected = vec![format];
+                    for varint in [first, step, dense.slots.len() as u64] {
+                        write_varint(&mut expected, varint);
+                    }
+                    expected.extend(body);
                     expected
                 }
                 _ => pairs_bytes(&counts),
@@ -1132,8 +1215,12 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_slots_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let slots: Vec<u8> = [SLOTS_FORMAT].into_iter().chain(bytes).collect();
+        fn arbitrary_slots_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+            nibbles in any::<bool>(),
+        ) {
+            let format = if nibbles { NIBBLES_FORMAT } else { SLOTS_FORMAT };
+            let slots: Vec<u8> = [format].into_iter().chain(bytes).collect();
             if let Ok(histogram) = Histogram::from_bytes(&slots) {
                 prop_assert_eq!(Histogram::from_bytes(&histogram.to_bytes()).unwrap(), histogram);
             }
@@ -1227,6 +1314,45 @@ mod tests {
         assert_eq!(owner.pending.capacity(), 0);
         assert_eq!(owner.total(), 107);
         assert_eq!(owner.counts().last(), Some((200_000, 1)));
+    }
+
+    #[test]
+    fn a_busy_days_counts_take_a_nibble_a_slot_and_larger_ones_follow_them() {
+        // Slots of 0 to 10 ms, counting 3, 0, 16, 1, 200, 2, 0, 0, 0, 1, 5.
+        let counts = [3, 0, 16, 1, 200, 2, 0, 0, 0, 1, 5];
+        let histogram = Histogram {
+            entries: Entries::Dense(Dense {
+                first: 0,
+                step: 1000,
+                slots: Slots::Two(counts.to_vec()),
+            }),
+            total: counts.iter().map(|&count| u64::from(count)).sum(),
+            pending: Vec::new(),
+        };
+        let bytes = histogram.to_bytes();
+        #[rustfmt::skip]
+        let expected = [
+            NIBBLES_FORMAT, 0, 0xe8, 0x07, 11, // first 0, step 1000, 11 slots
+            0x03, 0x1f, 0x2f, 0x00, 0x10, 0x05, // nibbles, low first, the last high one empty
+            1, 185, 1, // 16 = 15 + 1, 200 = 15 + 185
+        ];
+        assert_eq!(bytes, expected);
+        assert_eq!(Histogram::from_bytes(&bytes).unwrap(), histogram);
+        let mut padded = bytes.clone();
+        padded[10] |= 0x10;
+        assert!(
+            Histogram::from_bytes(&padded).is_err(),
+            "a count in the padding"
+        );
+        let mut short = bytes.clone();
+        short.pop();
+        assert!(Histogram::from_bytes(&short).is_err(), "an escape missing");
+        let mut long = bytes;
+        long.push(0);
+        assert!(
+            Histogram::from_bytes(&long).is_err(),
+            "bytes after the escapes"
+        );
     }
 
     #[test]

@@ -323,31 +323,34 @@ pub fn check_histogram_decode(bytes: &[u8]) {
     );
 }
 
-/// The format as documented on `Histogram::to_bytes`: version byte 1, then LEB128
+/// The formats as documented on `Histogram::to_bytes`: version byte 1, then LEB128
 /// (value delta, count) pairs; values strictly increasing, counts positive, every number and
-/// the total within 64 bits. `None` when the bytes are not that.
+/// the total within 64 bits. Version 2 and 3: a dense range and its slots' counts. `None` when
+/// the bytes are not that.
 fn reference_histogram_pairs(bytes: &[u8]) -> Option<Vec<(u64, u64)>> {
-    let (&format, mut rest) = bytes.split_first()?;
-    let mut varint = || -> Option<u64> {
+    fn varint(rest: &mut &[u8]) -> Option<u64> {
         let mut value: u128 = 0;
         for (i, &byte) in rest.iter().enumerate().take(10) {
             value |= u128::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
-                rest = &rest[i + 1..];
+                *rest = &rest[i + 1..];
                 return u64::try_from(value).ok();
             }
         }
         None
-    };
+    }
+    let (&format, mut rest) = bytes.split_first()?;
+    let rest = &mut rest;
     let mut pairs: Vec<(u64, u64)> = Vec::new();
     let mut total: u64 = 0;
-    match format {
+    let mut counts: Vec<u64> = Vec::new();
+    let (first, step) = match format {
         // (value delta, count) pairs.
         1 => loop {
-            let Some(delta) = varint() else {
+            let Some(delta) = varint(rest) else {
                 return rest.is_empty().then_some(pairs);
             };
-            let count = varint()?;
+            let count = varint(rest)?;
             let value = match pairs.last() {
                 None => delta,
                 Some(_) if delta == 0 => return None,
@@ -359,10 +362,12 @@ fn reference_histogram_pairs(bytes: &[u8]) -> Option<Vec<(u64, u64)>> {
             total = total.checked_add(count)?;
             pairs.push((value, count));
         },
-        // First value, step, number of slots, each slot's count: a range and a total within
-        // 32 bits, at least one request.
-        2 => {
-            let (first, step, slots) = (varint()?, varint()?, varint()?);
+        // First value, step, number of slots, then each slot's count: as a varint (2), or as a
+        // nibble, low one first (3), where 15 is 15 plus a varint that follows the nibbles (in
+        // the order of the slots) and the high nibble of an odd number of slots is 0. A range
+        // and a total within 32 bits, at least one request.
+        2 | 3 => {
+            let (first, step, slots) = (varint(rest)?, varint(rest)?, varint(rest)?);
             if step == 0 || slots == 0 {
                 return None;
             }
@@ -370,18 +375,40 @@ fn reference_histogram_pairs(bytes: &[u8]) -> Option<Vec<(u64, u64)>> {
             if last > u64::from(u32::MAX) || step > u64::from(u32::MAX) {
                 return None;
             }
-            for slot in 0..slots {
-                let count = varint()?;
-                total = total.checked_add(count)?;
-                if count > 0 {
-                    pairs.push((first + slot * step, count));
+            if format == 2 {
+                for _ in 0..slots {
+                    counts.push(varint(rest)?);
+                }
+            } else {
+                let packed = usize::try_from(slots.div_ceil(2)).ok()?;
+                if packed > rest.len() {
+                    return None;
+                }
+                let (nibbles, escapes) = rest.split_at(packed);
+                *rest = escapes;
+                for slot in 0..slots as usize {
+                    let nibble = u64::from(nibbles[slot / 2] >> (4 * (slot % 2)) & 0xf);
+                    counts.push(match nibble {
+                        15 => 15u64.checked_add(varint(rest)?)?,
+                        _ => nibble,
+                    });
+                }
+                if slots % 2 == 1 && nibbles[packed - 1] >> 4 != 0 {
+                    return None;
                 }
             }
-            let fits = (1..=u64::from(u32::MAX)).contains(&total);
-            (fits && rest.is_empty()).then_some(pairs)
+            (first, step)
         }
-        _ => None,
+        _ => return None,
+    };
+    for (slot, &count) in (0u64..).zip(&counts) {
+        total = total.checked_add(count)?;
+        if count > 0 {
+            pairs.push((first + slot * step, count));
+        }
     }
+    let fits = (1..=u64::from(u32::MAX)).contains(&total);
+    (fits && rest.is_empty()).then_some(pairs)
 }
 
 // ---------------------------------------------------------------------------------------------
