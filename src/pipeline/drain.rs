@@ -8,12 +8,16 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use crate::day::Day;
 use crate::store::GroupDelta;
 
-/// Groups per chunk a drain hands to the commit: few, so that the writer starts on a busy
-/// customer base's days (kilobytes each with their breakdown) while the drains make the next.
-const CHUNK: usize = 64;
+/// Groups per chunk a drain hands to the commit, at most: each hand-over may wake the commit.
+const CHUNK: usize = 1024;
+
+/// Groups of the first chunk, the size of the next ones doubling up to [`CHUNK`]: the writer
+/// starts on a busy customer base's days (kilobytes each with their breakdown) while the drains
+/// make the next.
+const FIRST_CHUNK: usize = 64;
 
 /// Chunks a drain may have ready before it waits for the commit (bounds memory).
-const CHUNKS_AHEAD: usize = 64;
+const CHUNKS_AHEAD: usize = 4;
 
 /// Every stream's groups, in (customer, day) order.
 pub struct SortedStreams {
@@ -58,8 +62,10 @@ impl Stream {
                         return;
                     }
                 };
+                let mut size = FIRST_CHUNK;
                 loop {
-                    let chunk: Vec<_> = groups.by_ref().take(CHUNK).collect();
+                    let chunk: Vec<_> = groups.by_ref().take(size).collect();
+                    size = (2 * size).min(CHUNK);
                     let end = chunk.is_empty();
                     // A commit that gave up (dropped its end) takes no more.
                     if chunks.send(chunk).is_err() || end {
