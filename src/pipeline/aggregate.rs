@@ -102,8 +102,11 @@ const UNRECORDED_LIMIT: usize = 16 * 1024;
 /// How many distinct raw paths a batch remembers the resources of.
 const RAW_PATHS_REMEMBERED: usize = 4096;
 
-/// How many distinct (customer, raw path) pairs a batch remembers the numbers of.
+/// How many distinct (customer, raw path) pairs a batch remembers the numbers of, at most.
 const SPANS_REMEMBERED: usize = 4096;
+
+/// How many pairs a batch remembers before it judges whether they repeat enough to pay.
+const SPANS_TRIED: usize = 256;
 
 /// Which of `owners` workers owns `customer`'s groups (merges and commits them).
 pub fn owner_of(customer: &str, owners: usize) -> usize {
@@ -132,6 +135,9 @@ pub struct Aggregator {
     /// The batch's first customer and raw path pairs, by the bytes of the line that hold them:
     /// their customer's and their resource's numbers.
     spans: FxHashMap<NameKey, (u32, u32)>,
+    /// Whether `spans` is looked up and added to (while days are broken down by resource, until
+    /// the batch finds that its pairs do not repeat enough).
+    spans_pay: bool,
     /// Whether requests are grouped by resource (otherwise every one is unattributed).
     by_resource: bool,
     /// The resource of the line being counted (kept from line to line).
@@ -172,6 +178,7 @@ impl Aggregator {
             resources: Vec::new(),
             raw_path_ids: FxHashMap::default(),
             spans: FxHashMap::default(),
+            spans_pay: true,
             by_resource: true,
             resource: String::new(),
             group_index: FxHashMap::default(),
@@ -190,6 +197,7 @@ impl Aggregator {
     /// Groups requests by resource (the default) or not at all (every request unattributed).
     pub fn by_resource(mut self, by_resource: bool) -> Aggregator {
         self.by_resource = by_resource;
+        self.spans_pay = by_resource;
         self
     }
 
@@ -318,19 +326,23 @@ impl Aggregator {
     /// few paths: one lookup a line instead of two).
     #[inline]
     fn intern_customer_and_resource(&mut self, request: &Request) -> (u32, u32) {
-        // Once full (paths that never repeat, or a great many customers), the batch stops
-        // looking there: every line would miss.
-        let remembered = self.by_resource && self.spans.len() < SPANS_REMEMBERED;
-        if remembered && let Some(&numbers) = self.spans.get(request.customer_and_path) {
+        if self.spans_pay
+            && let Some(&numbers) = self.spans.get(request.customer_and_path)
+        {
             return numbers;
         }
         let numbers = (
             self.intern(request.customer),
             self.intern_resource(request.path),
         );
-        if remembered {
+        if self.spans_pay {
+            let spans = self.spans.len() + 1;
             self.spans
                 .insert(NameKey::of_bytes(request.customer_and_path), numbers);
+            // Full, or new pairs in more than a line in four (paths that never repeat, or a great
+            // many customers): the batch stops looking there, where most lines would miss.
+            let rare = spans >= SPANS_TRIED && spans * 4 > self.tally.lines as usize;
+            self.spans_pay = spans < SPANS_REMEMBERED && !rare;
         }
         numbers
     }
@@ -409,6 +421,7 @@ impl Aggregator {
         self.resource_ids.clear();
         self.raw_path_ids.clear();
         self.spans.clear();
+        self.spans_pay = self.by_resource;
         let resources = std::mem::take(&mut self.resources);
         let owners = self.names.len();
         let mut groups: Vec<Vec<NumberedGroup>> = self
@@ -550,35 +563,41 @@ mod tests {
         assert_eq!(totals, [("/orders/{id}", half), ("/users/{id}", half + 1)]);
     }
 
+    /// Pairs of a customer and a path that repeat (looked up together), then more than are
+    /// remembered; then, in the next batch, pairs that do not repeat (no longer looked up
+    /// together): every line counts for its customer and resource all the same.
     #[test]
-    fn lines_are_grouped_by_customer_and_resource_past_the_pairs_remembered_whatever_the_spaces() {
+    fn lines_are_grouped_by_customer_and_resource_whether_their_pairs_repeat_or_not() {
         let mut aggregator = Aggregator::new(0);
-        let mut expected = std::collections::BTreeMap::<(String, String), u64>::new();
-        let pairs = SPANS_REMEMBERED as u64 + 500;
-        for i in 0..2 * pairs {
-            let pair = i % pairs;
-            let (customer, kind) = (
-                format!("c{}", pair % 97),
-                ["users", "orders"][(pair % 2) as usize],
-            );
-            let separator = [" ", "  ", "\t"][(i % 3) as usize];
-            let line = format!("2024-09-15 10:00:00 {customer}{separator}/{kind}/{pair} 200 1.0");
-            aggregator.feed(line.as_bytes(), Position::Line(i));
-            *expected
-                .entry((customer, format!("/{kind}/{{id}}")))
-                .or_default() += 1;
+        let repeating = (0..20_000).map(|i| i % 100);
+        let many = 100..SPANS_REMEMBERED as u64 + 1000;
+        for pairs in [
+            repeating.chain(many).collect::<Vec<u64>>(),
+            (0..5000).collect(),
+        ] {
+            let mut expected = std::collections::BTreeMap::<(String, String), u64>::new();
+            for (i, &pair) in (0..).zip(&pairs) {
+                let customer = format!("c{}", pair % 97);
+                let kind = ["users", "orders"][(pair % 2) as usize];
+                let separator = [" ", "  ", "\t"][(pair % 3) as usize];
+                let line =
+                    format!("2024-09-15 10:00:00 {customer}{separator}/{kind}/{pair} 200 1.0");
+                aggregator.feed(line.as_bytes(), Position::Line(i));
+                let resource = format!("/{kind}/{{id}}");
+                *expected.entry((customer, resource)).or_default() += 1;
+            }
+            let (owned, _, _) = aggregator.drain();
+            let numbered = &owned[0].1;
+            let mut found = std::collections::BTreeMap::new();
+            for (customer, _, resource, state) in &numbered.groups {
+                let key = (
+                    numbered.names[*customer as usize].to_string(),
+                    numbered.resources[*resource as usize].to_string(),
+                );
+                *found.entry(key).or_default() += state.total();
+            }
+            assert_eq!(found, expected);
         }
-        let (owned, _, _) = aggregator.drain();
-        let numbered = &owned[0].1;
-        let mut found = std::collections::BTreeMap::new();
-        for (customer, _, resource, state) in &numbered.groups {
-            let key = (
-                numbered.names[*customer as usize].to_string(),
-                numbered.resources[*resource as usize].to_string(),
-            );
-            *found.entry(key).or_default() += state.total();
-        }
-        assert_eq!(found, expected);
     }
 
     #[test]
