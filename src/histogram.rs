@@ -240,12 +240,7 @@ impl Dense {
             self.slots.widen();
         }
         let (first, step, len) = (self.first, self.step, self.slots.len());
-        // In 32 bits, which every slot's value fits: a division a value, at half the cost.
-        let slot = |value: u64| {
-            let offset = u32::try_from(value).ok()?.checked_sub(first)?;
-            let slot = (offset / step) as usize;
-            (offset % step == 0 && slot < len).then_some(slot)
-        };
+        let slot = |value| slot_of(first, step, len, value);
         match &mut self.slots {
             Slots::Two(counts) => values.retain(|&value| !count_in(counts, slot(value))),
             Slots::Four(counts) => values.retain(|&value| !count_in(counts, slot(value))),
@@ -255,9 +250,7 @@ impl Dense {
     /// The slot counting `value`, if there is one.
     #[inline]
     fn slot(&self, value: u64) -> Option<usize> {
-        let offset = value.checked_sub(self.first())?;
-        let slot = offset / self.step();
-        (offset % self.step() == 0 && slot < self.slots.len() as u64).then_some(slot as usize)
+        slot_of(self.first, self.step, self.slots.len(), value)
     }
 
     fn counts(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -469,6 +462,15 @@ impl Slots {
             Slots::Four(counts) => counts.iter().for_each(|&count| f(count.into())),
         }
     }
+}
+
+/// The slot counting `value` among `len` slots from `first` on `step`, if there is one: in 32
+/// bits, which every slot's value fits (a division a value at half the cost of 64 bits).
+#[inline]
+fn slot_of(first: u32, step: u32, len: usize, value: u64) -> Option<usize> {
+    let offset = u32::try_from(value).ok()?.checked_sub(first)?;
+    let slot = (offset / step) as usize;
+    (offset % step == 0 && slot < len).then_some(slot)
 }
 
 /// Adds one to the count at `slot`, if there is one; whether there was.
