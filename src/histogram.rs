@@ -267,13 +267,26 @@ impl Dense {
 
     /// The smaller of its [`SLOTS_FORMAT`] and [`NIBBLES_FORMAT`] forms (the slots on a tie).
     fn to_bytes(&self) -> Vec<u8> {
-        let (mut as_slots, mut as_nibbles) = (0, self.slots.len().div_ceil(2));
-        self.slots.for_each(|count| {
-            as_slots += varint_len(count);
-            if count >= NIBBLE_ESCAPE {
-                as_nibbles += varint_len(count - NIBBLE_ESCAPE);
-            }
-        });
+        match &self.slots {
+            Slots::Two(counts) => self.counts_to_bytes(counts),
+            Slots::Four(counts) => self.counts_to_bytes(counts),
+        }
+    }
+
+    /// [`Dense::to_bytes`] of these counts: each pass one loop over counts of their width, with
+    /// no branch where most counts take one byte (a day's thousands of slots, five a day with
+    /// its resources, are written by every commit).
+    fn counts_to_bytes<C: Copy + Into<u32>>(&self, counts: &[C]) -> Vec<u8> {
+        const ESCAPE: u32 = NIBBLE_ESCAPE as u32;
+        let as_slots: usize = counts.iter().map(|&count| varint_len(count.into())).sum();
+        let escapes: usize = counts
+            .iter()
+            .map(|&count| {
+                let count: u32 = count.into();
+                usize::from(count >= ESCAPE) * varint_len(count.saturating_sub(ESCAPE))
+            })
+            .sum();
+        let as_nibbles = counts.len().div_ceil(2) + escapes;
         let format = match as_nibbles < as_slots {
             true => NIBBLES_FORMAT,
             false => SLOTS_FORMAT,
@@ -282,23 +295,24 @@ impl Dense {
         bytes.push(format);
         write_varint(&mut bytes, self.first());
         write_varint(&mut bytes, self.step());
-        write_varint(&mut bytes, self.slots.len() as u64);
+        write_varint(&mut bytes, counts.len() as u64);
         if format == SLOTS_FORMAT {
-            self.slots.for_each(|count| write_varint(&mut bytes, count));
+            for &count in counts {
+                write_varint(&mut bytes, u64::from(count.into()));
+            }
             return bytes;
         }
-        let start = bytes.len();
-        bytes.resize(start + self.slots.len().div_ceil(2), 0);
-        let mut slot = 0;
-        self.slots.for_each(|count| {
-            bytes[start + slot / 2] |= (count.min(NIBBLE_ESCAPE) as u8) << (4 * (slot % 2));
-            slot += 1;
-        });
-        self.slots.for_each(|count| {
-            if count >= NIBBLE_ESCAPE {
-                write_varint(&mut bytes, count - NIBBLE_ESCAPE);
+        let nibble = |count: C| count.into().min(ESCAPE) as u8;
+        let pairs = counts.chunks_exact(2);
+        let last = pairs.remainder().first().map(|&count| nibble(count));
+        bytes.extend(pairs.map(|pair| nibble(pair[0]) | nibble(pair[1]) << 4));
+        bytes.extend(last);
+        for &count in counts {
+            let count: u32 = count.into();
+            if count >= ESCAPE {
+                write_varint(&mut bytes, u64::from(count - ESCAPE));
             }
-        });
+        }
         bytes
     }
 
@@ -451,16 +465,6 @@ impl Slots {
         two.iter()
             .map(|&count| u64::from(count))
             .chain(four.iter().map(|&count| u64::from(count)))
-    }
-
-    /// Calls `f` with every count in slot order, zeros included: one loop over the counts of
-    /// their width (the iterator of [`Slots::values`] tests which width at every count).
-    #[inline]
-    fn for_each(&self, mut f: impl FnMut(u64)) {
-        match self {
-            Slots::Two(counts) => counts.iter().for_each(|&count| f(count.into())),
-            Slots::Four(counts) => counts.iter().for_each(|&count| f(count.into())),
-        }
     }
 }
 
@@ -1037,9 +1041,13 @@ pub(crate) fn allocated(bytes: usize) -> usize {
     }
 }
 
-/// The bytes [`write_varint`] writes for `value`.
-fn varint_len(value: u64) -> usize {
-    (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
+/// The bytes [`write_varint`] writes for `value`: comparisons, that a loop over many counts
+/// makes at once.
+fn varint_len(value: u32) -> usize {
+    1 + usize::from(value >= 1 << 7)
+        + usize::from(value >= 1 << 14)
+        + usize::from(value >= 1 << 21)
+        + usize::from(value >= 1 << 28)
 }
 
 pub(crate) fn write_varint(bytes: &mut Vec<u8>, mut value: u64) {

@@ -95,9 +95,23 @@ pub struct Retracted {
 /// How many characters of a rejected line are kept.
 const REJECT_TEXT_CHARS: usize = 200;
 
-/// How many requests are recorded in their groups' states at a time (at least as many as there
-/// are groups, so that a batch costs a few operations a request).
-const UNRECORDED_LIMIT: usize = 16 * 1024;
+/// How many requests are recorded in their groups' states at a time, at least.
+const UNRECORDED_LEAST: usize = 16 * 1024;
+
+/// Requests a group gets in a batch, on average, while the batch holds at most
+/// [`UNRECORDED_MOST`]: a group's state is loaded once for them all.
+const UNRECORDED_PER_GROUP: usize = 8;
+const UNRECORDED_MOST: usize = 64 * 1024;
+
+/// How many requests are recorded at a time among `groups` groups: about
+/// [`UNRECORDED_PER_GROUP`] a group within the bounds, and never fewer than there are groups, so
+/// that a batch costs a few operations a request (at a few thousand busy groups, the breakdown's
+/// four resources a day, a batch of one or two requests a group cost a cache miss a request).
+fn unrecorded_limit(groups: usize) -> usize {
+    (groups * UNRECORDED_PER_GROUP)
+        .clamp(UNRECORDED_LEAST, UNRECORDED_MOST)
+        .max(groups)
+}
 
 /// How many distinct raw paths a batch remembers the resources of.
 const RAW_PATHS_REMEMBERED: usize = 4096;
@@ -224,7 +238,7 @@ impl Aggregator {
                 }
                 self.unrecorded
                     .push((slot, request.status, request.duration_us));
-                if self.unrecorded.len() >= UNRECORDED_LIMIT.max(self.groups.len()) {
+                if self.unrecorded.len() >= unrecorded_limit(self.groups.len()) {
                     self.record_unrecorded();
                 }
             }
@@ -600,31 +614,38 @@ mod tests {
         }
     }
 
+    /// A few groups (batches of the least size), and thousands (batches of several requests a
+    /// group): every request is recorded once, in its group.
     #[test]
     fn requests_recorded_in_batches_by_group_add_up_to_every_line() {
-        let mut aggregator = Aggregator::new(0);
-        let lines = UNRECORDED_LIMIT as u64 * 5 / 2;
-        let mut expected = std::collections::BTreeMap::<(String, u32), (u64, u64)>::new();
-        for i in 0..lines {
-            let (customer, day) = (format!("c{}", i % 7), 10 + (i % 3) as u32);
-            let (status, millis) = ([200, 503][(i % 5 == 0) as usize], 100 + i % 900);
-            let line = format!("2024-09-{day} 10:00:00 {customer} /x {status} 0.{millis:03}");
-            aggregator.feed(line.as_bytes(), Position::Line(i));
-            let group = expected.entry((customer, day)).or_default();
-            group.0 += 1;
-            group.1 += u64::from(status == 503);
+        for customers in [7, 1000] {
+            let mut aggregator = Aggregator::new(0);
+            let lines = unrecorded_limit(customers * 3) as u64 * 5 / 2;
+            assert!(lines >= UNRECORDED_LEAST as u64 * 2);
+            let mut expected = std::collections::BTreeMap::<(String, u32), (u64, u64)>::new();
+            for i in 0..lines {
+                let customer = format!("c{}", i % customers as u64);
+                let day = 10 + (i % 3) as u32;
+                let (status, millis) = ([200, 503][(i % 5 == 0) as usize], 100 + i % 900);
+                let line = format!("2024-09-{day} 10:00:00 {customer} /x {status} 0.{millis:03}");
+                aggregator.feed(line.as_bytes(), Position::Line(i));
+                let group = expected.entry((customer, day)).or_default();
+                group.0 += 1;
+                group.1 += u64::from(status == 503);
+            }
+            let (owned, _, _) = aggregator.drain();
+            let numbered = &owned[0].1;
+            let mut found = std::collections::BTreeMap::new();
+            for (number, day, _, state) in numbered.groups.clone() {
+                let stats = state.into_stats();
+                let name = numbered.names[number as usize].to_string();
+                found.insert(
+                    (name, day.to_string()[8..].parse().unwrap()),
+                    (stats.total(), stats.by_class[4]),
+                );
+            }
+            assert_eq!(found.len(), customers * 3);
+            assert_eq!(found, expected);
         }
-        let (owned, _, _) = aggregator.drain();
-        let numbered = &owned[0].1;
-        let mut found = std::collections::BTreeMap::new();
-        for (number, day, _, state) in numbered.groups.clone() {
-            let stats = state.into_stats();
-            let name = numbered.names[number as usize].to_string();
-            found.insert(
-                (name, day.to_string()[8..].parse().unwrap()),
-                (stats.total(), stats.by_class[4]),
-            );
-        }
-        assert_eq!(found, expected);
     }
 }
