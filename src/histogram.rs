@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 /// How many raw values are buffered before they are folded into the sorted counts.
 const PENDING_LIMIT: usize = 2048;
 
+/// Pending values folded at once from which they are first counted into the slots of a dense
+/// form, when the histogram would take one (fewer are sorted: they rarely make it dense).
+const COUNTED_FOLD_LEAST: usize = 128;
+
 /// How many distinct values of a histogram merged into another are gathered on the stack.
 const MERGED_ON_STACK: usize = 64;
 
@@ -182,6 +186,67 @@ impl Dense {
             step: step as u32,   // at most the last of them
             slots,
         })
+    }
+
+    /// The dense form of sorted narrow `entries` and unsorted `values` (their counts sum to
+    /// `total`), when [`Dense::of`] would make one of them all sorted: the values are counted in
+    /// their slots, where sorting them takes a dozen passes (a busy group's thousands of durations
+    /// in a unit of a log in time order, each folded once).
+    fn counting(entries: &[(u32, u32)], values: &[u64], total: u64) -> Option<Dense> {
+        if total > u64::from(u32::MAX) {
+            return None;
+        }
+        let (mut low, mut high) = match entries {
+            [first, .., last] => (first.0, last.0),
+            [only] => (only.0, only.0),
+            [] => (u32::MAX, 0),
+        };
+        for &value in values {
+            let value = u32::try_from(value).ok()?;
+            (low, high) = (low.min(value), high.max(value));
+        }
+        // No more distinct values than values: a range wider than they can fill is not dense.
+        let most_distinct = (entries.len() + values.len()) as u64;
+        if most_distinct < DENSE_MIN_ENTRIES as u64 || high == low {
+            return None;
+        }
+        let span = u64::from(high - low);
+        let smallest_step = span.div_ceil(slots_per_value(total) * most_distinct - 1);
+        let mut step = 0;
+        let offsets = entries
+            .iter()
+            .map(|e| e.0)
+            .chain(values.iter().map(|&v| v as u32));
+        for offset in offsets.map(|value| value - low) {
+            // One division a value while the step holds it, Euclid's only when it does not.
+            if offset != 0 && (step == 0 || offset % step != 0) {
+                step = gcd(u64::from(step), u64::from(offset)) as u32;
+                if u64::from(step) < smallest_step {
+                    return None;
+                }
+            }
+        }
+        let len = (high - low) / step + 1;
+        let mut dense = Dense {
+            first: low,
+            step,
+            slots: Slots::zeros(len as usize, total),
+        };
+        for &(value, count) in entries {
+            let slot = ((value - low) / step) as usize;
+            dense.slots.add(slot, u64::from(count), total);
+        }
+        let slot = |value| slot_of(low, step, len as usize, value);
+        match &mut dense.slots {
+            Slots::Two(counts) => values.iter().for_each(|&v| _ = count_in(counts, slot(v))),
+            Slots::Four(counts) => values.iter().for_each(|&v| _ = count_in(counts, slot(v))),
+        }
+        // The test of [`Dense::of`], now that the distinct values are known.
+        let distinct = dense.slots.values().filter(|&count| count > 0).count() as u64;
+        let max_slots = slots_per_value(total) * distinct;
+        let dense_enough =
+            distinct >= DENSE_MIN_ENTRIES as u64 && u64::from(step) >= span.div_ceil(max_slots - 1);
+        dense_enough.then_some(dense)
     }
 
     /// Adds sorted `outside` pairs, none of which has a slot, by growing the slots to cover them:
@@ -577,6 +642,20 @@ impl Histogram {
     fn fold_pending(&mut self) {
         if self.pending.is_empty() {
             return;
+        }
+        if self.pending.len() >= COUNTED_FOLD_LEAST {
+            let entries = match &self.entries {
+                Entries::Few(few) => Some(few.as_slice()),
+                Entries::Narrow(entries) => Some(&entries[..]),
+                Entries::Wide(_) | Entries::Dense(_) => None,
+            };
+            let total = self.total + self.pending.len() as u64;
+            if let Some(dense) = entries.and_then(|e| Dense::counting(e, &self.pending, total)) {
+                self.entries = Entries::Dense(dense);
+                self.total = total;
+                self.pending.clear();
+                return;
+            }
         }
         let pending = &mut self.pending;
         pending.sort_unstable();
@@ -1137,6 +1216,42 @@ mod tests {
             previous = value;
         }
         bytes
+    }
+
+    proptest! {
+        /// Unsorted values counted in slots make the dense form that sorting them makes, and only
+        /// when sorting makes one: [`Dense::of`] of every value's counts.
+        #[test]
+        fn counted_values_turn_dense_exactly_when_sorted_ones_would(
+            sorted in prop_oneof![durations_dense_or_not(), few_distinct()],
+            unsorted in prop_oneof![durations_dense_or_not(), few_distinct()],
+        ) {
+            let entries: Vec<(u32, u32)> = oracle_counts(&sorted)
+                .into_iter()
+                .filter_map(|(value, count)| Some((u32::try_from(value).ok()?, count as u32)))
+                .collect();
+            let mut all: Vec<u64> = entries
+                .iter()
+                .flat_map(|&(value, count)| std::iter::repeat_n(u64::from(value), count as usize))
+                .collect();
+            all.extend(&unsorted);
+            let total = all.len() as u64;
+            let narrow: Option<Vec<(u32, u32)>> = oracle_counts(&all)
+                .into_iter()
+                .map(|(value, count)| Some((u32::try_from(value).ok()?, count as u32)))
+                .collect();
+            let expected = narrow.and_then(|narrow| Dense::of(&narrow, total));
+            let form = |dense: Option<Dense>| {
+                dense.map(|d| (d.first, d.step, d.slots.values().collect::<Vec<_>>()))
+            };
+            prop_assert_eq!(form(Dense::counting(&entries, &unsorted, total)), form(expected));
+        }
+    }
+
+    /// Many values, of fewer distinct ones than a dense form needs, close together.
+    fn few_distinct() -> impl Strategy<Value = Vec<u64>> {
+        let below = 100 + DENSE_MIN_ENTRIES as u64 / 2;
+        proptest::collection::vec(100u64..below, 0..600)
     }
 
     fn oracle_counts(values: &[u64]) -> Vec<(u64, u64)> {
