@@ -6,7 +6,8 @@
 #   BASE_BIN=path/to/previous/logstats bench/resources.sh [LINES] [RUNS]
 #
 # Shapes: 50 customers x 30 days and 100,000 x 30 (the generator's four paths a customer;
-# BENCH_SHAPES="50x30 20000x365" for others), LINES lines each (default 10,000,000, random order).
+# BENCH_SHAPES="50x30 20000x365" for others), LINES lines each (default 10,000,000, random order;
+# BENCH_ORDER=time sorts each file by its timestamps first, as most logs are written).
 # Prints wall and CPU seconds and peak RSS of every run, then each shape's median wall time of
 # each and the ratios.
 set -euo pipefail
@@ -22,6 +23,11 @@ median() { sort -n | sed -n "$(((runs + 1) / 2))p"; }
 for shape in ${BENCH_SHAPES:-50x30 100000x30}; do
   log="$work/card-$shape.log"
   [ -f "$log" ] || $bin generate --lines "$lines" --customers "${shape%x*}" --days "${shape#*x}" -o "$log"
+  if [ "${BENCH_ORDER:-random}" = time ]; then
+    in_time_order="$work/card-$shape-time.log"
+    [ -f "$in_time_order" ] || LC_ALL=C sort -s -k1,2 -S 1G "$log" >"$in_time_order"
+    log=$in_time_order
+  fi
   cat "$log" >/dev/null
   modes=(breakdown no-resources)
   [ -n "${BASE_BIN:-}" ] && modes+=(previous)
