@@ -154,6 +154,12 @@ fn slots_per_value(total: u64) -> u64 {
     if total <= TWO_BYTES_MAX { 8 } else { 4 }
 }
 
+/// The smallest step on which `distinct` values (at least two) spanning `span` take a dense form:
+/// at most [`slots_per_value`] slots each.
+fn smallest_step(span: u64, distinct: u64, total: u64) -> u64 {
+    span.div_ceil(slots_per_value(total) * distinct - 1)
+}
+
 impl Dense {
     /// The dense form of sorted narrow entries whose counts sum to `total`, when it takes at most
     /// twice their room.
@@ -164,8 +170,7 @@ impl Dense {
             }
             _ => return None,
         };
-        let max_slots = slots_per_value(total) * entries.len() as u64;
-        let smallest_step = (last - first).div_ceil(max_slots - 1);
+        let smallest_step = smallest_step(last - first, entries.len() as u64, total);
         let mut step = 0;
         for &(value, _) in &entries[1..] {
             step = gcd(step, u64::from(value) - first);
@@ -173,19 +178,31 @@ impl Dense {
                 return None;
             }
         }
-        let mut slots = Slots::zeros(((last - first) / step + 1) as usize, total);
+        // The first of narrow entries, and a step at most the last of them.
+        let len = ((last - first) / step + 1) as usize;
+        Some(Dense::with_entries(
+            first as u32,
+            step as u32,
+            len,
+            entries,
+            total,
+        ))
+    }
+
+    /// `len` slots from `first` on `step`, counting `entries` (each on a slot); `total` as for
+    /// [`Slots::add`].
+    fn with_entries(
+        first: u32,
+        step: u32,
+        len: usize,
+        entries: &[(u32, u32)],
+        total: u64,
+    ) -> Dense {
+        let mut slots = Slots::zeros(len, total);
         for &(value, count) in entries {
-            slots.add(
-                ((u64::from(value) - first) / step) as usize,
-                count.into(),
-                total,
-            );
+            slots.add(((value - first) / step) as usize, count.into(), total);
         }
-        Some(Dense {
-            first: first as u32, // the first of narrow entries
-            step: step as u32,   // at most the last of them
-            slots,
-        })
+        Dense { first, step, slots }
     }
 
     /// The dense form of sorted narrow `entries` and unsorted `values` (their counts sum to
@@ -211,7 +228,7 @@ impl Dense {
             return None;
         }
         let span = u64::from(high - low);
-        let smallest_step = span.div_ceil(slots_per_value(total) * most_distinct - 1);
+        let smallest = smallest_step(span, most_distinct, total);
         let mut step = 0;
         let offsets = entries
             .iter()
@@ -221,21 +238,13 @@ impl Dense {
             // One division a value while the step holds it, Euclid's only when it does not.
             if offset != 0 && (step == 0 || offset % step != 0) {
                 step = gcd(u64::from(step), u64::from(offset)) as u32;
-                if u64::from(step) < smallest_step {
+                if u64::from(step) < smallest {
                     return None;
                 }
             }
         }
         let len = (high - low) / step + 1;
-        let mut dense = Dense {
-            first: low,
-            step,
-            slots: Slots::zeros(len as usize, total),
-        };
-        for &(value, count) in entries {
-            let slot = ((value - low) / step) as usize;
-            dense.slots.add(slot, u64::from(count), total);
-        }
+        let mut dense = Dense::with_entries(low, step, len as usize, entries, total);
         let slot = |value| slot_of(low, step, len as usize, value);
         match &mut dense.slots {
             Slots::Two(counts) => values.iter().for_each(|&v| _ = count_in(counts, slot(v))),
@@ -243,9 +252,8 @@ impl Dense {
         }
         // The test of [`Dense::of`], now that the distinct values are known.
         let distinct = dense.slots.values().filter(|&count| count > 0).count() as u64;
-        let max_slots = slots_per_value(total) * distinct;
-        let dense_enough =
-            distinct >= DENSE_MIN_ENTRIES as u64 && u64::from(step) >= span.div_ceil(max_slots - 1);
+        let dense_enough = distinct >= DENSE_MIN_ENTRIES as u64
+            && u64::from(step) >= smallest_step(span, distinct, total);
         dense_enough.then_some(dense)
     }
 
